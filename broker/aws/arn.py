@@ -1,0 +1,48 @@
+"""Amazon Resource Names: the forms the broker issues, and a parser for the ones it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PARTITION = "aws"
+
+
+@dataclass(frozen=True)
+class Arn:
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource: str
+
+    def __str__(self) -> str:
+        return (f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:"
+                f"{self.resource}")
+
+
+def parse(text: str) -> Arn | None:
+    """The parts of an ARN, or None if the text is not one."""
+    parts = text.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1] or not parts[2] or not parts[5]:
+        return None
+    return Arn(parts[1], parts[2], parts[3], parts[4], parts[5])
+
+
+def root(account: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:root"
+
+
+def user(account: str, path: str, name: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:user{path}{name}"
+
+
+def role(account: str, path: str, name: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:role{path}{name}"
+
+
+def federated_user(account: str, name: str) -> str:
+    return f"arn:{PARTITION}:sts::{account}:federated-user/{name}"
+
+
+def assumed_role(account: str, role_name: str, session_name: str) -> str:
+    return f"arn:{PARTITION}:sts::{account}:assumed-role/{role_name}/{session_name}"

@@ -1,0 +1,61 @@
+"""Identifiers in AWS's shapes: account ids, access key ids, unique ids, secrets, request ids.
+
+Access key ids carry their account, as AWS's do, so that GetAccessKeyInfo can answer for a
+temporary key without any lookup: after the four-letter prefix come 16 base32 characters that
+encode five bytes of account number and five random bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import uuid
+
+LONG_TERM_PREFIX = "AKIA"
+TEMPORARY_PREFIX = "ASIA"
+USER_ID_PREFIX = "AIDA"
+ROLE_ID_PREFIX = "AROA"
+
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+_KEY_ID = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
+
+
+def new_account_id() -> str:
+    return f"{secrets.randbelow(10**12):012d}"
+
+
+def new_access_key_id(account_id: str, *, temporary: bool) -> str:
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise ValueError(f"not an account id: {account_id!r}")
+    raw = int(account_id).to_bytes(5, "big") + secrets.token_bytes(5)
+    prefix = TEMPORARY_PREFIX if temporary else LONG_TERM_PREFIX
+    return prefix + base64.b32encode(raw).decode("ascii")
+
+
+def account_of_access_key_id(access_key_id: str) -> str | None:
+    """The account encoded in one of the broker's access key ids, or None if it is not one."""
+    if not _KEY_ID.fullmatch(access_key_id):
+        return None
+    raw = base64.b32decode(access_key_id[4:])
+    number = int.from_bytes(raw[:5], "big")
+    if number >= 10**12:
+        return None
+    return f"{number:012d}"
+
+
+def is_temporary_key_id(access_key_id: str) -> bool:
+    return access_key_id.startswith(TEMPORARY_PREFIX)
+
+
+def new_secret_access_key() -> str:
+    return base64.b64encode(secrets.token_bytes(30)).decode("ascii")
+
+
+def new_unique_id(prefix: str) -> str:
+    """AIDA... / AROA...: the prefix and 17 characters, 21 in all, as AWS's are."""
+    return prefix + base64.b32encode(secrets.token_bytes(11)).decode("ascii")[:17]
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())

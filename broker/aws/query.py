@@ -1,0 +1,230 @@
+"""The AWS Query protocol: form parameters in, XML out, for STS and IAM on one endpoint.
+
+``QueryProtocol.handle`` takes a request as received and returns status, body and headers:
+
+1. read the parameters (query string and form body; a name given twice is refused);
+2. find the operation from Action and Version (or, without Version, from the action name);
+3. authenticate (SigV4) unless the operation is unsigned;
+4. parse and validate the input against the operation's shape;
+5. run the handler and render its result, or render the AwsError it raised.
+
+Every failure is an ``ErrorResponse`` with AWS's code and status. Store outages become
+ServiceUnavailable; anything unexpected is logged once with the request id and answered with
+InternalFailure, never with a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.audit import AuditEvent, AuditSink
+from broker.authn import Authenticator
+from broker.aws import ids, shapes, sigv4, xml
+from broker.aws.errors import (
+    AwsError,
+    InternalFailure,
+    InvalidAction,
+    MalformedQueryString,
+    MissingParameter,
+    ServiceUnavailable,
+)
+from broker.aws.sigv4 import HttpRequest
+from broker.clock import Clock
+from broker.errors import StoreUnavailable
+from broker.principal import Principal
+
+log = logging.getLogger("broker.query")
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    version: str
+    namespace: str
+
+
+STS = ServiceSpec("sts", "2011-06-15", "https://sts.amazonaws.com/doc/2011-06-15/")
+IAM = ServiceSpec("iam", "2010-05-08", "https://iam.amazonaws.com/doc/2010-05-08/")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One validated call, as a handler sees it."""
+
+    action: str
+    params: Mapping[str, Any]
+    caller: Principal | None
+    request_id: str
+    source_ip: str | None
+    user_agent: str | None
+    secure: bool
+
+    @property
+    def principal(self) -> Principal:
+        assert self.caller is not None, "signed operations always have a caller"
+        return self.caller
+
+
+Result = Mapping[str, Any] | None
+Handler = Callable[[Call], Awaitable[Result]]
+# For audited operations: (access key id issued, identity it speaks for) from the result.
+Issued = Callable[[Mapping[str, Any]], tuple[str | None, str | None]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    service: ServiceSpec
+    name: str
+    input: shapes.Structure
+    handler: Handler
+    signed: bool = True
+    issued: Issued | None = None  # set for operations that issue credentials: audited
+
+
+@dataclass(frozen=True)
+class QueryResponse:
+    status: int
+    body: bytes
+    request_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-amzn-RequestId": self.request_id, "content-type": "text/xml"}
+
+
+class QueryProtocol:
+    def __init__(self, operations: Iterable[Operation], authenticator: Authenticator,
+                 audit: AuditSink, clock: Clock) -> None:
+        self._ops: dict[tuple[str, str], Operation] = {}
+        self._by_name: dict[str, Operation] = {}
+        for op in operations:
+            self._ops[(op.service.version, op.name)] = op
+            self._by_name[op.name] = op
+        self._versions = {op.service.version for op in self._ops.values()}
+        self._authn = authenticator
+        self._audit = audit
+        self._clock = clock
+
+    @property
+    def operations(self) -> list[Operation]:
+        return list(self._ops.values())
+
+    async def handle(self, req: HttpRequest, *, source_ip: str | None,
+                     secure: bool) -> QueryResponse:
+        request_id = ids.new_request_id()
+        namespace = STS.namespace
+        op: Operation | None = None
+        caller: Principal | None = None
+        user_agent = req.header("user-agent")
+        try:
+            query, params = _parameters(req)
+            op = self._operation(params)
+            namespace = op.service.namespace
+            if op.signed:
+                try:
+                    caller = await self._authn.authenticate(req, query, op.service.name)
+                except AwsError as exc:
+                    self._refused_auth(exc, req, query, request_id, source_ip, user_agent)
+                    raise
+            call = Call(
+                action=op.name,
+                params=shapes.parse(op.input, params),
+                caller=caller,
+                request_id=request_id,
+                source_ip=source_ip,
+                user_agent=user_agent,
+                secure=secure,
+            )
+            result = await op.handler(call)
+        except AwsError as exc:
+            return self._error(exc, op, caller, namespace, request_id, source_ip, user_agent)
+        except StoreUnavailable as exc:
+            log.error("request %s: store unavailable: %s", request_id, exc)
+            error: AwsError = ServiceUnavailable(
+                "The service is unavailable. Please try again later.")
+            return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
+        except Exception:
+            log.exception("request %s: unexpected failure", request_id)
+            error = InternalFailure(
+                f"The request processing has failed because of an unknown error. "
+                f"Quote request id {request_id} to the broker's administrator."
+            )
+            return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
+        if op.issued is not None and result is not None:
+            key_id, subject = op.issued(result)
+            self._audit.emit(AuditEvent(
+                time=self._clock.now(), event=op.name, outcome="issued",
+                request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+                principal=caller.arn if caller else None,
+                account=caller.account_id if caller else None,
+                caller_access_key_id=caller.access_key_id if caller else None,
+                access_key_id=key_id, subject=subject,
+            ))
+        body = xml.result_document(op.name, namespace, result, request_id)
+        return QueryResponse(200, body, request_id)
+
+    def _operation(self, params: Mapping[str, str]) -> Operation:
+        action = params.get("Action")
+        if not action:
+            raise MissingParameter("The request must contain the parameter Action")
+        version = params.get("Version")
+        if version is not None:
+            op = self._ops.get((version, action))
+            if op is None:
+                raise InvalidAction(f"Could not find operation {action} for version {version}")
+            return op
+        op = self._by_name.get(action)
+        if op is None:
+            raise InvalidAction(f"Could not find operation {action}")
+        return op
+
+    def _error(self, error: AwsError, op: Operation | None, caller: Principal | None,
+               namespace: str, request_id: str, source_ip: str | None,
+               user_agent: str | None) -> QueryResponse:
+        if op is not None and op.issued is not None and caller is not None:
+            self._audit.emit(AuditEvent(
+                time=self._clock.now(), event=op.name, outcome="refused",
+                request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+                principal=caller.arn, account=caller.account_id,
+                caller_access_key_id=caller.access_key_id,
+                error_code=error.code, error_message=error.message,
+            ))
+        return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
+                             request_id)
+
+    def _refused_auth(self, error: AwsError, req: HttpRequest, query: list[tuple[str, str]],
+                      request_id: str, source_ip: str | None, user_agent: str | None) -> None:
+        key_id = None
+        try:
+            if sigv4.has_auth(req, query):
+                key_id = sigv4.parse_claim(req, query).access_key_id[:128]
+        except AwsError:
+            pass
+        self._audit.emit(AuditEvent(
+            time=self._clock.now(), event="Authenticate", outcome="refused",
+            request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+            caller_access_key_id=key_id, error_code=error.code, error_message=error.message,
+        ))
+
+
+def _parameters(req: HttpRequest) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """(the decoded query pairs, the operation parameters from query and form body)."""
+    try:
+        query = sigv4.parse_query(req.query)
+        pairs = [(k, v) for k, v in query if not k.startswith("X-Amz-")]
+        content_type = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if req.body and content_type == _FORM:
+            pairs += sigv4.parse_query(req.body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MalformedQueryString("The query string or form body is not valid UTF-8.") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise MalformedQueryString(f"The parameter {name[:128]} is given more than once.")
+        params[name] = value
+    return query, params

@@ -1,0 +1,69 @@
+"""The one XML serializer of the Query protocol.
+
+Results are plain Python: a dict becomes child elements in insertion order, a list becomes
+``<member>`` elements, a datetime AWS's ISO 8601 form, a bool ``true``/``false``; None is left
+out. Characters XML 1.0 cannot carry are replaced, so an echoed input never breaks a client's
+parser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from broker.aws.errors import AwsError
+from broker.clock import iso8601
+
+_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def text(value: str) -> str:
+    return _INVALID.sub("\ufffd", value).translate(_ESCAPES)
+
+
+def _value(parts: list[str], value: Any) -> None:
+    if isinstance(value, Mapping):
+        for name, child in value.items():
+            if child is None:
+                continue
+            parts.append(f"<{name}>")
+            _value(parts, child)
+            parts.append(f"</{name}>")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            parts.append("<member>")
+            _value(parts, item)
+            parts.append("</member>")
+    elif isinstance(value, bool):
+        parts.append("true" if value else "false")
+    elif isinstance(value, datetime):
+        parts.append(iso8601(value))
+    elif isinstance(value, int):
+        parts.append(str(value))
+    else:
+        parts.append(text(str(value)))
+
+
+def result_document(action: str, namespace: str, result: Mapping[str, Any] | None,
+                    request_id: str) -> bytes:
+    parts = [f'<{action}Response xmlns="{namespace}">']
+    if result is not None:
+        parts.append(f"<{action}Result>")
+        _value(parts, result)
+        parts.append(f"</{action}Result>")
+    parts.append(f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>")
+    parts.append(f"</{action}Response>")
+    return "".join(parts).encode("utf-8")
+
+
+def error_document(error: AwsError, namespace: str, request_id: str) -> bytes:
+    return (
+        f'<ErrorResponse xmlns="{namespace}"><Error>'
+        f"<Type>{error.fault_type}</Type>"
+        f"<Code>{text(error.code)}</Code>"
+        f"<Message>{text(error.message)}</Message>"
+        f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    ).encode()

@@ -1,0 +1,324 @@
+"""The command line: broker init | serve | accounts | keys | apply | check.
+
+Every command reads the same settings (``--config FILE``, ``BROKER_*`` variables, flags) and
+opens the same stores as the server. A fault is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from broker import settings as settings_module
+from broker.aws import ids
+from broker.aws.errors import AwsError
+from broker.clock import SystemClock
+from broker.errors import BrokerError
+from broker.iam import declarative
+from broker.iam.entities import Account
+from broker.iam.service import IamService, NewAccessKey
+from broker.keyring import Keyring
+from broker.runtime import initialize, is_initialized, open_entity_store
+from broker.settings import Settings
+from broker.sts.sessions import DEFAULT_DURATION
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"broker: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _settings(config: str | None, data_dir: str | None, **server: Any) -> Settings:
+    overrides = {f"server.{k}": v for k, v in server.items()}
+    overrides["server.data_dir"] = data_dir
+    return settings_module.load(config or os.environ.get("BROKER_CONFIG") or None,
+                                overrides=overrides)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except AwsError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+    except BrokerError as exc:
+        _fail(str(exc))
+
+
+def common(fn: F) -> F:
+    fn = click.option("--config", "config", type=click.Path(dir_okay=False),
+                      help="TOML settings file (also BROKER_CONFIG).")(fn)
+    fn = click.option("--data-dir", "data_dir", type=click.Path(file_okay=False),
+                      help="Data directory (default ./.broker).")(fn)
+    return fn
+
+
+def _credentials_text(account: Account, key: NewAccessKey) -> str:
+    return (
+        f"Account {account.id} is ready. Its root access key is shown once; keep it safe:\n"
+        f"  AWS_ACCESS_KEY_ID={key.key.access_key_id}\n"
+        f"  AWS_SECRET_ACCESS_KEY={key.secret_access_key}\n"
+    )
+
+
+def _credentials_json(account: Account, key: NewAccessKey) -> str:
+    return json.dumps({
+        "account_id": account.id,
+        "root": {
+            "access_key_id": key.key.access_key_id,
+            "secret_access_key": key.secret_access_key,
+        },
+    })
+
+
+@click.group()
+@click.version_option(package_name="broker")
+def main() -> None:
+    """The broker: federation identity broker and SSO gateway speaking AWS's protocols."""
+
+
+# -- init and serve -----------------------------------------------------------------------------
+
+
+@main.command()
+@common
+@click.option("--account-id", help="12-digit id of the first account (default: random).")
+@click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
+def init(config: str | None, data_dir: str | None, account_id: str | None,
+         as_json: bool) -> None:
+    """Create a data directory: keyring, database, first account and its root access key."""
+    if account_id is not None and not ids.ACCOUNT_ID.fullmatch(account_id):
+        _fail(f"--account-id: {account_id!r} is not a 12-digit account id")
+    try:
+        settings = _settings(config, data_dir)
+    except BrokerError as exc:
+        _fail(str(exc))
+    account, key = _run(initialize(settings, account_id=account_id))
+    click.echo(_credentials_json(account, key) if as_json else _credentials_text(account, key))
+
+
+@main.command()
+@common
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--public-url", help="URL clients use to reach the broker.")
+@click.option("--workers", type=int, help="Worker processes (default 1).")
+def serve(config: str | None, data_dir: str | None, host: str | None, port: int | None,
+          public_url: str | None, workers: int | None) -> None:
+    """Serve the broker. An empty data directory is initialised first."""
+    import uvicorn
+
+    try:
+        settings = _settings(config, data_dir, host=host, port=port, public_url=public_url,
+                             workers=workers)
+    except BrokerError as exc:
+        _fail(str(exc))
+    logging.basicConfig(level=settings.log.level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not is_initialized(settings):
+        account, key = _run(initialize(settings))
+        click.echo(f"Initialised {settings.data_dir.resolve()}.")
+        click.echo(_credentials_text(account, key))
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(settings.server.trusted_proxies),
+        "access_log": settings.log.access,
+        "log_level": settings.log.level,
+        "server_header": False,
+    }
+    click.echo(f"Serving on {settings.public_url}")
+    if settings.server.workers == 1:
+        from broker.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Worker processes build their own app from the environment: hand the flags down.
+    if config:
+        os.environ["BROKER_CONFIG"] = str(Path(config).resolve())
+    for name, value in (("DATA_DIR", str(settings.data_dir.resolve())),
+                       ("HOST", settings.server.host), ("PORT", str(settings.server.port)),
+                       ("PUBLIC_URL", settings.server.public_url),
+                       ("WORKERS", str(settings.server.workers))):
+        if value:
+            os.environ[f"BROKER_SERVER_{name}"] = value
+    uvicorn.run("broker.app:app_from_environment", factory=True,
+                workers=settings.server.workers, **options)
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+@main.group()
+def accounts() -> None:
+    """Accounts on this broker."""
+
+
+@accounts.command("create")
+@common
+@click.option("--account-id", help="12-digit id (default: random).")
+@click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
+def accounts_create(config: str | None, data_dir: str | None, account_id: str | None,
+                    as_json: bool) -> None:
+    """Create an account with its root user; print its root access key once."""
+    if account_id is not None and not ids.ACCOUNT_ID.fullmatch(account_id):
+        _fail(f"--account-id: {account_id!r} is not a 12-digit account id")
+
+    async def create(iam: IamService) -> tuple[Account, NewAccessKey]:
+        return await iam.create_account(account_id)
+
+    account, key = _with_iam(config, data_dir, create)
+    click.echo(_credentials_json(account, key) if as_json else _credentials_text(account, key))
+
+
+@accounts.command("list")
+@common
+@click.option("--json", "as_json", is_flag=True)
+def accounts_list(config: str | None, data_dir: str | None, as_json: bool) -> None:
+    """List the accounts."""
+
+    async def listing(iam: IamService) -> list[Account]:
+        return await iam.list_accounts()
+
+    found = _with_iam(config, data_dir, listing)
+    if as_json:
+        click.echo(json.dumps([{"account_id": a.id, "alias": a.alias,
+                                "created": a.created.isoformat()} for a in found]))
+        return
+    for account in found:
+        click.echo(f"{account.id}  {account.alias or '-'}  created {account.created:%Y-%m-%d}")
+
+
+def _with_iam(config: str | None, data_dir: str | None,
+              action: Callable[[IamService], Awaitable[T]]) -> T:
+    try:
+        settings = _settings(config, data_dir)
+        if not is_initialized(settings):
+            raise BrokerError(f"{settings.data_dir} is not initialised: run 'broker init'")
+        keyring = Keyring.load(settings.keyring_path)
+    except BrokerError as exc:
+        _fail(str(exc))
+
+    async def go() -> T:
+        store = open_entity_store(settings)
+        try:
+            await store.migrate()
+            return await action(IamService(store, keyring, SystemClock()))
+        finally:
+            await store.close()
+
+    return _run(go())
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """The keyring that seals session tokens and stored secrets."""
+
+
+@keys.command("list")
+@common
+def keys_list(config: str | None, data_dir: str | None) -> None:
+    """List keys: id, created, state, and how many stored secrets each seals."""
+
+    async def listing(iam: IamService) -> list[str]:
+        newest = iam.keyring.newest.id
+        rows = []
+        for key in iam.keyring.keys:
+            state = "retired" if key.retired else ("newest" if key.id == newest else "active")
+            sealed = await iam.secrets_sealed_with(key.id)
+            rows.append(f"{key.id}  created {key.created}  {state:8}  seals {sealed} secrets")
+        return rows
+
+    for row in _with_iam(config, data_dir, listing):
+        click.echo(row)
+
+
+@keys.command("rotate")
+@common
+def keys_rotate(config: str | None, data_dir: str | None) -> None:
+    """Add a new newest key and reseal stored secrets with it. Older keys keep opening
+    tokens until they are retired."""
+
+    async def rotate(iam: IamService) -> tuple[str, int]:
+        key = iam.keyring.rotate(SystemClock())
+        iam.keyring.save()  # before resealing, so every process can open what we write
+        return key.id, await iam.reseal_secrets()
+
+    key_id, resealed = _with_iam(config, data_dir, rotate)
+    click.echo(f"New newest key {key_id}; resealed {resealed} stored secrets.")
+
+
+@keys.command("retire")
+@common
+@click.argument("key_id")
+def keys_retire(config: str | None, data_dir: str | None, key_id: str) -> None:
+    """Retire a key: tokens sealed with it stop working. Rotate first."""
+
+    async def retire(iam: IamService) -> tuple[int, str]:
+        clock = SystemClock()
+        resealed = await iam.reseal_secrets()
+        left = await iam.secrets_sealed_with(key_id)
+        if left:
+            raise BrokerError(f"{left} stored secrets are still sealed with {key_id}")
+        key = iam.keyring.retire(key_id, clock)
+        iam.keyring.save()
+        newest = iam.keyring.newest
+        age = clock.now() - datetime.fromisoformat(newest.created)
+        warning = ""
+        if age < timedelta(seconds=3 * DEFAULT_DURATION):
+            warning = (f" Sessions issued before {newest.created} with {key.id} "
+                       "no longer authenticate.")
+        return resealed, warning
+
+    resealed, warning = _with_iam(config, data_dir, retire)
+    click.echo(f"Retired {key_id} (resealed {resealed} stored secrets first).{warning}")
+
+
+# -- declarative IAM ----------------------------------------------------------------------------
+
+
+@main.command()
+@common
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+def apply(config: str | None, data_dir: str | None, file: str) -> None:
+    """Make IAM match a declarative TOML file (idempotent; prints what changes)."""
+    try:
+        plan = declarative.load(Path(file))
+    except BrokerError as exc:
+        _fail(str(exc))
+
+    async def go(iam: IamService) -> list[str]:
+        return await declarative.apply(plan, iam)
+
+    lines = _with_iam(config, data_dir, go)
+    for line in lines:
+        click.echo(line)
+    changed = sum(1 for line in lines if not line.startswith("="))
+    click.echo(f"{changed} change(s).")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+def check(file: str) -> None:
+    """Validate a declarative TOML file without changing anything."""
+    try:
+        plan = declarative.load(Path(file))
+    except BrokerError as exc:
+        _fail(str(exc))
+    users = sum(len(a.users) for a in plan.accounts)
+    click.echo(f"{file}: valid ({len(plan.accounts)} account(s), {users} user(s)).")

@@ -1,0 +1,37 @@
+"""The one clock. Everything that needs the time receives a Clock; tests pass a fixed one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that only moves when told to: for tests and for replaying recorded requests."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("FixedClock needs a timezone-aware datetime")
+        self._at = at.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._at
+
+    def advance(self, seconds: float) -> None:
+        self._at += timedelta(seconds=seconds)
+
+
+def iso8601(at: datetime) -> str:
+    """AWS's timestamp form in XML bodies: second precision, Z suffix."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,45 @@
+"""Access-key last use, recorded without slowing the request.
+
+Authentication notes each use in memory (a dict assignment); a background task writes the
+newest use of each key to the store every few seconds. Until then this process answers
+GetAccessKeyLastUsed from what it noted; other processes see it after the next flush, which
+matches AWS's own description of last-used data as eventually consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from broker.iam.entities import LastUsed
+from broker.iam.service import IamService
+
+log = logging.getLogger("broker.lastused")
+
+
+class LastUsedRecorder:
+    def __init__(self, iam: IamService, *, interval: float) -> None:
+        self._iam = iam
+        self._interval = interval
+        self._pending: dict[tuple[str, str], LastUsed] = {}
+
+    def note(self, account_id: str, access_key_id: str, used: LastUsed) -> None:
+        self._pending[(account_id, access_key_id)] = used
+
+    def pending(self, account_id: str, access_key_id: str) -> LastUsed | None:
+        return self._pending.get((account_id, access_key_id))
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        for (account_id, key_id), used in batch.items():
+            try:
+                await self._iam.record_last_used(account_id, key_id, used)
+            except Exception:  # a store outage must not lose later notes or kill the loop
+                log.warning("could not record last use of %s; will retry", key_id)
+                self._pending.setdefault((account_id, key_id), used)
+
+    async def run(self) -> None:
+        """Flush forever, every interval; cancel to stop (the lifespan flushes once more)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()

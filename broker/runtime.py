@@ -1,0 +1,132 @@
+"""The broker's parts, opened from settings: stores, keyring, services, protocol.
+
+``open_runtime`` is used by the web application (app.py) and by the command line, so both run
+the same code against the same stores. ``initialize`` creates a new data directory: the keyring,
+the database schema, the first account with its root user and one root access key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.audit import AuditSink, open_sink
+from broker.authn import Authenticator
+from broker.aws.query import QueryProtocol
+from broker.clock import Clock, SystemClock
+from broker.errors import ConfigError
+from broker.iam import api as iam_api
+from broker.iam.entities import Account
+from broker.iam.lastused import LastUsedRecorder
+from broker.iam.service import IamService, NewAccessKey
+from broker.keyring import Keyring
+from broker.settings import Settings
+from broker.store.base import EntityStore, EphemeralStore
+from broker.store.memory import MemoryEphemeralStore
+from broker.store.redis import RedisEphemeralStore
+from broker.store.sql import SqlEntityStore
+from broker.sts import api as sts_api
+from broker.sts.service import StsService
+
+
+def open_entity_store(settings: Settings) -> EntityStore:
+    return SqlEntityStore(settings.database_url, pool_size=settings.store.pool_size)
+
+
+def open_ephemeral_store(settings: Settings, clock: Clock) -> EphemeralStore:
+    url = settings.store.ephemeral_url
+    if url == "memory://":
+        return MemoryEphemeralStore(clock)
+    return RedisEphemeralStore(url, prefix=settings.store.redis_prefix)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    keyring: Keyring
+    store: EntityStore
+    ephemeral: EphemeralStore
+    audit: AuditSink
+    iam: IamService
+    sts: StsService
+    last_used: LastUsedRecorder
+    authenticator: Authenticator
+    protocol: QueryProtocol
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.ephemeral.close()
+        self.audit.close()
+
+
+async def open_runtime(settings: Settings, *, clock: Clock | None = None,
+                       migrate: bool = True) -> Runtime:
+    clock = clock or SystemClock()
+    if not settings.keyring_path.exists():
+        raise ConfigError(
+            f"keyring {settings.keyring_path} does not exist: run 'broker init' first"
+        )
+    keyring = Keyring.load(settings.keyring_path,
+                           check_interval=settings.keyring.check_interval_seconds)
+    store = open_entity_store(settings)
+    if migrate:
+        await store.migrate()
+    ephemeral = open_ephemeral_store(settings, clock)
+    audit = open_sink(settings.audit.sink, settings.audit.path)
+    iam = IamService(store, keyring, clock)
+    sts = StsService(iam, keyring, clock)
+    last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
+    authenticator = Authenticator(iam, keyring, clock, last_used,
+                                  skew=settings.sigv4.clock_skew_seconds,
+                                  regions=settings.sigv4.regions)
+    protocol = QueryProtocol(
+        [*sts_api.operations(sts), *iam_api.operations(iam, last_used)],
+        authenticator, audit, clock,
+    )
+    return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
+                   authenticator, protocol)
+
+
+def is_initialized(settings: Settings) -> bool:
+    return settings.keyring_path.exists()
+
+
+async def initialize(settings: Settings, *, account_id: str | None = None,
+                     clock: Clock | None = None) -> tuple[Account, NewAccessKey]:
+    """Create the data directory, keyring, schema and first account. Refuses to touch a
+    directory or database that already holds a broker."""
+    clock = clock or SystemClock()
+    data_dir = settings.data_dir
+    if settings.keyring_path.exists():
+        raise ConfigError(f"{data_dir} is already initialised (found {settings.keyring_path})")
+    if (data_dir / "broker.db").exists() and not settings.store.database_url:
+        raise ConfigError(f"{data_dir} already holds a database (broker.db) but no keyring")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _private(data_dir)
+    store = open_entity_store(settings)
+    try:
+        await store.migrate()
+        iam = IamService(store, Keyring.generate(clock), clock)
+        if await iam.list_accounts():
+            raise ConfigError(
+                "the database already holds accounts: copy that broker's keyring to "
+                f"{settings.keyring_path} instead of initialising again"
+            )
+        keyring = Keyring.generate(clock, path=settings.keyring_path)
+        keyring.save()
+        try:
+            return await IamService(store, keyring, clock).create_account(account_id)
+        except BaseException:
+            settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
+            raise
+    finally:
+        await store.close()
+
+
+def _private(path: Path) -> None:
+    # Not ours to change on a mounted volume; the keyring file itself is 0600 anyway.
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)
+

@@ -1,0 +1,343 @@
+"""Typed settings: defaults, overridden by a TOML file, overridden by ``BROKER_*`` variables.
+
+Every setting has a section and a key (``server.port``), a type, a default and a one-line
+description; its environment variable is ``BROKER_<SECTION>_<KEY>`` in capitals
+(``BROKER_SERVER_PORT``). A value that cannot be used stops start-up with one line that names
+the setting, where the value came from and what is wrong. docs/configuration.md lists them all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from broker.errors import ConfigError
+
+Parser = Callable[[Any], Any]
+
+
+# -- value parsers: each takes a TOML value or an environment string, returns the typed value ---
+
+
+def _int(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"must be an integer from {low} to {high}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be an integer from {low} to {high}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(repr(c) for c in choices))
+        return str(value)
+
+    return parse
+
+
+def _http_url(value: Any) -> str:
+    text = _str(value).rstrip("/")
+    if text == "":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return text
+
+
+def _database_url(value: Any) -> str:
+    text = _str(value)
+    if text and not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", text):
+        raise ValueError("must be a sqlite:/// or postgresql:// URL")
+    return text
+
+
+def _ephemeral_url(value: Any) -> str:
+    text = _str(value)
+    if text != "memory://" and not re.match(r"^rediss?://", text):
+        raise ValueError("must be memory:// or a redis:// (rediss://) URL")
+    return text
+
+
+def _list(item: Parser) -> Parser:
+    def parse(value: Any) -> tuple[Any, ...]:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError("must be a list (or, in the environment, a comma-separated string)")
+        return tuple(item(v) for v in value)
+
+    return parse
+
+
+def _region(value: Any) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", text):
+        raise ValueError(f"{text!r} is not a region name such as us-east-1")
+    return text
+
+
+def _network(value: Any) -> str:
+    text = _str(value)
+    if text == "*":
+        return text
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or network") from None
+    return text
+
+
+def _level(value: Any) -> str:
+    return str(_choice("debug", "info", "warning", "error")(str(value).lower()))
+
+
+def setting(default: Any, parse: Parser, doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+# -- the settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", _str, "Address to listen on.")
+    port: int = setting(8000, _int(1, 65535), "TCP port to listen on.")
+    public_url: str = setting(
+        "", _http_url,
+        "URL clients use to reach the broker (scheme, host, port). Default: http://HOST:PORT.",
+    )
+    workers: int = setting(
+        1, _int(1, 64), "Worker processes. More than one needs a shared ephemeral store (Redis)."
+    )
+    data_dir: str = setting(
+        ".broker", _str, "Directory of the embedded database and the keyring file."
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        ("127.0.0.1",), _list(_network),
+        "Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed ('*' for any).",
+    )
+    max_body_bytes: int = setting(
+        1_048_576, _int(1024, 64 * 1_048_576), "Largest request body accepted, in bytes."
+    )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    database_url: str = setting(
+        "", _database_url,
+        "Durable store: sqlite:///PATH or postgresql://USER@HOST/DB. "
+        "Default: SQLite in the data directory.",
+    )
+    pool_size: int = setting(5, _int(1, 100), "PostgreSQL connections per process.")
+    ephemeral_url: str = setting(
+        "memory://", _ephemeral_url,
+        "Short-lived state: memory:// (one process) or redis://HOST:PORT/DB.",
+    )
+    redis_prefix: str = setting("broker:", _str, "Prefix of every key the broker writes in Redis.")
+
+
+@dataclass(frozen=True)
+class KeyringSettings:
+    path: str = setting(
+        "", _str, "Keyring file (AES-256-GCM keys). Default: keyring.json in the data directory."
+    )
+    check_interval_seconds: int = setting(
+        5, _int(1, 3600), "How often a process looks for a rotated or retired key in the file."
+    )
+
+
+@dataclass(frozen=True)
+class Sigv4Settings:
+    clock_skew_seconds: int = setting(
+        300, _int(60, 900), "How far a request's signing time may be from the broker's clock."
+    )
+    regions: tuple[str, ...] = setting(
+        (), _list(_region),
+        "Regions a credential scope may name. Empty: any well-formed region name.",
+    )
+
+
+@dataclass(frozen=True)
+class IamSettings:
+    last_used_flush_seconds: int = setting(
+        5, _int(1, 3600),
+        "How often access-key last-use records are written to the store (in the background).",
+    )
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    sink: str = setting("stdout", _choice("stdout", "file"), "Where audit events go.")
+    path: str = setting(
+        "", _str, "Audit file when sink = 'file' (one JSON line per event, appended)."
+    )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("info", _level, "Log level: debug, info, warning or error.")
+    access: bool = setting(False, _bool, "Log every HTTP request (uvicorn's access log).")
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    keyring: KeyringSettings = field(default_factory=KeyringSettings)
+    sigv4: Sigv4Settings = field(default_factory=Sigv4Settings)
+    iam: IamSettings = field(default_factory=IamSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.store.database_url or f"sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def keyring_path(self) -> Path:
+        return Path(self.keyring.path) if self.keyring.path else self.data_dir / "keyring.json"
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url
+        host = self.server.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in fields(Settings)
+}
+
+
+def env_name(section: str, key: str) -> str:
+    return f"BROKER_{section}_{key}".upper()
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(setting, environment variable, default, description) for every setting."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            rows.append((f"{section}.{f.name}", env_name(section, f.name), f.default,
+                         f.metadata["doc"]))
+    return rows
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults < TOML file < environment < overrides (``{"server.port": 9000}``, from flags)."""
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        file_values = _read_toml(Path(path))
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"{section}.{f.name}"
+            parse: Parser = f.metadata["parse"]
+            source, raw = None, None
+            if name in file_values:
+                source, raw = f"in {path}", file_values[name]
+            env = env_name(section, f.name)
+            if env in environ:
+                source, raw = f"from {env}", environ[env]
+            if overrides and name in overrides and overrides[name] is not None:
+                source, raw = "from the command line", overrides[name]
+            if source is None:
+                continue
+            try:
+                values[f.name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"setting {name} ({source}): {exc}; got {raw!r}") from None
+        sections[section] = cls(**values)
+    settings = Settings(**sections)
+    _check(settings)
+    return settings
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy with some values replaced, e.g. ``with_overrides(s, server={"port": 0})``."""
+    changed = {name: replace(getattr(settings, name), **vals) for name, vals in sections.items()}
+    return replace(settings, **changed)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for section, table in doc.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"config file {path}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: {section} must be a table")
+        known = {f.name for f in fields(SECTIONS[section])}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"config file {path}: unknown setting {section}.{key}")
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _check(settings: Settings) -> None:
+    if settings.audit.sink == "file" and not settings.audit.path:
+        raise ConfigError("setting audit.path: required when audit.sink is 'file'")
+    if settings.server.workers > 1 and settings.store.ephemeral_url == "memory://":
+        raise ConfigError(
+            "setting server.workers: more than one worker needs a shared ephemeral store; "
+            "set store.ephemeral_url to a redis:// URL"
+        )

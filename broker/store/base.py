@@ -1,0 +1,135 @@
+"""The two store protocols: durable entities and short-lived state.
+
+``EntityStore`` keeps every durable entity (accounts, users, access keys, and the kinds later
+features add) as a ``Record``: a kind, the account it belongs to, a key unique within that
+account and kind, a JSON document, and optionally a parent record and one lookup value unique
+across all accounts (an access key id, an account alias). Every backend offers the same few
+atomic primitives, so that uniqueness, per-parent quotas ("at most two access keys") and
+"delete only when it has no children" hold under concurrent requests in every deployment:
+
+* ``create``: insert; the parent must exist; refuse past a per-parent quota.
+* ``update``: read-modify-write of one record, serialised against every other writer.
+* ``delete``: remove, refusing while children of named kinds exist.
+
+Records that belong to no account (the accounts themselves) use the account ``GLOBAL`` ("").
+
+``EphemeralStore`` keeps short-lived state with a time to live: replay ids, one-time tokens,
+sessions, rate-limit counters. Its operations are each atomic across every broker process that
+shares the backend.
+
+The in-memory backends are the reference; every backend passes the same conformance suite
+(tests/conformance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Data = Mapping[str, Any]
+GLOBAL = ""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a record lives: its kind, its account and its key."""
+
+    kind: str
+    account: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.account}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    account: str
+    key: str
+    data: Data
+    parent: Ref | None = None
+    lookup: str | None = None
+    version: int = 0
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.kind, self.account, self.key)
+
+
+class EntityStore(Protocol):
+    async def migrate(self) -> None:
+        """Bring the backend's schema up to date. Safe to call from several processes."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the backend answers; raise StoreUnavailable otherwise."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
+        """Insert a new record (version 1).
+
+        Raises AlreadyExists if the key or the lookup value is taken, NotFound if the record
+        names a parent that does not exist, and QuotaExceeded if the parent already has
+        ``max_siblings`` children of the record's kind.
+        """
+        ...
+
+    async def get(self, ref: Ref) -> Record:
+        """The record, or NotFound."""
+        ...
+
+    async def find(self, kind: str, lookup: str) -> Record:
+        """The record of that kind whose lookup value is ``lookup``, or NotFound."""
+        ...
+
+    async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
+        """Replace the record's data with ``change(record)``, atomically; version + 1.
+
+        ``change`` may raise to abort; nothing is written then. NotFound if the record is gone.
+        """
+        ...
+
+    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+        """Delete the record. Conflict if it has children of any kind in ``blocked_by``;
+        children of other kinds are deleted with it. NotFound if it does not exist."""
+        ...
+
+    async def list(
+        self,
+        kind: str,
+        account: str,
+        *,
+        parent: Ref | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Records of a kind in an account (and under a parent), ordered by key, keys > after."""
+        ...
+
+
+class EphemeralStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store value under key unless a live value is there; True if this call stored it."""
+        ...
+
+    async def take(self, key: str) -> bytes | None:
+        """Return the live value and delete it, atomically: only one caller ever gets it."""
+        ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one to a counter and return it; a new counter lives ``ttl`` seconds."""
+        ...

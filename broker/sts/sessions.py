@@ -1,0 +1,67 @@
+"""Session rules shared by the STS actions: durations, session tags, packed policies."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Sequence
+
+from broker.aws import arn
+from broker.aws.errors import (
+    InvalidParameterValue,
+    MalformedPolicyDocument,
+    PackedPolicyTooLarge,
+)
+
+DEFAULT_DURATION = 43200
+ROOT_MAX_DURATION = 3600
+PACKED_LIMIT = 2048  # bytes of compressed policy, policy ARNs and tags: 100 % PackedPolicySize
+
+
+def duration(requested: int | None, *, root: bool) -> int:
+    """GetSessionToken / GetFederationToken: the default, and at most an hour for root."""
+    seconds = DEFAULT_DURATION if requested is None else requested
+    return min(seconds, ROOT_MAX_DURATION) if root else seconds
+
+
+def check_tags(tags: Sequence[tuple[str, str]]) -> None:
+    seen: set[str] = set()
+    for key, _ in tags:
+        if key.lower() in seen:
+            raise InvalidParameterValue(
+                "Duplicate tag keys found. Please note that Tag keys are case insensitive."
+            )
+        seen.add(key.lower())
+
+
+def check_policy(policy: str) -> str:
+    """The session policy, minified. The full grammar check comes with the policy engine;
+    here a policy must at least be a JSON object with a Statement."""
+    try:
+        doc = json.loads(policy)
+    except ValueError:
+        raise MalformedPolicyDocument("Syntax errors in policy.") from None
+    if not isinstance(doc, dict) or "Statement" not in doc:
+        raise MalformedPolicyDocument("Syntax errors in policy.")
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def check_policy_arns(arns: Sequence[str]) -> None:
+    for text in arns:
+        parsed = arn.parse(text)
+        if parsed is None or parsed.service != "iam" or not parsed.resource.startswith("policy/"):
+            raise InvalidParameterValue(f"The policy ARN {text} is not a valid IAM policy ARN.")
+
+
+def packed_size(policy: str | None, arns: Sequence[str],
+                tags: Sequence[tuple[str, str]]) -> int:
+    """PackedPolicySize: the percentage of the allowed space the packed form uses."""
+    packed = json.dumps([policy, list(arns), [list(t) for t in tags]], separators=(",", ":"))
+    size = len(zlib.compress(packed.encode(), 9))
+    percent = math.ceil(100 * size / PACKED_LIMIT)
+    if percent > 100:
+        raise PackedPolicyTooLarge(
+            f"Packed policy consumes {percent}% of allotted space, please use smaller policy."
+        )
+    return percent

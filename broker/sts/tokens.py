@@ -1,0 +1,131 @@
+"""Session tokens: a temporary credential's whole session, sealed by the keyring.
+
+The token is the session itself, so any broker process holding the keyring verifies a
+temporary credential without a database round trip. It is
+``base64url(sealed(zlib(JSON session)))``, sealed with the newest key, for the purpose
+``session-token``, and bound to its access key id: a token presented with another access key id
+does not open. A tampered, truncated, swapped or retired-key token is InvalidClientTokenId;
+one past its expiry is ExpiredToken.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from broker.aws.errors import ExpiredToken, InvalidClientTokenId
+from broker.errors import SealError
+from broker.keyring import Keyring
+
+PURPOSE = "session-token"
+MAX_TOKEN_BYTES = 4096  # the size SessionTokenUtilization is a percentage of
+_VERSION = 1
+_MAX_PLAINTEXT = 1 << 20
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+
+
+class SessionKind(StrEnum):
+    """Which STS action made the session; it decides what the session may do."""
+
+    # GetSessionToken: the root user or an IAM user, as itself
+    SESSION_TOKEN = "session-token"  # noqa: S105
+    FEDERATED_USER = "federated-user"  # GetFederationToken
+    ASSUMED_ROLE = "assumed-role"  # AssumeRole*
+
+
+@dataclass(frozen=True)
+class Session:
+    access_key_id: str
+    secret_access_key: str
+    kind: SessionKind
+    account_id: str
+    arn: str  # the caller ARN requests with this session present
+    user_id: str  # GetCallerIdentity's UserId
+    name: str  # user name, federated user name, or role session name
+    source_arn: str  # the long-term identity the session came from (user, root or role)
+    issued_at: int  # epoch seconds
+    expires_at: int
+    mfa: bool = False
+    chain_depth: int = 0
+    tags: tuple[tuple[str, str], ...] = ()
+    transitive_tag_keys: tuple[str, ...] = ()
+    source_identity: str | None = None
+    policy: str | None = None
+    policy_arns: tuple[str, ...] = ()
+    padding: str = field(default="", compare=False)
+
+    @property
+    def expiration(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+    @property
+    def issued(self) -> datetime:
+        return datetime.fromtimestamp(self.issued_at, UTC)
+
+
+def seal(session: Session, keyring: Keyring) -> str:
+    doc = asdict(session)
+    doc["v"] = _VERSION
+    plaintext = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    blob = keyring.seal(zlib.compress(plaintext), purpose=PURPOSE, aad=session.access_key_id)
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
+
+
+def open_token(token: str, access_key_id: str, keyring: Keyring, *, now: datetime) -> Session:
+    """The session a token seals, if it is intact, bound to this key id and not expired."""
+    session = _decode(token, access_key_id, keyring)
+    if now.timestamp() >= session.expires_at:
+        raise ExpiredToken()
+    return session
+
+
+def _decode(token: str, access_key_id: str, keyring: Keyring) -> Session:
+    if not _TOKEN.fullmatch(token):
+        # Strict: a character outside the alphabet is refused, not skipped, so that no two
+        # different strings are the same token.
+        raise InvalidClientTokenId()
+    try:
+        blob = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidClientTokenId() from None
+    if base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii") != token:
+        raise InvalidClientTokenId()  # a non-canonical spelling of some token
+    try:
+        packed = keyring.unseal(blob, purpose=PURPOSE, aad=access_key_id)
+        inflate = zlib.decompressobj()
+        plaintext = inflate.decompress(packed, _MAX_PLAINTEXT)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("session plaintext is too large or incomplete")
+        doc: dict[str, Any] = json.loads(plaintext)
+        if doc.pop("v", None) != _VERSION:
+            raise ValueError("unknown session version")
+        doc["kind"] = SessionKind(doc["kind"])
+        doc["tags"] = tuple((str(k), str(v)) for k, v in doc["tags"])
+        doc["transitive_tag_keys"] = tuple(doc["transitive_tag_keys"])
+        doc["policy_arns"] = tuple(doc["policy_arns"])
+        session = Session(**doc)
+    except (SealError, ValueError, KeyError, TypeError, zlib.error):
+        raise InvalidClientTokenId() from None
+    if session.access_key_id != access_key_id:
+        raise InvalidClientTokenId()
+    return session
+
+
+def padded(session: Session, keyring: Keyring, minimum: int) -> str:
+    """Seal the session, growing the token to at least ``minimum`` bytes when asked
+    (GetSessionToken / GetFederationToken MinimumSessionTokenSize)."""
+    token = seal(session, keyring)
+    grow = 0
+    while len(token) < minimum:
+        # Random padding, so that it does not compress away; a few rounds converge.
+        grow += minimum - len(token)
+        token = seal(replace(session, padding=secrets.token_urlsafe(grow)[:grow]), keyring)
+    return token

@@ -1,0 +1,95 @@
+"""One conformance suite for every EphemeralStore backend: memory and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from broker.clock import SystemClock
+from broker.errors import StoreUnavailable
+from broker.store.base import EphemeralStore
+from broker.store.memory import MemoryEphemeralStore
+from broker.store.redis import RedisEphemeralStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[EphemeralStore]:
+    backend: EphemeralStore
+    if request.param == "memory":
+        backend = MemoryEphemeralStore(SystemClock())
+    else:
+        url = request.getfixturevalue("redis_url")
+        backend = RedisEphemeralStore(url, prefix=f"broker-test:{uuid.uuid4().hex}:")
+    yield backend
+    await backend.close()
+
+
+async def test_put_if_absent_once(store: EphemeralStore) -> None:
+    assert await store.put_if_absent("replay:1", b"a", 5)
+    assert not await store.put_if_absent("replay:1", b"b", 5)
+    assert await store.get("replay:1") == b"a"
+
+
+async def test_put_if_absent_under_concurrency(store: EphemeralStore) -> None:
+    results = await asyncio.gather(*(store.put_if_absent("race", str(i).encode(), 5)
+                                     for i in range(20)))
+    assert sum(results) == 1
+
+
+async def test_take_is_one_time(store: EphemeralStore) -> None:
+    await store.set("token", b"t", 5)
+    results = await asyncio.gather(*(store.take("token") for _ in range(10)))
+    assert [r for r in results if r is not None] == [b"t"]
+    assert await store.take("token") is None
+    assert await store.get("token") is None
+
+
+async def test_values_expire(store: EphemeralStore) -> None:
+    await store.set("short", b"x", 0.2)
+    assert await store.put_if_absent("short2", b"y", 0.2)
+    assert await store.get("short") == b"x"
+    await asyncio.sleep(0.35)
+    assert await store.get("short") is None
+    assert await store.take("short2") is None
+    assert await store.put_if_absent("short2", b"z", 5)  # free again once expired
+
+
+async def test_set_overwrites_and_delete_removes(store: EphemeralStore) -> None:
+    await store.set("k", b"1", 5)
+    await store.set("k", b"2", 5)
+    assert await store.get("k") == b"2"
+    await store.delete("k")
+    assert await store.get("k") is None
+    await store.delete("never-there")
+
+
+async def test_counters_count_within_their_window(store: EphemeralStore) -> None:
+    counts = await asyncio.gather(*(store.incr("rate:ip", 0.3) for _ in range(10)))
+    assert sorted(counts) == list(range(1, 11))
+    await asyncio.sleep(0.45)
+    assert await store.incr("rate:ip", 0.3) == 1
+
+
+async def test_nonpositive_ttl_is_a_programming_error(store: EphemeralStore) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        await store.set("k", b"v", 0)
+
+
+async def test_binary_values(store: EphemeralStore) -> None:
+    value = bytes(range(256))
+    await store.set("bin", value, 5)
+    assert await store.get("bin") == value
+
+
+async def test_unreachable_redis_is_unavailable() -> None:
+    dead = RedisEphemeralStore("redis://127.0.0.1:1/0", timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await dead.ping()
+    with pytest.raises(StoreUnavailable):
+        await dead.put_if_absent("k", b"v", 5)
+    await dead.close()

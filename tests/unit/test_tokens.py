@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from broker.aws import ids
+from broker.aws.errors import ExpiredToken, InvalidClientTokenId
+from broker.clock import FixedClock
+from broker.keyring import Keyring
+from broker.sts import tokens
+from broker.sts.tokens import Session, SessionKind
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CLOCK = FixedClock(NOW)
+
+
+def session(**overrides: object) -> Session:
+    base = Session(
+        access_key_id=ids.new_access_key_id("123456789012", temporary=True),
+        secret_access_key=ids.new_secret_access_key(),
+        kind=SessionKind.FEDERATED_USER,
+        account_id="123456789012",
+        arn="arn:aws:sts::123456789012:federated-user/bob",
+        user_id="123456789012:bob",
+        name="bob",
+        source_arn="arn:aws:iam::123456789012:root",
+        issued_at=int(NOW.timestamp()),
+        expires_at=int(NOW.timestamp()) + 900,
+        tags=(("team", "a"),),
+        policy='{"Statement":[]}',
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def test_token_carries_the_whole_session() -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    token = tokens.seal(s, ring)
+    assert s.secret_access_key not in token
+    assert tokens.open_token(token, s.access_key_id, ring, now=NOW) == s
+
+
+def test_token_is_bound_to_its_access_key_id() -> None:
+    ring = Keyring.generate(CLOCK)
+    a, b = session(), session()
+    with pytest.raises(InvalidClientTokenId):
+        tokens.open_token(tokens.seal(a, ring), b.access_key_id, ring, now=NOW)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda t: t[:-4],
+    lambda t: t[:20],
+    lambda t: "",
+    lambda t: t[:10] + ("A" if t[10] != "A" else "B") + t[11:],
+    lambda t: t + "AAAA",
+    lambda t: "!!" + t,
+    lambda t: t.replace("-", "+").replace("_", "/") if ("-" in t or "_" in t) else t + "+",
+])
+def test_tampered_or_truncated_tokens_are_invalid(mutate: object) -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    token = tokens.seal(s, ring)
+    bad = mutate(token)  # type: ignore[operator]
+    assert bad != token
+    with pytest.raises(InvalidClientTokenId):
+        tokens.open_token(bad, s.access_key_id, ring, now=NOW)
+
+
+def test_retired_key_token_is_invalid() -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    token = tokens.seal(s, ring)
+    old = ring.newest.id
+    ring.rotate(CLOCK)
+    assert tokens.open_token(token, s.access_key_id, ring, now=NOW) == s
+    ring.retire(old, CLOCK)
+    with pytest.raises(InvalidClientTokenId):
+        tokens.open_token(token, s.access_key_id, ring, now=NOW)
+
+
+def test_expired_token() -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    token = tokens.seal(s, ring)
+    later = datetime.fromtimestamp(s.expires_at - 1, UTC)
+    assert tokens.open_token(token, s.access_key_id, ring, now=later) == s
+    with pytest.raises(ExpiredToken):
+        tokens.open_token(token, s.access_key_id, ring, now=s.expiration)
+
+
+def test_a_sealed_blob_of_another_purpose_is_not_a_token() -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    blob = ring.seal(b'{"v":1}', purpose="access-key-secret", aad=s.access_key_id)
+    forged = base64.urlsafe_b64encode(blob).rstrip(b"=").decode()
+    with pytest.raises(InvalidClientTokenId):
+        tokens.open_token(forged, s.access_key_id, ring, now=NOW)
+
+
+@pytest.mark.parametrize("minimum", [0, 100, 1500, 4096])
+def test_padding_reaches_the_minimum_size(minimum: int) -> None:
+    ring = Keyring.generate(CLOCK)
+    s = session()
+    token = tokens.padded(s, ring, minimum)
+    assert len(token) >= minimum
+    assert len(token) < max(minimum, 600) + 200
+    opened = tokens.open_token(token, s.access_key_id, ring, now=NOW)
+    assert opened == s
