@@ -1,5 +1,6 @@
 # Two commands for a fresh machine with only Python:
-#   make run   serve the broker on its embedded defaults (SQLite + in-process state)
+#   make run   serve the broker on its embedded defaults (SQLite + in-process state);
+#              ARGS="--port 9000" passes flags to broker serve
 #   make test  every test, plus ruff and mypy
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/broker serve
+	$(BIN)/broker serve $(ARGS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -43,6 +44,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for this broker: proxies it trusts, logging, no version banner."""
+    return {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(settings.server.trusted_proxies),
+        "access_log": settings.log.access,
+        "log_level": settings.log.level,
+        "server_header": False,
+    }
 
 
 def app_from_environment() -> Starlette:

@@ -130,15 +130,9 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
         account, key = _run(initialize(settings))
         click.echo(f"Initialised {settings.data_dir.resolve()}.")
         click.echo(_credentials_text(account, key))
-    options: dict[str, Any] = {
-        "host": settings.server.host,
-        "port": settings.server.port,
-        "proxy_headers": True,
-        "forwarded_allow_ips": ",".join(settings.server.trusted_proxies),
-        "access_log": settings.log.access,
-        "log_level": settings.log.level,
-        "server_header": False,
-    }
+    from broker.app import server_options
+
+    options = server_options(settings)
     click.echo(f"Serving on {settings.public_url}")
     if settings.server.workers == 1:
         from broker.app import create_app
@@ -271,6 +265,9 @@ def keys_retire(config: str | None, data_dir: str | None, key_id: str) -> None:
 
     async def retire(iam: IamService) -> tuple[int, str]:
         clock = SystemClock()
+        if key_id == iam.keyring.newest.id:
+            raise BrokerError(f"key {key_id!r} is the newest active key; rotate first so that "
+                              "another key seals")
         resealed = await iam.reseal_secrets()
         left = await iam.secrets_sealed_with(key_id)
         if left:

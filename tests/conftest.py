@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,22 +19,37 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Make fresh PostgreSQL databases on the real server; all are dropped at the end."""
     admin = sa.create_engine(DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1),
                              isolation_level="AUTOCOMMIT")
-    name = f"broker_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         admin.dispose()
         unavailable(f"PostgreSQL at {DATABASE_URL}", str(exc.orig).strip().splitlines()[0])
+    made: list[str] = []
     base = DATABASE_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+
+    def make() -> str:
+        name = f"broker_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return f"{base}/{name}"
+
+    yield make
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in made:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_databases: Callable[[], str]) -> str:
+    """One database for the whole session (tests that use it clear what they need)."""
+    return postgres_databases()
 
 
 @pytest.fixture(scope="session")

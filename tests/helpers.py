@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ import botocore.config
 import pytest
 import uvicorn
 
-from broker.app import create_app
+from broker.app import create_app, server_options
 from broker.clock import Clock
 from broker.runtime import Runtime, initialize
 from broker.settings import Settings, load
@@ -52,18 +53,23 @@ def free_port() -> int:
 class ServerThread:
     """A real uvicorn server serving an ASGI app on 127.0.0.1, in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, settings: Settings | None = None) -> None:
         self.app = app
-        self.port = port or free_port()
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                     lifespan="on", access_log=False)
+        self.port = free_port()
+        options = server_options(settings) if settings else {}
+        options.update(host="127.0.0.1", port=self.port, log_level="warning")
+        self.config = uvicorn.Config(app, lifespan="on", **options)
         self.server = uvicorn.Server(self.config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
 
     def start(self) -> ServerThread:
         self.thread.start()
@@ -153,7 +159,7 @@ def start_broker(data_dir: Path, *, clock: Clock | None = None,
                "BROKER_IAM_LAST_USED_FLUSH_SECONDS": "1", **(env or {})}
     settings = load(None, environ=environ)
     account, key = asyncio.run(initialize(settings, clock=init_clock or clock))
-    server = ServerThread(create_app(settings, clock=clock)).start()
+    server = ServerThread(create_app(settings, clock=clock), settings).start()
     return Broker(settings, Creds(key.key.access_key_id, key.secret_access_key), account.id,
                   server)
 
@@ -161,3 +167,53 @@ def start_broker(data_dir: Path, *, clock: Clock | None = None,
 def creds_of(result: dict[str, Any]) -> Creds:
     c = result["Credentials"]
     return Creds(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+
+
+def signed_request(broker_url: str, params: dict[str, str], creds: Creds, *,
+                   service: str = "sts", region: str = "us-east-1", method: str = "POST",
+                   at: datetime | None = None) -> tuple[str, str, dict[str, str], bytes]:
+    """A request signed by botocore's own SigV4 signer: (method, url, headers, body)."""
+    from unittest import mock
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = urlencode(params).encode()
+    if method == "GET":
+        request = AWSRequest(method="GET", url=f"{broker_url}/?{body.decode()}")
+    else:
+        request = AWSRequest(method="POST", url=f"{broker_url}/", data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    signer = SigV4Auth(Credentials(creds.access_key_id, creds.secret_access_key,
+                                   creds.session_token), service, region)
+    if at is None:
+        signer.add_auth(request)
+    else:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            signer.add_auth(request)
+    prepared = request.prepare()
+    return method, prepared.url, dict(prepared.headers), prepared.body or b""
+
+
+def presigned_url(broker_url: str, params: dict[str, str], creds: Creds, *,
+                  expires: int = 300, at: datetime | None = None,
+                  region: str = "us-east-1") -> str:
+    """A presigned GET URL made by botocore's SigV4QueryAuth."""
+    from unittest import mock
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=f"{broker_url}/?{urlencode(params)}")
+    signer = SigV4QueryAuth(Credentials(creds.access_key_id, creds.secret_access_key,
+                                        creds.session_token), "sts", region, expires=expires)
+    if at is None:
+        signer.add_auth(request)
+    else:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            signer.add_auth(request)
+    return str(request.prepare().url)

@@ -41,9 +41,9 @@ class StsService:
                                 serial_number: str | None = None,
                                 token_code: str | None = None,
                                 minimum_token_size: int = 0) -> IssuedCredentials:
-        authorize(caller, "sts:GetSessionToken", caller.arn)
         if caller.temporary:
             raise AccessDenied("Cannot call GetSessionToken with session credentials")
+        authorize(caller, "sts:GetSessionToken", caller.arn)
         _check_mfa(serial_number, token_code)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
@@ -59,9 +59,9 @@ class StsService:
                                    tags: Sequence[tuple[str, str]] = (),
                                    minimum_token_size: int = 0) -> IssuedCredentials:
         federated_arn = arn.federated_user(caller.account_id, name)
-        authorize(caller, "sts:GetFederationToken", federated_arn)
         if caller.temporary:
             raise AccessDenied("Cannot call GetFederationToken with session credentials")
+        authorize(caller, "sts:GetFederationToken", federated_arn)
         if tags:
             authorize(caller, "sts:TagSession", federated_arn)
         sessions.check_tags(tags)

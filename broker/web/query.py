@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from broker.aws import xml
@@ -17,6 +17,8 @@ async def query_endpoint(request: Request) -> Response:
     limit: int = request.app.state.runtime.settings.server.max_body_bytes
     try:
         body = await _body(request, limit)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read an answer
     except RequestEntityTooLarge as exc:
         request_id = new_request_id()
         return Response(xml.error_document(exc, STS.namespace, request_id), exc.status,

@@ -1,0 +1,108 @@
+"""The distributed deployment: stateless broker processes on PostgreSQL and Redis.
+
+Two broker processes (one of them with two workers) share the real PostgreSQL and Redis of
+this machine and one keyring file, as replicas behind a load balancer would. Whatever one
+process writes or issues, the other honours; a key rotated from the command line reaches both
+without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from tests.e2e.support import BIN, BrokerProcess, clean_env
+from tests.helpers import free_port
+
+
+def client(url: str, service: str, creds: dict[str, str]) -> object:
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"],
+                        aws_session_token=creds.get("SessionToken"),
+                        config=botocore.config.Config(retries={"max_attempts": 1}))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
+            redis_url: str) -> Iterator[tuple[BrokerProcess, BrokerProcess, dict[str, str],
+                                              dict[str, str]]]:
+    env = clean_env(
+        BROKER_STORE_DATABASE_URL=postgres_databases(),
+        BROKER_STORE_EPHEMERAL_URL=redis_url,
+        BROKER_STORE_REDIS_PREFIX=f"broker-e2e-{uuid.uuid4().hex[:8]}:",
+        BROKER_KEYRING_CHECK_INTERVAL_SECONDS="1",
+        BROKER_SERVER_DATA_DIR=str(tmp_path / "shared"),
+    )
+    init = subprocess.run([str(BIN / "broker"), "init", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    root = json.loads(init.stdout)["root"]
+    creds = {"AccessKeyId": root["access_key_id"], "SecretAccessKey": root["secret_access_key"]}
+    pa, pb = free_port(), free_port()
+    a = BrokerProcess(["--port", str(pa), "--workers", "2"], env, pa, tmp_path / "a.log")
+    b = BrokerProcess(["--port", str(pb)], env, pb, tmp_path / "b.log")
+    yield a, b, creds, env
+    a.stop()
+    b.stop()
+
+
+def test_processes_share_everything(cluster: tuple[BrokerProcess, BrokerProcess,
+                                                   dict[str, str], dict[str, str]]) -> None:
+    a, b, root, _ = cluster
+    iam_a, iam_b = client(a.url, "iam", root), client(b.url, "iam", root)
+    iam_a.create_user(UserName="shared")  # type: ignore[attr-defined]
+    assert iam_b.get_user(UserName="shared")["User"]["UserName"] == "shared"  # type: ignore
+
+    session = client(a.url, "sts", root).get_session_token()["Credentials"]  # type: ignore
+    for _ in range(6):  # across both workers of A and across B
+        for url in (a.url, b.url):
+            who = client(url, "sts", session).get_caller_identity()  # type: ignore
+            assert who["Arn"].endswith(":root")
+
+    def attempt(url: str) -> bool:
+        try:
+            client(url, "iam", root).create_access_key(UserName="shared")  # type: ignore
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "LimitExceeded"
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(attempt, [a.url, b.url] * 4))
+    assert created.count(True) == 2
+    assert len(iam_b.list_access_keys(UserName="shared")["AccessKeyMetadata"]) == 2  # type: ignore
+
+
+def test_rotation_reaches_every_process(cluster: tuple[BrokerProcess, BrokerProcess,
+                                                       dict[str, str], dict[str, str]]) -> None:
+    a, b, root, env = cluster
+    before = client(a.url, "sts", root).get_session_token()["Credentials"]  # type: ignore
+    subprocess.run([str(BIN / "broker"), "keys", "rotate"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    time.sleep(1.5)  # the keyring check interval of the running processes
+    after = client(a.url, "sts", root).get_session_token()["Credentials"]  # type: ignore
+    for url in (a.url, b.url):
+        client(url, "sts", after).get_caller_identity()  # type: ignore
+        client(url, "sts", before).get_caller_identity()  # type: ignore
+    listing = subprocess.run([str(BIN / "broker"), "keys", "list"], env=env, check=True,
+                             capture_output=True, text=True, timeout=120).stdout
+    old = listing.splitlines()[0].split()[0]
+    subprocess.run([str(BIN / "broker"), "keys", "retire", old], env=env, check=True,
+                   capture_output=True, timeout=120)
+    time.sleep(1.5)
+    for url in (a.url, b.url):
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            client(url, "sts", before).get_caller_identity()  # type: ignore
+        assert info.value.response["Error"]["Code"] == "InvalidClientTokenId"
+        client(url, "sts", after).get_caller_identity()  # type: ignore
+        client(url, "sts", root).get_caller_identity()  # type: ignore  # resealed secret

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from broker.cli import main
+from broker.clock import SystemClock
+from broker.iam.service import IamService
+from broker.keyring import Keyring
+from broker.settings import load
+from broker.store.sql import SqlEntityStore
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env or {}, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def init(data: Path, *extra: str) -> dict[str, object]:
+    code, out, err = run("init", "--data-dir", str(data), "--json", *extra)
+    assert code == 0, err
+    doc: dict[str, object] = json.loads(out)
+    return doc
+
+
+def test_init_json_is_exactly_the_documented_shape(tmp_path: Path) -> None:
+    doc = init(tmp_path / "d", "--account-id", "123456789012")
+    assert list(doc) == ["account_id", "root"]
+    assert doc["account_id"] == "123456789012"
+    root = doc["root"]
+    assert isinstance(root, dict) and list(root) == ["access_key_id", "secret_access_key"]
+    assert root["access_key_id"].startswith("AKIA") and len(root["secret_access_key"]) == 40
+    keyring = tmp_path / "d" / "keyring.json"
+    assert stat.S_IMODE(os.stat(keyring).st_mode) == 0o600
+    assert root["secret_access_key"] not in (tmp_path / "d" / "broker.db").read_bytes().decode(
+        "latin-1")
+
+
+def test_init_refuses_an_initialised_directory(tmp_path: Path) -> None:
+    init(tmp_path / "d")
+    before = (tmp_path / "d" / "keyring.json").read_bytes()
+    code, out, err = run("init", "--data-dir", str(tmp_path / "d"))
+    assert code == 2 and out == ""
+    assert err.startswith("broker: error: ") and "already initialised" in err
+    assert err.count("\n") == 1
+    assert (tmp_path / "d" / "keyring.json").read_bytes() == before
+
+
+def test_init_refuses_a_bad_account_id(tmp_path: Path) -> None:
+    code, _, err = run("init", "--data-dir", str(tmp_path / "d"), "--account-id", "12")
+    assert code == 2 and "12-digit" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_setting_is_one_line(tmp_path: Path) -> None:
+    code, _, err = run("init", "--data-dir", str(tmp_path / "d"),
+                       env={"BROKER_SIGV4_CLOCK_SKEW_SECONDS": "forever"})
+    assert code == 2
+    assert err == ("broker: error: setting sigv4.clock_skew_seconds (from "
+                   "BROKER_SIGV4_CLOCK_SKEW_SECONDS): must be an integer from 60 to 900; "
+                   "got 'forever'\n")
+
+
+def test_accounts(tmp_path: Path) -> None:
+    first = init(tmp_path / "d")
+    code, out, _ = run("accounts", "create", "--data-dir", str(tmp_path / "d"), "--json",
+                       "--account-id", "999999999999")
+    assert code == 0 and json.loads(out)["account_id"] == "999999999999"
+    code, out, err = run("accounts", "create", "--data-dir", str(tmp_path / "d"),
+                         "--account-id", "999999999999")
+    assert code == 2 and "EntityAlreadyExists" in err
+    code, out, _ = run("accounts", "list", "--data-dir", str(tmp_path / "d"), "--json")
+    ids = [a["account_id"] for a in json.loads(out)]
+    assert sorted(ids) == sorted([first["account_id"], "999999999999"])
+
+
+def secret_works(data: Path, access_key_id: str, secret: str) -> bool:
+    settings = load(None, environ={"BROKER_SERVER_DATA_DIR": str(data)})
+
+    async def check() -> bool:
+        store = SqlEntityStore(settings.database_url)
+        try:
+            iam = IamService(store, Keyring.load(settings.keyring_path), SystemClock())
+            key = await iam.find_access_key(access_key_id)
+            return key is not None and iam.secret_of(key) == secret
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
+
+
+def test_key_rotation_and_retirement(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    doc = init(data)
+    root = doc["root"]
+    assert isinstance(root, dict)
+    first = Keyring.load(data / "keyring.json").newest.id
+    code, out, _ = run("keys", "rotate", "--data-dir", str(data))
+    assert code == 0 and "resealed 1 stored secrets" in out
+    second = Keyring.load(data / "keyring.json").newest.id
+    assert second != first
+    code, out, _ = run("keys", "list", "--data-dir", str(data))
+    assert f"{first}" in out and "seals 0 secrets" in out and "seals 1 secrets" in out
+    code, _, err = run("keys", "retire", second, "--data-dir", str(data))
+    assert code == 2 and "newest" in err
+    code, out, _ = run("keys", "retire", first, "--data-dir", str(data))
+    assert code == 0 and f"Retired {first}" in out
+    ring = Keyring.load(data / "keyring.json")
+    assert [k.active for k in ring.keys] == [False, True]
+    assert secret_works(data, root["access_key_id"], root["secret_access_key"])
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_apply_is_idempotent_and_prints_changes(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    account = init(data)["account_id"]
+    plan = write(tmp_path / "iam.toml", f"""
+[[accounts]]
+id = "{account}"
+
+  [[accounts.users]]
+  name = "alice"
+  path = "/eng/"
+  tags = {{ team = "platform" }}
+
+  [[accounts.users]]
+  name = "bob"
+""")
+    code, out, err = run("check", str(plan))
+    assert code == 0 and "valid (1 account(s), 2 user(s))" in out, err
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines() == [f"+ user alice ({account})", f"+ user bob ({account})",
+                                "2 change(s)."]
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines() == [f"= user alice ({account})", f"= user bob ({account})",
+                                "0 change(s)."]
+    write(plan, plan.read_text().replace('team = "platform"', 'team = "infra"')
+          .replace('path = "/eng/"', 'path = "/ops/"'))
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[0] == f"~ user alice ({account}): path /eng/ -> /ops/, tags"
+
+
+@pytest.mark.parametrize(("text", "fault"), [
+    ('[[accounts]]\nid = "1"\n', "accounts[0].id: must be a 12-digit account id"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "bad name!"\n',
+     "accounts[0].users[0]: 1 validation error detected: Value 'bad name!' at 'userName'"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\nshell = "x"\n',
+     "unknown key(s): shell"),
+    ('[[roles]]\nname = "x"\n', "unknown table(s): roles"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
+     '[[accounts.users]]\nname = "A"\n', "user A is listed twice"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
+     'tags = { "aws:x" = "1" }\n', "reserved prefix"),
+    ("not toml [", "not valid TOML"),
+])
+def test_check_names_the_fault(tmp_path: Path, text: str, fault: str) -> None:
+    code, out, err = run("check", str(write(tmp_path / "bad.toml", text)))
+    assert code == 2 and out == ""
+    assert fault in err and err.count("\n") == 1
+
+
+def test_apply_to_a_missing_account_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    init(data)
+    plan = write(tmp_path / "iam.toml",
+                 '[[accounts]]\nid = "000000000001"\n[[accounts.users]]\nname = "a"\n')
+    code, _, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 2 and "NoSuchEntity" in err
