@@ -4,30 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from broker import settings as settings_module
 from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.web.health import healthz, readyz
-from broker.web.query import query_endpoint
+from broker.web.query import QueryApp
 
 log = logging.getLogger("broker")
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+class BrokerApp:
+    """The ASGI application.
+
+    AWS Query requests (``GET`` or ``POST`` on ``/``), the hot path of every SDK call, go
+    straight to the Query endpoint; everything else (health checks, the lifespan) goes through
+    Starlette's routing and middleware.
+    """
+
+    def __init__(self, web: Starlette) -> None:
+        self.web = web
+        self.query = QueryApp(web.state)
+
+    @property
+    def state(self) -> State:
+        return self.web.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in _QUERY:
+            await self.query(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+
+_QUERY = frozenset({"GET", "POST"})
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, clock=clock)
         app.state.runtime = runtime
         flusher = asyncio.create_task(runtime.last_used.run())
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which would otherwise walk it again and again.
+        gc.collect()
+        gc.freeze()
         log.info("broker ready at %s", settings.public_url)
         try:
             yield
@@ -39,11 +72,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
             await runtime.close()
 
     routes = [
-        Route("/", query_endpoint, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return BrokerApp(Starlette(routes=routes, lifespan=lifespan))
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -59,6 +91,6 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> BrokerApp:
     """The factory uvicorn's worker processes call: settings from BROKER_CONFIG and BROKER_*."""
     return create_app(settings_module.load(os.environ.get("BROKER_CONFIG") or None))

@@ -9,6 +9,7 @@ received (aws/sigv4.py). Every refusal is an AWS error; nothing unverified gets 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from broker.aws import arn, ids, sigv4
 from broker.aws.errors import InvalidClientTokenId, MissingAuthenticationToken, NoSuchEntity
@@ -30,6 +31,9 @@ class Authenticator:
         self._keyring = keyring
         self._clock = clock
         self._last_used = last_used
+        self._tokens = tokens.OpenedTokens(keyring)
+        # The principal of each recently opened session (it follows from the session alone).
+        self._principals: dict[str, Principal] = {}
         self._skew = skew
         self._regions = tuple(regions)
 
@@ -42,7 +46,7 @@ class Authenticator:
         sigv4.check_scope(claim, service=service, now=now, skew=self._skew,
                           regions=self._regions)
         if ids.is_temporary_key_id(claim.access_key_id):
-            principal, secret = self._temporary(claim)
+            principal, secret = self._temporary(claim, now)
         else:
             principal, secret = await self._long_term(claim)
         sigv4.verify(req, query, claim, secret)
@@ -54,12 +58,17 @@ class Authenticator:
             )
         return principal
 
-    def _temporary(self, claim: Claim) -> tuple[Principal, str]:
+    def _temporary(self, claim: Claim, now: datetime) -> tuple[Principal, str]:
         if not claim.security_token:
             raise InvalidClientTokenId()
-        session = tokens.open_token(claim.security_token, claim.access_key_id, self._keyring,
-                                    now=self._clock.now())
-        return Principal.of_session(session), session.secret_access_key
+        session = self._tokens.open(claim.security_token, claim.access_key_id, now=now)
+        principal = self._principals.get(session.access_key_id)
+        if principal is None or principal.session is not session:
+            principal = Principal.of_session(session)
+            self._principals[session.access_key_id] = principal
+            if len(self._principals) > 4096:
+                self._principals.pop(next(iter(self._principals)))
+        return principal, session.secret_access_key
 
     async def _long_term(self, claim: Claim) -> tuple[Principal, str]:
         if claim.security_token:

@@ -54,6 +54,7 @@ class Keyring:
         self._check_interval = check_interval
         self._mtime = _mtime(path) if path else None
         self._checked = time.monotonic()
+        self.generation = 0  # moves whenever the set of usable keys may have changed
         self._index()
 
     # -- creation and persistence ---------------------------------------------------------------
@@ -177,6 +178,7 @@ class Keyring:
         return key
 
     def _index(self) -> None:
+        self.generation += 1
         self._by_id = {k.id: k for k in self._keys}
         if len(self._by_id) != len(self._keys):
             raise KeyringError("keyring holds two keys with the same id")

@@ -37,10 +37,7 @@ class Principal:
 
     @classmethod
     def of_session(cls, session: Session) -> Principal:
-        kind = {
-            SessionKind.FEDERATED_USER: PrincipalType.FEDERATED_USER,
-            SessionKind.ASSUMED_ROLE: PrincipalType.ASSUMED_ROLE,
-        }.get(session.kind)
+        kind = _SESSION_TYPES.get(session.kind)
         if kind is None:  # GetSessionToken: the root user or an IAM user, as itself
             kind = PrincipalType.ACCOUNT if session.arn.endswith(":root") else PrincipalType.USER
         return cls(
@@ -52,3 +49,9 @@ class Principal:
             access_key_id=session.access_key_id,
             session=session,
         )
+
+
+_SESSION_TYPES = {
+    SessionKind.FEDERATED_USER: PrincipalType.FEDERATED_USER,
+    SessionKind.ASSUMED_ROLE: PrincipalType.ASSUMED_ROLE,
+}

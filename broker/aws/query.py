@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker.audit import AuditEvent, AuditSink
 from broker.authn import Authenticator
@@ -52,9 +52,8 @@ STS = ServiceSpec("sts", "2011-06-15", "https://sts.amazonaws.com/doc/2011-06-15
 IAM = ServiceSpec("iam", "2010-05-08", "https://iam.amazonaws.com/doc/2010-05-08/")
 
 
-@dataclass(frozen=True)
-class Call:
-    """One validated call, as a handler sees it."""
+class Call(NamedTuple):
+    """One validated call, as a handler sees it (a NamedTuple: one is built per request)."""
 
     action: str
     params: Mapping[str, Any]
@@ -86,15 +85,10 @@ class Operation:
     issued: Issued | None = None  # set for operations that issue credentials: audited
 
 
-@dataclass(frozen=True)
-class QueryResponse:
+class QueryResponse(NamedTuple):
     status: int
     body: bytes
-    request_id: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"x-amzn-RequestId": self.request_id, "content-type": "text/xml"}
+    request_id: str  # also sent as the x-amzn-RequestId header
 
 
 class QueryProtocol:
@@ -215,16 +209,20 @@ class QueryProtocol:
 def _parameters(req: HttpRequest) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """(the decoded query pairs, the operation parameters from query and form body)."""
     try:
-        query = sigv4.parse_query(req.query)
+        query = sigv4.parse_query(req.query) if req.query else []
         pairs = [(k, v) for k, v in query if not k.startswith("X-Amz-")]
-        content_type = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
-        if req.body and content_type == _FORM:
-            pairs += sigv4.parse_query(req.body.decode("utf-8"))
+        if req.body:
+            content_type = req.header("content-type") or ""
+            if content_type.partition(";")[0].strip().lower() == _FORM:
+                pairs += sigv4.parse_query(req.body.decode("utf-8"))
     except UnicodeDecodeError:
         raise MalformedQueryString("The query string or form body is not valid UTF-8.") from None
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if name in params:
-            raise MalformedQueryString(f"The parameter {name[:128]} is given more than once.")
-        params[name] = value
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise MalformedQueryString(
+                    f"The parameter {name[:128]} is given more than once.")
+            seen.add(name)
     return query, params

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from broker.aws.errors import IncompleteSignature, SignatureDoesNotMatch
@@ -31,7 +32,10 @@ MAX_PRESIGN_SECONDS = 604800
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_SPACES = re.compile(r"\s+")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^,\s]+), ?SignedHeaders=([^,\s]+), ?Signature=([^,\s]+)"
+)
 _QUERY_AUTH = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                "X-Amz-SignedHeaders", "X-Amz-Signature")
 
@@ -44,7 +48,8 @@ MISMATCH = (
 
 @dataclass(frozen=True)
 class HttpRequest:
-    """A request as received: the path and query exactly as on the wire."""
+    """A request as received: the path and query exactly as on the wire (UTF-8 text), header
+    values as UTF-8 with any other byte kept as a surrogate escape."""
 
     method: str
     path: str
@@ -52,17 +57,24 @@ class HttpRequest:
     headers: Sequence[tuple[str, str]]
     body: bytes
 
-    def header(self, name: str) -> str | None:
-        lname = name.lower()
+    @functools.cached_property
+    def by_name(self) -> dict[str, list[str]]:
+        """Every value of every header, by lower-case name, in the order received."""
+        found: dict[str, list[str]] = {}
         for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return None
+            found.setdefault(key.lower(), []).append(value)
+        return found
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header; ``name`` in lower case."""
+        values = self.by_name.get(name)
+        return values[0] if values else None
 
 
-@dataclass(frozen=True)
-class Claim:
-    """What a request claims about its signature, before anything is verified."""
+class Claim(NamedTuple):
+    """What a request claims about its signature, before anything is verified.
+
+    (A NamedTuple rather than a frozen dataclass: one is built for every request.)"""
 
     access_key_id: str
     scope_date: str
@@ -106,6 +118,18 @@ def parse_claim(req: HttpRequest, query: Sequence[tuple[str, str]]) -> Claim:
 
 
 def _header_claim(req: HttpRequest, authorization: str) -> Claim:
+    amz_date = req.header("x-amz-date")
+    well_formed = _AUTHORIZATION.fullmatch(authorization)
+    if well_formed is not None and amz_date is not None:  # what every SDK sends
+        credential, signed_list, signature = well_formed.groups()
+        signed = tuple(signed_list.split(";"))
+        if "x-amz-date" not in signed:
+            raise IncompleteSignature(
+                "Signed headers must include the 'x-amz-date' header the request is dated with."
+            )
+        signed_at, amz = _request_time(amz_date, None)
+        return _claim(credential, signed, signature, amz, signed_at,
+                      token=req.header("x-amz-security-token"), presigned=False)
     algorithm, _, rest = authorization.strip().partition(" ")
     if algorithm != ALGORITHM:
         raise IncompleteSignature(f"Unsupported AWS 'algorithm': '{_clip(algorithm)}'")
@@ -114,7 +138,6 @@ def _header_claim(req: HttpRequest, authorization: str) -> Claim:
         name, eq, value = part.strip().partition("=")
         if eq and name:
             fields.setdefault(name, value.strip())
-    amz_date = req.header("x-amz-date")
     date_header = "x-amz-date"
     if amz_date is None and req.header("date") is not None:
         date_header = "date"
@@ -182,6 +205,23 @@ def _query_claim(req: HttpRequest, query: Sequence[tuple[str, str]]) -> Claim:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _amz_date(amz_date: str) -> datetime:
+    """X-Amz-Date as a time (remembered: every request signed in the same second says the
+    same thing)."""
+    if not _AMZ_DATE.fullmatch(amz_date):
+        raise IncompleteSignature(
+            f"Date must be in ISO-8601 'basic format'. Got '{_clip(amz_date)}'. "
+            "See http://en.wikipedia.org/wiki/ISO_8601"
+        )
+    try:
+        return datetime(int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8]),
+                        int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15]),
+                        tzinfo=UTC)
+    except ValueError:
+        raise IncompleteSignature(f"Date is not a real date: '{amz_date}'") from None
+
+
 def _claim(credential: str, signed: tuple[str, ...], signature: str, amz_date: str,
            signed_at: datetime, *, token: str | None, presigned: bool,
            expires: int | None = None) -> Claim:
@@ -193,39 +233,20 @@ def _claim(credential: str, signed: tuple[str, ...], signature: str, amz_date: s
         )
     if "host" not in signed:
         raise IncompleteSignature("Signed headers must include the 'host' header.")
-    if any(h != h.lower() or not h for h in signed) or list(signed) != sorted(set(signed)):
+    # Lower case, and strictly increasing: sorted, with no name twice and none empty.
+    if not signed[0] or not all(map(str.__lt__, signed, signed[1:])) or \
+            any(h != h.lower() for h in signed):
         raise IncompleteSignature(
             "SignedHeaders must be lowercase header names, sorted and separated by ';'."
         )
     key_id, date, region, service, terminator = parts
-    return Claim(
-        access_key_id=key_id,
-        scope_date=date,
-        region=region,
-        service=service,
-        terminator=terminator,
-        signed_headers=signed,
-        signature=signature,
-        amz_date=amz_date,
-        signed_at=signed_at,
-        security_token=token,
-        presigned=presigned,
-        expires=expires,
-    )
+    return Claim(key_id, date, region, service, terminator, signed, signature, amz_date,
+                 signed_at, token, presigned, expires)
 
 
 def _request_time(amz_date: str | None, date: str | None) -> tuple[datetime, str]:
     if amz_date is not None:
-        if not _AMZ_DATE.fullmatch(amz_date):
-            raise IncompleteSignature(
-                f"Date must be in ISO-8601 'basic format'. Got '{_clip(amz_date)}'. "
-                "See http://en.wikipedia.org/wiki/ISO_8601"
-            )
-        try:
-            at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            raise IncompleteSignature(f"Date is not a real date: '{amz_date}'") from None
-        return at, amz_date
+        return _amz_date(amz_date), amz_date
     assert date is not None
     try:
         at = parsedate_to_datetime(date)
@@ -252,7 +273,7 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
             f"Credential should be scoped to correct service: '{service}'. "
         )
     allowed = tuple(regions)
-    valid_name = re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", claim.region) is not None
+    valid_name = _REGION.fullmatch(claim.region) is not None
     if not valid_name or (allowed and claim.region not in allowed):
         raise SignatureDoesNotMatch(
             f"Credential should be scoped to a valid region, not '{_clip(claim.region)}'. "
@@ -263,7 +284,7 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
             f"from HTTP: '{_clip(claim.scope_date)}' != '{claim.amz_date[:8]}', "
             f"from '{claim.amz_date}'."
         )
-    window = timedelta(seconds=skew)
+    window = _window(skew)
     if claim.signed_at > now + window:
         raise SignatureDoesNotMatch(
             f"Signature not yet current: {claim.amz_date} is still later than "
@@ -284,6 +305,11 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
         )
 
 
+@functools.lru_cache(maxsize=8)
+def _window(skew: int) -> timedelta:
+    return timedelta(seconds=skew)
+
+
 def _basic(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -298,8 +324,9 @@ def _span(seconds: int) -> str:
 def verify(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, secret: str,
            *, normalize: bool = True) -> None:
     """Raise SignatureDoesNotMatch unless the claimed signature is the one ``secret`` makes."""
+    given = claim.signature if claim.signature.isascii() else "not ascii"
     expected = signature(req, query, claim, secret, normalize=normalize)
-    if hmac.compare_digest(expected, claim.signature.encode("ascii", "replace").decode()):
+    if hmac.compare_digest(expected, given):
         return
     if claim.presigned and any(k == "X-Amz-Security-Token" for k, _ in query):
         # Some signers add the session token to the query after signing, as AWS's test suite
@@ -307,7 +334,7 @@ def verify(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, sec
         # and its secret made this signature, so leaving it out of the canonical query is safe.
         without = [(k, v) for k, v in query if k != "X-Amz-Security-Token"]
         expected = signature(req, without, claim, secret, normalize=normalize)
-        if hmac.compare_digest(expected, claim.signature.encode("ascii", "replace").decode()):
+        if hmac.compare_digest(expected, given):
             return
     raise SignatureDoesNotMatch(MISMATCH)
 
@@ -317,7 +344,7 @@ def signature(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, 
     creq = canonical_request(req, query, claim, normalize=normalize)
     sts = string_to_sign(claim.amz_date, claim.scope, creq)
     key = signing_key(secret, claim.scope_date, claim.region, claim.service)
-    return hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, sts.encode("utf-8"), "sha256").hex()
 
 
 def canonical_request(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim,
@@ -329,7 +356,7 @@ def canonical_request(req: HttpRequest, query: Sequence[tuple[str, str]], claim:
             req.method.upper(),
             canonical_uri(req.path, normalize=normalize),
             canonical_query(query),
-            canonical_headers(req.headers, claim.signed_headers),
+            canonical_headers(req, claim.signed_headers),
             ";".join(claim.signed_headers),
             payload_hash(req, claim),
         )
@@ -343,7 +370,8 @@ def payload_hash(req: HttpRequest, claim: Claim) -> str:
 
 
 def string_to_sign(amz_date: str, scope: str, creq: str) -> str:
-    digest = hashlib.sha256(creq.encode("utf-8")).hexdigest()
+    # Header values arrive as UTF-8 with undecodable bytes escaped: hash the bytes received.
+    digest = hashlib.sha256(creq.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
@@ -356,7 +384,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, msg.encode("utf-8"), "sha256")
 
 
 # -- canonical forms ----------------------------------------------------------------------------
@@ -394,6 +422,8 @@ def normalize_path(path: str) -> str:
 
 
 def canonical_uri(path: str, *, normalize: bool = True) -> str:
+    if path == "/":
+        return path  # every Query API request
     if normalize:
         path = normalize_path(path)
     return uri_encode(path or "/", keep_slash=True)
@@ -416,6 +446,8 @@ def parse_query(raw: str) -> list[tuple[str, str]]:
 
 
 def _decode(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
     return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
 
 
@@ -424,14 +456,25 @@ def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{k}={v}" for k, v in encoded)
 
 
-def canonical_headers(headers: Iterable[tuple[str, str]], signed: Sequence[str]) -> str:
-    wanted = set(signed)
-    values: dict[str, list[str]] = {}
-    for name, value in headers:
-        lname = name.lower()
-        if lname in wanted:
-            values.setdefault(lname, []).append(_SPACES.sub(" ", value.strip()))
-    return "".join(f"{name}:{','.join(values.get(name, []))}\n" for name in signed)
+def canonical_headers(headers: HttpRequest | Iterable[tuple[str, str]],
+                      signed: Sequence[str]) -> str:
+    if isinstance(headers, HttpRequest):
+        by_name = headers.by_name
+    else:
+        by_name = {}
+        for name, value in headers:
+            by_name.setdefault(name.lower(), []).append(value)
+    lines = []
+    for name in signed:
+        # Trim each value, fold every run of white space to one space, join repeats with ','.
+        values = by_name.get(name)
+        if values is None:
+            lines.append(f"{name}:\n")
+        elif len(values) == 1:
+            lines.append(f"{name}:{' '.join(values[0].split())}\n")
+        else:
+            lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
+    return "".join(lines)
 
 
 def _clip(text: str, limit: int = 128) -> str:

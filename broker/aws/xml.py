@@ -21,13 +21,22 @@ _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
 def text(value: str) -> str:
-    return _INVALID.sub("\ufffd", value).translate(_ESCAPES)
+    if _INVALID.search(value):
+        value = _INVALID.sub("\ufffd", value)
+    if "&" in value or "<" in value or ">" in value:
+        value = value.translate(_ESCAPES)
+    return value
 
 
 def _value(parts: list[str], value: Any) -> None:
-    if isinstance(value, Mapping):
+    if type(value) is str:
+        parts.append(text(value))
+    elif isinstance(value, Mapping):
         for name, child in value.items():
             if child is None:
+                continue
+            if type(child) is str:
+                parts.append(f"<{name}>{text(child)}</{name}>")
                 continue
             parts.append(f"<{name}>")
             _value(parts, child)

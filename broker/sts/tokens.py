@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import zlib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -85,6 +86,40 @@ def open_token(token: str, access_key_id: str, keyring: Keyring, *, now: datetim
     if now.timestamp() >= session.expires_at:
         raise ExpiredToken()
     return session
+
+
+class OpenedTokens:
+    """open_token with a memory: a client signs many requests with one token, so the tokens
+    this process has opened recently are kept (bounded, least recently used dropped first).
+
+    Only tokens that opened are remembered. The memory is forgotten whenever the keyring's
+    usable keys change, so a token sealed with a retired key stops working here as soon as
+    the keyring notices the retirement; expiry is checked on every use.
+    """
+
+    def __init__(self, keyring: Keyring, *, size: int = 4096) -> None:
+        self._keyring = keyring
+        self._size = size
+        self._opened: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._generation = keyring.generation
+
+    def open(self, token: str, access_key_id: str, *, now: datetime) -> Session:
+        self._keyring.refresh()
+        if self._keyring.generation != self._generation:
+            self._opened.clear()
+            self._generation = self._keyring.generation
+        key = (token, access_key_id)
+        session = self._opened.get(key)
+        if session is None:
+            session = _decode(token, access_key_id, self._keyring)
+            self._opened[key] = session
+            if len(self._opened) > self._size:
+                self._opened.popitem(last=False)
+        else:
+            self._opened.move_to_end(key)
+        if now.timestamp() >= session.expires_at:
+            raise ExpiredToken()
+        return session
 
 
 def _decode(token: str, access_key_id: str, keyring: Keyring) -> Session:

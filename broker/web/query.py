@@ -1,52 +1,117 @@
-"""The AWS Query endpoint: turn the HTTP request into an HttpRequest, hand it to the protocol."""
+"""The AWS Query endpoint: turn the HTTP request into an HttpRequest, hand it to the protocol.
+
+A plain ASGI app rather than a Starlette endpoint (app.py routes to it first): this is the hot
+path of every SDK call, and the protocol needs nothing from Starlette's Request and Response
+objects but their cost.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+import logging
+
+from starlette.datastructures import State
+from starlette.types import Message, Receive, Scope, Send
 
 from broker.aws import xml
-from broker.aws.errors import RequestEntityTooLarge
+from broker.aws.errors import (
+    AwsError,
+    InternalFailure,
+    MalformedQueryString,
+    RequestEntityTooLarge,
+)
 from broker.aws.ids import new_request_id
 from broker.aws.query import STS, QueryProtocol
 from broker.aws.sigv4 import HttpRequest
 
+log = logging.getLogger("broker.query")
 
-async def query_endpoint(request: Request) -> Response:
-    protocol: QueryProtocol = request.app.state.runtime.protocol
-    limit: int = request.app.state.runtime.settings.server.max_body_bytes
+
+class Disconnected(Exception):
+    """The client went away before its request arrived."""
+
+
+class QueryApp:
+    """The ASGI app of ``/``: reads the request, lets the protocol answer, sends the answer.
+
+    The protocol turns every failure into an AWS error; should anything escape it all the
+    same, the client still gets an InternalFailure document, never a bare 500.
+    """
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        except Exception:
+            request_id = new_request_id()
+            log.exception("request %s: unexpected failure in the Query endpoint", request_id)
+            error = InternalFailure(f"The request processing has failed because of an "
+                                    f"unknown error. Quote request id {request_id}.")
+            await _respond(send, 500, xml.error_document(error, STS.namespace, request_id),
+                           request_id)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self._state.runtime
+        protocol: QueryProtocol = runtime.protocol
+        try:
+            body = await _body(scope, receive, runtime.settings.server.max_body_bytes)
+            http = _http_request(scope, body)
+        except Disconnected:
+            return  # nobody is left to read an answer
+        except AwsError as exc:
+            request_id = new_request_id()
+            document = xml.error_document(exc, STS.namespace, request_id)
+            await _respond(send, exc.status, document, request_id)
+            return
+        client = scope.get("client")
+        answer = await protocol.handle(http, source_ip=client[0] if client else None,
+                                       secure=scope["scheme"] == "https")
+        await _respond(send, answer.status, answer.body, answer.request_id)
+
+
+
+async def _respond(send: Send, status: int, body: bytes, request_id: str) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"text/xml"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def _http_request(scope: Scope, body: bytes) -> HttpRequest:
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     try:
-        body = await _body(request, limit)
-    except ClientDisconnect:
-        return Response(status_code=400)  # nobody is left to read an answer
-    except RequestEntityTooLarge as exc:
-        request_id = new_request_id()
-        return Response(xml.error_document(exc, STS.namespace, request_id), exc.status,
-                        {"x-amzn-RequestId": request_id}, media_type="text/xml")
-    scope = request.scope
-    http = HttpRequest(
-        method=scope["method"],
-        path=scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0],
-        query=scope["query_string"].decode("latin-1"),
-        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
-        body=body,
-    )
-    client = request.client
-    answer = await protocol.handle(
-        http, source_ip=client.host if client else None, secure=scope["scheme"] == "https"
-    )
-    return Response(answer.body, answer.status, answer.headers)
+        path = raw_path.split(b"?", 1)[0].decode("utf-8")
+        query = scope["query_string"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedQueryString("The request path or query string is not valid UTF-8.") \
+            from None
+    headers = [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+               for k, v in scope["headers"]]
+    return HttpRequest(scope["method"], path, query, headers, body)
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
     message = f"Request body is larger than the {limit} bytes this broker accepts."
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestEntityTooLarge(message)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestEntityTooLarge(message)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event: Message = await receive()
+        if event["type"] == "http.disconnect":
+            raise Disconnected()
+        chunk = event.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestEntityTooLarge(message)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not event.get("more_body", False):
+            return b"".join(chunks)

@@ -112,7 +112,7 @@ def test_verify_side_accepts_and_every_change_is_refused(name: str, kind: str) -
             refused(replace(req, headers=headers), f"header {hname}")
     with pytest.raises(SignatureDoesNotMatch):
         sigv4.verify(req, query, claim, case.secret[:-1] + "X", normalize=case.normalize)
-    wrong = replace(claim, signature=claim.signature[:-1] + ("0" if claim.signature[-1] != "0"
+    wrong = claim._replace(signature=claim.signature[:-1] + ("0" if claim.signature[-1] != "0"
                                                              else "1"))
     with pytest.raises(SignatureDoesNotMatch):
         sigv4.verify(req, query, wrong, case.secret, normalize=case.normalize)
