@@ -80,12 +80,17 @@ class BrokerProcess:
 
 
 def aws(url: str, creds: tuple[str, str] | tuple[str, str, str], *args: str,
-        region: str = "us-east-1") -> tuple[int, Any, str]:
+        region: str = "us-east-1", endpoint_env: bool = False) -> tuple[int, Any, str]:
+    """The AWS CLI, pointed at the broker by --endpoint-url (or by AWS_ENDPOINT_URL)."""
     env = clean_env(AWS_ACCESS_KEY_ID=creds[0], AWS_SECRET_ACCESS_KEY=creds[1],
                     AWS_DEFAULT_REGION=region)
     if len(creds) == 3:
         env["AWS_SESSION_TOKEN"] = creds[2]
-    done = subprocess.run([str(BIN / "aws"), *args, "--endpoint-url", url, "--output", "json"],
+    endpoint = ["--endpoint-url", url]
+    if endpoint_env:
+        env["AWS_ENDPOINT_URL"] = url
+        endpoint = []
+    done = subprocess.run([str(BIN / "aws"), *args, *endpoint, "--output", "json"],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     body = json.loads(done.stdout) if done.stdout.strip() else None
     return done.returncode, body, done.stderr

@@ -18,7 +18,8 @@ def test_make_run_serves_a_broker_the_aws_cli_answers(tmp_path: Path) -> None:
         "make", "-s", "-C", str(ROOT), "run", f"ARGS=--port {port} --data-dir {data}"])
     try:
         creds = broker.root_credentials()
-        code, who, err = aws(broker.url, creds, "sts", "get-caller-identity")
+        # The README's quick start: the endpoint from AWS_ENDPOINT_URL.
+        code, who, err = aws(broker.url, creds, "sts", "get-caller-identity", endpoint_env=True)
         assert code == 0, err
         assert who["Arn"] == f"arn:aws:iam::{who['Account']}:root"
         assert len(who["Account"]) == 12

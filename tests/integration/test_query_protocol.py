@@ -140,3 +140,16 @@ def test_audit_log_has_no_secrets(broker: Broker) -> None:
     for needle in (secret, token, key["SecretAccessKey"], broker.root.secret_access_key, "0" * 64):
         assert needle not in log
     assert not re.search(r"[A-Za-z0-9+/]{40}", log)
+
+
+def test_bytes_that_are_not_utf8_in_the_request_line(broker: Broker) -> None:
+    import socket
+
+    for target in (b"/?Action=%FF", b"/?Action=\xff\xfe", b"/\xff?Action=GetCallerIdentity"):
+        with socket.create_connection(("127.0.0.1", broker.server.port)) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer

@@ -38,6 +38,7 @@ def test_init_json_is_exactly_the_documented_shape(tmp_path: Path) -> None:
     assert root["access_key_id"].startswith("AKIA") and len(root["secret_access_key"]) == 40
     keyring = tmp_path / "d" / "keyring.json"
     assert stat.S_IMODE(os.stat(keyring).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o700
     assert root["secret_access_key"] not in (tmp_path / "d" / "broker.db").read_bytes().decode(
         "latin-1")
 

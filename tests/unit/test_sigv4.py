@@ -150,3 +150,35 @@ def test_plus_means_space_in_both_parameters_and_canonical_query() -> None:
     assert sigv4.canonical_query(sigv4.parse_query("a=b+c")) == "a=b%20c"
     with pytest.raises(UnicodeDecodeError):
         sigv4.parse_query("a=%FF")
+
+
+def test_payload_is_always_the_body_received() -> None:
+    """A signed x-amz-content-sha256 (or UNSIGNED-PAYLOAD) cannot vouch for another body."""
+    import hashlib
+    import hmac
+
+    body = b"Action=GetCallerIdentity"
+    secret = "s" * 40
+
+    def signed_with(payload_line: str, header_value: str) -> tuple[HttpRequest, sigv4.Claim]:
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        headers = [("host", "b"), ("x-amz-content-sha256", header_value), ("x-amz-date", AMZ)]
+        creq = "\n".join(["POST", "/", "", f"host:b\nx-amz-content-sha256:{header_value}\n"
+                          f"x-amz-date:{AMZ}\n", signed, payload_line])
+        sts = sigv4.string_to_sign(AMZ, f"{AMZ[:8]}/us-east-1/sts/aws4_request", creq)
+        key = sigv4.signing_key(secret, AMZ[:8], "us-east-1", "sts")
+        sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+        auth = f"AWS4-HMAC-SHA256 Credential={CRED}, SignedHeaders={signed}, Signature={sig}"
+        req = HttpRequest("POST", "/", "", [*headers, ("authorization", auth)], body)
+        return req, claim_of(req)
+
+    honest = hashlib.sha256(body).hexdigest()
+    req, claim = signed_with(honest, honest)
+    sigv4.verify(req, [], claim, secret)  # the control
+    req, claim = signed_with("UNSIGNED-PAYLOAD", "UNSIGNED-PAYLOAD")
+    with pytest.raises(SignatureDoesNotMatch):
+        sigv4.verify(req, [], claim, secret)
+    other = hashlib.sha256(b"Action=GetSessionToken").hexdigest()
+    req, claim = signed_with(other, other)
+    with pytest.raises(SignatureDoesNotMatch):
+        sigv4.verify(req, [], claim, secret)

@@ -1,0 +1,40 @@
+"""The Dockerfile and the compose file cannot be built here (no Docker engine); what can be
+checked without one is checked: every setting they name exists and every command they run
+is one the broker has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from broker import settings
+from broker.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOWN = {env for _, env, _, _ in settings.describe()} | {"BROKER_CONFIG"}
+
+
+def test_dockerfile_names_real_settings_and_commands() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for name in re.findall(r"\bBROKER_[A-Z_]+", text):
+        assert name in KNOWN, name
+    assert 'ENTRYPOINT ["broker"]' in text and 'CMD ["serve"]' in text
+    assert "COPY broker ./broker" in text and "COPY pyproject.toml README.md ./" in text
+    env = dict(re.findall(r"(BROKER_[A-Z_]+)=(\S+)", text))
+    settings.load(None, environ=env)  # the image's settings load
+
+
+def test_compose_file() -> None:
+    doc = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = doc["services"]
+    broker = services["broker"]
+    env = broker["environment"]
+    assert set(env) <= KNOWN
+    workers = broker["command"][broker["command"].index("--workers") + 1]
+    settings.load(None, environ={**env, "BROKER_SERVER_WORKERS": workers})
+    result = CliRunner().invoke(main, [*broker["command"], "--help"])
+    assert result.exit_code == 0, result.output
+    assert set(broker["depends_on"]) == {"postgres", "redis"}
