@@ -56,6 +56,12 @@ def _run(coro: Awaitable[T]) -> T:
         _fail(str(exc))
 
 
+def _account_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not ids.ACCOUNT_ID.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a 12-digit account id")
+    return value
+
+
 def common(fn: F) -> F:
     fn = click.option("--config", "config", type=click.Path(dir_okay=False),
                       help="TOML settings file (also BROKER_CONFIG).")(fn)
@@ -93,13 +99,12 @@ def main() -> None:
 
 @main.command()
 @common
-@click.option("--account-id", help="12-digit id of the first account (default: random).")
+@click.option("--account-id", callback=_account_id,
+              help="12-digit id of the first account (default: random).")
 @click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
 def init(config: str | None, data_dir: str | None, account_id: str | None,
          as_json: bool) -> None:
     """Create a data directory: keyring, database, first account and its root access key."""
-    if account_id is not None and not ids.ACCOUNT_ID.fullmatch(account_id):
-        _fail(f"--account-id: {account_id!r} is not a 12-digit account id")
     try:
         settings = _settings(config, data_dir)
     except BrokerError as exc:
@@ -162,13 +167,11 @@ def accounts() -> None:
 
 @accounts.command("create")
 @common
-@click.option("--account-id", help="12-digit id (default: random).")
+@click.option("--account-id", callback=_account_id, help="12-digit id (default: random).")
 @click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
 def accounts_create(config: str | None, data_dir: str | None, account_id: str | None,
                     as_json: bool) -> None:
     """Create an account with its root user; print its root access key once."""
-    if account_id is not None and not ids.ACCOUNT_ID.fullmatch(account_id):
-        _fail(f"--account-id: {account_id!r} is not a 12-digit account id")
 
     async def create(iam: IamService) -> tuple[Account, NewAccessKey]:
         return await iam.create_account(account_id)

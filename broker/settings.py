@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -305,20 +305,19 @@ def load(
     return settings
 
 
-def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
-    """A copy with some values replaced, e.g. ``with_overrides(s, server={"port": 0})``."""
-    changed = {name: replace(getattr(settings, name), **vals) for name, vals in sections.items()}
-    return replace(settings, **changed)
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    """A TOML file as a dict; ConfigError (``LABEL PATH: why``) if it cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{label}{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}{path}: not valid TOML: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "config file ")
     flat: dict[str, Any] = {}
     for section, table in doc.items():
         if section not in SECTIONS:

@@ -15,6 +15,7 @@ InternalFailure, never with a stack trace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -193,12 +194,11 @@ class QueryProtocol:
 
     def _refused_auth(self, error: AwsError, req: HttpRequest, query: list[tuple[str, str]],
                       request_id: str, source_ip: str | None, user_agent: str | None) -> None:
+        if not sigv4.has_auth(req, query):
+            return  # no credentials were presented, so none were refused
         key_id = None
-        try:
-            if sigv4.has_auth(req, query):
-                key_id = sigv4.parse_claim(req, query).access_key_id[:128]
-        except AwsError:
-            pass
+        with contextlib.suppress(AwsError):
+            key_id = sigv4.parse_claim(req, query).access_key_id[:128]
         self._audit.emit(AuditEvent(
             time=self._clock.now(), event="Authenticate", outcome="refused",
             request_id=request_id, source_ip=source_ip, user_agent=user_agent,

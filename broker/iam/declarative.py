@@ -17,7 +17,6 @@ providers join this file with the issues that bring them.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from broker.errors import ConfigError
 from broker.iam.api import CreateUserRequest
 from broker.iam.entities import Tag
 from broker.iam.service import IamService, check_tags
+from broker.settings import read_toml
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,7 @@ _USER_KEYS = {"name", "path", "tags"}
 
 def load(path: Path) -> Plan:
     """Read and validate a declarative file. ConfigError names the first fault and where."""
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "")
     unknown = set(doc) - {"accounts"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s): {', '.join(sorted(unknown))} "
