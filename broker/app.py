@@ -20,6 +20,7 @@ from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.web.health import healthz, readyz
+from broker.web.logs import redact_access_log
 from broker.web.query import QueryApp
 
 log = logging.getLogger("broker")
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, clock=clock)
         app.state.runtime = runtime
+        redact_access_log()
         flusher = asyncio.create_task(runtime.last_used.run())
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which would otherwise walk it again and again.

@@ -71,7 +71,9 @@ class FileSink(StreamSink):
         self._file.close()
 
 
-def open_sink(kind: str, path: str) -> AuditSink:
+def open_sink(kind: str, path: str, *, command_line: bool = False) -> AuditSink:
+    """The configured sink. From the command line, "stdout" means standard error, so that what
+    a command prints (``broker init --json``) stays exactly what it documents."""
     if kind == "file":
         return FileSink(Path(path))
-    return StreamSink(sys.stdout)
+    return StreamSink(sys.stderr if command_line else sys.stdout)

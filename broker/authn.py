@@ -8,12 +8,19 @@ received (aws/sigv4.py). Every refusal is an AWS error; nothing unverified gets 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from broker.aws import arn, ids, sigv4
-from broker.aws.errors import InvalidClientTokenId, MissingAuthenticationToken, NoSuchEntity
-from broker.aws.sigv4 import Claim, HttpRequest
+from broker.aws.errors import (
+    InvalidClientTokenId,
+    MissingAuthenticationToken,
+    NoSuchEntity,
+    ServiceUnavailable,
+)
+from broker.aws.http import HttpRequest
+from broker.aws.sigv4 import Claim
 from broker.clock import Clock
 from broker.errors import SealError
 from broker.iam.entities import ACTIVE, LastUsed
@@ -22,6 +29,8 @@ from broker.iam.service import IamService
 from broker.keyring import Keyring
 from broker.principal import Principal, PrincipalType
 from broker.sts import tokens
+
+log = logging.getLogger("broker.authn")
 
 
 class Authenticator:
@@ -34,6 +43,7 @@ class Authenticator:
         self._tokens = tokens.OpenedTokens(keyring)
         # The principal of each recently opened session (it follows from the session alone).
         self._principals: dict[str, Principal] = {}
+        self._keys: dict[tuple[str, str, str, str], bytes] = {}
         self._skew = skew
         self._regions = tuple(regions)
 
@@ -49,7 +59,7 @@ class Authenticator:
             principal, secret = self._temporary(claim, now)
         else:
             principal, secret = await self._long_term(claim)
-        sigv4.verify(req, query, claim, secret)
+        sigv4.verify(req, query, claim, self._signing_key(claim, secret))
         if not principal.temporary:
             self._last_used.note(
                 principal.account_id,
@@ -57,6 +67,18 @@ class Authenticator:
                 LastUsed(now, service, claim.region),
             )
         return principal
+
+    def _signing_key(self, claim: Claim, secret: str) -> bytes:
+        """The signing key of this secret and scope, remembered: a client signs every request
+        of a day in one region with the same key (bounded; oldest forgotten first)."""
+        scope = (secret, claim.scope_date, claim.region, claim.service)
+        key = self._keys.get(scope)
+        if key is None:
+            key = sigv4.key_for(claim, secret)
+            self._keys[scope] = key
+            if len(self._keys) > 1024:
+                self._keys.pop(next(iter(self._keys)))
+        return key
 
     def _temporary(self, claim: Claim, now: datetime) -> tuple[Principal, str]:
         if not claim.security_token:
@@ -74,13 +96,22 @@ class Authenticator:
         if claim.security_token:
             # A session token presented with a long-term key: AWS refuses the pair.
             raise InvalidClientTokenId()
+        if not ids.is_access_key_id(claim.access_key_id):
+            raise InvalidClientTokenId()  # not one of ours: no need to ask the store
         key = await self._iam.find_access_key(claim.access_key_id)
         if key is None or key.status != ACTIVE:
             raise InvalidClientTokenId()
         try:
             secret = self._iam.secret_of(key)
         except SealError:
-            raise InvalidClientTokenId() from None
+            # The key exists and is active, but this process cannot open its secret: its
+            # keyring file lacks the key that sealed it. A fault of the deployment, not of the
+            # caller's credentials.
+            log.error("access key %s: its stored secret does not open with this process's "
+                      "keyring; copy the current keyring file to this host (see 'broker keys "
+                      "add')", key.access_key_id)
+            raise ServiceUnavailable(
+                "The service is unavailable. Please try again later.") from None
         if key.user_name is None:
             principal = Principal(
                 type=PrincipalType.ACCOUNT,

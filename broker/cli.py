@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -27,9 +26,13 @@ from broker.iam import declarative
 from broker.iam.entities import Account
 from broker.iam.service import IamService, NewAccessKey
 from broker.keyring import Keyring
-from broker.runtime import initialize, is_initialized, open_entity_store
+from broker.runtime import (
+    audit_issued_locally,
+    initialize,
+    is_initialized,
+    open_entity_store,
+)
 from broker.settings import Settings
-from broker.sts.sessions import DEFAULT_DURATION
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,6 +180,7 @@ def accounts_create(config: str | None, data_dir: str | None, account_id: str | 
         return await iam.create_account(account_id)
 
     account, key = _with_iam(config, data_dir, create)
+    audit_issued_locally(_settings(config, data_dir), SystemClock(), key, "accounts create")
     click.echo(_credentials_json(account, key) if as_json else _credentials_text(account, key))
 
 
@@ -233,10 +237,10 @@ def keys_list(config: str | None, data_dir: str | None) -> None:
     """List keys: id, created, state, and how many stored secrets each seals."""
 
     async def listing(iam: IamService) -> list[str]:
-        newest = iam.keyring.newest.id
+        sealing = iam.keyring.sealing.id
         rows = []
         for key in iam.keyring.keys:
-            state = "retired" if key.retired else ("newest" if key.id == newest else "active")
+            state = "sealing" if key.id == sealing else key.state
             sealed = await iam.secrets_sealed_with(key.id)
             rows.append(f"{key.id}  created {key.created}  {state:8}  seals {sealed} secrets")
         return rows
@@ -245,48 +249,75 @@ def keys_list(config: str | None, data_dir: str | None) -> None:
         click.echo(row)
 
 
+@keys.command("add")
+@common
+def keys_add(config: str | None, data_dir: str | None) -> None:
+    """Stage a new key: it opens what it seals, but seals nothing until activated. Copy the
+    keyring file to every broker host, then run 'broker keys activate'."""
+
+    async def add(iam: IamService) -> str:
+        key = iam.keyring.add(SystemClock())
+        iam.keyring.save()
+        return key.id
+
+    key_id = _with_iam(config, data_dir, add)
+    click.echo(f"Staged key {key_id}. Copy {_keyring_path(config, data_dir)} to every broker "
+               f"host, then run: broker keys activate {key_id}")
+
+
+@keys.command("activate")
+@common
+@click.argument("key_id")
+def keys_activate(config: str | None, data_dir: str | None, key_id: str) -> None:
+    """Make a staged key the sealing key and reseal stored secrets with it."""
+
+    async def activate(iam: IamService) -> int:
+        iam.keyring.activate(key_id, SystemClock())
+        iam.keyring.save()  # before resealing, so that this host can open what it writes
+        return await iam.reseal_secrets()
+
+    resealed = _with_iam(config, data_dir, activate)
+    click.echo(f"Key {key_id} now seals; resealed {resealed} stored secrets.")
+
+
 @keys.command("rotate")
 @common
 def keys_rotate(config: str | None, data_dir: str | None) -> None:
-    """Add a new newest key and reseal stored secrets with it. Older keys keep opening
-    tokens until they are retired."""
+    """Add a key, make it the sealing key, and reseal stored secrets with it, at once: for one
+    host, or hosts sharing one keyring file. (Separate copies: 'keys add', then 'activate'.)"""
 
     async def rotate(iam: IamService) -> tuple[str, int]:
         key = iam.keyring.rotate(SystemClock())
-        iam.keyring.save()  # before resealing, so every process can open what we write
+        iam.keyring.save()  # before resealing, so that every process can open what we write
         return key.id, await iam.reseal_secrets()
 
     key_id, resealed = _with_iam(config, data_dir, rotate)
-    click.echo(f"New newest key {key_id}; resealed {resealed} stored secrets.")
+    click.echo(f"Key {key_id} now seals; resealed {resealed} stored secrets.")
 
 
 @keys.command("retire")
 @common
 @click.argument("key_id")
 def keys_retire(config: str | None, data_dir: str | None, key_id: str) -> None:
-    """Retire a key: tokens sealed with it stop working. Rotate first."""
+    """Retire a key: what it sealed no longer opens. Rotate first."""
 
-    async def retire(iam: IamService) -> tuple[int, str]:
-        clock = SystemClock()
-        if key_id == iam.keyring.newest.id:
-            raise BrokerError(f"key {key_id!r} is the newest active key; rotate first so that "
-                              "another key seals")
+    async def retire(iam: IamService) -> int:
+        iam.keyring.check_retirable(key_id)
         resealed = await iam.reseal_secrets()
         left = await iam.secrets_sealed_with(key_id)
         if left:
             raise BrokerError(f"{left} stored secrets are still sealed with {key_id}")
-        key = iam.keyring.retire(key_id, clock)
+        iam.keyring.retire(key_id, SystemClock())
         iam.keyring.save()
-        newest = iam.keyring.newest
-        age = clock.now() - datetime.fromisoformat(newest.created)
-        warning = ""
-        if age < timedelta(seconds=3 * DEFAULT_DURATION):
-            warning = (f" Sessions issued before {newest.created} with {key.id} "
-                       "no longer authenticate.")
-        return resealed, warning
+        return resealed
 
-    resealed, warning = _with_iam(config, data_dir, retire)
-    click.echo(f"Retired {key_id} (resealed {resealed} stored secrets first).{warning}")
+    resealed = _with_iam(config, data_dir, retire)
+    click.echo(f"Retired {key_id} (resealed {resealed} stored secrets first). Session tokens it "
+               "sealed stop working as each process rereads the keyring.")
+
+
+def _keyring_path(config: str | None, data_dir: str | None) -> Path:
+    return _settings(config, data_dir).keyring_path
 
 
 # -- declarative IAM ----------------------------------------------------------------------------

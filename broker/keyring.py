@@ -1,4 +1,9 @@
-"""The keyring: AES-256-GCM keys with ids. The newest key seals; every key not retired unseals.
+"""The keyring: AES-256-GCM keys with ids. One key seals; every key not retired unseals.
+
+A key is *staged* (it unseals, but does not seal yet), *active* (the most recently activated
+active key is the *sealing* key) or *retired* (its material wiped: nothing it sealed opens).
+Staging first lets a new key reach every host of a distributed deployment before any host seals
+with it; ``rotate`` stages and activates at once, for one host or a shared keyring file.
 
 A sealed blob is ``version | len(key id) | key id | nonce | ciphertext+tag``. The key id is in the
 clear so that any process holding the keyring picks the right key; the associated data binds the
@@ -39,11 +44,23 @@ class Key:
     id: str
     created: str
     material: bytes | None  # None once retired: the secret is wiped from the file
+    activated: str | None = None  # None while staged
     retired: str | None = None
 
     @property
-    def active(self) -> bool:
+    def usable(self) -> bool:
+        """It unseals: staged or active, not retired."""
         return self.retired is None and self.material is not None
+
+    @property
+    def active(self) -> bool:
+        return self.usable and self.activated is not None
+
+    @property
+    def state(self) -> str:
+        if not self.usable:
+            return "retired"
+        return "active" if self.activated is not None else "staged"
 
 
 class Keyring:
@@ -82,15 +99,13 @@ class Keyring:
         return tuple(self._keys)
 
     @property
-    def newest(self) -> Key:
+    def sealing(self) -> Key:
+        """The key that seals: the active key activated last."""
         self.refresh()
-        for key in reversed(self._keys):
-            if key.active:
-                return key
-        raise KeyringError("keyring has no active key")
+        return _sealing(self._keys)
 
     def seal(self, plaintext: bytes, *, purpose: str, aad: str) -> bytes:
-        key = self.newest
+        key = self.sealing
         assert key.material is not None
         kid = key.id.encode("ascii")
         nonce = secrets.token_bytes(_NONCE)
@@ -125,28 +140,52 @@ class Keyring:
 
     # -- rotation -------------------------------------------------------------------------------
 
-    def rotate(self, clock: Clock) -> Key:
-        """Add a new newest key. Blobs sealed with older keys keep opening until those retire."""
-        key = _new_key(clock.now())
+    def add(self, clock: Clock) -> Key:
+        """Stage a new key: it unseals at once, and seals once activated."""
+        key = _new_key(clock.now(), activated=False)
         self._keys.append(key)
         self._index()
         return key
 
+    def activate(self, key_id: str, clock: Clock) -> Key:
+        """Make a staged key the sealing key. Blobs sealed with older keys keep opening until
+        those retire."""
+        key = self._key(key_id)
+        if not key.usable:
+            raise KeyringError(f"key {key_id!r} is retired")
+        if key.activated is not None:
+            raise KeyringError(f"key {key_id!r} is already active")
+        return self._replace(replace(key, activated=iso8601(clock.now())))
+
+    def rotate(self, clock: Clock) -> Key:
+        """Stage and activate a new key at once."""
+        return self.activate(self.add(clock).id, clock)
+
+    def check_retirable(self, key_id: str) -> Key:
+        key = self._key(key_id)
+        if not key.usable:
+            raise KeyringError(f"key {key_id!r} is already retired")
+        if key.id == _sealing(self._keys).id:
+            raise KeyringError(
+                f"key {key_id!r} is the sealing key; rotate first so that another key seals"
+            )
+        return key
+
     def retire(self, key_id: str, clock: Clock) -> Key:
         """Retire a key: its material is wiped, and blobs sealed with it no longer open."""
+        key = self.check_retirable(key_id)
+        return self._replace(replace(key, material=None, retired=iso8601(clock.now())))
+
+    def _key(self, key_id: str) -> Key:
         key = self._by_id.get(key_id)
         if key is None:
             raise KeyringError(f"no key with id {key_id!r}")
-        if not key.active:
-            raise KeyringError(f"key {key_id!r} is already retired")
-        if key is self.newest:
-            raise KeyringError(
-                f"key {key_id!r} is the newest active key; rotate first so that another key seals"
-            )
-        retired = replace(key, material=None, retired=iso8601(clock.now()))
-        self._keys = [retired if k.id == key_id else k for k in self._keys]
+        return key
+
+    def _replace(self, key: Key) -> Key:
+        self._keys = [key if k.id == key.id else k for k in self._keys]
         self._index()
-        return retired
+        return key
 
     # -- reloading ------------------------------------------------------------------------------
 
@@ -188,9 +227,18 @@ def _aad(purpose: str, aad: str) -> bytes:
     return b"broker:" + purpose.encode() + b"\x00" + aad.encode()
 
 
-def _new_key(now: datetime) -> Key:
+def _new_key(now: datetime, *, activated: bool = True) -> Key:
     kid = "k" + now.strftime("%Y%m%d") + secrets.token_hex(3)
-    return Key(id=kid, created=iso8601(now), material=AESGCM.generate_key(bit_length=256))
+    return Key(id=kid, created=iso8601(now), material=AESGCM.generate_key(bit_length=256),
+               activated=iso8601(now) if activated else None)
+
+
+def _sealing(keys: list[Key]) -> Key:
+    active = [k for k in keys if k.active]
+    if not active:
+        raise KeyringError("keyring has no active key")
+    # The latest activation wins; for equal times, the key later in the file.
+    return max(enumerate(active), key=lambda pair: (pair[1].activated or "", pair[0]))[1]
 
 
 def _mtime(path: Path | None) -> float | None:
@@ -219,6 +267,7 @@ def _read(path: Path) -> list[Key]:
                 id=str(entry["id"]),
                 created=str(entry["created"]),
                 material=base64.b64decode(material, validate=True) if material else None,
+                activated=entry.get("activated"),
                 retired=entry.get("retired"),
             )
         except (KeyError, TypeError, ValueError):
@@ -239,6 +288,7 @@ def _write(path: Path, keys: list[Key]) -> None:
                 "id": k.id,
                 "created": k.created,
                 "material": base64.b64encode(k.material).decode() if k.material else None,
+                "activated": k.activated,
                 "retired": k.retired,
             }
             for k in keys

@@ -11,8 +11,10 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.audit import AuditSink, open_sink
+from broker.audit import AuditEvent, AuditSink, open_sink
 from broker.authn import Authenticator
+from broker.aws import arn
+from broker.aws.ids import new_request_id
 from broker.aws.query import QueryProtocol
 from broker.clock import Clock, SystemClock
 from broker.errors import ConfigError
@@ -103,8 +105,9 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         raise ConfigError(f"{data_dir} is already initialised (found {settings.keyring_path})")
     if (data_dir / "broker.db").exists() and not settings.store.database_url:
         raise ConfigError(f"{data_dir} already holds a database (broker.db) but no keyring")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _private(data_dir)
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True)
+        _private(data_dir)  # only a directory we made: never someone else's (/tmp, $HOME)
     store = open_entity_store(settings)
     try:
         await store.migrate()
@@ -117,12 +120,29 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         keyring = Keyring.generate(clock, path=settings.keyring_path)
         keyring.save()
         try:
-            return await IamService(store, keyring, clock).create_account(account_id)
+            account, key = await IamService(store, keyring, clock).create_account(account_id)
         except BaseException:
             settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
             raise
     finally:
         await store.close()
+    audit_issued_locally(settings, clock, key, "init")
+    return account, key
+
+
+def audit_issued_locally(settings: Settings, clock: Clock, key: NewAccessKey,
+                         command: str) -> None:
+    """The audit line of a root access key the command line issued (init, accounts create)."""
+    sink = open_sink(settings.audit.sink, settings.audit.path, command_line=True)
+    try:
+        sink.emit(AuditEvent(
+            time=clock.now(), event="CreateAccessKey", outcome="issued",
+            request_id=new_request_id(), source_ip=None, user_agent=f"broker {command}",
+            account=key.key.account_id, access_key_id=key.key.access_key_id,
+            subject=arn.root(key.key.account_id),
+        ))
+    finally:
+        sink.close()
 
 
 def _private(path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from broker.aws.ids import REGION
 from broker.errors import ConfigError
 
 Parser = Callable[[Any], Any]
@@ -106,7 +107,7 @@ def _list(item: Parser) -> Parser:
 
 def _region(value: Any) -> str:
     text = _str(value)
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", text):
+    if not REGION.fullmatch(text):
         raise ValueError(f"{text!r} is not a region name such as us-east-1")
     return text
 

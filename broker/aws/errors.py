@@ -106,6 +106,7 @@ class SignatureDoesNotMatch(_SenderError):
 
 class ExpiredToken(_SenderError):
     code = "ExpiredToken"
+    status = 403
 
     def __init__(
         self, message: str = "The security token included in the request is expired"

@@ -18,6 +18,7 @@ USER_ID_PREFIX = "AIDA"
 ROLE_ID_PREFIX = "AROA"
 
 ACCOUNT_ID = re.compile(r"[0-9]{12}")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")  # us-east-1, eu-central-2, us-gov-west-1
 _KEY_ID = re.compile(r"(AKIA|ASIA)[A-Z2-7]{16}")
 
 
@@ -42,6 +43,11 @@ def account_of_access_key_id(access_key_id: str) -> str | None:
     if number >= 10**12:
         return None
     return f"{number:012d}"
+
+
+def is_access_key_id(text: str) -> bool:
+    """True if the text has the form of an access key id this broker issues."""
+    return _KEY_ID.fullmatch(text) is not None
 
 
 def is_temporary_key_id(access_key_id: str) -> bool:

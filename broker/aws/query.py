@@ -32,7 +32,7 @@ from broker.aws.errors import (
     MissingParameter,
     ServiceUnavailable,
 )
-from broker.aws.sigv4 import HttpRequest
+from broker.aws.http import HttpRequest, parse_query
 from broker.clock import Clock
 from broker.errors import StoreUnavailable
 from broker.principal import Principal
@@ -62,7 +62,6 @@ class Call(NamedTuple):
     request_id: str
     source_ip: str | None
     user_agent: str | None
-    secure: bool
 
     @property
     def principal(self) -> Principal:
@@ -109,8 +108,7 @@ class QueryProtocol:
     def operations(self) -> list[Operation]:
         return list(self._ops.values())
 
-    async def handle(self, req: HttpRequest, *, source_ip: str | None,
-                     secure: bool) -> QueryResponse:
+    async def handle(self, req: HttpRequest, *, source_ip: str | None) -> QueryResponse:
         request_id = ids.new_request_id()
         namespace = STS.namespace
         op: Operation | None = None
@@ -133,7 +131,6 @@ class QueryProtocol:
                 request_id=request_id,
                 source_ip=source_ip,
                 user_agent=user_agent,
-                secure=secure,
             )
             result = await op.handler(call)
         except AwsError as exc:
@@ -145,10 +142,7 @@ class QueryProtocol:
             return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
         except Exception:
             log.exception("request %s: unexpected failure", request_id)
-            error = InternalFailure(
-                f"The request processing has failed because of an unknown error. "
-                f"Quote request id {request_id} to the broker's administrator."
-            )
+            error = internal_failure(request_id)
             return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
         if op.issued is not None and result is not None:
             key_id, subject = op.issued(result)
@@ -206,15 +200,23 @@ class QueryProtocol:
         ))
 
 
+def internal_failure(request_id: str) -> InternalFailure:
+    """The answer to a failure nobody foresaw: no detail, just the id the log knows it by."""
+    return InternalFailure(
+        "The request processing has failed because of an unknown error. "
+        f"Quote request id {request_id} to the broker's administrator."
+    )
+
+
 def _parameters(req: HttpRequest) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """(the decoded query pairs, the operation parameters from query and form body)."""
     try:
-        query = sigv4.parse_query(req.query) if req.query else []
+        query = parse_query(req.query) if req.query else []
         pairs = [(k, v) for k, v in query if not k.startswith("X-Amz-")]
         if req.body:
             content_type = req.header("content-type") or ""
             if content_type.partition(";")[0].strip().lower() == _FORM:
-                pairs += sigv4.parse_query(req.body.decode("utf-8"))
+                pairs += parse_query(req.body.decode("utf-8"))
     except UnicodeDecodeError:
         raise MalformedQueryString("The query string or form body is not valid UTF-8.") from None
     params = dict(pairs)

@@ -198,11 +198,11 @@ def _read_list(shape: ListOf, params: Mapping[str, str], key: str, at: str,
     for name in params:
         if name.startswith(prefix):
             head = name[len(prefix) :].split(".", 1)[0]
-            if head.isdigit() and head[0] != "0":
+            if head.isascii() and head.isdigit() and head[0] != "0" and len(head) <= 6:
                 indexes.add(int(head))
             else:
                 faults.append(f"Value '{_show(name)}' at '{at}' failed to satisfy constraint: "
-                              "Member must be a list index from 1")
+                              "Member must be a list index from 1 to 999999")
     if not indexes:
         return [] if key in params else None
     items = []

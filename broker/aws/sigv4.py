@@ -17,13 +17,13 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
-from urllib.parse import unquote_to_bytes
 
 from broker.aws.errors import IncompleteSignature, SignatureDoesNotMatch
+from broker.aws.http import HttpRequest
+from broker.aws.ids import REGION
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -32,7 +32,7 @@ MAX_PRESIGN_SECONDS = 604800
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_SIGNATURE_VALUE = re.compile(r"(?i)(signature\s*=\s*)[^,\s]*")
 _AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=([^,\s]+), ?SignedHeaders=([^,\s]+), ?Signature=([^,\s]+)"
 )
@@ -44,31 +44,6 @@ MISMATCH = (
     "Check your AWS Secret Access Key and signing method. "
     "Consult the service documentation for details."
 )
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """A request as received: the path and query exactly as on the wire (UTF-8 text), header
-    values as UTF-8 with any other byte kept as a surrogate escape."""
-
-    method: str
-    path: str
-    query: str
-    headers: Sequence[tuple[str, str]]
-    body: bytes
-
-    @functools.cached_property
-    def by_name(self) -> dict[str, list[str]]:
-        """Every value of every header, by lower-case name, in the order received."""
-        found: dict[str, list[str]] = {}
-        for key, value in self.headers:
-            found.setdefault(key.lower(), []).append(value)
-        return found
-
-    def header(self, name: str) -> str | None:
-        """The first value of a header; ``name`` in lower case."""
-        values = self.by_name.get(name)
-        return values[0] if values else None
 
 
 class Claim(NamedTuple):
@@ -151,9 +126,8 @@ def _header_claim(req: HttpRequest, authorization: str) -> Claim:
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
     if problems:
-        raise IncompleteSignature(
-            " ".join(problems) + f" Authorization={_clip(authorization, 256)}"
-        )
+        echoed = _SIGNATURE_VALUE.sub(r"\1(redacted)", _clip(authorization, 256))
+        raise IncompleteSignature(" ".join(problems) + f" Authorization={echoed}")
     signed = tuple(fields["SignedHeaders"].split(";"))
     if date_header not in signed:
         raise IncompleteSignature(
@@ -250,11 +224,9 @@ def _request_time(amz_date: str | None, date: str | None) -> tuple[datetime, str
     assert date is not None
     try:
         at = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
+        at = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise IncompleteSignature(f"Date header is not an HTTP date: '{_clip(date)}'") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    at = at.astimezone(UTC)
     return at, at.strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -273,7 +245,7 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
             f"Credential should be scoped to correct service: '{service}'. "
         )
     allowed = tuple(regions)
-    valid_name = _REGION.fullmatch(claim.region) is not None
+    valid_name = REGION.fullmatch(claim.region) is not None
     if not valid_name or (allowed and claim.region not in allowed):
         raise SignatureDoesNotMatch(
             f"Credential should be scoped to a valid region, not '{_clip(claim.region)}'. "
@@ -284,7 +256,7 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
             f"from HTTP: '{_clip(claim.scope_date)}' != '{claim.amz_date[:8]}', "
             f"from '{claim.amz_date}'."
         )
-    window = _window(skew)
+    window = timedelta(seconds=skew)
     if claim.signed_at > now + window:
         raise SignatureDoesNotMatch(
             f"Signature not yet current: {claim.amz_date} is still later than "
@@ -305,11 +277,6 @@ def check_scope(claim: Claim, *, service: str, now: datetime, skew: int,
         )
 
 
-@functools.lru_cache(maxsize=8)
-def _window(skew: int) -> timedelta:
-    return timedelta(seconds=skew)
-
-
 def _basic(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -321,11 +288,12 @@ def _span(seconds: int) -> str:
 # -- recomputing the signature ------------------------------------------------------------------
 
 
-def verify(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, secret: str,
+def verify(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, key: bytes,
            *, normalize: bool = True) -> None:
-    """Raise SignatureDoesNotMatch unless the claimed signature is the one ``secret`` makes."""
+    """Raise SignatureDoesNotMatch unless the claimed signature is the one the signing ``key``
+    (``key_for(claim, secret)``) makes."""
     given = claim.signature if claim.signature.isascii() else "not ascii"
-    expected = signature(req, query, claim, secret, normalize=normalize)
+    expected = signature(req, query, claim, key, normalize=normalize)
     if hmac.compare_digest(expected, given):
         return
     if claim.presigned and any(k == "X-Amz-Security-Token" for k, _ in query):
@@ -333,17 +301,16 @@ def verify(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, sec
         # shows (post-sts-header-after). The token is sealed and bound to the access key id,
         # and its secret made this signature, so leaving it out of the canonical query is safe.
         without = [(k, v) for k, v in query if k != "X-Amz-Security-Token"]
-        expected = signature(req, without, claim, secret, normalize=normalize)
+        expected = signature(req, without, claim, key, normalize=normalize)
         if hmac.compare_digest(expected, given):
             return
     raise SignatureDoesNotMatch(MISMATCH)
 
 
-def signature(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, secret: str,
+def signature(req: HttpRequest, query: Sequence[tuple[str, str]], claim: Claim, key: bytes,
               *, normalize: bool = True) -> str:
     creq = canonical_request(req, query, claim, normalize=normalize)
     sts = string_to_sign(claim.amz_date, claim.scope, creq)
-    key = signing_key(secret, claim.scope_date, claim.region, claim.service)
     return hmac.digest(key, sts.encode("utf-8"), "sha256").hex()
 
 
@@ -375,7 +342,11 @@ def string_to_sign(amz_date: str, scope: str, creq: str) -> str:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
-@functools.lru_cache(maxsize=1024)
+def key_for(claim: Claim, secret: str) -> bytes:
+    """The signing key of a secret for the claim's credential scope."""
+    return signing_key(secret, claim.scope_date, claim.region, claim.service)
+
+
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     key = _hmac(("AWS4" + secret).encode("utf-8"), date)
     key = _hmac(key, region)
@@ -427,28 +398,6 @@ def canonical_uri(path: str, *, normalize: bool = True) -> str:
     if normalize:
         path = normalize_path(path)
     return uri_encode(path or "/", keep_slash=True)
-
-
-def parse_query(raw: str) -> list[tuple[str, str]]:
-    """The decoded (name, value) pairs of a raw query string, in order.
-
-    ``+`` means a space, as in HTML forms: the canonical query and the Query parameters are
-    both computed from these pairs, so they can never disagree about what was signed.
-    Raises UnicodeDecodeError when a name or value is not UTF-8.
-    """
-    pairs = []
-    for part in raw.split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        pairs.append((_decode(name), _decode(value)))
-    return pairs
-
-
-def _decode(text: str) -> str:
-    if "%" not in text and "+" not in text:
-        return text
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
 
 
 def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:

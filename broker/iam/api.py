@@ -12,8 +12,9 @@ from broker.authz import authorize
 from broker.aws import arn
 from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity
 from broker.aws.query import IAM, Call, Operation, Result
-from broker.aws.shapes import Integer, ListOf, String, optional, required, struct
-from broker.iam.entities import ACTIVE, INACTIVE, AccessKey, Tag, User
+from broker.aws.shapes import Integer, String, optional, required, struct
+from broker.aws.tags import tagListType
+from broker.iam.entities import ACTIVE, INACTIVE, AccessKey, Tag
 from broker.iam.lastused import LastUsedRecorder
 from broker.iam.service import IamService, Page
 from broker.principal import Principal, PrincipalType
@@ -28,10 +29,6 @@ markerType = String(min=1, max=320, pattern=r"[\u0020-\u00FF]+")
 maxItemsType = Integer(min=1, max=1000)
 accessKeyIdType = String(min=16, max=128, pattern=r"[\w]+")
 statusType = String(enum=("Active", "Inactive", "Expired"))
-tagKeyType = String(min=1, max=128, pattern=r"[\p{L}\p{Z}\p{N}_.:/=+\-@]+")
-tagValueType = String(min=0, max=256, pattern=r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*")
-TagShape = struct(required("Key", tagKeyType), required("Value", tagValueType))
-tagListType = ListOf(TagShape, max=50)
 
 CreateUserRequest = struct(
     optional("Path", pathType),
@@ -86,19 +83,24 @@ def _key_metadata(key: AccessKey) -> dict[str, Any]:
 
 
 def operations(iam: IamService, last_used: LastUsedRecorder) -> list[Operation]:
-    async def user_arn(account: str, name: str) -> str:
-        """The user's ARN for authorization; for a user that does not exist, the ARN it
-        would have at the root path (the action then fails with NoSuchEntity if allowed)."""
+    async def named_user(account: str, name: str) -> tuple[str, str]:
+        """The user's name as created and its ARN, for authorization. For a user that does not
+        exist, the name as given and the ARN it would have at the root path: the action then
+        fails with NoSuchEntity, if the caller may perform it at all."""
         try:
-            return (await iam.get_user(account, name)).arn
+            user = await iam.get_user(account, name)
         except NoSuchEntity:
-            return arn.user(account, "/", name)
+            return name, arn.user(account, "/", name)
+        return user.name, user.arn
+
+    async def user_arn(account: str, name: str) -> str:
+        return (await named_user(account, name))[1]
 
     async def target(caller: Principal, user_name: str | None) -> tuple[str | None, str]:
         """The user an access-key action is about, and its ARN: the named user, else the
         caller (None for the root user)."""
         if user_name is not None:
-            return user_name, await user_arn(caller.account_id, user_name)
+            return await named_user(caller.account_id, user_name)
         if caller.type is PrincipalType.USER:
             return caller.name, caller.arn
         if caller.is_root:
@@ -134,7 +136,7 @@ def operations(iam: IamService, last_used: LastUsedRecorder) -> list[Operation]:
         authorize(caller, "iam:ListUsers", f"arn:aws:iam::{caller.account_id}:user/")
         page = await iam.list_users(caller.account_id, path_prefix=p.get("PathPrefix", "/"),
                                     marker=p.get("Marker"), max_items=p.get("MaxItems", 100))
-        return _paged(page, "Users", User.wire)
+        return _paged(page, "Users", lambda user: user.wire(listing=True))
 
     async def delete_user(call: Call) -> Result:
         caller, name = call.principal, call.params["UserName"]

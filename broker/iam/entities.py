@@ -143,8 +143,9 @@ class User:
     def ref(account_id: str, name: str) -> Ref:
         return Ref(USER, account_id, name_key(name))
 
-    def wire(self) -> dict[str, Any]:
-        """The User shape of IAM's responses."""
+    def wire(self, *, listing: bool = False) -> dict[str, Any]:
+        """The User shape of IAM's responses. Listings leave out the permissions boundary and
+        the tags, as AWS's do (GetUser shows them)."""
         out: dict[str, Any] = {
             "Path": self.path,
             "UserName": self.name,
@@ -152,6 +153,8 @@ class User:
             "Arn": self.arn,
             "CreateDate": self.created,
         }
+        if listing:
+            return out
         if self.permissions_boundary:
             out["PermissionsBoundary"] = {
                 "PermissionsBoundaryType": "Policy",

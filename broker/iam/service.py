@@ -7,6 +7,7 @@ call the same methods. Store errors become the AWS errors IAM answers with, with
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from broker.aws.errors import (
     LimitExceeded,
     NoSuchEntity,
 )
+from broker.aws.tags import DUPLICATE_KEYS, has_duplicate_keys
 from broker.clock import Clock
 from broker.errors import AlreadyExists, Conflict, NotFound, QuotaExceeded
 from broker.iam.entities import (
@@ -32,6 +34,7 @@ from broker.iam.entities import (
     RootUser,
     Tag,
     User,
+    name_key,
 )
 from broker.keyring import Keyring
 from broker.store.base import GLOBAL, EntityStore, Record
@@ -195,7 +198,9 @@ class IamService:
             key = AccessKey.of(await self.store.get(AccessKey.ref(account_id, access_key_id)))
         except NotFound:
             key = None
-        if key is None or key.user_name != user_name:
+        owner = None if key is None or key.user_name is None else name_key(key.user_name)
+        asked = None if user_name is None else name_key(user_name)
+        if key is None or owner != asked:
             raise NoSuchEntity(f"The Access Key with id {access_key_id} cannot be found.")
         return key
 
@@ -249,8 +254,8 @@ class IamService:
             return  # deleted since it was used: nothing to record
 
     async def reseal_secrets(self) -> int:
-        """Seal every stored secret with the newest key, so older keys can retire."""
-        newest = self.keyring.newest.id
+        """Seal every stored secret with the sealing key, so older keys can retire."""
+        newest = self.keyring.sealing.id
         count = 0
         for account in await self.list_accounts():
             for record in await self.store.list(ACCESS_KEY, account.id):
@@ -283,16 +288,11 @@ class IamService:
 
 
 def check_tags(tags: tuple[Tag, ...]) -> None:
-    seen: set[str] = set()
+    if has_duplicate_keys(t.key for t in tags):
+        raise InvalidInput(DUPLICATE_KEYS)
     for tag in tags:
-        folded = tag.key.lower()
-        if folded in seen:
-            raise InvalidInput(
-                "Duplicate tag keys found. Please note that Tag keys are case insensitive."
-            )
-        if folded.startswith("aws:"):
+        if tag.key.lower().startswith("aws:"):
             raise InvalidInput(f"Tag key {tag.key} uses the reserved prefix 'aws:'.")
-        seen.add(folded)
 
 
 def _mark(key: str) -> str:
@@ -303,6 +303,12 @@ def _unmark(marker: str | None) -> str | None:
     if marker is None:
         return None
     try:
-        return base64.urlsafe_b64decode(marker.encode("ascii")).decode()
+        key = base64.urlsafe_b64decode(marker.encode("ascii")).decode("ascii")
     except (ValueError, UnicodeError):
-        raise InvalidInput("Invalid Marker: it is not one this service returned.") from None
+        key = ""
+    if not _MARKED.fullmatch(key):
+        raise InvalidInput("Invalid Marker: it is not one this service returned.")
+    return key
+
+
+_MARKED = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")  # the keys markers point after

@@ -12,6 +12,9 @@ atomic primitives, so that uniqueness, per-parent quotas ("at most two access ke
 * ``delete``: remove, refusing while children of named kinds exist.
 
 Records that belong to no account (the accounts themselves) use the account ``GLOBAL`` ("").
+Kinds, accounts, keys and lookup values never hold control characters (no database would keep a
+NUL byte the same way): every backend refuses to write such a record (ValueError) and finds
+nothing under such a name (NotFound).
 
 ``EphemeralStore`` keeps short-lived state with a time to live: replay ids, one-time tokens,
 sessions, rate-limit counters. Its operations are each atomic across every broker process that
@@ -23,12 +26,26 @@ The in-memory backends are the reference; every backend passes the same conforma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 Data = Mapping[str, Any]
 GLOBAL = ""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def storable(*names: str | None) -> bool:
+    """True if none of the names holds a control character (see the module docstring)."""
+    return not any(n is not None and _CONTROL.search(n) for n in names)
+
+
+def check_storable(record: Record) -> None:
+    parent = record.parent
+    if not storable(record.kind, record.account, record.key, record.lookup,
+                    parent.kind if parent else None, parent.key if parent else None):
+        raise ValueError(f"a record's names must not hold control characters: {record.ref}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from broker.clock import Clock
 from broker.errors import AlreadyExists, Conflict, NotFound, QuotaExceeded
-from broker.store.base import Data, Record, Ref
+from broker.store.base import Data, Record, Ref, check_storable, storable
 
 
 def _frozen_copy(data: Data) -> Data:
@@ -40,6 +40,7 @@ class MemoryEntityStore:
         return None
 
     async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
+        check_storable(record)
         async with self._lock:
             if record.ref in self._records:
                 raise AlreadyExists(str(record.ref))
@@ -61,18 +62,24 @@ class MemoryEntityStore:
             return stored
 
     async def get(self, ref: Ref) -> Record:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         try:
             return self._records[ref]
         except KeyError:
             raise NotFound(str(ref)) from None
 
     async def find(self, kind: str, lookup: str) -> Record:
+        if not storable(kind, lookup):
+            raise NotFound(f"{kind} lookup {lookup!r}")
         ref = self._lookups.get((kind, lookup))
         if ref is None:
             raise NotFound(f"{kind} lookup {lookup}")
         return self._records[ref]
 
     async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         async with self._lock:
             current = await self.get(ref)
             updated = replace(
@@ -82,6 +89,8 @@ class MemoryEntityStore:
             return updated
 
     async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         async with self._lock:
             if ref not in self._records:
                 raise NotFound(str(ref))
@@ -101,6 +110,8 @@ class MemoryEntityStore:
         after: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[Record]:
+        if not storable(kind, account, after, *((parent.kind, parent.key) if parent else ())):
+            return []
         found = sorted(
             (
                 r

@@ -36,7 +36,7 @@ from broker.errors import (
     QuotaExceeded,
     StoreUnavailable,
 )
-from broker.store.base import Data, Record, Ref
+from broker.store.base import Data, Record, Ref, check_storable, storable
 
 metadata = sa.MetaData()
 
@@ -117,6 +117,7 @@ class SqlEntityStore:
     # -- the protocol ---------------------------------------------------------------------------
 
     async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
+        check_storable(record)
         try:
             async with self._write() as conn:
                 if record.parent is not None:
@@ -143,6 +144,8 @@ class SqlEntityStore:
         )
 
     async def get(self, ref: Ref) -> Record:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         async with self._read() as conn:
             row = (await conn.execute(sa.select(records).where(*_is(ref)))).first()
         if row is None:
@@ -150,6 +153,8 @@ class SqlEntityStore:
         return _record(row._mapping)
 
     async def find(self, kind: str, lookup: str) -> Record:
+        if not storable(kind, lookup):
+            raise NotFound(f"{kind} lookup {lookup!r}")
         async with self._read() as conn:
             row = (
                 await conn.execute(
@@ -161,6 +166,8 @@ class SqlEntityStore:
         return _record(row._mapping)
 
     async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         async with self._write() as conn:
             current = _record(await self._lock(conn, ref))
             data = change(current)
@@ -180,6 +187,8 @@ class SqlEntityStore:
         )
 
     async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+        if not storable(ref.kind, ref.account, ref.key):
+            raise NotFound(str(ref))
         async with self._write() as conn:
             await self._lock(conn, ref)
             for kind in blocked_by:
@@ -202,6 +211,8 @@ class SqlEntityStore:
         after: str | None = None,
         limit: int | None = None,
     ) -> list[Record]:
+        if not storable(kind, account, after, *((parent.kind, parent.key) if parent else ())):
+            return []
         query = sa.select(records).where(records.c.kind == kind, records.c.account == account)
         if parent is not None:
             query = query.where(*_children_of(parent))

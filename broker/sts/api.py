@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from broker.authz import authorize
+from broker.aws import arn
 from broker.aws.errors import ValidationError
 from broker.aws.query import STS, Call, Operation, Result
 from broker.aws.shapes import Integer, ListOf, String, optional, required, struct
+from broker.aws.tags import tagListType
 from broker.sts.service import IssuedCredentials, StsService
 
 # AWS's shape names, with the constraints of the STS service model.
@@ -22,10 +25,6 @@ sessionPolicyDocumentType = String(
     min=1, max=2048, pattern=r"[\u0009\u000A\u000D\u0020-\u00FF]+"
 )
 accessKeyIdType = String(min=16, max=128, pattern=r"[\w]*")
-tagKeyType = String(min=1, max=128, pattern=r"[\p{L}\p{Z}\p{N}_.:/=+\-@]+")
-tagValueType = String(min=0, max=256, pattern=r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*")
-Tag = struct(required("Key", tagKeyType), required("Value", tagValueType))
-tagListType = ListOf(Tag, max=50)
 PolicyDescriptorType = struct(optional("arn", arnType))
 policyDescriptorListType = ListOf(PolicyDescriptorType)
 
@@ -94,6 +93,7 @@ def operations(sts: StsService) -> list[Operation]:
 
     async def get_session_token(call: Call) -> Result:
         p = call.params
+        authorize(call.principal, "sts:GetSessionToken", call.principal.arn)
         issued = await sts.get_session_token(
             call.principal,
             duration=p.get("DurationSeconds"),
@@ -109,6 +109,11 @@ def operations(sts: StsService) -> list[Operation]:
 
     async def get_federation_token(call: Call) -> Result:
         p = call.params
+        caller = call.principal
+        federated_arn = arn.federated_user(caller.account_id, p["Name"])
+        authorize(caller, "sts:GetFederationToken", federated_arn)
+        if p.get("Tags"):
+            authorize(caller, "sts:TagSession", federated_arn)
         issued = await sts.get_federation_token(
             call.principal,
             p["Name"],
@@ -130,7 +135,8 @@ def operations(sts: StsService) -> list[Operation]:
         }
 
     async def get_access_key_info(call: Call) -> Result:
-        account = await sts.get_access_key_info(call.principal, call.params["AccessKeyId"])
+        authorize(call.principal, "sts:GetAccessKeyInfo", "*")
+        account = await sts.get_access_key_info(call.params["AccessKeyId"])
         return {"Account": account}
 
     return [

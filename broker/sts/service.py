@@ -1,6 +1,7 @@
-"""STS use cases: who am I, session tokens, federation tokens, and whose key is this.
+"""STS use cases: session tokens, federation tokens, and whose key is this.
 
-Plain Python: the Query API (sts/api.py) parses and renders, these methods decide.
+Plain Python. The Query API (sts/api.py) parses, authorizes and renders; these methods make
+the credentials.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.authz import authorize
 from broker.aws import arn, ids
 from broker.aws.errors import AccessDenied, InvalidParameterValue
 from broker.clock import Clock
@@ -41,9 +41,6 @@ class StsService:
                                 serial_number: str | None = None,
                                 token_code: str | None = None,
                                 minimum_token_size: int = 0) -> IssuedCredentials:
-        if caller.temporary:
-            raise AccessDenied("Cannot call GetSessionToken with session credentials")
-        authorize(caller, "sts:GetSessionToken", caller.arn)
         _check_mfa(serial_number, token_code)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
@@ -59,11 +56,6 @@ class StsService:
                                    tags: Sequence[tuple[str, str]] = (),
                                    minimum_token_size: int = 0) -> IssuedCredentials:
         federated_arn = arn.federated_user(caller.account_id, name)
-        if caller.temporary:
-            raise AccessDenied("Cannot call GetFederationToken with session credentials")
-        authorize(caller, "sts:GetFederationToken", federated_arn)
-        if tags:
-            authorize(caller, "sts:TagSession", federated_arn)
         sessions.check_tags(tags)
         packed_policy = sessions.check_policy(policy) if policy is not None else None
         sessions.check_policy_arns(policy_arns)
@@ -79,10 +71,9 @@ class StsService:
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
 
-    async def get_access_key_info(self, caller: Principal, access_key_id: str) -> str:
+    async def get_access_key_info(self, access_key_id: str) -> str:
         """The account that owns an access key id (AWS answers even for keys it never issued,
         from the id itself; so does the broker, for ids of its own form)."""
-        authorize(caller, "sts:GetAccessKeyInfo", "*")
         key = await self._iam.find_access_key(access_key_id)
         if key is not None:
             return key.account_id

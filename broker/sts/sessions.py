@@ -13,6 +13,7 @@ from broker.aws.errors import (
     MalformedPolicyDocument,
     PackedPolicyTooLarge,
 )
+from broker.aws.tags import DUPLICATE_KEYS, has_duplicate_keys
 
 DEFAULT_DURATION = 43200
 ROOT_MAX_DURATION = 3600
@@ -26,13 +27,8 @@ def duration(requested: int | None, *, root: bool) -> int:
 
 
 def check_tags(tags: Sequence[tuple[str, str]]) -> None:
-    seen: set[str] = set()
-    for key, _ in tags:
-        if key.lower() in seen:
-            raise InvalidParameterValue(
-                "Duplicate tag keys found. Please note that Tag keys are case insensitive."
-            )
-        seen.add(key.lower())
+    if has_duplicate_keys(key for key, _ in tags):
+        raise InvalidParameterValue(DUPLICATE_KEYS)
 
 
 def check_policy(policy: str) -> str:
@@ -40,7 +36,7 @@ def check_policy(policy: str) -> str:
     here a policy must at least be a JSON object with a Statement."""
     try:
         doc = json.loads(policy)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise MalformedPolicyDocument("Syntax errors in policy.") from None
     if not isinstance(doc, dict) or "Statement" not in doc:
         raise MalformedPolicyDocument("Syntax errors in policy.")

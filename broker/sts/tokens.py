@@ -2,7 +2,7 @@
 
 The token is the session itself, so any broker process holding the keyring verifies a
 temporary credential without a database round trip. It is
-``base64url(sealed(zlib(JSON session)))``, sealed with the newest key, for the purpose
+``base64url(sealed(zlib(JSON session)))``, sealed with the keyring's sealing key, for the purpose
 ``session-token``, and bound to its access key id: a token presented with another access key id
 does not open. A tampered, truncated, swapped or retired-key token is InvalidClientTokenId;
 one past its expiry is ExpiredToken.

@@ -15,13 +15,12 @@ from starlette.types import Message, Receive, Scope, Send
 from broker.aws import xml
 from broker.aws.errors import (
     AwsError,
-    InternalFailure,
     MalformedQueryString,
     RequestEntityTooLarge,
 )
+from broker.aws.http import HttpRequest
 from broker.aws.ids import new_request_id
-from broker.aws.query import STS, QueryProtocol
-from broker.aws.sigv4 import HttpRequest
+from broker.aws.query import STS, QueryProtocol, internal_failure
 
 log = logging.getLogger("broker.query")
 
@@ -46,8 +45,7 @@ class QueryApp:
         except Exception:
             request_id = new_request_id()
             log.exception("request %s: unexpected failure in the Query endpoint", request_id)
-            error = InternalFailure(f"The request processing has failed because of an "
-                                    f"unknown error. Quote request id {request_id}.")
+            error = internal_failure(request_id)
             await _respond(send, 500, xml.error_document(error, STS.namespace, request_id),
                            request_id)
 
@@ -65,8 +63,7 @@ class QueryApp:
             await _respond(send, exc.status, document, request_id)
             return
         client = scope.get("client")
-        answer = await protocol.handle(http, source_ip=client[0] if client else None,
-                                       secure=scope["scheme"] == "https")
+        answer = await protocol.handle(http, source_ip=client[0] if client else None)
         await _respond(send, answer.status, answer.body, answer.request_id)
 
 

@@ -201,3 +201,22 @@ async def test_unreachable_database_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await dead.create(rec("user", "u"))
     await dead.close()
+
+
+async def test_names_with_control_characters(store: EntityStore) -> None:
+    """No backend keeps a NUL byte in a name the same way: none stores one, none finds one."""
+    with pytest.raises(ValueError, match="control characters"):
+        await store.create(rec("user", "a\x00b"))
+    with pytest.raises(ValueError, match="control characters"):
+        await store.create(rec("user", "ok", lookup="L\x00"))
+    await store.create(rec("user", "ok", lookup="L1"))  # the control
+    with pytest.raises(NotFound):
+        await store.get(Ref("user", A, "ok\x00"))
+    with pytest.raises(NotFound):
+        await store.find("user", "L1\x00")
+    with pytest.raises(NotFound):
+        await store.update(Ref("user", A, "\x00"), lambda r: {})
+    with pytest.raises(NotFound):
+        await store.delete(Ref("user", A, "\x00"))
+    assert await store.list("user", A, after="\x00") == []
+    assert [r.key for r in await store.list("user", A)] == ["ok"]

@@ -106,3 +106,65 @@ def test_rotation_reaches_every_process(cluster: tuple[BrokerProcess, BrokerProc
         assert info.value.response["Error"]["Code"] == "InvalidClientTokenId"
         client(url, "sts", after).get_caller_identity()  # type: ignore
         client(url, "sts", root).get_caller_identity()  # type: ignore  # resealed secret
+
+
+def test_hosts_with_their_own_keyring_copies(tmp_path: Path,
+                                             postgres_databases: Callable[[], str],
+                                             redis_url: str) -> None:
+    """Replicas that each hold a copy of the keyring (a mounted secret): a new key is staged
+    and copied everywhere before it seals, so no host ever meets a secret it cannot open."""
+    import shutil
+
+    base = clean_env(
+        BROKER_STORE_DATABASE_URL=postgres_databases(),
+        BROKER_STORE_EPHEMERAL_URL=redis_url,
+        BROKER_STORE_REDIS_PREFIX=f"broker-e2e-{uuid.uuid4().hex[:8]}:",
+        BROKER_KEYRING_CHECK_INTERVAL_SECONDS="1",
+    )
+    dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    env_a = {**base, "BROKER_SERVER_DATA_DIR": str(dir_a)}
+    env_b = {**base, "BROKER_SERVER_DATA_DIR": str(dir_b)}
+
+    def cli(env: dict[str, str], *args: str) -> str:
+        return subprocess.run([str(BIN / "broker"), *args], env=env, check=True,
+                              capture_output=True, text=True, timeout=120).stdout
+
+    root_doc = json.loads(cli(env_a, "init", "--json"))["root"]
+    root = {"AccessKeyId": root_doc["access_key_id"],
+            "SecretAccessKey": root_doc["secret_access_key"]}
+    dir_b.mkdir()
+
+    def copy_keyring() -> None:
+        shutil.copy2(dir_a / "keyring.json", dir_b / "keyring.json")
+        time.sleep(1.5)  # the processes' keyring check interval
+
+    copy_keyring()
+    pa, pb = free_port(), free_port()
+    a = BrokerProcess(["--port", str(pa)], env_a, pa, tmp_path / "a.log")
+    b = BrokerProcess(["--port", str(pb)], env_b, pb, tmp_path / "b.log")
+    try:
+        staged = cli(env_a, "keys", "add").split()[2].rstrip(".")
+        copy_keyring()
+        cli(env_a, "keys", "activate", staged)  # reseals every stored secret with it
+        time.sleep(1.5)  # B's copy has the key only staged: enough to open
+        for url in (a.url, b.url):
+            client(url, "sts", root).get_caller_identity()  # type: ignore[attr-defined]
+        from_a = client(a.url, "sts", root).get_session_token()["Credentials"]  # type: ignore
+        from_b = client(b.url, "sts", root).get_session_token()["Credentials"]  # type: ignore
+        client(b.url, "sts", from_a).get_caller_identity()  # type: ignore[attr-defined]
+        client(a.url, "sts", from_b).get_caller_identity()  # type: ignore[attr-defined]
+
+        # Skipping the staging step: B meets secrets sealed with a key it has never seen. It
+        # says so as a fault of the service, not of the caller's credentials.
+        cli(env_a, "keys", "rotate")
+        time.sleep(1.5)
+        client(a.url, "sts", root).get_caller_identity()  # type: ignore[attr-defined]
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            client(b.url, "sts", root).get_caller_identity()  # type: ignore[attr-defined]
+        assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert "does not open with this process's keyring" in b.output()
+        copy_keyring()
+        client(b.url, "sts", root).get_caller_identity()  # type: ignore[attr-defined]
+    finally:
+        a.stop()
+        b.stop()

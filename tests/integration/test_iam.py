@@ -33,6 +33,7 @@ def test_user_lifecycle(broker: Broker) -> None:
     assert got["Tags"] == [{"Key": "team", "Value": "blue"}]
     listed = iam.list_users(PathPrefix="/eng/")["Users"]
     assert [u["UserName"] for u in listed] == [name]
+    assert "Tags" not in listed[0]  # listings leave tags out, as AWS's do
     iam.delete_user(UserName=name)
     with pytest.raises(botocore.exceptions.ClientError) as info:
         iam.get_user(UserName=name)
@@ -234,3 +235,16 @@ def test_user_validation_uses_aws_messages(broker: Broker) -> None:
         iam.create_user(UserName=unique(),
                         PermissionsBoundary="arn:aws:iam::aws:policy/PowerUserAccess")
     assert error_of(info)[0] == "NoSuchEntity"
+
+
+def test_user_names_in_any_case_address_the_same_keys(broker: Broker) -> None:
+    iam = broker.client("iam")
+    name = "Mixed-" + uuid.uuid4().hex[:6]
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name.upper())["AccessKey"]
+    assert key["UserName"] == name  # the name as created, whatever case was asked
+    listed = iam.list_access_keys(UserName=name.lower())["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["UserName"]) for k in listed] == [(key["AccessKeyId"], name)]
+    iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    iam.delete_access_key(UserName=name.lower(), AccessKeyId=key["AccessKeyId"])
+    iam.delete_user(UserName=name)

@@ -125,6 +125,11 @@ def test_audit_log_has_no_secrets(broker: Broker) -> None:
                headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKIAZZZZZZZZZZZZZZZZ/"
                         "20260101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, "
                         "Signature=" + "0" * 64, "X-Amz-Date": "20260101T000000Z"})
+    # A malformed header (no SignedHeaders) is echoed in the error: never its signature.
+    httpx.post(broker.url + "/", data={"Action": "GetCallerIdentity"},
+               headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKIAYYYYYYYYYYYYYYYY/"
+                        "20260101/us-east-1/sts/aws4_request, Signature=" + "f" * 64,
+                        "X-Amz-Date": "20260101T000000Z"})
     log = (broker.settings.data_dir / "audit.log").read_text()
     events = [json.loads(line) for line in log.splitlines()]
     issued = [e for e in events if e["outcome"] == "issued"]
@@ -135,9 +140,15 @@ def test_audit_log_has_no_secrets(broker: Broker) -> None:
     refused = [e for e in events if e["event"] == "Authenticate"]
     assert any(e["caller_access_key_id"] == "AKIAZZZZZZZZZZZZZZZZ" and
                e["error_code"] == "SignatureDoesNotMatch" for e in refused)
+    cli = [e for e in events if e.get("user_agent") == "broker init"]
+    assert [e["access_key_id"] for e in cli] == [broker.root.access_key_id]
     for e in events:
-        assert {"time", "event", "outcome", "request_id", "source_ip"} <= set(e)
-    for needle in (secret, token, key["SecretAccessKey"], broker.root.secret_access_key, "0" * 64):
+        assert {"time", "event", "outcome", "request_id"} <= set(e)
+        assert "source_ip" in e or e in cli  # only the command line has no address
+    assert any(e["error_code"] == "IncompleteSignature" and "Signature=(redacted)" in
+               e["error_message"] for e in refused)
+    for needle in (secret, token, key["SecretAccessKey"], broker.root.secret_access_key, "0" * 64,
+                   "f" * 64):
         assert needle not in log
     assert not re.search(r"[A-Za-z0-9+/]{40}", log)
 

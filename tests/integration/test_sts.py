@@ -220,3 +220,15 @@ def test_credentials_of_one_account_are_not_another(broker: Broker) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as info:
         broker.client("sts", forged).get_caller_identity()
     assert error_of(info)[0] == "SignatureDoesNotMatch"
+
+
+def test_session_token_credentials_call_no_sts_action_but_caller_identity(broker: Broker) -> None:
+    session = creds_of(broker.client("sts").get_session_token())
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("sts", session).get_access_key_info(AccessKeyId=session.access_key_id)
+    code, message = error_of(info)
+    assert code == "AccessDenied"
+    assert message.endswith("may call no STS action but AssumeRole and GetCallerIdentity")
+    # The control: the same call with the long-term key of the same root user.
+    broker.client("sts").get_access_key_info(AccessKeyId=session.access_key_id)
+    broker.client("sts", session).get_caller_identity()

@@ -101,15 +101,16 @@ def test_key_rotation_and_retirement(tmp_path: Path) -> None:
     doc = init(data)
     root = doc["root"]
     assert isinstance(root, dict)
-    first = Keyring.load(data / "keyring.json").newest.id
+    first = Keyring.load(data / "keyring.json").sealing.id
     code, out, _ = run("keys", "rotate", "--data-dir", str(data))
-    assert code == 0 and "resealed 1 stored secrets" in out
-    second = Keyring.load(data / "keyring.json").newest.id
+    assert code == 0 and "now seals; resealed 1 stored secrets" in out
+    second = Keyring.load(data / "keyring.json").sealing.id
     assert second != first
     code, out, _ = run("keys", "list", "--data-dir", str(data))
     assert f"{first}" in out and "seals 0 secrets" in out and "seals 1 secrets" in out
+    assert f"{second}  created" in out and "sealing" in out
     code, _, err = run("keys", "retire", second, "--data-dir", str(data))
-    assert code == 2 and "newest" in err
+    assert code == 2 and "sealing key" in err
     code, out, _ = run("keys", "retire", first, "--data-dir", str(data))
     assert code == 0 and f"Retired {first}" in out
     ring = Keyring.load(data / "keyring.json")
@@ -177,3 +178,40 @@ def test_apply_to_a_missing_account_changes_nothing(tmp_path: Path) -> None:
                  '[[accounts]]\nid = "000000000001"\n[[accounts.users]]\nname = "a"\n')
     code, _, err = run("apply", str(plan), "--data-dir", str(data))
     assert code == 2 and "NoSuchEntity" in err
+
+
+def test_staged_rotation(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    root = init(data)["root"]
+    assert isinstance(root, dict)
+    first = Keyring.load(data / "keyring.json").sealing.id
+    code, out, _ = run("keys", "add", "--data-dir", str(data))
+    staged = out.split()[2].rstrip(".")
+    assert code == 0 and f"broker keys activate {staged}" in out
+    code, out, _ = run("keys", "list", "--data-dir", str(data))
+    assert f"{staged}  created" in out and "staged" in out
+    assert Keyring.load(data / "keyring.json").sealing.id == first
+    code, out, _ = run("keys", "activate", staged, "--data-dir", str(data))
+    assert code == 0 and "resealed 1 stored secrets" in out
+    assert Keyring.load(data / "keyring.json").sealing.id == staged
+    assert secret_works(data, root["access_key_id"], root["secret_access_key"])
+    code, _, err = run("keys", "activate", "k-nope", "--data-dir", str(data))
+    assert code == 2 and "no key with id" in err
+
+
+def test_keys_issued_from_the_command_line_are_audited(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    code, out, err = run("init", "--data-dir", str(data), "--json")
+    assert code == 0
+    root = json.loads(out)["root"]  # stdout stays exactly the documented JSON
+    event = json.loads(err.strip().splitlines()[-1])
+    assert (event["event"], event["outcome"], event["access_key_id"]) == (
+        "CreateAccessKey", "issued", root["access_key_id"])
+    assert event["user_agent"] == "broker init" and root["secret_access_key"] not in err
+    log = tmp_path / "audit.jsonl"
+    code, out, _ = run("accounts", "create", "--data-dir", str(data), "--json",
+                       env={"BROKER_AUDIT_SINK": "file", "BROKER_AUDIT_PATH": str(log)})
+    created = json.loads(out)
+    event = json.loads(log.read_text())
+    assert (event["account"], event["access_key_id"], event["user_agent"]) == (
+        created["account_id"], created["root"]["access_key_id"], "broker accounts create")

@@ -56,10 +56,10 @@ def test_another_keyring_cannot_open() -> None:
 
 def test_rotation_keeps_old_blobs_open_until_retired() -> None:
     ring = Keyring.generate(CLOCK)
-    old_id = ring.newest.id
+    old_id = ring.sealing.id
     old = ring.seal(b"old", purpose="p", aad="a")
     new_key = ring.rotate(CLOCK)
-    assert ring.newest.id == new_key.id != old_id
+    assert ring.sealing.id == new_key.id != old_id
     new = ring.seal(b"new", purpose="p", aad="a")
     assert ring.key_id_of(new) == new_key.id
     assert ring.unseal(old, purpose="p", aad="a") == b"old"
@@ -69,23 +69,49 @@ def test_rotation_keeps_old_blobs_open_until_retired() -> None:
     assert ring.unseal(new, purpose="p", aad="a") == b"new"
 
 
-def test_newest_key_cannot_be_retired() -> None:
+def test_sealing_key_cannot_be_retired() -> None:
     ring = Keyring.generate(CLOCK)
-    with pytest.raises(KeyringError, match="newest"):
-        ring.retire(ring.newest.id, CLOCK)
+    with pytest.raises(KeyringError, match="sealing key"):
+        ring.retire(ring.sealing.id, CLOCK)
+
+
+def test_a_staged_key_opens_but_does_not_seal_until_activated(tmp_path: Path) -> None:
+    ring = Keyring.generate(CLOCK)
+    first = ring.sealing.id
+    staged = ring.add(CLOCK)
+    assert staged.state == "staged"
+    assert ring.sealing.id == first  # still sealing with the first key
+    assert ring.key_id_of(ring.seal(b"x", purpose="p", aad="a")) == first
+    # A host that received the staged key opens what an activated host seals with it.
+    other = Keyring(ring.keys)
+    ring.activate(staged.id, CLOCK)
+    assert ring.sealing.id == staged.id
+    blob = ring.seal(b"secret", purpose="p", aad="a")
+    assert other.unseal(blob, purpose="p", aad="a") == b"secret"
+    assert other.sealing.id == first  # it still seals with the old key: the first opens that
+    assert ring.unseal(other.seal(b"y", purpose="p", aad="a"), purpose="p", aad="a") == b"y"
+    # A host that never received the staged key cannot: what the staging step is for.
+    stranger = Keyring([k for k in ring.keys if k.id != staged.id])
+    with pytest.raises(SealError):
+        stranger.unseal(blob, purpose="p", aad="a")
+    with pytest.raises(KeyringError, match="already active"):
+        ring.activate(staged.id, CLOCK)
+    path = tmp_path / "keyring.json"
+    ring.save(path)
+    assert Keyring.load(path).sealing.id == staged.id
 
 
 def test_file_is_private_and_retired_material_is_wiped(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
     ring = Keyring.generate(CLOCK, path=path)
-    old_id = ring.newest.id
+    old_id = ring.sealing.id
     ring.rotate(CLOCK)
     ring.retire(old_id, CLOCK)
     ring.save()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     entries = {e["id"]: e for e in json.loads(path.read_text())["keys"]}
     assert entries[old_id]["material"] is None and entries[old_id]["retired"]
-    assert Keyring.load(path).newest.id == ring.newest.id
+    assert Keyring.load(path).sealing.id == ring.sealing.id
 
 
 def test_another_process_sees_rotation_and_retirement(tmp_path: Path) -> None:
@@ -93,7 +119,7 @@ def test_another_process_sees_rotation_and_retirement(tmp_path: Path) -> None:
     writer = Keyring.generate(CLOCK, path=path)
     writer.save()
     reader = Keyring.load(path, check_interval=1)
-    first = writer.newest.id
+    first = writer.sealing.id
     old_blob = reader.seal(b"x", purpose="p", aad="a")
     writer.rotate(CLOCK)
     writer.save()

@@ -1,0 +1,55 @@
+"""The HTTP request as the AWS protocols see it, and the one way its query and form are decoded."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request as received: the path and query exactly as on the wire (UTF-8 text), header
+    values as UTF-8 with any other byte kept as a surrogate escape."""
+
+    method: str
+    path: str
+    query: str
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, list[str]]:
+        """Every value of every header, by lower-case name, in the order received."""
+        found: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            found.setdefault(key.lower(), []).append(value)
+        return found
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header; ``name`` in lower case."""
+        values = self.by_name.get(name)
+        return values[0] if values else None
+
+
+def parse_query(raw: str) -> list[tuple[str, str]]:
+    """The decoded (name, value) pairs of a raw query string, in order.
+
+    ``+`` means a space, as in HTML forms: the canonical query and the Query parameters are
+    both computed from these pairs, so they can never disagree about what was signed.
+    Raises UnicodeDecodeError when a name or value is not UTF-8.
+    """
+    pairs = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_decode(name), _decode(value)))
+    return pairs
+
+
+def _decode(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
