@@ -1,63 +1,236 @@
-"""Authorization of the broker's own IAM and STS actions.
+"""Authorization of every IAM and STS action, by AWS's policy evaluation logic.
 
-Until IAM policies exist (the policy-engine issue), the only identity with permissions is the
-account's root user, exactly as on a fresh AWS account: an IAM user has no identity-based policy,
-so every action that needs one is refused with AWS's message. What session credentials may do
-is limited as AWS limits it:
+``Authorizer.check`` gathers what applies to the caller — its identity-based policies, its
+permissions boundary, its session policies — and, for actions on a resource with a policy of its
+own (a role's trust policy), that policy; builds the request context; evaluates; and raises
+AccessDenied with AWS's message and an encoded authorization message that
+DecodeAuthorizationMessage opens for whoever may read it.
+
+Before any policy, the rules AWS fixes for temporary credentials apply:
 
 * no session credentials may call GetSessionToken or GetFederationToken;
 * GetSessionToken credentials may not call IAM without multi-factor authentication, nor any
   STS action but AssumeRole and GetCallerIdentity;
-* GetFederationToken credentials may call no IAM action and no STS action but GetCallerIdentity.
+* GetFederationToken credentials may call no IAM action and no STS action but
+  GetCallerIdentity.
 
-Actions AWS lets anyone with valid credentials call (sts:GetCallerIdentity, and
-sts:GetSessionToken for long-term credentials) are not checked here.
+The account's root user may do everything (service control policies, when they arrive, bind it
+too).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
 from broker.aws.errors import AccessDenied
+from broker.clock import Clock, iso8601
+from broker.errors import SealError
+from broker.iam.permissions import IdentitySide, Permissions
+from broker.keyring import Keyring
+from broker.policy.context import Context
+from broker.policy.document import Policy, PolicyKind, RequestPrincipal
+from broker.policy.evaluate import Decision, Outcome, PolicySet, Request, evaluate
 from broker.principal import Principal, PrincipalType
-from broker.sts.tokens import SessionKind
+from broker.sts.tokens import Session, SessionKind
 
 UNCHECKED = frozenset({"sts:GetCallerIdentity", "sts:GetSessionToken"})
 NOT_WITH_SESSIONS = frozenset({"sts:GetSessionToken", "sts:GetFederationToken"})
-# What credentials from GetSessionToken may call in STS (AssumeRole joins with roles).
-SESSION_TOKEN_STS = frozenset({"sts:GetCallerIdentity"})
+SESSION_TOKEN_STS = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})
+MESSAGE_PURPOSE = "authorization-message"
 
 
-def authorize(caller: Principal, action: str, resource: str) -> None:
-    """Return if ``caller`` may perform ``action`` on ``resource``; raise AccessDenied if not."""
+class Authorizer:
+    def __init__(self, permissions: Permissions, keyring: Keyring, clock: Clock) -> None:
+        self.permissions = permissions
+        self._keyring = keyring
+        self._clock = clock
+
+    async def check(self, caller: Principal, action: str, resource: str, *,
+                    source_ip: str | None = None, user_agent: str | None = None,
+                    secure: bool = False, context: Mapping[str, str | list[str]] | None = None,
+                    resource_policies: tuple[Policy, ...] = (),
+                    resource_account: str | None = None,
+                    requires_resource_policy: bool = False) -> Decision:
+        """The decision, if it allows; AccessDenied otherwise."""
+        _fixed_rules(caller, action, resource)
+        if action in UNCHECKED and not resource_policies:
+            return Decision(Outcome.ALLOW)
+        policies, tags = await self.policy_set(caller)
+        ctx = request_context(caller, self._clock.now(), tags, source_ip=source_ip,
+                              user_agent=user_agent, secure=secure)
+        if context:
+            ctx = ctx.with_values(context)
+        request = Request(principal=request_principal(caller), action=action,
+                          resource=resource, context=ctx, resource_account=resource_account,
+                          requires_resource_policy=requires_resource_policy)
+        policies = PolicySet(identity=policies.identity, boundary=policies.boundary,
+                             session=policies.session, scp=policies.scp, root=policies.root,
+                             resource=resource_policies)
+        decision = evaluate(policies, request)
+        if not decision.allowed:
+            raise self.denied(caller, request, decision)
+        return decision
+
+    async def policy_set(self, caller: Principal) -> tuple[PolicySet, tuple[tuple[str, str], ...]]:
+        """The caller's identity side as a PolicySet, and the tags aws:PrincipalTag reads."""
+        session = caller.session
+        if caller.type is PrincipalType.ACCOUNT:
+            return PolicySet(root=True), ()
+        if session is None:
+            side = await self.permissions.of_user(caller.account_id, caller.user_id)
+            return _set(side), _tags(side)
+        if session.kind is SessionKind.SESSION_TOKEN:
+            side = await self.permissions.of_user(caller.account_id, session.source_id)
+            return _set(side), _tags(side)
+        if session.kind is SessionKind.FEDERATED_USER:
+            if session.source_id == session.account_id:  # made by the root user
+                base = PolicySet(root=True)
+            else:
+                base = _set(await self.permissions.of_user(session.account_id,
+                                                           session.source_id))
+            return (PolicySet(identity=base.identity, boundary=base.boundary, root=base.root,
+                              session=await self._session_policies(session)),
+                    tuple(session.tags))
+        # An assumed role: the role's policies, narrowed by the session's.
+        role_name = session.source_arn.rsplit("/", 1)[-1]
+        side = await self.permissions.of_role(session.account_id, role_name, session.source_id)
+        session_policies = await self._session_policies(session) \
+            if session.policy is not None or session.policy_arns else None
+        tags = {k.lower(): (k, v) for k, v in _tags(side)}
+        tags.update({k.lower(): (k, v) for k, v in session.tags})  # session tags win
+        return (PolicySet(identity=side.policies, boundary=side.boundary,
+                          session=session_policies), tuple(tags.values()))
+
+    async def _session_policies(self, session: Session) -> tuple[Policy, ...]:
+        found = []
+        if session.policy is not None:
+            found.append(self.permissions.compile(session.policy, PolicyKind.SESSION,
+                                                  "session/inline"))
+        for arn in session.policy_arns:
+            managed = await self.permissions.managed_by_arn(session.account_id, arn,
+                                                            PolicyKind.SESSION)
+            if managed is not None:
+                found.append(managed)
+        return tuple(found)
+
+    # -- refusals -------------------------------------------------------------------------------
+
+    def denied(self, caller: Principal, request: Request, decision: Decision) -> AccessDenied:
+        reason = decision.reason(request.action)
+        encoded = self.encode(caller, request, decision)
+        return AccessDenied(
+            f"User: {caller.arn} is not authorized to perform: {request.action} on resource: "
+            f"{request.resource} {reason}. Encoded authorization failure message: {encoded}"
+        )
+
+    def encode(self, caller: Principal, request: Request, decision: Decision) -> str:
+        """The decision, sealed: only DecodeAuthorizationMessage in this account opens it."""
+        doc = {
+            "allowed": decision.allowed,
+            "explicitDeny": decision.outcome is Outcome.EXPLICIT_DENY,
+            "decidedBy": decision.decided_by.value if decision.decided_by else None,
+            "reason": decision.reason(request.action),
+            "matchedStatements": {"items": [
+                {"policy": m.policy, "policyType": m.kind.value, "statementIndex": m.index,
+                 "sid": m.sid, "effect": m.effect.value} for m in decision.statements]},
+            "missingContextKeys": sorted(decision.missing),
+            "context": {
+                "principal": {"id": caller.user_id, "name": caller.name, "arn": caller.arn},
+                "action": request.action,
+                "resource": request.resource,
+                "conditions": {"items": [
+                    {"key": key, "values": {"items": [{"value": v} for v in values]}}
+                    for key, values in ((k, request.context[k]) for k in request.context)]},
+            },
+        }
+        plaintext = json.dumps(doc, separators=(",", ":")).encode()
+        blob = self._keyring.seal(plaintext, purpose=MESSAGE_PURPOSE, aad=caller.account_id)
+        return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
+
+    def decode(self, encoded: str, account: str) -> str | None:
+        """The decoded message, if it was encoded for this account; None otherwise."""
+        try:
+            blob = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            plaintext = self._keyring.unseal(blob, purpose=MESSAGE_PURPOSE, aad=account)
+        except (ValueError, SealError):
+            return None
+        return plaintext.decode()
+
+
+def _fixed_rules(caller: Principal, action: str, resource: str) -> None:
     session = caller.session
     if session is not None and action in NOT_WITH_SESSIONS:
         raise AccessDenied(f"Cannot call {action.split(':', 1)[1]} with session credentials")
-    if action in UNCHECKED:
-        return
     service = action.split(":", 1)[0]
-    if session is not None and session.kind is SessionKind.FEDERATED_USER:
-        raise _denied(caller, action, resource, "")
-    if session is not None and session.kind is SessionKind.SESSION_TOKEN:
-        if service == "iam" and not session.mfa:
-            raise _denied(
-                caller, action, resource,
-                " because session credentials from GetSessionToken cannot call IAM "
-                "without multi-factor authentication",
-            )
-        if service == "sts" and action not in SESSION_TOKEN_STS:
-            raise _denied(
-                caller, action, resource,
-                " because session credentials from GetSessionToken may call no STS action "
-                "but AssumeRole and GetCallerIdentity",
-            )
-    if caller.type is PrincipalType.ACCOUNT:
+    if session is None or action == "sts:GetCallerIdentity":
         return
-    raise _denied(
-        caller, action, resource, f" because no identity-based policy allows the {action} action"
-    )
+    if session.kind is SessionKind.FEDERATED_USER and service in ("iam", "sts"):
+        raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on "
+                           f"resource: {resource}")
+    if session.kind is SessionKind.SESSION_TOKEN:
+        if service == "iam" and not session.mfa:
+            raise AccessDenied(
+                f"User: {caller.arn} is not authorized to perform: {action} on resource: "
+                f"{resource} because session credentials from GetSessionToken cannot call IAM "
+                "without multi-factor authentication")
+        if service == "sts" and action not in SESSION_TOKEN_STS:
+            raise AccessDenied(
+                f"User: {caller.arn} is not authorized to perform: {action} on resource: "
+                f"{resource} because session credentials from GetSessionToken may call no STS "
+                "action but AssumeRole and GetCallerIdentity")
 
 
-def _denied(caller: Principal, action: str, resource: str, reason: str) -> AccessDenied:
-    return AccessDenied(
-        f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
-        + reason
-    )
+def _set(side: IdentitySide) -> PolicySet:
+    return PolicySet(identity=side.policies, boundary=side.boundary)
+
+
+def _tags(side: IdentitySide) -> tuple[tuple[str, str], ...]:
+    return tuple((t.key, t.value) for t in side.tags)
+
+
+def request_principal(caller: Principal) -> RequestPrincipal:
+    session = caller.session
+    role_arn = None
+    if session is not None and session.kind is SessionKind.ASSUMED_ROLE:
+        role_arn = session.source_arn
+    return RequestPrincipal(arn=caller.arn, account=caller.account_id, type=caller.type.value,
+                            role_arn=role_arn)
+
+
+def request_context(caller: Principal, now: datetime,
+                    principal_tags: Iterable[tuple[str, str]], *,
+                    source_ip: str | None = None, user_agent: str | None = None,
+                    secure: bool = False) -> Context:
+    """The global condition keys AWS puts in every request's context."""
+    ctx = Context({
+        "aws:CurrentTime": iso8601(now),
+        "aws:EpochTime": str(int(now.timestamp())),
+        "aws:SecureTransport": "true" if secure else "false",
+        "aws:PrincipalAccount": caller.account_id,
+        "aws:PrincipalType": caller.type.value,
+        "aws:userid": caller.user_id,
+    })
+    session = caller.session
+    principal_arn = caller.arn
+    if session is not None and session.kind is SessionKind.ASSUMED_ROLE:
+        principal_arn = session.source_arn  # aws:PrincipalArn of a role session is the role
+    ctx.set("aws:PrincipalArn", principal_arn)
+    if caller.type is PrincipalType.USER:
+        ctx.set("aws:username", caller.name)
+    if source_ip:
+        ctx.set("aws:SourceIp", source_ip)
+    if user_agent:
+        ctx.set("aws:UserAgent", user_agent)
+    for key, value in principal_tags:
+        ctx.set(f"aws:PrincipalTag/{key}", value)
+    if session is not None:
+        ctx.set("aws:TokenIssueTime", iso8601(session.issued))
+        ctx.set("aws:MultiFactorAuthPresent", "true" if session.mfa else "false")
+        if session.mfa:
+            ctx.set("aws:MultiFactorAuthAge", str(int(now.timestamp()) - session.issued_at))
+        if session.source_identity:
+            ctx.set("aws:SourceIdentity", session.source_identity)
+    return ctx

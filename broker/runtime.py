@@ -13,6 +13,7 @@ from pathlib import Path
 
 from broker.audit import AuditEvent, AuditSink, open_sink
 from broker.authn import Authenticator
+from broker.authz import Authorizer
 from broker.aws import arn
 from broker.aws.ids import new_request_id
 from broker.aws.query import QueryProtocol
@@ -21,6 +22,7 @@ from broker.errors import ConfigError
 from broker.iam import api as iam_api
 from broker.iam.entities import Account
 from broker.iam.lastused import LastUsedRecorder
+from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
 from broker.keyring import Keyring
 from broker.settings import Settings
@@ -56,6 +58,7 @@ class Runtime:
     last_used: LastUsedRecorder
     authenticator: Authenticator
     protocol: QueryProtocol
+    authz: Authorizer
 
     async def close(self) -> None:
         await self.store.close()
@@ -72,23 +75,28 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         )
     keyring = Keyring.load(settings.keyring_path,
                            check_interval=settings.keyring.check_interval_seconds)
-    store = open_entity_store(settings)
+    raw_store = open_entity_store(settings)
     if migrate:
-        await store.migrate()
+        await raw_store.migrate()
+    store = WatchedStore(raw_store)
     ephemeral = open_ephemeral_store(settings, clock)
     audit = open_sink(settings.audit.sink, settings.audit.path)
     iam = IamService(store, keyring, clock)
+    permissions = Permissions(iam.entities, iam.policies,
+                              cache_seconds=settings.iam.policy_cache_seconds,
+                              writes=lambda: store.writes)
+    authz = Authorizer(permissions, keyring, clock)
     sts = StsService(iam, keyring, clock)
     last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
     authenticator = Authenticator(iam, keyring, clock, last_used,
                                   skew=settings.sigv4.clock_skew_seconds,
                                   regions=settings.sigv4.regions)
     protocol = QueryProtocol(
-        [*sts_api.operations(sts), *iam_api.operations(iam, last_used)],
+        [*sts_api.operations(sts, authz), *iam_api.operations(iam, authz, last_used)],
         authenticator, audit, clock,
     )
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
-                   authenticator, protocol)
+                   authenticator, protocol, authz)
 
 
 def is_initialized(settings: Settings) -> bool:

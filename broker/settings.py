@@ -195,6 +195,11 @@ class Sigv4Settings:
 
 @dataclass(frozen=True)
 class IamSettings:
+    policy_cache_seconds: int = setting(
+        2, _int(0, 300),
+        "How long a process may use a principal's policies before reading them again. Other "
+        "processes see an IAM change within this time; the one that made it, at once.",
+    )
     last_used_flush_seconds: int = setting(
         5, _int(1, 3600),
         "How often access-key last-use records are written to the store (in the background).",

@@ -36,6 +36,14 @@ def user(account: str, path: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:user{path}{name}"
 
 
+def group(account: str, path: str, name: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:group{path}{name}"
+
+
+def policy(account: str, path: str, name: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:policy{path}{name}"
+
+
 def role(account: str, path: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:role{path}{name}"
 

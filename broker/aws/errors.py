@@ -66,6 +66,14 @@ class InvalidInput(_SenderError):
     code = "InvalidInput"
 
 
+class PasswordPolicyViolation(_SenderError):
+    code = "PasswordPolicyViolation"
+
+
+class InvalidAuthorizationMessage(_SenderError):
+    code = "InvalidAuthorizationMessageException"
+
+
 class MalformedPolicyDocument(_SenderError):
     code = "MalformedPolicyDocument"
 

@@ -62,6 +62,7 @@ class Call(NamedTuple):
     request_id: str
     source_ip: str | None
     user_agent: str | None
+    secure: bool  # the request came over TLS (aws:SecureTransport)
 
     @property
     def principal(self) -> Principal:
@@ -108,7 +109,8 @@ class QueryProtocol:
     def operations(self) -> list[Operation]:
         return list(self._ops.values())
 
-    async def handle(self, req: HttpRequest, *, source_ip: str | None) -> QueryResponse:
+    async def handle(self, req: HttpRequest, *, source_ip: str | None,
+                     secure: bool = False) -> QueryResponse:
         request_id = ids.new_request_id()
         namespace = STS.namespace
         op: Operation | None = None
@@ -131,6 +133,7 @@ class QueryProtocol:
                 request_id=request_id,
                 source_ip=source_ip,
                 user_agent=user_agent,
+                secure=secure,
             )
             result = await op.handler(call)
         except AwsError as exc:

@@ -24,9 +24,10 @@ from typing import Any
 from broker.aws import ids, shapes
 from broker.aws.errors import AwsError, NoSuchEntity
 from broker.errors import ConfigError
-from broker.iam.api import CreateUserRequest
 from broker.iam.entities import Tag
-from broker.iam.service import IamService, check_tags
+from broker.iam.model import CreateUserRequest
+from broker.iam.records import check_tags
+from broker.iam.service import IamService
 from broker.settings import read_toml
 
 

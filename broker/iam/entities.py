@@ -1,38 +1,49 @@
 """IAM's long-term entities and how each is kept as a store Record.
 
 Names of IAM entities are unique within an account regardless of case, as on AWS: a record's key
-is the case-folded name, and the name as created is kept in its data.
+is the case-folded name, and the name as created is kept in its data. Entities refer to each
+other by unique id as well as by name or ARN (a user's groups, the managed policies attached to
+a user, group or role), so that a reference left behind by a deleted entity never reaches a new
+one created under the same name.
+
+Each entity is a frozen dataclass; ``encode`` and ``decode`` turn one into the JSON document of
+its record and back, by the types of its fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from broker.aws import arn
 from broker.store.base import GLOBAL, Record, Ref
 
 ACCOUNT = "account"
+ALIAS = "alias"
 ROOT = "root"
 USER = "user"
 ACCESS_KEY = "access_key"
+GROUP = "group"
+ROLE = "role"
+POLICY = "policy"
+PASSWORD_POLICY = "password_policy"  # noqa: S105 (a record kind)
 
 ACTIVE = "Active"
 INACTIVE = "Inactive"
 MAX_ACCESS_KEYS = 2
+
+T = TypeVar("T")
 
 
 def name_key(name: str) -> str:
     return name.lower()
 
 
-def _time(value: datetime) -> str:
-    return value.isoformat()
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+# -- the pieces entities are made of ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -49,24 +60,57 @@ def tags_from(data: list[dict[str, str]]) -> tuple[Tag, ...]:
 
 
 @dataclass(frozen=True)
+class PolicyRef:
+    """A managed policy, by ARN and by the unique id it had when it was attached."""
+
+    arn: str
+    id: str
+
+    @property
+    def name(self) -> str:
+        return self.arn.rsplit("/", 1)[-1]
+
+    def wire(self) -> dict[str, str]:
+        return {"PolicyName": self.name, "PolicyArn": self.arn}
+
+
+@dataclass(frozen=True)
+class Inline:
+    """An inline policy: a name and the document as it was put."""
+
+    name: str
+    document: str
+
+
+@dataclass(frozen=True)
+class LastUsed:
+    at: datetime
+    service: str
+    region: str
+
+
+@dataclass(frozen=True)
+class LoginProfile:
+    password_hash: str  # argon2; never the password
+    created: datetime
+    reset_required: bool = False
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Account:
     id: str
     created: datetime
     alias: str | None = None
 
     def record(self) -> Record:
-        return Record(
-            kind=ACCOUNT,
-            account=GLOBAL,
-            key=self.id,
-            lookup=self.alias,
-            data={"id": self.id, "created": _time(self.created), "alias": self.alias},
-        )
+        return Record(kind=ACCOUNT, account=GLOBAL, key=self.id, data=encode(self))
 
     @classmethod
     def of(cls, record: Record) -> Account:
-        d = record.data
-        return cls(id=d["id"], created=_parse_time(d["created"]), alias=d.get("alias"))
+        return decode(cls, record.data)
 
     @staticmethod
     def ref(account_id: str) -> Ref:
@@ -85,12 +129,31 @@ class RootUser:
         return arn.root(self.account_id)
 
     def record(self) -> Record:
-        return Record(kind=ROOT, account=self.account_id, key=ROOT,
-                      data={"created": _time(self.created)})
+        return Record(kind=ROOT, account=self.account_id, key=ROOT, data=encode(self))
 
     @staticmethod
     def ref(account_id: str) -> Ref:
         return Ref(ROOT, account_id, ROOT)
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    minimum_length: int = 6  # the API's default when none is given
+    require_symbols: bool = False
+    require_numbers: bool = False
+    require_uppercase: bool = False
+    require_lowercase: bool = False
+    allow_users_to_change: bool = False
+    max_age: int | None = None
+    reuse_prevention: int | None = None
+    hard_expiry: bool = False
+
+    @staticmethod
+    def ref(account_id: str) -> Ref:
+        return Ref(PASSWORD_POLICY, account_id, "policy")
+
+
+# -- principals and their policies --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -101,43 +164,25 @@ class User:
     user_id: str
     created: datetime
     tags: tuple[Tag, ...] = ()
-    permissions_boundary: str | None = None
+    boundary: PolicyRef | None = None
+    attached: tuple[PolicyRef, ...] = ()
+    inline: tuple[Inline, ...] = ()
+    groups: tuple[str, ...] = ()  # group ids
+    login: LoginProfile | None = None
+
+    kind = USER
 
     @property
     def arn(self) -> str:
         return arn.user(self.account_id, self.path, self.name)
 
     def record(self) -> Record:
-        return Record(
-            kind=USER,
-            account=self.account_id,
-            key=name_key(self.name),
-            lookup=self.user_id,
-            data=self.data(),
-        )
-
-    def data(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "user_id": self.user_id,
-            "created": _time(self.created),
-            "tags": [t.wire() for t in self.tags],
-            "permissions_boundary": self.permissions_boundary,
-        }
+        return Record(kind=USER, account=self.account_id, key=name_key(self.name),
+                      lookup=self.user_id, data=encode(self, skip=("account_id",)))
 
     @classmethod
     def of(cls, record: Record) -> User:
-        d = record.data
-        return cls(
-            account_id=record.account,
-            name=d["name"],
-            path=d["path"],
-            user_id=d["user_id"],
-            created=_parse_time(d["created"]),
-            tags=tags_from(d.get("tags", [])),
-            permissions_boundary=d.get("permissions_boundary"),
-        )
+        return decode(cls, {**record.data, "account_id": record.account})
 
     @staticmethod
     def ref(account_id: str, name: str) -> Ref:
@@ -155,21 +200,185 @@ class User:
         }
         if listing:
             return out
-        if self.permissions_boundary:
-            out["PermissionsBoundary"] = {
-                "PermissionsBoundaryType": "Policy",
-                "PermissionsBoundaryArn": self.permissions_boundary,
-            }
+        if self.boundary is not None:
+            out["PermissionsBoundary"] = boundary_wire(self.boundary)
         if self.tags:
             out["Tags"] = [t.wire() for t in self.tags]
         return out
 
 
 @dataclass(frozen=True)
-class LastUsed:
-    at: datetime
-    service: str
-    region: str
+class Group:
+    account_id: str
+    name: str
+    path: str
+    group_id: str
+    created: datetime
+    attached: tuple[PolicyRef, ...] = ()
+    inline: tuple[Inline, ...] = ()
+
+    kind = GROUP
+
+    @property
+    def arn(self) -> str:
+        return arn.group(self.account_id, self.path, self.name)
+
+    def record(self) -> Record:
+        return Record(kind=GROUP, account=self.account_id, key=name_key(self.name),
+                      lookup=self.group_id, data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> Group:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, name: str) -> Ref:
+        return Ref(GROUP, account_id, name_key(name))
+
+    def wire(self) -> dict[str, Any]:
+        return {"Path": self.path, "GroupName": self.name, "GroupId": self.group_id,
+                "Arn": self.arn, "CreateDate": self.created}
+
+
+@dataclass(frozen=True)
+class Role:
+    account_id: str
+    name: str
+    path: str
+    role_id: str
+    created: datetime
+    trust: str  # the trust policy, as given
+    description: str | None = None
+    max_session: int = 3600
+    tags: tuple[Tag, ...] = ()
+    boundary: PolicyRef | None = None
+    attached: tuple[PolicyRef, ...] = ()
+    inline: tuple[Inline, ...] = ()
+    last_used: LastUsed | None = None
+
+    kind = ROLE
+
+    @property
+    def arn(self) -> str:
+        return arn.role(self.account_id, self.path, self.name)
+
+    def record(self) -> Record:
+        return Record(kind=ROLE, account=self.account_id, key=name_key(self.name),
+                      lookup=self.role_id, data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> Role:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, name: str) -> Ref:
+        return Ref(ROLE, account_id, name_key(name))
+
+    def wire(self, *, listing: bool = False) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        out: dict[str, Any] = {
+            "Path": self.path,
+            "RoleName": self.name,
+            "RoleId": self.role_id,
+            "Arn": self.arn,
+            "CreateDate": self.created,
+            "AssumeRolePolicyDocument": quote(self.trust, safe=""),
+            "Description": self.description,
+            "MaxSessionDuration": self.max_session,
+        }
+        if listing:
+            return out
+        if self.boundary is not None:
+            out["PermissionsBoundary"] = boundary_wire(self.boundary)
+        if self.tags:
+            out["Tags"] = [t.wire() for t in self.tags]
+        used = self.last_used
+        out["RoleLastUsed"] = {} if used is None else {"LastUsedDate": used.at,
+                                                       "Region": used.region}
+        return out
+
+
+def boundary_wire(ref: PolicyRef) -> dict[str, str]:
+    return {"PermissionsBoundaryType": "PermissionsBoundaryPolicy",
+            "PermissionsBoundaryArn": ref.arn}
+
+
+Principal = User | Group | Role
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    id: str  # "v1", "v2", ...
+    document: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class ManagedPolicy:
+    account_id: str  # "aws" for AWS managed policies
+    name: str
+    path: str
+    policy_id: str
+    created: datetime
+    updated: datetime
+    default_version: str
+    versions: tuple[PolicyVersion, ...]
+    next_version: int = 2
+    description: str | None = None
+    tags: tuple[Tag, ...] = ()
+
+    kind = POLICY
+
+    @property
+    def arn(self) -> str:
+        return arn.policy(self.account_id, self.path, self.name)
+
+    @property
+    def policy_ref(self) -> PolicyRef:
+        return PolicyRef(self.arn, self.policy_id)
+
+    def version(self, version_id: str) -> PolicyVersion | None:
+        return next((v for v in self.versions if v.id == version_id), None)
+
+    @property
+    def document(self) -> str:
+        found = self.version(self.default_version)
+        assert found is not None
+        return found.document
+
+    def record(self) -> Record:
+        return Record(kind=POLICY, account=self.account_id, key=name_key(self.name),
+                      lookup=self.policy_id, data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> ManagedPolicy:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, name: str) -> Ref:
+        return Ref(POLICY, account_id, name_key(name))
+
+    def wire(self, attachments: int | None = None, *, listing: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "PolicyName": self.name,
+            "PolicyId": self.policy_id,
+            "Arn": self.arn,
+            "Path": self.path,
+            "DefaultVersionId": self.default_version,
+            "AttachmentCount": attachments,
+            "PermissionsBoundaryUsageCount": 0 if attachments is not None else None,
+            "IsAttachable": True,
+            "Description": None if listing else self.description,
+            "CreateDate": self.created,
+            "UpdateDate": self.updated,
+        }
+        if self.tags and not listing:
+            out["Tags"] = [t.wire() for t in self.tags]
+        return out
+
+
+# -- access keys --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -193,44 +402,72 @@ class AccessKey:
         return self.user_name if self.user_name is not None else "root"
 
     def record(self) -> Record:
-        return Record(
-            kind=ACCESS_KEY,
-            account=self.account_id,
-            key=self.access_key_id,
-            parent=self.owner,
-            lookup=self.access_key_id,
-            data=self.data(),
-        )
+        return Record(kind=ACCESS_KEY, account=self.account_id, key=self.access_key_id,
+                      parent=self.owner, lookup=self.access_key_id,
+                      data=encode(self, skip=("account_id",)))
 
     def data(self) -> dict[str, Any]:
-        used = self.last_used
-        return {
-            "access_key_id": self.access_key_id,
-            "user_name": self.user_name,
-            "status": self.status,
-            "created": _time(self.created),
-            "sealed_secret": self.sealed_secret,
-            "last_used": None if used is None else {
-                "at": _time(used.at), "service": used.service, "region": used.region,
-            },
-        }
+        return encode(self, skip=("account_id",))
 
     @classmethod
     def of(cls, record: Record) -> AccessKey:
-        d = record.data
-        used = d.get("last_used")
-        return cls(
-            account_id=record.account,
-            access_key_id=d["access_key_id"],
-            user_name=d.get("user_name"),
-            status=d["status"],
-            created=_parse_time(d["created"]),
-            sealed_secret=d["sealed_secret"],
-            last_used=None if not used else LastUsed(
-                _parse_time(used["at"]), used["service"], used["region"]
-            ),
-        )
+        return decode(cls, {**record.data, "account_id": record.account})
 
     @staticmethod
     def ref(account_id: str, access_key_id: str) -> Ref:
         return Ref(ACCESS_KEY, account_id, access_key_id)
+
+
+# -- the codec ----------------------------------------------------------------------------------
+
+
+def encode(entity: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {f.name: _encode(getattr(entity, f.name)) for f in dataclasses.fields(entity)
+            if f.name not in skip}
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return encode(value)
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def decode(cls: type[T], data: Any) -> T:
+    hints = _hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            values[f.name] = _decode(hints[f.name], data[f.name])
+    return cls(**values)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _decode(inner[0], value)
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        return tuple(_decode(item, v) for v in value)
+    if hint is datetime:
+        return datetime.fromisoformat(value)
+    if dataclasses.is_dataclass(hint):
+        return decode(hint, value)  # type: ignore[arg-type]
+    return value
+

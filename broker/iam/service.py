@@ -1,15 +1,15 @@
-"""IAM use cases: accounts, the root user, IAM users and access keys.
+"""IAM use cases: accounts and their aliases, the root user, IAM users and access keys; and,
+through ``policies``, ``groups``, ``roles`` and ``logins``, the rest of IAM.
 
-Plain Python over the EntityStore: the Query API (iam/api.py), the command line and the tests
+Plain Python over the EntityStore: the Query API (iam/api/), the command line and the tests
 call the same methods. Store errors become the AWS errors IAM answers with, with IAM's words.
 """
 
 from __future__ import annotations
 
 import base64
-import re
+import contextlib
 from dataclasses import dataclass, replace
-from typing import Any
 
 from broker.aws import ids
 from broker.aws.errors import (
@@ -19,25 +19,31 @@ from broker.aws.errors import (
     LimitExceeded,
     NoSuchEntity,
 )
-from broker.aws.tags import DUPLICATE_KEYS, has_duplicate_keys
 from broker.clock import Clock
 from broker.errors import AlreadyExists, Conflict, NotFound, QuotaExceeded
 from broker.iam.entities import (
     ACCESS_KEY,
     ACCOUNT,
     ACTIVE,
+    ALIAS,
     MAX_ACCESS_KEYS,
     USER,
     AccessKey,
     Account,
     LastUsed,
+    PolicyRef,
     RootUser,
     Tag,
     User,
     name_key,
 )
+from broker.iam.groups import Groups
+from broker.iam.logins import Logins
+from broker.iam.policies import Policies, merge_tags
+from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
+from broker.iam.roles import Roles
 from broker.keyring import Keyring
-from broker.store.base import GLOBAL, EntityStore, Record
+from broker.store.base import GLOBAL, EntityStore, Record, Ref
 
 SECRET_PURPOSE = "access-key-secret"  # noqa: S105 (a label, not a secret)
 
@@ -50,17 +56,16 @@ class NewAccessKey:
     secret_access_key: str
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    marker: str | None  # where the next page starts, if there is one
-
-
 class IamService:
     def __init__(self, store: EntityStore, keyring: Keyring, clock: Clock) -> None:
         self.store = store
         self.keyring = keyring
         self.clock = clock
+        self.entities = Entities(store)
+        self.policies = Policies(self.entities, clock)
+        self.groups = Groups(self.entities, clock)
+        self.roles = Roles(self.entities, clock)
+        self.logins = Logins(self.entities, clock)
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -85,17 +90,40 @@ class IamService:
     async def list_accounts(self) -> list[Account]:
         return [Account.of(r) for r in await self.store.list(ACCOUNT, GLOBAL)]
 
+    async def set_alias(self, account_id: str, alias: str) -> None:
+        """CreateAccountAlias: an account has at most one alias, unique among all accounts."""
+        account = await self.get_account(account_id)
+        if account.alias == alias:
+            return
+        if account.alias is not None:
+            raise LimitExceeded("Cannot exceed quota for AccountAliasesPerAccount: 1")
+        try:
+            await self.store.create(Record(kind=ALIAS, account=GLOBAL, key=alias,
+                                           data={"account": account_id}))
+        except AlreadyExists:
+            raise EntityAlreadyExists(f"The account alias {alias} already exists.") from None
+        await self.entities.change(Account, Account.ref(account_id),
+                                   lambda a: replace(a, alias=alias),
+                                   lambda: NoSuchEntity(f"The account {account_id} cannot be "
+                                                        "found."))
+
+    async def delete_alias(self, account_id: str, alias: str) -> None:
+        account = await self.get_account(account_id)
+        if account.alias != alias:
+            raise NoSuchEntity(f"The account alias {alias} cannot be found.")
+        await self.entities.change(Account, Account.ref(account_id),
+                                   lambda a: replace(a, alias=None),
+                                   lambda: NoSuchEntity(f"The account {account_id} cannot be "
+                                                        "found."))
+        with contextlib.suppress(NotFound):  # already gone: nothing else holds it
+            await self.store.delete(Ref(ALIAS, GLOBAL, alias))
+
     # -- users ----------------------------------------------------------------------------------
 
     async def create_user(self, account_id: str, name: str, *, path: str = "/",
                           tags: tuple[Tag, ...] = (),
-                          permissions_boundary: str | None = None) -> User:
+                          boundary: PolicyRef | None = None) -> User:
         check_tags(tags)
-        if permissions_boundary is not None:
-            # Managed policies arrive with the policy engine; none exists to be a boundary yet.
-            raise NoSuchEntity(
-                f"Policy {permissions_boundary} does not exist or is not attachable."
-            )
         user = User(
             account_id=account_id,
             name=name,
@@ -103,6 +131,7 @@ class IamService:
             user_id=ids.new_unique_id(ids.USER_ID_PREFIX),
             created=self.clock.now(),
             tags=tags,
+            boundary=boundary,
         )
         try:
             await self.store.create(user.record())
@@ -111,48 +140,77 @@ class IamService:
         return user
 
     async def get_user(self, account_id: str, name: str) -> User:
-        try:
-            return User.of(await self.store.get(User.ref(account_id, name)))
-        except NotFound:
-            raise NoSuchEntity(f"The user with name {name} cannot be found.") from None
+        return await self.entities.get(User, User.ref(account_id, name),
+                                       lambda: missing_user(name))
 
-    async def update_user(self, account_id: str, name: str, *, path: str,
-                          tags: tuple[Tag, ...]) -> User:
-        check_tags(tags)
+    async def find_user(self, user_id: str) -> User | None:
+        return await self.entities.find(User, USER, user_id)
 
-        def change(record: Record) -> dict[str, Any]:
-            return replace(User.of(record), path=path, tags=tags).data()
+    async def change_user(self, account_id: str, user_name: str, **fields: object) -> User:
+        return await self.entities.change(User, User.ref(account_id, user_name),
+                                          lambda u: replace(u, **fields),  # type: ignore
+                                          lambda: missing_user(user_name))
 
-        try:
-            return User.of(await self.store.update(User.ref(account_id, name), change))
-        except NotFound:
-            raise NoSuchEntity(f"The user with name {name} cannot be found.") from None
+    async def update_user(self, account_id: str, name: str, *, path: str | None = None,
+                          new_name: str | None = None, tags: tuple[Tag, ...] | None = None
+                          ) -> User:
+        if new_name is not None and name_key(new_name) != name_key(name):
+            raise InvalidInput("Renaming a user is not supported by this broker: create a new "
+                               "user and move its keys and memberships.")
+        if tags is not None:
+            check_tags(tags)
+        current = await self.get_user(account_id, name)
+        return await self.change_user(account_id, name, path=path or current.path,
+                                      name=new_name or current.name,
+                                      tags=current.tags if tags is None else tags)
+
+    async def retag_user(self, account_id: str, name: str, add: tuple[Tag, ...] = (),
+                         remove: tuple[str, ...] = ()) -> User:
+        return await self.entities.change(
+            User, User.ref(account_id, name),
+            lambda u: replace(u, tags=merge_tags(u.tags, add, remove)),
+            lambda: missing_user(name))
 
     async def list_users(self, account_id: str, *, path_prefix: str = "/",
-                         marker: str | None = None, max_items: int = 100) -> Page:
-        users: list[User] = []
-        after = _unmark(marker)
-        while len(users) <= max_items:
-            batch = await self.store.list(USER, account_id, after=after, limit=500)
-            if not batch:
-                break
-            users.extend(u for u in map(User.of, batch) if u.path.startswith(path_prefix))
-            after = batch[-1].key
-        page = users[:max_items]
-        more = len(users) > max_items
-        return Page(page, _mark(page[-1].name.lower()) if more and page else None)
+                         marker: str | None = None, max_items: int | None = 100) -> Page:
+        users = [u for u in await self.entities.all(User, USER, account_id)
+                 if u.path.startswith(path_prefix)]
+        return paginate(users, lambda u: u.name.lower(), marker, max_items)
 
     async def delete_user(self, account_id: str, name: str) -> None:
+        def unused(record: Record) -> None:
+            user = User.of(record)
+            if user.login is not None:
+                raise DeleteConflict("Cannot delete entity, must delete login profile first.")
+            if user.inline:
+                raise DeleteConflict("Cannot delete entity, must delete policies first.")
+            if user.attached:
+                raise DeleteConflict("Cannot delete entity, must detach all policies first.")
+            if user.groups:
+                raise DeleteConflict("Cannot delete entity, must remove users from group first.")
+
+        user = await self.get_user(account_id, name)
+        if user.groups:
+            # Forget groups deleted since the user joined them: they hold nobody any more.
+            live = {g.group_id for g in await self.groups.of_user(user)}
+            if live != set(user.groups):
+                await self.entities.change(
+                    User, User.ref(account_id, name),
+                    lambda u: replace(u, groups=tuple(g for g in u.groups if g in live)),
+                    lambda: missing_user(name))
         try:
-            await self.store.delete(User.ref(account_id, name), blocked_by=(ACCESS_KEY,))
+            await self.store.delete(User.ref(account_id, name), blocked_by=(ACCESS_KEY,),
+                                    check=unused)
         except NotFound:
-            raise NoSuchEntity(f"The user with name {name} cannot be found.") from None
+            raise missing_user(name) from None
         except Conflict:
             raise DeleteConflict("Cannot delete entity, must delete access keys first.") from None
 
     # -- access keys ----------------------------------------------------------------------------
 
     async def create_access_key(self, account_id: str, user_name: str | None) -> NewAccessKey:
+        if user_name is not None:
+            user_name = (await self.get_user(account_id, user_name)).name
         secret = ids.new_secret_access_key()
         for _ in range(5):  # a collision of random ids is rare; retry rather than fail
             key_id = ids.new_access_key_id(account_id, temporary=False)
@@ -173,23 +231,18 @@ class IamService:
                     f"Cannot exceed quota for AccessKeysPerUser: {MAX_ACCESS_KEYS}"
                 ) from None
             except NotFound:
-                raise NoSuchEntity(
-                    f"The user with name {user_name} cannot be found."
-                ) from None
+                raise missing_user(user_name or "root") from None
             return NewAccessKey(key, secret)
         raise EntityAlreadyExists("Could not allocate a unique access key id; try again.")
 
     async def list_access_keys(self, account_id: str, user_name: str | None, *,
-                               marker: str | None = None, max_items: int = 100) -> Page:
+                               marker: str | None = None, max_items: int | None = 100) -> Page:
         owner = User.ref(account_id, user_name) if user_name else RootUser.ref(account_id)
         if user_name is not None:
             await self.get_user(account_id, user_name)
-        records = await self.store.list(ACCESS_KEY, account_id, parent=owner,
-                                        after=_unmark(marker), limit=max_items + 1)
-        keys = [AccessKey.of(r) for r in records]
-        page = keys[:max_items]
-        more = len(keys) > max_items
-        return Page(page, _mark(page[-1].access_key_id) if more and page else None)
+        keys = [AccessKey.of(r) for r in
+                await self.store.list(ACCESS_KEY, account_id, parent=owner)]
+        return paginate(keys, lambda k: k.access_key_id, marker, max_items)
 
     async def get_access_key(self, account_id: str, access_key_id: str,
                              user_name: str | None = None) -> AccessKey:
@@ -207,17 +260,10 @@ class IamService:
     async def update_access_key(self, account_id: str, access_key_id: str, status: str,
                                 user_name: str | None) -> AccessKey:
         await self.get_access_key(account_id, access_key_id, user_name)
-
-        def change(record: Record) -> dict[str, Any]:
-            return replace(AccessKey.of(record), status=status).data()
-
-        try:
-            record = await self.store.update(AccessKey.ref(account_id, access_key_id), change)
-        except NotFound:
-            raise NoSuchEntity(
-                f"The Access Key with id {access_key_id} cannot be found."
-            ) from None
-        return AccessKey.of(record)
+        return await self.entities.change(
+            AccessKey, AccessKey.ref(account_id, access_key_id),
+            lambda k: replace(k, status=status),
+            lambda: NoSuchEntity(f"The Access Key with id {access_key_id} cannot be found."))
 
     async def delete_access_key(self, account_id: str, access_key_id: str,
                                 user_name: str | None) -> None:
@@ -231,10 +277,7 @@ class IamService:
 
     async def find_access_key(self, access_key_id: str) -> AccessKey | None:
         """Any account's key by its id (for authentication and GetAccessKeyInfo)."""
-        try:
-            return AccessKey.of(await self.store.find(ACCESS_KEY, access_key_id))
-        except NotFound:
-            return None
+        return await self.entities.find(AccessKey, ACCESS_KEY, access_key_id)
 
     def secret_of(self, key: AccessKey) -> str:
         blob = base64.b64decode(key.sealed_secret)
@@ -242,34 +285,35 @@ class IamService:
 
     async def record_last_used(self, account_id: str, access_key_id: str,
                                used: LastUsed) -> None:
-        def change(record: Record) -> dict[str, Any]:
-            current = AccessKey.of(record)
-            if current.last_used is not None and current.last_used.at >= used.at:
-                return current.data()
-            return replace(current, last_used=used).data()
+        def newest(key: AccessKey) -> AccessKey:
+            if key.last_used is not None and key.last_used.at >= used.at:
+                return key
+            return replace(key, last_used=used)
 
         try:
-            await self.store.update(AccessKey.ref(account_id, access_key_id), change)
-        except NotFound:
+            await self.entities.change(AccessKey, AccessKey.ref(account_id, access_key_id),
+                                       newest, lambda: NoSuchEntity(access_key_id))
+        except NoSuchEntity:
             return  # deleted since it was used: nothing to record
 
     async def reseal_secrets(self) -> int:
         """Seal every stored secret with the sealing key, so older keys can retire."""
-        newest = self.keyring.sealing.id
+        sealing = self.keyring.sealing.id
         count = 0
         for account in await self.list_accounts():
             for record in await self.store.list(ACCESS_KEY, account.id):
                 key = AccessKey.of(record)
-                if self.keyring.key_id_of(base64.b64decode(key.sealed_secret)) == newest:
+                if self.keyring.key_id_of(base64.b64decode(key.sealed_secret)) == sealing:
                     continue
                 secret = self.secret_of(key)
 
-                def change(record: Record, secret: str = secret) -> dict[str, Any]:
-                    current = AccessKey.of(record)
+                def reseal(current: AccessKey, secret: str = secret) -> AccessKey:
                     sealed = self._seal_secret(current.access_key_id, secret)
-                    return replace(current, sealed_secret=sealed).data()
+                    return replace(current, sealed_secret=sealed)
 
-                await self.store.update(key.record().ref, change)
+                gone = NoSuchEntity(record.key)
+                await self.entities.change(AccessKey, record.ref, reseal,
+                                           lambda gone=gone: gone)  # type: ignore[misc]
                 count += 1
         return count
 
@@ -285,30 +329,3 @@ class IamService:
     def _seal_secret(self, access_key_id: str, secret: str) -> str:
         blob = self.keyring.seal(secret.encode(), purpose=SECRET_PURPOSE, aad=access_key_id)
         return base64.b64encode(blob).decode("ascii")
-
-
-def check_tags(tags: tuple[Tag, ...]) -> None:
-    if has_duplicate_keys(t.key for t in tags):
-        raise InvalidInput(DUPLICATE_KEYS)
-    for tag in tags:
-        if tag.key.lower().startswith("aws:"):
-            raise InvalidInput(f"Tag key {tag.key} uses the reserved prefix 'aws:'.")
-
-
-def _mark(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode("ascii")
-
-
-def _unmark(marker: str | None) -> str | None:
-    if marker is None:
-        return None
-    try:
-        key = base64.urlsafe_b64decode(marker.encode("ascii")).decode("ascii")
-    except (ValueError, UnicodeError):
-        key = ""
-    if not _MARKED.fullmatch(key):
-        raise InvalidInput("Invalid Marker: it is not one this service returned.")
-    return key
-
-
-_MARKED = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")  # the keys markers point after

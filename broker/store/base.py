@@ -110,9 +110,11 @@ class EntityStore(Protocol):
         """
         ...
 
-    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
+                     check: Callable[[Record], None] | None = None) -> None:
         """Delete the record. Conflict if it has children of any kind in ``blocked_by``;
-        children of other kinds are deleted with it. NotFound if it does not exist."""
+        children of other kinds are deleted with it. NotFound if it does not exist.
+        ``check`` sees the record, locked, first, and may raise to keep it."""
         ...
 
     async def list(

@@ -88,12 +88,15 @@ class MemoryEntityStore:
             self._records[ref] = updated
             return updated
 
-    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
+                     check: Callable[[Record], None] | None = None) -> None:
         if not storable(ref.kind, ref.account, ref.key):
             raise NotFound(str(ref))
         async with self._lock:
             if ref not in self._records:
                 raise NotFound(str(ref))
+            if check is not None:
+                check(self._records[ref])
             for kind in blocked_by:
                 if self._children(ref, kind):
                     raise Conflict(f"{ref} still has {kind} records")

@@ -186,11 +186,14 @@ class SqlEntityStore:
             version=current.version + 1,
         )
 
-    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = ()) -> None:
+    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
+                     check: Callable[[Record], None] | None = None) -> None:
         if not storable(ref.kind, ref.account, ref.key):
             raise NotFound(str(ref))
         async with self._write() as conn:
-            await self._lock(conn, ref)
+            locked = await self._lock(conn, ref)
+            if check is not None:
+                check(_record(locked))
             for kind in blocked_by:
                 found = await conn.scalar(
                     sa.select(records.c.key)

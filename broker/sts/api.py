@@ -1,51 +1,20 @@
-"""STS actions of the Query protocol: input shapes (as in AWS's model) and result rendering."""
+"""STS actions of the Query protocol: authorization and result rendering. Input shapes come
+from broker.sts.model (generated from AWS's model)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from broker.authz import authorize
+from broker.authz import Authorizer
 from broker.aws import arn
-from broker.aws.errors import ValidationError
+from broker.aws.errors import AccessDenied, InvalidAuthorizationMessage, ValidationError
 from broker.aws.query import STS, Call, Operation, Result
-from broker.aws.shapes import Integer, ListOf, String, optional, required, struct
-from broker.aws.tags import tagListType
+from broker.policy.document import PolicyKind
+from broker.sts import model
 from broker.sts.service import IssuedCredentials, StsService
 
-# AWS's shape names, with the constraints of the STS service model.
-XML_TEXT = r"[\u0009\u000A\u000D\u0020-\u007E\u0085\u00A0-\uD7FF\uE000-\uFFFD\u10000-\u10FFFF]+"
-arnType = String(min=20, max=2048, pattern=XML_TEXT)
-durationSecondsType = Integer(min=900, max=129600)
-serialNumberType = String(min=9, max=256, pattern=r"[\w+=/:,.@-]*")
-tokenCodeType = String(min=6, max=6, pattern=r"[\d]*")
-minimumSessionTokenSizeType = Integer(min=0, max=4096)
-federatedUserNameType = String(min=2, max=32, pattern=r"[\w+=,.@-]*")
-sessionPolicyDocumentType = String(
-    min=1, max=2048, pattern=r"[\u0009\u000A\u000D\u0020-\u00FF]+"
-)
-accessKeyIdType = String(min=16, max=128, pattern=r"[\w]*")
-PolicyDescriptorType = struct(optional("arn", arnType))
-policyDescriptorListType = ListOf(PolicyDescriptorType)
-
 MAX_POLICY_ARNS = 10
-
-GetCallerIdentityRequest = struct()
-GetSessionTokenRequest = struct(
-    optional("DurationSeconds", durationSecondsType),
-    optional("SerialNumber", serialNumberType),
-    optional("TokenCode", tokenCodeType),
-    optional("MinimumSessionTokenSize", minimumSessionTokenSizeType),
-)
-GetFederationTokenRequest = struct(
-    required("Name", federatedUserNameType),
-    optional("Policy", sessionPolicyDocumentType),
-    optional("PolicyArns", policyDescriptorListType),
-    optional("DurationSeconds", durationSecondsType),
-    optional("Tags", tagListType),
-    optional("MinimumSessionTokenSize", minimumSessionTokenSizeType),
-)
-GetAccessKeyInfoRequest = struct(required("AccessKeyId", accessKeyIdType))
 
 
 def credentials(issued: IssuedCredentials) -> dict[str, Any]:
@@ -59,6 +28,10 @@ def credentials(issued: IssuedCredentials) -> dict[str, Any]:
 
 def _federated(result: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return result["Credentials"]["AccessKeyId"], result["FederatedUser"]["Arn"]
+
+
+def _assumed(result: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    return result["Credentials"]["AccessKeyId"], result["AssumedRoleUser"]["Arn"]
 
 
 def _session(result: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -86,14 +59,18 @@ def tags(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((t["Key"], t["Value"]) for t in params.get("Tags", []))
 
 
-def operations(sts: StsService) -> list[Operation]:
+def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
+    async def allow(call: Call, action: str, resource: str, **kwargs: Any) -> None:
+        await authz.check(call.principal, action, resource, source_ip=call.source_ip,
+                          user_agent=call.user_agent, secure=call.secure, **kwargs)
+
     async def get_caller_identity(call: Call) -> Result:
         caller = call.principal
         return {"UserId": caller.user_id, "Account": caller.account_id, "Arn": caller.arn}
 
     async def get_session_token(call: Call) -> Result:
         p = call.params
-        authorize(call.principal, "sts:GetSessionToken", call.principal.arn)
+        await allow(call, "sts:GetSessionToken", call.principal.arn)
         issued = await sts.get_session_token(
             call.principal,
             duration=p.get("DurationSeconds"),
@@ -111,11 +88,11 @@ def operations(sts: StsService) -> list[Operation]:
         p = call.params
         caller = call.principal
         federated_arn = arn.federated_user(caller.account_id, p["Name"])
-        authorize(caller, "sts:GetFederationToken", federated_arn)
+        await allow(call, "sts:GetFederationToken", federated_arn)
         if p.get("Tags"):
-            authorize(caller, "sts:TagSession", federated_arn)
+            await allow(call, "sts:TagSession", federated_arn)
         issued = await sts.get_federation_token(
-            call.principal,
+            caller,
             p["Name"],
             duration=p.get("DurationSeconds"),
             policy=p.get("Policy"),
@@ -134,16 +111,79 @@ def operations(sts: StsService) -> list[Operation]:
             "SessionTokenSize": len(issued.token),
         }
 
+    async def assume_role(call: Call) -> Result:
+        p = call.params
+        caller = call.principal
+        role_arn = p["RoleArn"]
+        role = await sts.role(role_arn)
+        if role is None:
+            # No such role, or not at that path: the same answer as a refusal, so that
+            # nobody learns which roles exist by asking.
+            raise AccessDenied(f"User: {caller.arn} is not authorized to perform: "
+                               f"sts:AssumeRole on resource: {role_arn}")
+        session_tags = tags(p)
+        context: dict[str, str | list[str]] = {"sts:RoleSessionName": p["RoleSessionName"]}
+        if "ExternalId" in p:
+            context["sts:ExternalId"] = p["ExternalId"]
+        if "SourceIdentity" in p:
+            context["sts:SourceIdentity"] = p["SourceIdentity"]
+        if session_tags:
+            context["aws:TagKeys"] = [k for k, _ in session_tags]
+            context.update({f"aws:RequestTag/{k}": v for k, v in session_tags})
+        if p.get("TransitiveTagKeys"):
+            context["sts:TransitiveTagKeys"] = list(p["TransitiveTagKeys"])
+        trust = authz.permissions.compile(role.trust, PolicyKind.TRUST, role.arn)
+        where = {"context": context, "resource_policies": (trust,),
+                 "resource_account": role.account_id, "requires_resource_policy": True}
+        await allow(call, "sts:AssumeRole", role.arn, **where)
+        if session_tags:
+            await allow(call, "sts:TagSession", role.arn, **where)
+        if "SourceIdentity" in p:
+            await allow(call, "sts:SetSourceIdentity", role.arn, **where)
+        issued = await sts.assume_role(
+            caller, role, p["RoleSessionName"],
+            duration=p.get("DurationSeconds"),
+            policy=p.get("Policy"),
+            policy_arns=policy_arns(p),
+            tags=session_tags,
+            transitive_keys=tuple(p.get("TransitiveTagKeys", [])),
+            source_identity=p.get("SourceIdentity"),
+            serial_number=p.get("SerialNumber"),
+            token_code=p.get("TokenCode"),
+            minimum_token_size=p.get("MinimumSessionTokenSize", 0),
+        )
+        session = issued.session
+        return {
+            "Credentials": credentials(issued),
+            "AssumedRoleUser": {"AssumedRoleId": session.user_id, "Arn": session.arn},
+            "PackedPolicySize": issued.packed_policy_size,
+            "SourceIdentity": session.source_identity,
+            "SessionTokenUtilization": issued.token_utilization,
+            "SessionTokenSize": len(issued.token),
+        }
+
     async def get_access_key_info(call: Call) -> Result:
-        authorize(call.principal, "sts:GetAccessKeyInfo", "*")
+        await allow(call, "sts:GetAccessKeyInfo", "*")
         account = await sts.get_access_key_info(call.params["AccessKeyId"])
         return {"Account": account}
 
+    async def decode_authorization_message(call: Call) -> Result:
+        await allow(call, "sts:DecodeAuthorizationMessage", "*")
+        decoded = authz.decode(call.params["EncodedMessage"], call.principal.account_id)
+        if decoded is None:
+            raise InvalidAuthorizationMessage(
+                "The message was invalid, or was encoded for another account.")
+        return {"DecodedMessage": decoded}
+
     return [
-        Operation(STS, "GetCallerIdentity", GetCallerIdentityRequest, get_caller_identity),
-        Operation(STS, "GetSessionToken", GetSessionTokenRequest, get_session_token,
+        Operation(STS, "GetCallerIdentity", model.GetCallerIdentityRequest,
+                  get_caller_identity),
+        Operation(STS, "GetSessionToken", model.GetSessionTokenRequest, get_session_token,
                   issued=_session),
-        Operation(STS, "GetFederationToken", GetFederationTokenRequest, get_federation_token,
-                  issued=_federated),
-        Operation(STS, "GetAccessKeyInfo", GetAccessKeyInfoRequest, get_access_key_info),
+        Operation(STS, "GetFederationToken", model.GetFederationTokenRequest,
+                  get_federation_token, issued=_federated),
+        Operation(STS, "AssumeRole", model.AssumeRoleRequest, assume_role, issued=_assumed),
+        Operation(STS, "GetAccessKeyInfo", model.GetAccessKeyInfoRequest, get_access_key_info),
+        Operation(STS, "DecodeAuthorizationMessage", model.DecodeAuthorizationMessageRequest,
+                  decode_authorization_message),
     ]

@@ -1,7 +1,7 @@
-"""STS use cases: session tokens, federation tokens, and whose key is this.
+"""STS use cases: session tokens, federation tokens, assumed roles, and whose key is this.
 
 Plain Python. The Query API (sts/api.py) parses, authorizes and renders; these methods make
-the credentials.
+the credentials and hold AWS's rules for them (durations, chaining, tags, source identity).
 """
 
 from __future__ import annotations
@@ -11,13 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker.aws import arn, ids
-from broker.aws.errors import AccessDenied, InvalidParameterValue
+from broker.aws.errors import AccessDenied, InvalidParameterValue, ValidationError
 from broker.clock import Clock
+from broker.errors import NotFound
+from broker.iam.entities import ROLE, Role, name_key
 from broker.iam.service import IamService
 from broker.keyring import Keyring
 from broker.principal import Principal
+from broker.store.base import Ref
 from broker.sts import sessions, tokens
 from broker.sts.tokens import Session, SessionKind
+
+CHAINED_MAX = 3600
+DEFAULT_ROLE_DURATION = 3600
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,9 @@ class StsService:
         _check_mfa(serial_number, token_code)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
-            caller, SessionKind.SESSION_TOKEN, seconds,
+            caller, SessionKind.SESSION_TOKEN, seconds, account=caller.account_id,
             arn_=caller.arn, user_id=caller.user_id, name=caller.name,
+            source_arn=caller.arn, source_id=caller.user_id,
         )
         return IssuedCredentials(session, tokens.padded(session, self._keyring,
                                                         minimum_token_size))
@@ -64,9 +71,72 @@ class StsService:
             size = sessions.packed_size(packed_policy, policy_arns, tags)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
-            caller, SessionKind.FEDERATED_USER, seconds,
+            caller, SessionKind.FEDERATED_USER, seconds, account=caller.account_id,
             arn_=federated_arn, user_id=f"{caller.account_id}:{name}", name=name,
+            source_arn=caller.arn, source_id=caller.user_id,
             tags=tuple(tags), policy=packed_policy, policy_arns=tuple(policy_arns),
+        )
+        token = tokens.padded(session, self._keyring, minimum_token_size)
+        return IssuedCredentials(session, token, size)
+
+    async def role(self, role_arn: str) -> Role | None:
+        """The role an ARN names, if it exists (at that path) in an account of this broker."""
+        parsed = arn.parse(role_arn)
+        if parsed is None or parsed.service != "iam" or not parsed.resource.startswith("role/"):
+            return None
+        name = parsed.resource.rsplit("/", 1)[-1]
+        try:
+            record = await self._iam.store.get(Ref(ROLE, parsed.account, name_key(name)))
+        except NotFound:
+            return None
+        role = Role.of(record)
+        return role if role.arn == role_arn else None
+
+    async def assume_role(self, caller: Principal, role: Role, session_name: str, *,
+                          duration: int | None = None, policy: str | None = None,
+                          policy_arns: Sequence[str] = (),
+                          tags: Sequence[tuple[str, str]] = (),
+                          transitive_keys: Sequence[str] = (),
+                          source_identity: str | None = None,
+                          serial_number: str | None = None, token_code: str | None = None,
+                          minimum_token_size: int = 0) -> IssuedCredentials:
+        """Credentials of the role, once the caller has been authorized to assume it."""
+        _check_mfa(serial_number, token_code)
+        previous = caller.session
+        chained = previous is not None and previous.kind is SessionKind.ASSUMED_ROLE
+        seconds = DEFAULT_ROLE_DURATION if duration is None else duration
+        if seconds > role.max_session:
+            raise ValidationError(
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+        if chained and seconds > CHAINED_MAX:
+            raise ValidationError("The requested DurationSeconds exceeds the 1 hour session "
+                                  "limit for roles assumed by role chaining.")
+        all_tags, all_transitive = session_tags(previous, tags, transitive_keys)
+        identity = source_identity
+        if previous is not None and previous.source_identity is not None:
+            if source_identity is not None and source_identity != previous.source_identity:
+                raise InvalidParameterValue(
+                    "The source identity cannot be changed along a chain of sessions: "
+                    f"it is already {previous.source_identity}.")
+            identity = previous.source_identity
+        if policy is not None and len(policy) > 2048:
+            raise ValidationError.from_faults([
+                f"Value '{policy[:64]}...' at 'policy' failed to satisfy constraint: Member "
+                "must have length less than or equal to 2048"])
+        packed_policy = sessions.check_policy(policy) if policy is not None else None
+        sessions.check_policy_arns(policy_arns)
+        size = None
+        if packed_policy is not None or policy_arns or tags:
+            size = sessions.packed_size(packed_policy, policy_arns, all_tags)
+        session = self._session(
+            caller, SessionKind.ASSUMED_ROLE, seconds, account=role.account_id,
+            arn_=arn.assumed_role(role.account_id, role.name, session_name),
+            user_id=f"{role.role_id}:{session_name}", name=session_name,
+            source_arn=role.arn, source_id=role.role_id,
+            tags=all_tags, transitive=all_transitive, source_identity=identity,
+            policy=packed_policy, policy_arns=tuple(policy_arns),
+            chain_depth=(previous.chain_depth + 1) if previous is not None else 1,
+            mfa=previous.mfa if previous is not None else False,
         )
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
@@ -84,25 +154,60 @@ class StsService:
             )
         return account
 
-    def _session(self, caller: Principal, kind: SessionKind, seconds: int, *, arn_: str,
-                 user_id: str, name: str, tags: tuple[tuple[str, str], ...] = (),
-                 policy: str | None = None, policy_arns: tuple[str, ...] = ()) -> Session:
+    def _session(self, caller: Principal, kind: SessionKind, seconds: int, *, account: str,
+                 arn_: str, user_id: str, name: str, source_arn: str, source_id: str,
+                 tags: tuple[tuple[str, str], ...] = (), transitive: tuple[str, ...] = (),
+                 source_identity: str | None = None, policy: str | None = None,
+                 policy_arns: tuple[str, ...] = (), chain_depth: int = 0,
+                 mfa: bool = False) -> Session:
         now = int(self._clock.now().timestamp())
         return Session(
-            access_key_id=ids.new_access_key_id(caller.account_id, temporary=True),
+            access_key_id=ids.new_access_key_id(account, temporary=True),
             secret_access_key=ids.new_secret_access_key(),
             kind=kind,
-            account_id=caller.account_id,
+            account_id=account,
             arn=arn_,
             user_id=user_id,
             name=name,
-            source_arn=caller.arn,
+            source_arn=source_arn,
+            source_id=source_id,
             issued_at=now,
             expires_at=now + seconds,
+            mfa=mfa,
+            chain_depth=chain_depth,
             tags=tags,
+            transitive_tag_keys=transitive,
+            source_identity=source_identity,
             policy=policy,
             policy_arns=policy_arns,
         )
+
+
+def session_tags(previous: Session | None, tags: Sequence[tuple[str, str]],
+                 transitive_keys: Sequence[str]
+                 ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The new session's tags and transitive tag keys: the caller's transitive tags carried
+    over, then the requested ones, which may not restate an inherited key."""
+    sessions.check_tags(tags)
+    asked = {k.lower() for k, _ in tags}
+    for key in transitive_keys:
+        if key.lower() not in asked:
+            raise InvalidParameterValue(
+                f"The transitive tag key {key} must be one of the session tags passed.")
+    inherited: list[tuple[str, str]] = []
+    carried: list[str] = []
+    if previous is not None:
+        keys = {k.lower() for k in previous.transitive_tag_keys}
+        inherited = [(k, v) for k, v in previous.tags if k.lower() in keys]
+        carried = list(previous.transitive_tag_keys)
+    for key, _ in inherited:
+        if key.lower() in asked:
+            raise InvalidParameterValue(
+                f"The session tag {key} conflicts with a transitive tag inherited from the "
+                "calling session.")
+    transitive = carried + [k for k in transitive_keys
+                            if k.lower() not in {c.lower() for c in carried}]
+    return tuple(inherited) + tuple(tags), tuple(transitive)
 
 
 def _check_mfa(serial_number: str | None, token_code: str | None) -> None:

@@ -8,12 +8,9 @@ import zlib
 from collections.abc import Sequence
 
 from broker.aws import arn
-from broker.aws.errors import (
-    InvalidParameterValue,
-    MalformedPolicyDocument,
-    PackedPolicyTooLarge,
-)
+from broker.aws.errors import InvalidParameterValue, PackedPolicyTooLarge
 from broker.aws.tags import DUPLICATE_KEYS, has_duplicate_keys
+from broker.policy.document import PolicyKind, parse
 
 DEFAULT_DURATION = 43200
 ROOT_MAX_DURATION = 3600
@@ -32,15 +29,9 @@ def check_tags(tags: Sequence[tuple[str, str]]) -> None:
 
 
 def check_policy(policy: str) -> str:
-    """The session policy, minified. The full grammar check comes with the policy engine;
-    here a policy must at least be a JSON object with a Statement."""
-    try:
-        doc = json.loads(policy)
-    except (ValueError, RecursionError):
-        raise MalformedPolicyDocument("Syntax errors in policy.") from None
-    if not isinstance(doc, dict) or "Statement" not in doc:
-        raise MalformedPolicyDocument("Syntax errors in policy.")
-    return json.dumps(doc, separators=(",", ":"))
+    """The session policy, validated by the policy grammar and minified."""
+    parse(policy, PolicyKind.SESSION)
+    return json.dumps(json.loads(policy), separators=(",", ":"))
 
 
 def check_policy_arns(arns: Sequence[str]) -> None:
@@ -57,6 +48,9 @@ def packed_size(policy: str | None, arns: Sequence[str],
     size = len(zlib.compress(packed.encode(), 9))
     percent = math.ceil(100 * size / PACKED_LIMIT)
     if percent > 100:
+        if tags and policy is None and not arns:
+            raise PackedPolicyTooLarge(
+                f"Packed size of session tags consumes {percent}% of allotted space.")
         raise PackedPolicyTooLarge(
             f"Packed policy consumes {percent}% of allotted space, please use smaller policy."
         )

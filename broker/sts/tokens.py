@@ -52,6 +52,7 @@ class Session:
     user_id: str  # GetCallerIdentity's UserId
     name: str  # user name, federated user name, or role session name
     source_arn: str  # the long-term identity the session came from (user, root or role)
+    source_id: str  # its unique id (AIDA... for a user, AROA... for a role, the account id)
     issued_at: int  # epoch seconds
     expires_at: int
     mfa: bool = False

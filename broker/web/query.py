@@ -63,7 +63,8 @@ class QueryApp:
             await _respond(send, exc.status, document, request_id)
             return
         client = scope.get("client")
-        answer = await protocol.handle(http, source_ip=client[0] if client else None)
+        answer = await protocol.handle(http, source_ip=client[0] if client else None,
+                                       secure=scope["scheme"] == "https")
         await _respond(send, answer.status, answer.body, answer.request_id)
 
 

@@ -220,3 +220,19 @@ async def test_names_with_control_characters(store: EntityStore) -> None:
         await store.delete(Ref("user", A, "\x00"))
     assert await store.list("user", A, after="\x00") == []
     assert [r.key for r in await store.list("user", A)] == ["ok"]
+
+
+async def test_delete_checks_the_locked_record_first(store: EntityStore) -> None:
+    await store.create(rec("user", "u", groups=["g1"]))
+
+    def in_no_group(record: Record) -> None:
+        if record.data["groups"]:
+            raise Conflict("still in a group")
+
+    with pytest.raises(Conflict):
+        await store.delete(Ref("user", A, "u"), check=in_no_group)
+    assert (await store.get(Ref("user", A, "u"))).data == {"groups": ["g1"]}
+    await store.update(Ref("user", A, "u"), lambda r: {"groups": []})
+    await store.delete(Ref("user", A, "u"), check=in_no_group)  # the control
+    with pytest.raises(NotFound):
+        await store.get(Ref("user", A, "u"))

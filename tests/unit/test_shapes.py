@@ -5,15 +5,16 @@ import pytest
 from broker.aws import shapes
 from broker.aws.errors import ValidationError
 from broker.aws.shapes import Integer, ListOf, String, optional, required, struct
-from broker.iam.api import CreateUserRequest
-from broker.sts.api import XML_TEXT, GetFederationTokenRequest
+from broker.iam.model import CreateUserRequest
+from broker.sts.model import GetFederationTokenRequest
+from broker.sts.model import arnType as sts_arn
 
 
 @pytest.mark.parametrize(("pattern", "good", "bad"), [
     (r"[\w+=,.@-]+", ["alice", "a.b@c-d", "A_1"], ["é", "a b", "a!"]),
     (r"[\p{L}\p{Z}\p{N}_.:/=+\-@]+", ["héllo wörld", "日本", "a:b/c"], ["a\tb", "a!", "a*"]),
     (r"[\d]*", ["123456", ""], ["12a"]),
-    (XML_TEXT, ["any text ☃", "emoji \U0001F600"], ["\x01", "a\x00b"]),
+    (sts_arn.pattern, ["any text ☃", "emoji \U0001F600"], ["\x01", "a\x00b"]),
     (r"(\u002F)|(\u002F[\u0021-\u007E]+\u002F)", ["/", "/a/b/"], ["a/", "/a", "/ /"]),
 ])
 def test_java_patterns_mean_what_they_mean_in_java(pattern: str, good: list[str],

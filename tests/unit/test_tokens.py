@@ -27,6 +27,7 @@ def session(**overrides: object) -> Session:
         user_id="123456789012:bob",
         name="bob",
         source_arn="arn:aws:iam::123456789012:root",
+        source_id="123456789012",
         issued_at=int(NOW.timestamp()),
         expires_at=int(NOW.timestamp()) + 900,
         tags=(("team", "a"),),

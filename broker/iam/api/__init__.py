@@ -1,0 +1,18 @@
+"""IAM actions of the Query protocol, one module per noun; every action is authorized (by
+broker.authz) before its use case runs, against the resource ARN AWS uses for it."""
+
+from __future__ import annotations
+
+from broker.authz import Authorizer
+from broker.aws.query import Operation
+from broker.iam.api import account, groups, policies, roles, simulate, users
+from broker.iam.api.common import IamContext
+from broker.iam.lastused import LastUsedRecorder
+from broker.iam.service import IamService
+
+
+def operations(iam: IamService, authz: Authorizer,
+               last_used: LastUsedRecorder) -> list[Operation]:
+    ctx = IamContext(iam, authz, last_used)
+    return [op for module in (users, groups, roles, policies, account, simulate)
+            for op in module.operations(ctx)]

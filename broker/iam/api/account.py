@@ -1,0 +1,151 @@
+"""IAM actions on the account: its alias, its password policy, and the whole picture
+(GetAccountAuthorizationDetails)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.aws.errors import NoSuchEntity
+from broker.aws.query import Call, Operation, Result
+from broker.iam.api.common import IamContext, Registry
+from broker.iam.entities import Group, ManagedPolicy, PasswordPolicy, Role, User, boundary_wire
+from broker.iam.policies import encoded
+
+
+def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
+    return [{"PolicyName": p.name, "PolicyDocument": encoded(p.document)}
+            for p in entity.inline]
+
+
+def _attached(entity: User | Group | Role) -> list[dict[str, str]]:
+    return [ref.wire() for ref in entity.attached]
+
+
+def operations(ctx: IamContext) -> list[Operation]:
+    iam = ctx.iam
+    ops = Registry()
+
+    # -- the alias ------------------------------------------------------------------------------
+
+    @ops.action("CreateAccountAlias")
+    async def create_alias(call: Call) -> Result:
+        await ctx.allow(call, "CreateAccountAlias", "*")
+        await iam.set_alias(call.principal.account_id, call.params["AccountAlias"])
+        return None
+
+    @ops.action("ListAccountAliases")
+    async def list_aliases(call: Call) -> Result:
+        await ctx.allow(call, "ListAccountAliases", "*")
+        account = await iam.get_account(call.principal.account_id)
+        return {"AccountAliases": [account.alias] if account.alias else [],
+                "IsTruncated": False}
+
+    @ops.action("DeleteAccountAlias")
+    async def delete_alias(call: Call) -> Result:
+        await ctx.allow(call, "DeleteAccountAlias", "*")
+        await iam.delete_alias(call.principal.account_id, call.params["AccountAlias"])
+        return None
+
+    # -- the password policy --------------------------------------------------------------------
+
+    @ops.action("UpdateAccountPasswordPolicy")
+    async def update_password_policy(call: Call) -> Result:
+        await ctx.allow(call, "UpdateAccountPasswordPolicy", "*")
+        p = call.params
+        policy = PasswordPolicy(
+            minimum_length=p.get("MinimumPasswordLength", 6),
+            require_symbols=p.get("RequireSymbols", False),
+            require_numbers=p.get("RequireNumbers", False),
+            require_uppercase=p.get("RequireUppercaseCharacters", False),
+            require_lowercase=p.get("RequireLowercaseCharacters", False),
+            allow_users_to_change=p.get("AllowUsersToChangePassword", False),
+            max_age=p.get("MaxPasswordAge") or None,
+            reuse_prevention=p.get("PasswordReusePrevention") or None,
+            hard_expiry=p.get("HardExpiry", False),
+        )
+        await iam.logins.set_policy(call.principal.account_id, policy)
+        return None
+
+    @ops.action("GetAccountPasswordPolicy")
+    async def get_password_policy(call: Call) -> Result:
+        account = call.principal.account_id
+        await ctx.allow(call, "GetAccountPasswordPolicy", "*")
+        policy = await iam.logins.policy(account)
+        if policy is None:
+            raise NoSuchEntity(
+                f"The Password Policy with domain name {account} cannot be found.")
+        return {"PasswordPolicy": {
+            "MinimumPasswordLength": policy.minimum_length,
+            "RequireSymbols": policy.require_symbols,
+            "RequireNumbers": policy.require_numbers,
+            "RequireUppercaseCharacters": policy.require_uppercase,
+            "RequireLowercaseCharacters": policy.require_lowercase,
+            "AllowUsersToChangePassword": policy.allow_users_to_change,
+            "ExpirePasswords": policy.max_age is not None,
+            "MaxPasswordAge": policy.max_age,
+            "PasswordReusePrevention": policy.reuse_prevention,
+            "HardExpiry": policy.hard_expiry,
+        }}
+
+    @ops.action("DeleteAccountPasswordPolicy")
+    async def delete_password_policy(call: Call) -> Result:
+        await ctx.allow(call, "DeleteAccountPasswordPolicy", "*")
+        await iam.logins.delete_policy(call.principal.account_id)
+        return None
+
+    # -- everything at once ---------------------------------------------------------------------
+
+    @ops.action("GetAccountAuthorizationDetails")
+    async def authorization_details(call: Call) -> Result:
+        account = call.principal.account_id
+        await ctx.allow(call, "GetAccountAuthorizationDetails", "*")
+        wanted = set(call.params.get("Filter") or
+                     ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"])
+        principals = await iam.policies.principals(account)
+        groups = {g.group_id: g for g in principals if isinstance(g, Group)}
+        counts = await iam.policies.attachment_counts(account)
+        out: dict[str, Any] = {"IsTruncated": False}
+        if "User" in wanted:
+            out["UserDetailList"] = [{
+                "Path": u.path, "UserName": u.name, "UserId": u.user_id, "Arn": u.arn,
+                "CreateDate": u.created, "UserPolicyList": _inline(u),
+                "GroupList": [groups[g].name for g in u.groups if g in groups],
+                "AttachedManagedPolicies": _attached(u),
+                "PermissionsBoundary": boundary_wire(u.boundary) if u.boundary else None,
+                "Tags": [t.wire() for t in u.tags],
+            } for u in principals if isinstance(u, User)]
+        if "Group" in wanted:
+            out["GroupDetailList"] = [{
+                "Path": g.path, "GroupName": g.name, "GroupId": g.group_id, "Arn": g.arn,
+                "CreateDate": g.created, "GroupPolicyList": _inline(g),
+                "AttachedManagedPolicies": _attached(g),
+            } for g in groups.values()]
+        if "Role" in wanted:
+            roles = []
+            for r in principals:
+                if isinstance(r, Role):
+                    detail = r.wire()
+                    detail.pop("Description", None)
+                    detail.pop("MaxSessionDuration", None)
+                    detail.update({"InstanceProfileList": [], "RolePolicyList": _inline(r),
+                                   "AttachedManagedPolicies": _attached(r)})
+                    roles.append(detail)
+            out["RoleDetailList"] = roles
+        policies: list[ManagedPolicy] = []
+        scope = [s for s, f in (("Local", "LocalManagedPolicy"), ("AWS", "AWSManagedPolicy"))
+                 if f in wanted]
+        for s in scope:
+            page = await iam.policies.listing(account, scope=s, only_attached=s == "AWS",
+                                              max_items=10_000)
+            policies += page.items
+        if scope:
+            out["Policies"] = [{
+                **{k: v for k, v in p.wire(counts.get(p.policy_id, 0)).items() if k != "Tags"},
+                "PolicyVersionList": [
+                    {"Document": encoded(v.document), "VersionId": v.id,
+                     "IsDefaultVersion": v.id == p.default_version, "CreateDate": v.created}
+                    for v in p.versions],
+            } for p in policies]
+        return out
+
+    return ops.operations

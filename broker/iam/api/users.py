@@ -1,0 +1,277 @@
+"""IAM actions on users, their access keys, tags, boundaries and login profiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.aws import arn
+from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity
+from broker.aws.query import Call, Operation, Result
+from broker.iam.api.common import (
+    IamContext,
+    Registry,
+    listing_arn,
+    paged,
+    request_tags,
+    resource_tags,
+    tags_of,
+)
+from broker.iam.entities import ACTIVE, INACTIVE, AccessKey, User
+from broker.iam.records import paginate
+from broker.principal import Principal, PrincipalType
+
+
+def _key_metadata(key: AccessKey) -> dict[str, Any]:
+    return {
+        "UserName": key.owner_name,
+        "AccessKeyId": key.access_key_id,
+        "Status": key.status,
+        "CreateDate": key.created,
+    }
+
+
+def operations(ctx: IamContext) -> list[Operation]:
+    iam = ctx.iam
+    ops = Registry()
+
+    async def named_user(account: str, name: str) -> tuple[str, str, User | None]:
+        """The user's name as created, its ARN and the user, for authorization. For a user
+        that does not exist, the name as given and the ARN it would have at the root path: the
+        action then fails with NoSuchEntity, if the caller may perform it at all."""
+        try:
+            user = await iam.get_user(account, name)
+        except NoSuchEntity:
+            return name, arn.user(account, "/", name), None
+        return user.name, user.arn, user
+
+    async def allow_on_user(call: Call, action: str, name: str,
+                            extra: dict[str, Any] | None = None) -> str:
+        """Authorize an action on a named user; the user's name as created."""
+        user_name, user_arn, user = await named_user(call.principal.account_id, name)
+        context = {**(resource_tags(user.tags) if user else {}), **(extra or {})}
+        await ctx.allow(call, action, user_arn, context)
+        return user_name
+
+    async def target(call: Call, action: str, user_name: str | None) -> str | None:
+        """The user an access-key or login action is about: the named user, else the caller
+        (None for the root user). Authorized."""
+        caller: Principal = call.principal
+        if user_name is not None:
+            return await allow_on_user(call, action, user_name)
+        if caller.type is PrincipalType.USER:
+            await ctx.allow(call, action, caller.arn)
+            return caller.name
+        if caller.is_root:
+            await ctx.allow(call, action, caller.arn)
+            return None
+        raise InvalidInput("Must specify userName when calling with non-User credentials")
+
+    # -- users ----------------------------------------------------------------------------------
+
+    @ops.action("CreateUser")
+    async def create_user(call: Call) -> Result:
+        caller, p = call.principal, call.params
+        path, tags = p.get("Path", "/"), tags_of(p)
+        await ctx.allow(call, "CreateUser", arn.user(caller.account_id, path, p["UserName"]),
+                        request_tags(tags))
+        boundary = None
+        if "PermissionsBoundary" in p:
+            boundary = await iam.policies.boundary(caller.account_id, p["PermissionsBoundary"])
+        user = await iam.create_user(caller.account_id, p["UserName"], path=path, tags=tags,
+                                     boundary=boundary)
+        return {"User": user.wire()}
+
+    @ops.action("GetUser")
+    async def get_user(call: Call) -> Result:
+        caller, name = call.principal, call.params.get("UserName")
+        if name is None:
+            await ctx.allow(call, "GetUser", caller.arn)
+            if caller.is_root:
+                account = await iam.get_account(caller.account_id)
+                return {"User": {"UserId": caller.account_id, "Arn": caller.arn,
+                                 "CreateDate": account.created}}
+            if caller.type is not PrincipalType.USER:
+                raise InvalidInput("Must specify userName when calling with non-User credentials")
+            name = caller.name
+        else:
+            name = await allow_on_user(call, "GetUser", name)
+        return {"User": (await iam.get_user(caller.account_id, name)).wire()}
+
+    @ops.action("ListUsers")
+    async def list_users(call: Call) -> Result:
+        caller, p = call.principal, call.params
+        await ctx.allow(call, "ListUsers", listing_arn(caller.account_id, "user"))
+        page = await iam.list_users(caller.account_id, path_prefix=p.get("PathPrefix", "/"),
+                                    marker=p.get("Marker"), max_items=p.get("MaxItems", 100))
+        return paged(page, "Users", lambda u: u.wire(listing=True))
+
+    @ops.action("UpdateUser")
+    async def update_user(call: Call) -> Result:
+        caller, p = call.principal, call.params
+        name = await allow_on_user(call, "UpdateUser", p["UserName"])
+        await iam.update_user(caller.account_id, name, path=p.get("NewPath"),
+                              new_name=p.get("NewUserName"))
+        return None
+
+    @ops.action("DeleteUser")
+    async def delete_user(call: Call) -> Result:
+        name = await allow_on_user(call, "DeleteUser", call.params["UserName"])
+        await iam.delete_user(call.principal.account_id, name)
+        return None
+
+    @ops.action("TagUser")
+    async def tag_user(call: Call) -> Result:
+        tags = tags_of(call.params)
+        name = await allow_on_user(call, "TagUser", call.params["UserName"], request_tags(tags))
+        await iam.retag_user(call.principal.account_id, name, add=tags)
+        return None
+
+    @ops.action("UntagUser")
+    async def untag_user(call: Call) -> Result:
+        keys = tuple(call.params["TagKeys"])
+        name = await allow_on_user(call, "UntagUser", call.params["UserName"],
+                                   {"aws:TagKeys": list(keys)})
+        await iam.retag_user(call.principal.account_id, name, remove=keys)
+        return None
+
+    @ops.action("ListUserTags")
+    async def list_user_tags(call: Call) -> Result:
+        p = call.params
+        name = await allow_on_user(call, "ListUserTags", p["UserName"])
+        user = await iam.get_user(call.principal.account_id, name)
+        page = paginate(list(user.tags), lambda t: t.key, p.get("Marker"), p.get("MaxItems"))
+        return paged(page, "Tags", lambda t: t.wire())
+
+    @ops.action("PutUserPermissionsBoundary")
+    async def put_user_boundary(call: Call) -> Result:
+        p, account = call.params, call.principal.account_id
+        name = await allow_on_user(call, "PutUserPermissionsBoundary", p["UserName"])
+        boundary = await iam.policies.boundary(account, p["PermissionsBoundary"])
+        await iam.change_user(account, name, boundary=boundary)
+        return None
+
+    @ops.action("DeleteUserPermissionsBoundary")
+    async def delete_user_boundary(call: Call) -> Result:
+        account = call.principal.account_id
+        name = await allow_on_user(call, "DeleteUserPermissionsBoundary",
+                                   call.params["UserName"])
+        await iam.change_user(account, name, boundary=None)
+        return None
+
+    # -- access keys ----------------------------------------------------------------------------
+
+    def new_key(result: Any) -> tuple[str | None, str | None]:
+        key = result["AccessKey"]
+        return key["AccessKeyId"], key["UserName"]
+
+    @ops.action("CreateAccessKey", issued=new_key)
+    async def create_access_key(call: Call) -> Result:
+        name = await target(call, "CreateAccessKey", call.params.get("UserName"))
+        created = await iam.create_access_key(call.principal.account_id, name)
+        return {"AccessKey": {**_key_metadata(created.key),
+                              "SecretAccessKey": created.secret_access_key}}
+
+    @ops.action("ListAccessKeys")
+    async def list_access_keys(call: Call) -> Result:
+        p = call.params
+        name = await target(call, "ListAccessKeys", p.get("UserName"))
+        page = await iam.list_access_keys(call.principal.account_id, name,
+                                          marker=p.get("Marker"),
+                                          max_items=p.get("MaxItems", 100))
+        return paged(page, "AccessKeyMetadata", _key_metadata)
+
+    @ops.action("UpdateAccessKey")
+    async def update_access_key(call: Call) -> Result:
+        p = call.params
+        name = await target(call, "UpdateAccessKey", p.get("UserName"))
+        if p["Status"] not in (ACTIVE, INACTIVE):
+            raise InvalidInput("An access key's status can only be Active or Inactive.")
+        await iam.update_access_key(call.principal.account_id, p["AccessKeyId"], p["Status"],
+                                    name)
+        return None
+
+    @ops.action("DeleteAccessKey")
+    async def delete_access_key(call: Call) -> Result:
+        p = call.params
+        name = await target(call, "DeleteAccessKey", p.get("UserName"))
+        await iam.delete_access_key(call.principal.account_id, p["AccessKeyId"], name)
+        return None
+
+    @ops.action("GetAccessKeyLastUsed")
+    async def get_access_key_last_used(call: Call) -> Result:
+        caller, key_id = call.principal, call.params["AccessKeyId"]
+        key = await iam.find_access_key(key_id)
+        if key is None or key.account_id != caller.account_id:
+            # Say nothing about keys of other accounts, or whether they exist.
+            raise AccessDenied(
+                f"User: {caller.arn} is not authorized to perform: iam:GetAccessKeyLastUsed "
+                f"on resource: access key {key_id}"
+            )
+        owner = caller.arn if key.user_name is None else \
+            (await named_user(key.account_id, key.user_name))[1]
+        await ctx.allow(call, "GetAccessKeyLastUsed", owner)
+        used = ctx.last_used.pending(key.account_id, key.access_key_id) or key.last_used
+        if used is None:
+            detail: dict[str, Any] = {"ServiceName": "N/A", "Region": "N/A"}
+        else:
+            detail = {"LastUsedDate": used.at, "ServiceName": used.service,
+                      "Region": used.region}
+        return {"UserName": key.owner_name, "AccessKeyLastUsed": detail}
+
+    # -- login profiles -------------------------------------------------------------------------
+
+    def own_name(call: Call) -> str:
+        """The user a login action is about when it names none: the calling IAM user."""
+        name = call.params.get("UserName")
+        if name is not None:
+            return str(name)
+        if call.principal.type is not PrincipalType.USER:
+            raise InvalidInput("Must specify userName when calling with non-User credentials")
+        return call.principal.name
+
+    @ops.action("CreateLoginProfile")
+    async def create_login_profile(call: Call) -> Result:
+        p = call.params
+        name = await allow_on_user(call, "CreateLoginProfile", own_name(call))
+        if "Password" not in p:
+            raise InvalidInput("A password is required: this broker does not make them up.")
+        user = await iam.logins.create(call.principal.account_id, name, p["Password"],
+                                       p.get("PasswordResetRequired", False))
+        assert user.login is not None
+        return {"LoginProfile": {"UserName": user.name, "CreateDate": user.login.created,
+                                 "PasswordResetRequired": user.login.reset_required}}
+
+    @ops.action("GetLoginProfile")
+    async def get_login_profile(call: Call) -> Result:
+        caller = call.principal
+        name = await allow_on_user(call, "GetLoginProfile", own_name(call))
+        user, profile = await iam.logins.get(caller.account_id, name)
+        return {"LoginProfile": {"UserName": user.name, "CreateDate": profile.created,
+                                 "PasswordResetRequired": profile.reset_required}}
+
+    @ops.action("UpdateLoginProfile")
+    async def update_login_profile(call: Call) -> Result:
+        p = call.params
+        name = await allow_on_user(call, "UpdateLoginProfile", own_name(call))
+        await iam.logins.update(call.principal.account_id, name, p.get("Password"),
+                                p.get("PasswordResetRequired"))
+        return None
+
+    @ops.action("DeleteLoginProfile")
+    async def delete_login_profile(call: Call) -> Result:
+        name = await allow_on_user(call, "DeleteLoginProfile", own_name(call))
+        await iam.logins.delete(call.principal.account_id, name)
+        return None
+
+    @ops.action("ChangePassword")
+    async def change_password(call: Call) -> Result:
+        caller, p = call.principal, call.params
+        if caller.type is not PrincipalType.USER or caller.temporary:
+            raise InvalidInput("Only IAM users can change their own password with "
+                               "ChangePassword.")
+        await ctx.allow(call, "ChangePassword", caller.arn)
+        await iam.logins.change_password(caller.account_id, caller.name, p["OldPassword"],
+                                         p["NewPassword"])
+        return None
+
+    return ops.operations

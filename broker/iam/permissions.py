@@ -1,0 +1,166 @@
+"""What IAM says a principal may do: the compiled policies of users, groups and roles.
+
+``Permissions`` builds the identity side of a principal — its inline policies, the managed
+policies attached to it (and, for a user, to its groups), its permissions boundary, its tags —
+compiled once and kept for a few seconds. Every broker process sees a change within
+``iam.policy_cache_seconds``; the process that made the change sees it at once (the store tells
+it, see ``WatchedStore``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from broker.aws.errors import NoSuchEntity
+from broker.iam.entities import GROUP, ROLE, USER, Group, PolicyRef, Role, Tag, User
+from broker.iam.policies import Policies
+from broker.iam.records import Entities
+from broker.policy.document import Policy, PolicyKind, parse
+from broker.store.base import Data, EntityStore, Record, Ref
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IdentitySide:
+    """The identity-based side of a principal."""
+
+    policies: tuple[Policy, ...] = ()
+    boundary: Policy | None = None
+    tags: tuple[Tag, ...] = ()
+    exists: bool = True  # False: the user or role is gone (or is another one by now)
+
+
+NOBODY = IdentitySide(exists=False)
+
+
+class WatchedStore:
+    """An EntityStore that counts its own writes, so caches in this process can tell."""
+
+    def __init__(self, store: EntityStore) -> None:
+        self._store = store
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
+        self.writes += 1
+        return await self._store.create(record, max_siblings=max_siblings)
+
+    async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
+        self.writes += 1
+        return await self._store.update(ref, change)
+
+    async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
+                     check: Callable[[Record], None] | None = None) -> None:
+        self.writes += 1
+        await self._store.delete(ref, blocked_by=blocked_by, check=check)
+
+
+class Permissions:
+    def __init__(self, entities: Entities, policies: Policies, *, cache_seconds: float,
+                 writes: Callable[[], int]) -> None:
+        self._entities = entities
+        self._policies = policies
+        self._ttl = cache_seconds
+        self._writes = writes
+        self._cache: dict[tuple[str, ...], tuple[float, int, Any]] = {}
+        self._compiled: dict[tuple[str, str], Policy] = {}
+
+    async def of_user(self, account: str, user_id: str) -> IdentitySide:
+        return await self._cached(("user", user_id), lambda: self._user(account, user_id))
+
+    async def of_role(self, account: str, role_name: str, role_id: str) -> IdentitySide:
+        return await self._cached(("role", role_id),
+                                  lambda: self._role(account, role_name, role_id))
+
+    async def of_group(self, group: Group) -> IdentitySide:
+        return IdentitySide(await self._policies_of(group, f"group/{group.name}"))
+
+    async def managed(self, ref: PolicyRef, kind: PolicyKind = PolicyKind.IDENTITY
+                      ) -> Policy | None:
+        policy = await self._policies.resolve(ref)
+        if policy is None:
+            return None
+        return self._compile(policy.document, kind, ref.arn)
+
+    async def managed_by_arn(self, account: str, arn: str,
+                             kind: PolicyKind = PolicyKind.IDENTITY) -> Policy | None:
+        try:
+            policy = await self._policies.get(account, arn)
+        except NoSuchEntity:
+            return None
+        return self._compile(policy.document, kind, arn)
+
+    def compile(self, document: str, kind: PolicyKind, name: str) -> Policy:
+        return self._compile(document, kind, name)
+
+    # -- building -------------------------------------------------------------------------------
+
+    async def _user(self, account: str, user_id: str) -> IdentitySide:
+        user = await self._entities.find(User, USER, user_id)
+        if user is None or user.account_id != account:
+            return NOBODY
+        policies = list(await self._policies_of(user, f"user/{user.name}"))
+        for group_id in user.groups:
+            group = await self._entities.find(Group, GROUP, group_id)
+            if group is not None and group.account_id == account:
+                policies += await self._policies_of(group, f"group/{group.name}")
+        boundary = await self._boundary(user.boundary)
+        return IdentitySide(tuple(policies), boundary, user.tags)
+
+    async def _role(self, account: str, role_name: str, role_id: str) -> IdentitySide:
+        role = await self._entities.find(Role, ROLE, role_id)
+        if role is None or role.account_id != account or role.name.lower() != role_name.lower():
+            return NOBODY
+        policies = await self._policies_of(role, f"role/{role.name}")
+        return IdentitySide(policies, await self._boundary(role.boundary), role.tags)
+
+    async def _policies_of(self, entity: User | Group | Role, label: str) -> tuple[Policy, ...]:
+        found = [self._compile(p.document, PolicyKind.IDENTITY, f"{label}/inline/{p.name}")
+                 for p in entity.inline]
+        for ref in entity.attached:
+            managed = await self.managed(ref)
+            if managed is not None:
+                found.append(managed)
+        return tuple(found)
+
+    async def _boundary(self, ref: PolicyRef | None) -> Policy | None:
+        if ref is None:
+            return None
+        policy = await self.managed(ref, PolicyKind.BOUNDARY)
+        if policy is None:
+            # A boundary that no longer exists allows nothing: fail closed.
+            return self._compile('{"Version":"2012-10-17","Statement":[{"Effect":"Deny",'
+                                 '"Action":"*","Resource":"*"}]}', PolicyKind.BOUNDARY, ref.arn)
+        return policy
+
+    def _compile(self, document: str, kind: PolicyKind, name: str) -> Policy:
+        key = (hashlib.sha256(document.encode()).hexdigest(), f"{kind}:{name}")
+        policy = self._compiled.get(key)
+        if policy is None:
+            policy = parse(document, kind, name=name)
+            if len(self._compiled) > 4096:
+                self._compiled.clear()
+            self._compiled[key] = policy
+        return policy
+
+    async def _cached(self, key: tuple[str, ...],
+                      build: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        writes = self._writes()
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] > now and entry[1] == writes:
+            value: T = entry[2]
+            return value
+        value = await build()
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, writes, value)
+        return value
+

@@ -1,0 +1,133 @@
+"""Typed access to IAM's records, shared by the IAM use cases.
+
+``Entities`` reads and changes entities of any class in entities.py through the EntityStore,
+turning a missing record into the AWS error IAM answers with; ``paginate`` gives IAM's
+Marker / MaxItems paging over a listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from broker.aws.errors import AwsError, InvalidInput, NoSuchEntity
+from broker.aws.tags import DUPLICATE_KEYS, has_duplicate_keys
+from broker.errors import NotFound
+from broker.iam.entities import Tag, decode, encode
+from broker.store.base import EntityStore, Record, Ref
+
+
+class Entity(Protocol):
+    account_id: str
+
+    def record(self) -> Record: ...
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    marker: str | None  # where the next page starts, if there is one
+
+
+def missing_user(name: str) -> AwsError:
+    return NoSuchEntity(f"The user with name {name} cannot be found.")
+
+
+def missing_group(name: str) -> AwsError:
+    return NoSuchEntity(f"The group with name {name} cannot be found.")
+
+
+def missing_role(name: str) -> AwsError:
+    return NoSuchEntity(f"The role with name {name} cannot be found.")
+
+
+def missing_policy(arn: str) -> AwsError:
+    return NoSuchEntity(f"Policy {arn} does not exist or is not attachable.")
+
+
+class Entities:
+    def __init__(self, store: EntityStore) -> None:
+        self.store = store
+
+    async def get(self, cls: type[E], ref: Ref, missing: Callable[[], AwsError]) -> E:
+        try:
+            record = await self.store.get(ref)
+        except NotFound:
+            raise missing() from None
+        return _entity(cls, record)
+
+    async def find(self, cls: type[E], kind: str, lookup: str) -> E | None:
+        try:
+            return _entity(cls, await self.store.find(kind, lookup))
+        except NotFound:
+            return None
+
+    async def change(self, cls: type[E], ref: Ref, change: Callable[[E], E],
+                     missing: Callable[[], AwsError]) -> E:
+        def apply(record: Record) -> dict[str, Any]:
+            return encode(change(_entity(cls, record)), skip=("account_id",))
+
+        try:
+            record = await self.store.update(ref, apply)
+        except NotFound:
+            raise missing() from None
+        return _entity(cls, record)
+
+    async def all(self, cls: type[E], kind: str, account: str) -> list[E]:
+        return [_entity(cls, r) for r in await self.store.list(kind, account)]
+
+
+def _entity(cls: type[E], record: Record) -> E:
+    return decode(cls, {**record.data, "account_id": record.account})
+
+
+def paginate(items: Sequence[E], key: Callable[[E], str], marker: str | None,
+             max_items: int | None) -> Page:
+    """One page of ``items`` (already in order of ``key``) after ``marker``."""
+    after = unmark(marker)
+    start = 0
+    if after is not None:
+        start = next((i for i, item in enumerate(items) if key(item) > after), len(items))
+    limit = 100 if max_items is None else max_items
+    page = list(items[start : start + limit])
+    more = start + limit < len(items)
+    return Page(page, mark(key(page[-1])) if more and page else None)
+
+
+def mark(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode("ascii")
+
+
+_MARKED = re.compile(r"[A-Za-z0-9_+=,.@/:-]{1,512}")  # the keys markers point after
+
+
+def unmark(marker: str | None) -> str | None:
+    if marker is None:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(marker.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError):
+        key = ""
+    if not _MARKED.fullmatch(key):
+        raise InvalidInput("Invalid Marker: it is not one this service returned.")
+    return key
+
+
+def check_tags(tags: Sequence[Tag]) -> None:
+    """IAM's rules for the tags of an entity: keys unique regardless of case, none "aws:"."""
+    if has_duplicate_keys(t.key for t in tags):
+        raise InvalidInput(DUPLICATE_KEYS)
+    for tag in tags:
+        if tag.key.lower().startswith("aws:"):
+            raise InvalidInput(f"Tag key {tag.key} uses the reserved prefix 'aws:'.")
+
+
+def policy_size(document: str) -> int:
+    """What IAM counts against its policy size quotas: the characters that are not space."""
+    return len(re.sub(r"\s", "", document))

@@ -1,0 +1,372 @@
+"""Policy documents: the JSON grammar, validated and compiled once, evaluated many times.
+
+``parse(text, kind)`` returns a ``Policy`` or raises MalformedPolicyDocument with a message that
+names the fault (AWS's wording where AWS has one). The kind decides what a statement may hold:
+identity-based policies (and permissions boundaries, session policies, service control
+policies) name resources and never a principal; resource-based policies name a principal; a
+role's trust policy names a principal, only STS actions, and no resource.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from broker.aws.errors import MalformedPolicyDocument
+from broker.policy import conditions, matching
+from broker.policy.conditions import Clause, ConditionError
+from broker.policy.context import Context
+from broker.policy.variables import Template, template
+
+VERSIONS = ("2012-10-17", "2008-10-17")
+_STATEMENT_FIELDS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
+                     "Resource", "NotResource", "Condition"}
+_SID = re.compile(r"[0-9A-Za-z]*")
+_ACCOUNT = re.compile(r"\d{12}")
+_SERVICE_ACTION = re.compile(r"[A-Za-z0-9_.-]+:[A-Za-z0-9*?_.-]*")
+
+
+class PolicyKind(StrEnum):
+    IDENTITY = "identity"  # inline or managed policy of a user, group or role
+    BOUNDARY = "boundary"  # permissions boundary
+    SESSION = "session"  # session policy passed to an STS action
+    SCP = "scp"  # service control policy
+    RESOURCE = "resource"  # resource-based policy
+    TRUST = "trust"  # a role's trust policy (a resource-based policy for sts:AssumeRole*)
+
+    @property
+    def names_principal(self) -> bool:
+        return self in (PolicyKind.RESOURCE, PolicyKind.TRUST)
+
+
+class Effect(StrEnum):
+    ALLOW = "Allow"
+    DENY = "Deny"
+
+
+@dataclass(frozen=True)
+class RequestPrincipal:
+    """Who is asking, as resource-based policies see it."""
+
+    arn: str
+    account: str
+    type: str  # aws:PrincipalType: Account, User, AssumedRole, FederatedUser, WebIdentityUser...
+    role_arn: str | None = None  # for role sessions: the role
+    federated: str | None = None  # for web identity and SAML sessions: the identity provider
+    service: str | None = None  # for AWS service principals
+
+
+class Grant(StrEnum):
+    """How a resource-based policy's Principal element named the caller."""
+
+    DIRECT = "direct"  # the user, the session, or everyone
+    ROLE = "role"  # the role whose session is calling
+    ACCOUNT = "account"  # the caller's whole account: the account's own policies decide too
+
+
+@dataclass(frozen=True)
+class Principals:
+    everyone: bool = False
+    aws: tuple[str, ...] = ()  # account ids and ARNs; root ARNs held as account ids
+    federated: tuple[str, ...] = ()
+    service: tuple[str, ...] = ()
+    canonical: tuple[str, ...] = ()
+
+    def grant(self, who: RequestPrincipal) -> Grant | None:
+        if self.everyone:
+            return Grant.DIRECT
+        found: Grant | None = None
+        for value in self.aws:
+            if value == who.arn:
+                return Grant.DIRECT
+            if who.role_arn is not None and value == who.role_arn:
+                found = Grant.ROLE
+            elif value == who.account and found is None:
+                found = Grant.ACCOUNT
+        if who.federated is not None and who.federated in self.federated:
+            return Grant.DIRECT
+        if who.service is not None and who.service in self.service:
+            return Grant.DIRECT
+        return found
+
+    def names(self, who: RequestPrincipal) -> bool:
+        """Whether the caller is one of the principals listed, exactly: what NotPrincipal
+        excludes. An account entry names the account's root user, not all of its principals;
+        a role session is named by its session ARN."""
+        if self.everyone:
+            return True
+        for value in self.aws:
+            if value == who.arn or (value == who.account and who.type == "Account"):
+                return True
+        if who.federated is not None and who.federated in self.federated:
+            return True
+        return who.service is not None and who.service in self.service
+
+    def arns(self) -> Iterable[str]:
+        return (v for v in self.aws if v.startswith("arn:"))
+
+
+@dataclass(frozen=True)
+class Statement:
+    index: int
+    sid: str | None
+    effect: Effect
+    actions: tuple[str, ...]
+    not_actions: bool
+    resources: tuple[str | Template, ...] | None  # None: the policy names no resource (trust)
+    not_resources: bool
+    principals: Principals | None
+    not_principals: bool
+    conditions: tuple[Clause, ...] = ()
+    text: str = field(default="", compare=False)  # the statement as written, for explanations
+
+    def matches_action(self, action: str) -> bool:
+        hit = any(matching.matches(p, action, ignore_case=True) for p in self.actions)
+        return hit != self.not_actions
+
+    def matches_resource(self, resource: str, context: Context) -> bool:
+        if self.resources is None:
+            return True
+        hit = False
+        for pattern in self.resources:
+            rendered = pattern.render(context) if isinstance(pattern, Template) else pattern
+            if rendered is not None and matching.matches(rendered, resource):
+                hit = True
+                break
+        return hit != self.not_resources
+
+    def grant(self, who: RequestPrincipal) -> Grant | None:
+        """How this statement's Principal / NotPrincipal element covers the caller."""
+        if self.principals is None:
+            return None
+        if self.not_principals:
+            return None if self.principals.names(who) else Grant.DIRECT
+        return self.principals.grant(who)
+
+    def applies(self, action: str, resource: str, context: Context,
+                missing: set[str] | None = None) -> bool:
+        """Action, resource and conditions match (the principal is checked by the caller)."""
+        return (self.matches_action(action)
+                and self.matches_resource(resource, context)
+                and conditions.holds(self.conditions, context, missing))
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: PolicyKind
+    name: str  # where it comes from: a policy ARN, "user/alice/inline/Name", "session", ...
+    version: str
+    statements: tuple[Statement, ...]
+    text: str = field(default="", compare=False)
+    id: str | None = None
+
+
+def parse(text: str, kind: PolicyKind, *, name: str = "") -> Policy:
+    """Validate and compile a policy document, or raise MalformedPolicyDocument."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        raise MalformedPolicyDocument("Syntax errors in policy.") from None
+    return compile_document(doc, kind, name=name, text=text)
+
+
+def compile_document(doc: Any, kind: PolicyKind, *, name: str = "",
+                     text: str = "") -> Policy:
+    if not isinstance(doc, dict):
+        raise MalformedPolicyDocument("Syntax errors in policy.")
+    unknown = set(doc) - {"Version", "Id", "Statement"}
+    if unknown:
+        raise MalformedPolicyDocument(
+            f"Syntax errors in policy. Unknown field {sorted(unknown)[0]}.")
+    version = doc.get("Version", "2008-10-17")
+    if version not in VERSIONS:
+        raise MalformedPolicyDocument("The policy failed legacy parsing")
+    if "Id" in doc and not isinstance(doc["Id"], str):
+        raise MalformedPolicyDocument("Syntax errors in policy.")
+    raw = doc.get("Statement")
+    if raw is None:
+        raise MalformedPolicyDocument("Syntax errors in policy. Missing required field Statement.")
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise MalformedPolicyDocument("Syntax errors in policy. The Statement element is empty.")
+    statements = []
+    sids: set[str] = set()
+    for index, item in enumerate(items):
+        statement = _statement(item, index, kind, variables=version == "2012-10-17")
+        if statement.sid:
+            if statement.sid in sids:
+                raise MalformedPolicyDocument(
+                    "Statement IDs (SID) in a single policy must be unique.")
+            sids.add(statement.sid)
+        statements.append(statement)
+    return Policy(kind=kind, name=name, version=version, statements=tuple(statements), text=text,
+                  id=doc.get("Id"))
+
+
+def _statement(item: Any, index: int, kind: PolicyKind, *, variables: bool) -> Statement:
+    if not isinstance(item, dict):
+        raise MalformedPolicyDocument("Syntax errors in policy.")
+    unknown = set(item) - _STATEMENT_FIELDS
+    if unknown:
+        raise MalformedPolicyDocument(
+            f"Syntax errors in policy. Unknown field {sorted(unknown)[0]}.")
+    sid = item.get("Sid")
+    if sid is not None:
+        if not isinstance(sid, str):
+            raise MalformedPolicyDocument("Syntax errors in policy.")
+        if kind is not PolicyKind.RESOURCE and not _SID.fullmatch(sid):
+            raise MalformedPolicyDocument(
+                "Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the "
+                "regular expression [0-9A-Za-z]*")
+    effect = item.get("Effect")
+    if effect not in (Effect.ALLOW.value, Effect.DENY.value):
+        raise MalformedPolicyDocument("The policy failed legacy parsing")
+
+    actions, not_actions = _one_of(item, "Action", "NotAction")
+    if actions is None:
+        raise MalformedPolicyDocument("Policy statement must contain actions.")
+    action_list = _strings(actions, "Action")
+    for action in action_list:
+        _check_action(action)
+    if kind is PolicyKind.TRUST:
+        for action in action_list:
+            if not action.lower().startswith("sts:") and not_actions is False:
+                raise MalformedPolicyDocument(
+                    "AssumeRole policy may only specify STS AssumeRole actions.")
+
+    principal_raw, not_principal = _one_of(item, "Principal", "NotPrincipal")
+    principals = None
+    if kind.names_principal:
+        if principal_raw is None:
+            raise MalformedPolicyDocument(
+                "Invalid principal in policy: The passed in policy has a statement with no "
+                "principals!")
+        principals = _principals(principal_raw)
+    elif principal_raw is not None:
+        raise MalformedPolicyDocument("Policy document should not specify a principal.")
+
+    resources_raw, not_resources = _one_of(item, "Resource", "NotResource")
+    resources: tuple[str | Template, ...] | None = None
+    if kind is PolicyKind.TRUST:
+        if resources_raw is not None:
+            raise MalformedPolicyDocument("Has prohibited field Resource")
+    elif resources_raw is None:
+        if kind is not PolicyKind.RESOURCE:
+            raise MalformedPolicyDocument("Policy statement must contain resources.")
+    else:
+        shaped = []
+        for resource in _strings(resources_raw, "Resource"):
+            if resource != "*" and not resource.startswith("arn:"):
+                raise MalformedPolicyDocument(
+                    f'Resource {resource} must be in ARN format or "*".')
+            shaped.append(template(resource) if variables else resource)
+        resources = tuple(shaped)
+
+    try:
+        clauses = conditions.parse_block(item["Condition"], variables=variables) \
+            if "Condition" in item else ()
+    except ConditionError as exc:
+        raise MalformedPolicyDocument(str(exc)) from None
+    return Statement(
+        index=index,
+        sid=sid,
+        effect=Effect(effect),
+        actions=tuple(action_list),
+        not_actions=bool(not_actions),
+        resources=resources,
+        not_resources=bool(not_resources),
+        principals=principals,
+        not_principals=bool(not_principal),
+        conditions=clauses,
+        text=json.dumps(item, separators=(",", ":")),
+    )
+
+
+def _one_of(item: dict[str, Any], positive: str, negative: str) -> tuple[Any, bool | None]:
+    if positive in item and negative in item:
+        raise MalformedPolicyDocument(
+            f"Syntax errors in policy. A statement cannot hold both {positive} and {negative}.")
+    if positive in item:
+        return item[positive], False
+    if negative in item:
+        return item[negative], True
+    return None, None
+
+
+def _strings(value: Any, element: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, str) and i for i in items):
+        raise MalformedPolicyDocument(f"Syntax errors in policy. {element} must be a string or "
+                                      "a list of strings.")
+    return items
+
+
+def _check_action(action: str) -> None:
+    if action == "*":
+        return
+    if ":" not in action:
+        raise MalformedPolicyDocument(
+            "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.")
+    vendor = action.split(":", 1)[0]
+    if "*" in vendor or "?" in vendor:
+        raise MalformedPolicyDocument(
+            "Action vendors (e.g., aws, ec2, etc.) must not contain wildcards.")
+    if not _SERVICE_ACTION.fullmatch(action):
+        raise MalformedPolicyDocument(f"Syntax errors in policy. Invalid action {action}.")
+
+
+def _principals(raw: Any) -> Principals:
+    if raw == "*":
+        return Principals(everyone=True)
+    if not isinstance(raw, dict) or not raw:
+        raise MalformedPolicyDocument("Invalid principal in policy")
+    aws: list[str] = []
+    federated: list[str] = []
+    service: list[str] = []
+    canonical: list[str] = []
+    everyone = False
+    for kind, values in raw.items():
+        items = values if isinstance(values, list) else [values]
+        if not items or not all(isinstance(v, str) and v for v in items):
+            raise MalformedPolicyDocument("Invalid principal in policy")
+        if kind == "AWS":
+            for value in items:
+                if value == "*":
+                    everyone = True
+                    continue
+                aws.append(_aws_principal(value))
+        elif kind == "Federated":
+            federated.extend(items)
+        elif kind == "Service":
+            service.extend(items)
+        elif kind == "CanonicalUser":
+            canonical.extend(items)
+        else:
+            raise MalformedPolicyDocument(f'Invalid principal in policy: "{kind}"')
+    return Principals(everyone=everyone, aws=tuple(aws), federated=tuple(federated),
+                      service=tuple(service), canonical=tuple(canonical))
+
+
+def _aws_principal(value: str) -> str:
+    if _ACCOUNT.fullmatch(value):
+        return value
+    parts = value.split(":", 5)
+    if (len(parts) != 6 or parts[0] != "arn" or parts[2] not in ("iam", "sts")
+            or not _ACCOUNT.fullmatch(parts[4]) or "*" in value or "?" in value):
+        raise MalformedPolicyDocument(f'Invalid principal in policy: "AWS":"{value}"')
+    if parts[2] == "iam" and parts[5] == "root":
+        return parts[4]
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key}")
+        out[key] = value
+    return out

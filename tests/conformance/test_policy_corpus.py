@@ -1,0 +1,81 @@
+"""The policy evaluation corpus: cases as data (policies + request → decision), one runner.
+
+Each file in policy_cases/eval_*.json holds cases written from AWS's documentation of policy
+evaluation, condition operators, set qualifiers and policy variables; the format is described
+in policy_cases/README.md. A new case is a new entry of data, not new code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.policy.context import Context
+from broker.policy.document import PolicyKind, RequestPrincipal, compile_document
+from broker.policy.evaluate import PolicySet, Request, evaluate
+
+CASES_DIR = Path(__file__).parent / "policy_cases"
+KINDS = {"identity": PolicyKind.IDENTITY, "resource": PolicyKind.RESOURCE,
+         "boundary": PolicyKind.BOUNDARY, "session": PolicyKind.SESSION, "scp": PolicyKind.SCP}
+
+
+def load_cases() -> list[tuple[str, dict[str, Any]]]:
+    cases = []
+    for path in sorted(CASES_DIR.glob("eval_*.json")):
+        for case in json.loads(path.read_text())["cases"]:
+            cases.append((f"{path.stem}::{case['name']}", case))
+    return cases
+
+
+CASES = load_cases()
+
+
+def policy_set(case: dict[str, Any]) -> PolicySet:
+    raw = case["policies"]
+
+    def compiled(section: str) -> tuple[Any, ...]:
+        return tuple(compile_document(doc, KINDS[section], name=f"{section}[{i}]")
+                     for i, doc in enumerate(raw.get(section, [])))
+
+    boundary = compiled("boundary")
+    assert len(boundary) <= 1
+    return PolicySet(
+        identity=compiled("identity"),
+        resource=compiled("resource"),
+        boundary=boundary[0] if boundary else None,
+        session=compiled("session") if "session" in raw else None,
+        scp=compiled("scp") if "scp" in raw else None,
+        root=case["request"]["principal"]["type"] == "Account",
+    )
+
+
+def request(case: dict[str, Any]) -> Request:
+    raw = case["request"]
+    who = raw["principal"]
+    principal = RequestPrincipal(arn=who["arn"], account=who["arn"].split(":")[4],
+                                 type=who["type"], role_arn=who.get("role_arn"))
+    context = Context({k: (v if isinstance(v, list) else str(v))
+                       for k, v in raw.get("context", {}).items()})
+    return Request(principal, raw["action"], raw["resource"], context,
+                   resource_account=raw.get("resource_account"))
+
+
+def test_the_corpus_is_large_and_well_formed() -> None:
+    assert len(CASES) >= 300
+    names = [name for name, _ in CASES]
+    assert len(names) == len(set(names))
+    outcomes = {case["expect"] for _, case in CASES}
+    assert outcomes == {"allow", "explicit-deny", "implicit-deny"}
+
+
+@pytest.mark.parametrize(("name", "case"), CASES, ids=[name for name, _ in CASES])
+def test_case(name: str, case: dict[str, Any]) -> None:
+    decision = evaluate(policy_set(case), request(case))
+    assert decision.outcome.value == case["expect"], (
+        f"{name}: expected {case['expect']}, got {decision.outcome.value} "
+        f"({decision.reason(case['request']['action'])})")
+    if "matched" in case:
+        assert sorted(m.sid or "" for m in decision.statements) == sorted(case["matched"])

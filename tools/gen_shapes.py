@@ -1,0 +1,160 @@
+"""Generate the broker's input shapes from botocore's service models.
+
+    .venv/bin/python tools/gen_shapes.py
+
+writes broker/iam/model.py and broker/sts/model.py: for every operation the broker answers, its
+input Structure with the constraints of AWS's model (lengths, ranges, patterns, enums, required
+members), under AWS's shape names. The files are committed and reviewed like code;
+tests/conformance/test_botocore_models.py proves they still say what botocore says.
+"""
+
+from __future__ import annotations
+
+import keyword
+import sys
+from pathlib import Path
+from typing import Any
+
+import botocore
+import botocore.session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OPERATIONS = {
+    "sts": [
+        "GetCallerIdentity", "GetSessionToken", "GetFederationToken", "GetAccessKeyInfo",
+        "AssumeRole", "DecodeAuthorizationMessage",
+    ],
+    "iam": [
+        # users and access keys
+        "CreateUser", "GetUser", "ListUsers", "DeleteUser", "UpdateUser", "TagUser",
+        "UntagUser", "ListUserTags", "PutUserPermissionsBoundary",
+        "DeleteUserPermissionsBoundary", "CreateAccessKey", "ListAccessKeys", "UpdateAccessKey",
+        "DeleteAccessKey", "GetAccessKeyLastUsed",
+        # login profiles and the password policy
+        "CreateLoginProfile", "GetLoginProfile", "UpdateLoginProfile", "DeleteLoginProfile",
+        "ChangePassword", "UpdateAccountPasswordPolicy", "GetAccountPasswordPolicy",
+        "DeleteAccountPasswordPolicy",
+        # groups
+        "CreateGroup", "GetGroup", "ListGroups", "UpdateGroup", "DeleteGroup",
+        "AddUserToGroup", "RemoveUserFromGroup", "ListGroupsForUser",
+        # roles
+        "CreateRole", "GetRole", "ListRoles", "UpdateRole", "UpdateRoleDescription",
+        "UpdateAssumeRolePolicy", "DeleteRole", "TagRole", "UntagRole", "ListRoleTags",
+        "PutRolePermissionsBoundary", "DeleteRolePermissionsBoundary",
+        # managed policies and their attachments
+        "CreatePolicy", "GetPolicy", "ListPolicies", "DeletePolicy", "CreatePolicyVersion",
+        "GetPolicyVersion", "ListPolicyVersions", "DeletePolicyVersion",
+        "SetDefaultPolicyVersion", "TagPolicy", "UntagPolicy", "ListPolicyTags",
+        "ListEntitiesForPolicy", "AttachUserPolicy", "DetachUserPolicy",
+        "ListAttachedUserPolicies", "AttachGroupPolicy", "DetachGroupPolicy",
+        "ListAttachedGroupPolicies", "AttachRolePolicy", "DetachRolePolicy",
+        "ListAttachedRolePolicies",
+        # inline policies
+        "PutUserPolicy", "GetUserPolicy", "ListUserPolicies", "DeleteUserPolicy",
+        "PutGroupPolicy", "GetGroupPolicy", "ListGroupPolicies", "DeleteGroupPolicy",
+        "PutRolePolicy", "GetRolePolicy", "ListRolePolicies", "DeleteRolePolicy",
+        # the account
+        "CreateAccountAlias", "ListAccountAliases", "DeleteAccountAlias",
+        "GetAccountAuthorizationDetails",
+        # simulation
+        "SimulatePrincipalPolicy", "SimulateCustomPolicy",
+    ],
+}
+
+
+def py_name(shape_name: str) -> str:
+    name = shape_name.replace("-", "_")
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.defined: dict[str, str] = {}  # shape name -> python name
+        self.lines: list[str] = []
+
+    def shape(self, shape: Any) -> str:
+        """Define a shape (and what it holds) once; return its python name."""
+        name = py_name(shape.name)
+        if shape.name in self.defined:
+            return self.defined[shape.name]
+        meta = shape.metadata
+        t = shape.type_name
+        if t == "string":
+            args = []
+            for key in ("min", "max"):
+                if key in meta:
+                    args.append(f"{key}={meta[key]}")
+            if "pattern" in meta:
+                args.append(f"pattern={meta['pattern']!r}")
+            if shape.enum:
+                args.append(f"enum={tuple(shape.enum)!r}")
+            expr = f"String({', '.join(args)})"
+        elif t in ("integer", "long"):
+            args = [f"{k}={meta[k]}" for k in ("min", "max") if k in meta]
+            expr = f"Integer({', '.join(args)})"
+        elif t == "boolean":
+            expr = "Boolean()"
+        elif t == "timestamp":
+            expr = "String()"  # no implemented input takes a timestamp
+        elif t == "list":
+            member = self.shape(shape.member)
+            args = [member] + [f"{k}={meta[k]}" for k in ("min", "max") if k in meta]
+            expr = f"ListOf({', '.join(args)})"
+        elif t == "structure":
+            members = []
+            for member_name, member in shape.members.items():
+                inner = self.shape(member)
+                kind = "required" if member_name in shape.required_members else "optional"
+                members.append(f"    {kind}({member_name!r}, {inner}),")
+            body = "\n".join(members)
+            expr = f"struct(\n{body}\n)" if members else "struct()"
+        else:
+            raise SystemExit(f"unsupported shape type {t} ({shape.name})")
+        self.defined[shape.name] = name
+        self.lines.append(f"{name} = {expr}")
+        return name
+
+
+def generate(service: str) -> str:
+    session = botocore.session.get_session()
+    model = session.get_service_model(service)
+    writer = Writer()
+    requests = []
+    for op_name in OPERATIONS[service]:
+        op = model.operation_model(op_name)
+        if op.input_shape is None:
+            writer.lines.append(f"{op_name}Request = struct()")
+        else:
+            inner = writer.shape(op.input_shape)
+            if inner != f"{op_name}Request":
+                writer.lines.append(f"{op_name}Request = {inner}")
+        requests.append(op_name)
+    header = f'''"""Input shapes of the {service.upper()} actions the broker answers.
+
+Generated by tools/gen_shapes.py from botocore {botocore.__version__}'s {service} model
+(API version {model.api_version}); do not edit by hand. AWS's shape names; Java-style
+patterns exactly as the model writes them (broker.aws.shapes translates them).
+"""
+
+from __future__ import annotations
+
+from broker.aws.shapes import {{names}}
+
+'''
+    body = "\n".join(writer.lines)
+    used = [n for n in ("Boolean", "Integer", "ListOf", "String", "optional", "required",
+                        "struct") if f"{n}(" in body]
+    return header.replace("{names}", "(\n" + "".join(f"    {n},\n" for n in used) + ")") \
+        + body + "\n"
+
+
+def main() -> None:
+    targets = {"iam": ROOT / "broker/iam/model.py", "sts": ROOT / "broker/sts/model.py"}
+    for service, path in targets.items():
+        path.write_text(generate(service))
+        print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
