@@ -133,7 +133,6 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     grants = list(_matching(policies.resource, request, Effect.ALLOW, missing))
     direct = [m for m, g in grants if g is Grant.DIRECT]
     via_role = [m for m, g in grants if g is Grant.ROLE]
-    via_account = [m for m, g in grants if g is Grant.ACCOUNT]
 
     identity = [m for m, _ in _matching(policies.identity, request, Effect.ALLOW, missing)]
     boundary_ok = policies.boundary is None or bool(
