@@ -351,5 +351,7 @@ def check(file: str) -> None:
         plan = declarative.load(Path(file))
     except BrokerError as exc:
         _fail(str(exc))
-    users = sum(len(a.users) for a in plan.accounts)
-    click.echo(f"{file}: valid ({len(plan.accounts)} account(s), {users} user(s)).")
+    policies = sum(len(a.policies) for a in plan.accounts)
+    click.echo(f"{file}: valid ({len(plan.accounts)} account(s), {plan.count('user')} user(s), "
+               f"{plan.count('group')} group(s), {plan.count('role')} role(s), {policies} "
+               "managed policies).")

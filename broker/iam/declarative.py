@@ -3,54 +3,104 @@
     [[accounts]]
     id = "123456789012"
 
+      [[accounts.policies]]
+      name = "deploy"                        # a managed policy of the account
+      document = '''{"Version": "2012-10-17", "Statement": [...]}'''   # or a TOML table
+
+      [[accounts.groups]]
+      name = "developers"
+      policies = ["deploy", "arn:aws:iam::aws:policy/IAMReadOnlyAccess"]
+
       [[accounts.users]]
       name = "alice"
-      path = "/engineering/"          # default "/"
-      tags = { team = "platform" }    # default none
+      path = "/engineering/"                 # default "/"
+      tags = { team = "platform" }
+      groups = ["developers"]
+      inline = { own-keys = '''{...}''' }    # inline policies by name
+      boundary = "deploy"                    # a permissions boundary: a name or an ARN
 
-``apply`` is idempotent: it creates what is missing, updates what differs (path, tags) and prints
-one line per entity (``+`` created, ``~`` changed, ``=`` unchanged). It never deletes what the
-file does not mention. Every value is validated exactly as the IAM API validates it, and the
-whole file is validated before anything is changed. Groups, roles, policies and identity
-providers join this file with the issues that bring them.
+      [[accounts.roles]]
+      name = "deployer"
+      trust = '''{...}'''                    # the trust policy
+      description = "CI deploys"
+      max_session = 3600
+      policies = ["deploy"]
+
+``apply`` is idempotent: it creates what is missing and brings what exists to what the file says
+— for every entity it names, its path, tags, description, trust policy, boundary, group
+memberships and its attached and inline policies exactly (attachments and inline policies the
+file does not list are removed from that entity). A managed policy whose document changed gets
+a new default version. It prints one line per entity (``+`` created, ``~`` changed with what,
+``=`` unchanged) and never deletes an entity the file does not mention. Every value is validated
+exactly as the IAM API validates it, and the whole file is validated before anything changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from broker.aws import arn as arns
 from broker.aws import ids, shapes
-from broker.aws.errors import AwsError, NoSuchEntity
+from broker.aws.errors import AwsError, LimitExceeded, NoSuchEntity
 from broker.errors import ConfigError
-from broker.iam.entities import Tag
-from broker.iam.model import CreateUserRequest
-from broker.iam.records import check_tags
+from broker.iam import model
+from broker.iam.entities import GROUP, ROLE, USER, Inline, PolicyRef, Role, Tag
+from broker.iam.policies import INLINE_SIZE, MAX_ATTACHED
+from broker.iam.records import check_tags, policy_size
 from broker.iam.service import IamService
+from broker.policy.document import PolicyKind, parse
 from broker.settings import read_toml
 
 
 @dataclass(frozen=True)
-class UserSpec:
+class PolicySpec:
     name: str
     path: str
-    tags: tuple[Tag, ...]
+    document: str
+    description: str | None
+
+
+@dataclass(frozen=True)
+class PrincipalSpec:
+    kind: str  # user, group or role
+    name: str
+    path: str
+    tags: tuple[Tag, ...] = ()
+    policies: tuple[str, ...] = ()  # names of policies in the file, or ARNs
+    inline: tuple[tuple[str, str], ...] = ()
+    groups: tuple[str, ...] = ()  # users only
+    boundary: str | None = None  # users and roles
+    trust: str | None = None  # roles only
+    description: str | None = None  # roles only
+    max_session: int = 3600  # roles only
 
 
 @dataclass(frozen=True)
 class AccountSpec:
     id: str
-    users: tuple[UserSpec, ...]
+    policies: tuple[PolicySpec, ...]
+    principals: tuple[PrincipalSpec, ...]
 
 
 @dataclass(frozen=True)
 class Plan:
     accounts: tuple[AccountSpec, ...]
 
+    def count(self, kind: str) -> int:
+        return sum(1 for a in self.accounts for p in a.principals if p.kind == kind)
 
-_ACCOUNT_KEYS = {"id", "users"}
-_USER_KEYS = {"name", "path", "tags"}
+
+_ACCOUNT_KEYS = {"id", "users", "groups", "roles", "policies"}
+_KEYS = {
+    USER: {"name", "path", "tags", "policies", "inline", "groups", "boundary"},
+    GROUP: {"name", "path", "policies", "inline"},
+    ROLE: {"name", "path", "tags", "policies", "inline", "boundary", "trust", "description",
+           "max_session"},
+}
+_POLICY_KEYS = {"name", "path", "document", "description"}
 
 
 def load(path: Path) -> Plan:
@@ -59,7 +109,7 @@ def load(path: Path) -> Plan:
     unknown = set(doc) - {"accounts"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s): {', '.join(sorted(unknown))} "
-                          "(this broker manages accounts.users)")
+                          "(this file holds [[accounts]])")
     accounts = []
     seen_accounts: set[str] = set()
     for i, raw in enumerate(_list(doc.get("accounts", []), f"{path}: accounts")):
@@ -71,36 +121,117 @@ def load(path: Path) -> Plan:
         if account_id in seen_accounts:
             raise ConfigError(f"{where}.id: account {account_id} is listed twice")
         seen_accounts.add(account_id)
-        users = []
-        seen_users: set[str] = set()
-        for j, user in enumerate(_list(raw.get("users", []), f"{where}.users")):
-            spec = _user(user, f"{where}.users[{j}]")
-            if spec.name.lower() in seen_users:
-                raise ConfigError(f"{where}.users[{j}]: user {spec.name} is listed twice")
-            seen_users.add(spec.name.lower())
-            users.append(spec)
-        accounts.append(AccountSpec(account_id, tuple(users)))
+        policies = tuple(_policy(p, f"{where}.policies[{j}]")
+                         for j, p in enumerate(_list(raw.get("policies", []),
+                                                     f"{where}.policies")))
+        _unique([p.name for p in policies], f"{where}.policies", "policy")
+        principals: list[PrincipalSpec] = []
+        for kind, table in ((GROUP, "groups"), (USER, "users"), (ROLE, "roles")):
+            specs = [_principal(kind, p, f"{where}.{table}[{j}]")
+                     for j, p in enumerate(_list(raw.get(table, []), f"{where}.{table}"))]
+            _unique([s.name for s in specs], f"{where}.{table}", kind)
+            principals += specs
+        local = {p.name.lower() for p in policies}
+        for spec in principals:
+            for ref in (*spec.policies, *([spec.boundary] if spec.boundary else [])):
+                if not ref.startswith("arn:") and ref.lower() not in local:
+                    raise ConfigError(f"{where}: {spec.kind} {spec.name} names policy {ref}, "
+                                      "which is neither an ARN nor a policy of this file")
+        accounts.append(AccountSpec(account_id, policies, tuple(principals)))
     return Plan(tuple(accounts))
 
 
-def _user(raw: Any, where: str) -> UserSpec:
-    _keys(raw, _USER_KEYS, where)
-    name, path, tags = raw.get("name"), raw.get("path", "/"), raw.get("tags", {})
+def _policy(raw: Any, where: str) -> PolicySpec:
+    _keys(raw, _POLICY_KEYS, where)
+    name, path = raw.get("name"), raw.get("path", "/")
+    document = _document(raw.get("document"), f"{where}.document")
+    spec = PolicySpec(name, path, document, raw.get("description"))
+    _validate(model.CreatePolicyRequest, {"PolicyName": name, "Path": path,
+                                          "PolicyDocument": document,
+                                          **({"Description": spec.description}
+                                             if spec.description else {})}, where)
+    _parse(document, PolicyKind.IDENTITY, where)
+    return spec
+
+
+def _principal(kind: str, raw: Any, where: str) -> PrincipalSpec:
+    _keys(raw, _KEYS[kind], where)
+    name, path = raw.get("name"), raw.get("path", "/")
     if not isinstance(name, str) or not isinstance(path, str):
         raise ConfigError(f"{where}: name and path must be strings")
-    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+    tags_raw = raw.get("tags", {})
+    if not isinstance(tags_raw, dict) or not all(isinstance(v, str) for v in tags_raw.values()):
         raise ConfigError(f"{where}.tags: must be a table of string values")
-    flat = {"UserName": name, "Path": path}
-    for n, (key, value) in enumerate(tags.items(), 1):
-        flat[f"Tags.member.{n}.Key"] = key
-        flat[f"Tags.member.{n}.Value"] = value
-    spec = UserSpec(name, path, tuple(Tag(k, v) for k, v in tags.items()))
+    tags = tuple(Tag(k, v) for k, v in tags_raw.items())
+    policies = tuple(_strings(raw.get("policies", []), f"{where}.policies"))
+    if len(policies) > MAX_ATTACHED:
+        raise ConfigError(f"{where}.policies: at most {MAX_ATTACHED} managed policies")
+    groups = tuple(_strings(raw.get("groups", []), f"{where}.groups"))
+    if len(groups) > 10:
+        raise ConfigError(f"{where}.groups: at most 10 groups per user")
+    inline_raw = raw.get("inline", {})
+    if not isinstance(inline_raw, dict):
+        raise ConfigError(f"{where}.inline: must be a table of policy name = document")
+    inline = tuple((n, _document(d, f"{where}.inline.{n}")) for n, d in inline_raw.items())
+    for policy_name, document in inline:
+        _validate(model.PutUserPolicyRequest, {"UserName": "x", "PolicyName": policy_name,
+                                               "PolicyDocument": document},
+                  f"{where}.inline.{policy_name}")
+        _parse(document, PolicyKind.IDENTITY, f"{where}.inline.{policy_name}")
+    trust = _document(raw["trust"], f"{where}.trust") if "trust" in raw else None
+    spec = PrincipalSpec(kind=kind, name=name, path=path, tags=tags, policies=policies,
+                         inline=inline, groups=groups, boundary=raw.get("boundary"),
+                         trust=trust, description=raw.get("description"),
+                         max_session=raw.get("max_session", 3600))
+    flat: dict[str, Any] = {"Path": path}
+    for n, tag in enumerate(tags, 1):
+        flat[f"Tags.member.{n}.Key"] = tag.key
+        flat[f"Tags.member.{n}.Value"] = tag.value
+    if kind == USER:
+        _validate(model.CreateUserRequest, {**flat, "UserName": name}, where)
+    elif kind == GROUP:
+        _validate(model.CreateGroupRequest, {"GroupName": name, "Path": path}, where)
+    else:
+        if trust is None:
+            raise ConfigError(f"{where}: a role needs a trust policy (trust = ...)")
+        _parse(trust, PolicyKind.TRUST, f"{where}.trust")
+        _validate(model.CreateRoleRequest, {
+            **flat, "RoleName": name, "AssumeRolePolicyDocument": trust,
+            "MaxSessionDuration": str(spec.max_session),
+            **({"Description": spec.description} if spec.description else {})}, where)
     try:
-        shapes.parse(CreateUserRequest, flat)
-        check_tags(spec.tags)
+        check_tags(tags)
     except AwsError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
     return spec
+
+
+def _document(value: Any, where: str) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, indent=2)
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: a policy document is a JSON string or a table")
+
+
+def _validate(shape: shapes.Structure, flat: dict[str, Any], where: str) -> None:
+    try:
+        shapes.parse(shape, {k: str(v) for k, v in flat.items() if v is not None})
+    except AwsError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def _parse(document: str, kind: PolicyKind, where: str) -> None:
+    try:
+        parse(document, kind)
+    except AwsError as exc:
+        raise ConfigError(f"{where}: MalformedPolicyDocument: {exc.message}") from None
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: must be a list of strings")
+    return value
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -117,30 +248,134 @@ def _keys(raw: Any, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
 
 
+def _unique(names: list[str], where: str, kind: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise ConfigError(f"{where}: {kind} {name} is listed twice")
+        seen.add(name.lower())
+
+
+# -- applying -----------------------------------------------------------------------------------
+
+
 async def apply(plan: Plan, iam: IamService) -> list[str]:
     """Make the store match the plan. Returns one line per entity, in the file's order."""
     lines = []
     for account in plan.accounts:
         await iam.get_account(account.id)  # NoSuchEntity if it was never created
     for account in plan.accounts:
-        for spec in account.users:
-            lines.append(await _apply_user(iam, account.id, spec))
+        arn_of = {p.name.lower(): arns.policy(account.id, p.path, p.name)
+                  for p in account.policies}
+        for spec in account.policies:
+            lines.append(await _apply_policy(iam, account.id, spec))
+        for principal in account.principals:
+            lines.append(await _apply_principal(iam, account.id, principal, arn_of))
     return lines
 
 
-async def _apply_user(iam: IamService, account_id: str, spec: UserSpec) -> str:
-    label = f"user {spec.name} ({account_id})"
+async def _apply_policy(iam: IamService, account: str, spec: PolicySpec) -> str:
+    label = f"policy {spec.name} ({account})"
+    policy_arn = arns.policy(account, spec.path, spec.name)
     try:
-        current = await iam.get_user(account_id, spec.name)
+        current = await iam.policies.get(account, policy_arn)
     except NoSuchEntity:
-        await iam.create_user(account_id, spec.name, path=spec.path, tags=spec.tags)
+        await iam.policies.create(account, spec.name, spec.document, path=spec.path,
+                                  description=spec.description)
         return f"+ {label}"
-    changes = []
-    if current.path != spec.path:
-        changes.append(f"path {current.path} -> {spec.path}")
-    if current.tags != spec.tags:
-        changes.append("tags")
+    if _same_document(current.document, spec.document):
+        return f"= {label}"
+    if len(current.versions) >= 5:
+        oldest = next(v for v in current.versions if v.id != current.default_version)
+        await iam.policies.delete_version(account, policy_arn, oldest.id)
+    version = await iam.policies.create_version(account, policy_arn, spec.document, True)
+    return f"~ {label}: document (new default version {version.id})"
+
+
+async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
+                           arn_of: dict[str, str]) -> str:
+    label = f"{spec.kind} {spec.name} ({account})"
+    wanted_refs = [await _ref(iam, account, p, arn_of) for p in spec.policies]
+    boundary = await _ref(iam, account, spec.boundary, arn_of) if spec.boundary else None
+    created = False
+    try:
+        current = await iam.policies.principal(spec.kind, account, spec.name)
+    except NoSuchEntity:
+        created = True
+        if spec.kind == USER:
+            await iam.create_user(account, spec.name, path=spec.path, tags=spec.tags,
+                                  boundary=boundary)
+        elif spec.kind == GROUP:
+            await iam.groups.create(account, spec.name, spec.path)
+        else:
+            assert spec.trust is not None
+            await iam.roles.create(account, spec.name, spec.trust, path=spec.path,
+                                   description=spec.description,
+                                   max_session=spec.max_session, boundary=boundary,
+                                   tags=spec.tags)
+        current = await iam.policies.principal(spec.kind, account, spec.name)
+
+    group_ids: tuple[str, ...] = ()
+    if spec.kind == USER:
+        group_ids = tuple([(await iam.groups.get(account, g)).group_id for g in spec.groups])
+    changes: list[str] = []
+
+    def converge(entity: Any) -> Any:
+        fields: dict[str, Any] = {}
+        if entity.path != spec.path:
+            fields["path"] = spec.path
+            changes.append(f"path {entity.path} -> {spec.path}")
+        if spec.kind in (USER, ROLE):
+            if entity.tags != spec.tags:
+                fields["tags"] = spec.tags
+                changes.append("tags")
+            if entity.boundary != boundary:
+                fields["boundary"] = boundary
+                changes.append("boundary")
+        if tuple(entity.attached) != tuple(wanted_refs):
+            fields["attached"] = tuple(wanted_refs)
+            changes.append("policies")
+        inline = tuple(Inline(n, d) for n, d in spec.inline)
+        if sum(policy_size(p.document) for p in inline) > INLINE_SIZE[spec.kind]:
+            raise LimitExceeded(f"Maximum policy size of {INLINE_SIZE[spec.kind]} bytes "
+                                f"exceeded for {spec.kind} {spec.name}")
+        if tuple(entity.inline) != inline:
+            fields["inline"] = inline
+            changes.append("inline policies")
+        if spec.kind == USER and set(entity.groups) != set(group_ids):
+            fields["groups"] = group_ids
+            changes.append("groups")
+        if isinstance(entity, Role):
+            if not _same_document(entity.trust, spec.trust or ""):
+                fields["trust"] = spec.trust
+                changes.append("trust")
+            if entity.description != spec.description:
+                fields["description"] = spec.description
+                changes.append("description")
+            if entity.max_session != spec.max_session:
+                fields["max_session"] = spec.max_session
+                changes.append("max_session")
+        return replace(entity, **fields) if fields else entity
+
+    if spec.kind == ROLE and spec.trust is not None and \
+            not _same_document(current.trust, spec.trust):  # type: ignore[union-attr]
+        await iam.roles.check_trust(spec.trust)
+    await iam.policies.change_principal(spec.kind, account, spec.name, converge)
+    if created:
+        return f"+ {label}"
     if not changes:
         return f"= {label}"
-    await iam.update_user(account_id, spec.name, path=spec.path, tags=spec.tags)
     return f"~ {label}: {', '.join(changes)}"
+
+
+async def _ref(iam: IamService, account: str, name_or_arn: str,
+               arn_of: dict[str, str]) -> PolicyRef:
+    policy_arn = name_or_arn if name_or_arn.startswith("arn:") else arn_of[name_or_arn.lower()]
+    return await iam.policies.reference(account, policy_arn)
+
+
+def _same_document(a: str, b: str) -> bool:
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except ValueError:
+        return a == b

@@ -331,8 +331,8 @@ class Policies:
                                                          lambda: _MISSING[kind](name))
         return changed
 
-    async def boundary(self, account: str, policy_arn: str) -> PolicyRef:
-        """A policy to use as a permissions boundary: it must exist."""
+    async def reference(self, account: str, policy_arn: str) -> PolicyRef:
+        """A reference to a policy that exists (to attach it, or use it as a boundary)."""
         return (await self.get(account, policy_arn)).policy_ref
 
 

@@ -168,3 +168,39 @@ def test_hosts_with_their_own_keyring_copies(tmp_path: Path,
     finally:
         a.stop()
         b.stop()
+
+
+def test_an_iam_change_reaches_every_process_within_seconds(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """A policy attached through one process governs requests to the other within
+    iam.policy_cache_seconds (2 s by default); a detach likewise."""
+    a, b, root, _ = cluster
+    iam_a = client(a.url, "iam", root)
+    iam_a.create_user(UserName="propagated")  # type: ignore[attr-defined]
+    key = iam_a.create_access_key(UserName="propagated")["AccessKey"]  # type: ignore
+    user = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+    iam_b_user = client(b.url, "iam", user)
+
+    def allowed() -> bool:
+        try:
+            iam_b_user.list_users()  # type: ignore[attr-defined]
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDenied"
+            return False
+        return True
+
+    def settles_to(expected: bool) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < 15:
+            if allowed() == expected:
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise AssertionError(f"process B did not see the change (wanted {expected})")
+
+    assert not allowed()  # the control: nothing granted yet
+    iam_a.attach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
+                             PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
+    settles_to(True)
+    iam_a.detach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
+                             PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
+    settles_to(False)

@@ -139,7 +139,7 @@ id = "{account}"
   name = "bob"
 """)
     code, out, err = run("check", str(plan))
-    assert code == 0 and "valid (1 account(s), 2 user(s))" in out, err
+    assert code == 0 and "valid (1 account(s), 2 user(s), 0 group(s)" in out, err
     code, out, _ = run("apply", str(plan), "--data-dir", str(data))
     assert out.splitlines() == [f"+ user alice ({account})", f"+ user bob ({account})",
                                 "2 change(s)."]
@@ -159,6 +159,14 @@ id = "{account}"
     ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\nshell = "x"\n',
      "unknown key(s): shell"),
     ('[[roles]]\nname = "x"\n', "unknown table(s): roles"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
+     'policies = ["nowhere"]\n', "names policy nowhere, which is neither an ARN nor a policy"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.policies]]\nname = "p"\n'
+     'document = \'{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*",'
+     '"Resource":"*","Principal":"*"}]}\'\n',
+     "MalformedPolicyDocument: Policy document should not specify a principal."),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.roles]]\nname = "r"\n',
+     "a role needs a trust policy"),
     ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
      '[[accounts.users]]\nname = "A"\n', "user A is listed twice"),
     ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
@@ -215,3 +223,50 @@ def test_keys_issued_from_the_command_line_are_audited(tmp_path: Path) -> None:
     event = json.loads(log.read_text())
     assert (event["account"], event["access_key_id"], event["user_agent"]) == (
         created["account_id"], created["root"]["access_key_id"], "broker accounts create")
+
+
+def test_apply_manages_policies_groups_and_roles(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    account = init(data)["account_id"]
+    allow = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"%s","Resource":"*"}]}'
+    trust = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":'
+             f'"arn:aws:iam::{account}:root"}},"Action":"sts:AssumeRole"}}]}}')
+    plan = write(tmp_path / "iam.toml", f"""
+[[accounts]]
+id = "{account}"
+
+  [[accounts.policies]]
+  name = "deploy"
+  document = '{allow % "s3:*"}'
+
+  [[accounts.groups]]
+  name = "developers"
+  policies = ["deploy"]
+
+  [[accounts.users]]
+  name = "alice"
+  groups = ["developers"]
+  inline = {{ reader = '{allow % "iam:Get*"}' }}
+
+  [[accounts.roles]]
+  name = "deployer"
+  trust = '{trust}'
+  max_session = 7200
+  policies = ["deploy", "arn:aws:iam::aws:policy/IAMReadOnlyAccess"]
+""")
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0, err
+    assert out.splitlines() == [f"+ policy deploy ({account})", f"+ group developers ({account})",
+                                f"+ user alice ({account})", f"+ role deployer ({account})",
+                                "4 change(s)."]
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[-1] == "0 change(s)."
+    write(plan, plan.read_text().replace('"s3:*"', '"s3:Get*"')
+          .replace("max_session = 7200", "max_session = 3600")
+          .replace(', "arn:aws:iam::aws:policy/IAMReadOnlyAccess"', ""))
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"~ policy deploy ({account}): document (new default version v2)"
+    assert lines[3] == f"~ role deployer ({account}): policies, max_session"
+    assert lines[-1] == "2 change(s)."

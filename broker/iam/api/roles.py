@@ -42,7 +42,7 @@ def operations(ctx: IamContext) -> list[Operation]:
                         request_tags(tags))
         boundary = None
         if "PermissionsBoundary" in p:
-            boundary = await iam.policies.boundary(account, p["PermissionsBoundary"])
+            boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
         role = await iam.roles.create(
             account, p["RoleName"], p["AssumeRolePolicyDocument"], path=path,
             description=p.get("Description"), max_session=p.get("MaxSessionDuration", 3600),
@@ -124,7 +124,7 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def put_role_boundary(call: Call) -> Result:
         p, account = call.params, call.principal.account_id
         name = await allow_on_role(call, "PutRolePermissionsBoundary", p["RoleName"])
-        boundary = await iam.policies.boundary(account, p["PermissionsBoundary"])
+        boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
         await iam.roles.change(account, name, boundary=boundary)
         return None
 

@@ -76,7 +76,7 @@ def operations(ctx: IamContext) -> list[Operation]:
                         request_tags(tags))
         boundary = None
         if "PermissionsBoundary" in p:
-            boundary = await iam.policies.boundary(caller.account_id, p["PermissionsBoundary"])
+            boundary = await iam.policies.reference(caller.account_id, p["PermissionsBoundary"])
         user = await iam.create_user(caller.account_id, p["UserName"], path=path, tags=tags,
                                      boundary=boundary)
         return {"User": user.wire()}
@@ -146,7 +146,7 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def put_user_boundary(call: Call) -> Result:
         p, account = call.params, call.principal.account_id
         name = await allow_on_user(call, "PutUserPermissionsBoundary", p["UserName"])
-        boundary = await iam.policies.boundary(account, p["PermissionsBoundary"])
+        boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
         await iam.change_user(account, name, boundary=boundary)
         return None
 
