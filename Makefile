@@ -30,6 +30,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/caller_identity.py $(ARGS)
+	$(BIN)/python benchmarks/assume_role.py $(ARGS)
+	$(BIN)/python benchmarks/policy_decisions.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -34,10 +34,16 @@ class AuditEvent:
     error_message: str | None = None
 
     def line(self) -> str:
-        doc = {k: v for k, v in asdict(self).items() if v is not None}
-        doc["time"] = iso8601(self.time)
+        doc: dict[str, str] = {"time": iso8601(self.time)}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value
         doc["type"] = "broker.audit"
         return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name != "time")
 
 
 class AuditSink(Protocol):

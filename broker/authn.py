@@ -1,9 +1,13 @@
 """Authentication: a SigV4-signed request becomes the Principal it speaks for.
 
 Long-term keys (AKIA...) are looked up in the EntityStore and their sealed secret opened with
-the keyring; temporary keys (ASIA...) carry their session in the security token, so verifying
-them touches no store at all. Either way the signature is recomputed from the request as
-received (aws/sigv4.py). Every refusal is an AWS error; nothing unverified gets through.
+the keyring. An active key's lookup is kept as long as IAM's other answers are (see
+``Permissions.cached``: ``iam.policy_cache_seconds``, and until this process next writes), so
+a key deactivated or deleted elsewhere stops working within that time, and at once in the
+process that changed it; unknown and inactive keys are looked up every time. Temporary keys
+(ASIA...) carry their session in the security token, so verifying them touches no store at
+all. Either way the signature is recomputed from the request as received (aws/sigv4.py).
+Every refusal is an AWS error; nothing unverified gets through.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from broker.clock import Clock
 from broker.errors import SealError
 from broker.iam.entities import ACTIVE, LastUsed
 from broker.iam.lastused import LastUsedRecorder
+from broker.iam.permissions import Permissions
 from broker.iam.service import IamService
 from broker.keyring import Keyring
 from broker.principal import Principal, PrincipalType
@@ -34,9 +39,10 @@ log = logging.getLogger("broker.authn")
 
 
 class Authenticator:
-    def __init__(self, iam: IamService, keyring: Keyring, clock: Clock, last_used: LastUsedRecorder,
-                 *, skew: int, regions: Iterable[str] = ()) -> None:
+    def __init__(self, iam: IamService, permissions: Permissions, keyring: Keyring, clock: Clock,
+                 last_used: LastUsedRecorder, *, skew: int, regions: Iterable[str] = ()) -> None:
         self._iam = iam
+        self._permissions = permissions
         self._keyring = keyring
         self._clock = clock
         self._last_used = last_used
@@ -98,7 +104,12 @@ class Authenticator:
             raise InvalidClientTokenId()
         if not ids.is_access_key_id(claim.access_key_id):
             raise InvalidClientTokenId()  # not one of ours: no need to ask the store
-        key = await self._iam.find_access_key(claim.access_key_id)
+        access_key_id = claim.access_key_id
+        return await self._permissions.cached(("access-key", access_key_id),
+                                              lambda: self._look_up(access_key_id))
+
+    async def _look_up(self, access_key_id: str) -> tuple[Principal, str]:
+        key = await self._iam.find_access_key(access_key_id)
         if key is None or key.status != ACTIVE:
             raise InvalidClientTokenId()
         try:

@@ -86,9 +86,9 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                               cache_seconds=settings.iam.policy_cache_seconds,
                               writes=lambda: store.writes)
     authz = Authorizer(permissions, keyring, clock)
-    sts = StsService(iam, keyring, clock)
+    sts = StsService(iam, permissions, keyring, clock)
     last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
-    authenticator = Authenticator(iam, keyring, clock, last_used,
+    authenticator = Authenticator(iam, permissions, keyring, clock, last_used,
                                   skew=settings.sigv4.clock_skew_seconds,
                                   regions=settings.sigv4.regions)
     protocol = QueryProtocol(

@@ -120,9 +120,8 @@ class Logins:
         policy = await self.policy(account)
         faults = []
         if policy is None:
-            kinds = sum((any(c.isupper() for c in password), any(c.islower() for c in password),
-                         any(c.isdigit() for c in password),
-                         any(c in string.punctuation for c in password)))
+            kinds = sum((_has(password, UPPERCASE), _has(password, LOWERCASE),
+                         _has(password, NUMBERS), _has(password, SYMBOLS)))
             if len(password) < 8:
                 faults.append("Password should have a minimum length of 8")
             if kinds < 3:
@@ -132,19 +131,31 @@ class Logins:
             if len(password) < policy.minimum_length:
                 faults.append(f"Password should have a minimum length of "
                               f"{policy.minimum_length}")
-            if policy.require_uppercase and not any(c.isupper() for c in password):
+            if policy.require_uppercase and not _has(password, UPPERCASE):
                 faults.append("Password should have at least one uppercase letter")
-            if policy.require_lowercase and not any(c.islower() for c in password):
+            if policy.require_lowercase and not _has(password, LOWERCASE):
                 faults.append("Password should have at least one lowercase letter")
-            if policy.require_numbers and not any(c.isdigit() for c in password):
+            if policy.require_numbers and not _has(password, NUMBERS):
                 faults.append("Password should have at least one number")
-            if policy.require_symbols and not any(c in string.punctuation for c in password):
+            if policy.require_symbols and not _has(password, SYMBOLS):
                 faults.append("Password should have at least one symbol")
         if faults:
             noun = "requirement" if len(faults) == 1 else "requirements"
             raise PasswordPolicyViolation(
                 f"Password should meet {len(faults)} more of the following {noun}: "
                 + ", ".join(faults))
+
+
+# The characters each Require* setting asks for, as UpdateAccountPasswordPolicy documents
+# them: the ISO basic Latin letters, the digits 0 to 9, and these symbols only.
+UPPERCASE = frozenset(string.ascii_uppercase)
+LOWERCASE = frozenset(string.ascii_lowercase)
+NUMBERS = frozenset(string.digits)
+SYMBOLS = frozenset("!@#$%^&*()_+-=[]{}|'")
+
+
+def _has(password: str, kind: frozenset[str]) -> bool:
+    return not kind.isdisjoint(password)
 
 
 def verify(password_hash: str, password: str) -> bool:

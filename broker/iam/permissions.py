@@ -73,10 +73,10 @@ class Permissions:
         self._compiled: dict[tuple[str, str], Policy] = {}
 
     async def of_user(self, account: str, user_id: str) -> IdentitySide:
-        return await self._cached(("user", user_id), lambda: self._user(account, user_id))
+        return await self.cached(("user", user_id), lambda: self._user(account, user_id))
 
     async def of_role(self, account: str, role_name: str, role_id: str) -> IdentitySide:
-        return await self._cached(("role", role_id),
+        return await self.cached(("role", role_id),
                                   lambda: self._role(account, role_name, role_id))
 
     async def of_group(self, group: Group) -> IdentitySide:
@@ -150,8 +150,9 @@ class Permissions:
             self._compiled[key] = policy
         return policy
 
-    async def _cached(self, key: tuple[str, ...],
-                      build: Callable[[], Awaitable[T]]) -> T:
+    async def cached(self, key: tuple[str, ...], build: Callable[[], Awaitable[T]]) -> T:
+        """``build()``'s value, kept for ``iam.policy_cache_seconds`` and until this process
+        next writes to the store. What ``build`` raises is not kept."""
         now = time.monotonic()
         writes = self._writes()
         entry = self._cache.get(key)

@@ -89,7 +89,9 @@ def _entity(cls: type[E], record: Record) -> E:
 
 def paginate(items: Sequence[E], key: Callable[[E], str], marker: str | None,
              max_items: int | None) -> Page:
-    """One page of ``items`` (already in order of ``key``) after ``marker``."""
+    """One page of ``items``, in order of ``key``, after ``marker``. Keys must be unique: a
+    marker is the key of the last item shown, and the next page starts after it."""
+    items = sorted(items, key=key)  # linear when they already are (as most listings are)
     after = unmark(marker)
     start = 0
     if after is not None:
@@ -101,17 +103,19 @@ def paginate(items: Sequence[E], key: Callable[[E], str], marker: str | None,
 
 
 def mark(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode("ascii")
+    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
 
 
-_MARKED = re.compile(r"[A-Za-z0-9_+=,.@/:-]{1,512}")  # the keys markers point after
+# The keys markers point after: names, ids, ARNs and tag keys (letters, digits, spaces and
+# IAM's punctuation in any script), never a control character.
+_MARKED = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
 
 
 def unmark(marker: str | None) -> str | None:
     if marker is None:
         return None
     try:
-        key = base64.urlsafe_b64decode(marker.encode("ascii")).decode("ascii")
+        key = base64.urlsafe_b64decode(marker.encode("ascii")).decode("utf-8")
     except (ValueError, UnicodeError):
         key = ""
     if not _MARKED.fullmatch(key):

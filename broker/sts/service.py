@@ -15,6 +15,7 @@ from broker.aws.errors import AccessDenied, InvalidParameterValue, ValidationErr
 from broker.clock import Clock
 from broker.errors import NotFound
 from broker.iam.entities import ROLE, Role, name_key
+from broker.iam.permissions import Permissions
 from broker.iam.service import IamService
 from broker.keyring import Keyring
 from broker.principal import Principal
@@ -38,8 +39,10 @@ class IssuedCredentials:
 
 
 class StsService:
-    def __init__(self, iam: IamService, keyring: Keyring, clock: Clock) -> None:
+    def __init__(self, iam: IamService, permissions: Permissions, keyring: Keyring,
+                 clock: Clock) -> None:
         self._iam = iam
+        self._permissions = permissions
         self._keyring = keyring
         self._clock = clock
 
@@ -80,7 +83,12 @@ class StsService:
         return IssuedCredentials(session, token, size)
 
     async def role(self, role_arn: str) -> Role | None:
-        """The role an ARN names, if it exists (at that path) in an account of this broker."""
+        """The role an ARN names, if it exists (at that path) in an account of this broker;
+        kept as long as IAM's other answers (``Permissions.cached``)."""
+        return await self._permissions.cached(("role-arn", role_arn),
+                                              lambda: self._look_up_role(role_arn))
+
+    async def _look_up_role(self, role_arn: str) -> Role | None:
         parsed = arn.parse(role_arn)
         if parsed is None or parsed.service != "iam" or not parsed.resource.startswith("role/"):
             return None

@@ -204,3 +204,44 @@ def test_an_iam_change_reaches_every_process_within_seconds(
     iam_a.detach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
                              PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
     settles_to(False)
+
+
+def test_a_deactivated_key_stops_working_everywhere_within_seconds(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """Authentication keeps an active key's lookup as long as IAM's other answers: the process
+    that deactivates a key refuses it at once, every other process within
+    iam.policy_cache_seconds; reactivated, it works again."""
+    a, b, root, _ = cluster
+    iam_b = client(b.url, "iam", root)
+    iam_b.create_user(UserName="leaver")  # type: ignore[attr-defined]
+    key = iam_b.create_access_key(UserName="leaver")["AccessKey"]  # type: ignore
+    user = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+    sts_a, sts_b = client(a.url, "sts", user), client(b.url, "sts", user)
+
+    def works(sts: object) -> bool:
+        try:
+            sts.get_caller_identity()  # type: ignore[attr-defined]
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "InvalidClientTokenId"
+            return False
+        return True
+
+    def settles_to(sts: object, expected: bool) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < 15:
+            if works(sts) == expected:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the key's change did not arrive (wanted {expected})")
+
+    # The control: the key works on both, so both have it remembered.
+    for _ in range(3):
+        assert works(sts_a) and works(sts_b)
+    iam_b.update_access_key(UserName="leaver", AccessKeyId=key["AccessKeyId"],  # type: ignore
+                            Status="Inactive")
+    assert not works(sts_b)  # the process that made the change: at once
+    settles_to(sts_a, False)
+    iam_b.update_access_key(UserName="leaver", AccessKeyId=key["AccessKeyId"],  # type: ignore
+                            Status="Active")
+    assert works(sts_b)
+    settles_to(sts_a, True)

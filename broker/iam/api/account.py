@@ -8,8 +8,9 @@ from typing import Any
 from broker.aws.errors import NoSuchEntity
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry
-from broker.iam.entities import Group, ManagedPolicy, PasswordPolicy, Role, User, boundary_wire
+from broker.iam.entities import Group, PasswordPolicy, Role, User, boundary_wire
 from broker.iam.policies import encoded
+from broker.iam.records import paginate
 
 
 def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
@@ -104,24 +105,24 @@ def operations(ctx: IamContext) -> list[Operation]:
         principals = await iam.policies.principals(account)
         groups = {g.group_id: g for g in principals if isinstance(g, Group)}
         counts = await iam.policies.attachment_counts(account)
-        out: dict[str, Any] = {"IsTruncated": False}
+        # One page across the four lists, in this order, with one marker.
+        entries: list[tuple[str, str, dict[str, Any]]] = []
         if "User" in wanted:
-            out["UserDetailList"] = [{
+            entries += [(f"1/{u.name.lower()}", "UserDetailList", {
                 "Path": u.path, "UserName": u.name, "UserId": u.user_id, "Arn": u.arn,
                 "CreateDate": u.created, "UserPolicyList": _inline(u),
                 "GroupList": [groups[g].name for g in u.groups if g in groups],
                 "AttachedManagedPolicies": _attached(u),
                 "PermissionsBoundary": boundary_wire(u.boundary) if u.boundary else None,
                 "Tags": [t.wire() for t in u.tags],
-            } for u in principals if isinstance(u, User)]
+            }) for u in principals if isinstance(u, User)]
         if "Group" in wanted:
-            out["GroupDetailList"] = [{
+            entries += [(f"2/{g.name.lower()}", "GroupDetailList", {
                 "Path": g.path, "GroupName": g.name, "GroupId": g.group_id, "Arn": g.arn,
                 "CreateDate": g.created, "GroupPolicyList": _inline(g),
                 "AttachedManagedPolicies": _attached(g),
-            } for g in groups.values()]
+            }) for g in groups.values()]
         if "Role" in wanted:
-            roles = []
             for r in principals:
                 if isinstance(r, Role):
                     detail = r.wire()
@@ -129,23 +130,32 @@ def operations(ctx: IamContext) -> list[Operation]:
                     detail.pop("MaxSessionDuration", None)
                     detail.update({"InstanceProfileList": [], "RolePolicyList": _inline(r),
                                    "AttachedManagedPolicies": _attached(r)})
-                    roles.append(detail)
-            out["RoleDetailList"] = roles
-        policies: list[ManagedPolicy] = []
+                    entries.append((f"3/{r.name.lower()}", "RoleDetailList", detail))
         scope = [s for s, f in (("Local", "LocalManagedPolicy"), ("AWS", "AWSManagedPolicy"))
                  if f in wanted]
         for s in scope:
-            page = await iam.policies.listing(account, scope=s, only_attached=s == "AWS",
-                                              max_items=10_000)
-            policies += page.items
-        if scope:
-            out["Policies"] = [{
+            listing = await iam.policies.listing(account, scope=s, only_attached=s == "AWS",
+                                                 max_items=10_000)
+            entries += [(f"4/{p.arn.lower()}", "Policies", {
                 **{k: v for k, v in p.wire(counts.get(p.policy_id, 0)).items() if k != "Tags"},
                 "PolicyVersionList": [
                     {"Document": encoded(v.document), "VersionId": v.id,
                      "IsDefaultVersion": v.id == p.default_version, "CreateDate": v.created}
                     for v in p.versions],
-            } for p in policies]
+            }) for p in listing.items]
+        page = paginate(entries, lambda e: e[0], call.params.get("Marker"),
+                        call.params.get("MaxItems"))
+        out: dict[str, Any] = {"IsTruncated": page.marker is not None}
+        if page.marker is not None:
+            out["Marker"] = page.marker
+        for section, filtered in (("UserDetailList", "User"), ("GroupDetailList", "Group"),
+                                  ("RoleDetailList", "Role")):
+            if filtered in wanted:
+                out[section] = []
+        if scope:
+            out["Policies"] = []
+        for _, section, detail in page.items:
+            out[section].append(detail)
         return out
 
     return ops.operations

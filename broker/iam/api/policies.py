@@ -176,15 +176,27 @@ def operations(ctx: IamContext) -> list[Operation]:
         users, groups, roles = await iam.policies.entities_for(account, p["PolicyArn"])
         wanted = p.get("EntityFilter")
         prefix = p.get("PathPrefix", "/")
-        out: dict[str, Any] = {
-            "PolicyGroups": [{"GroupName": g.name, "GroupId": g.group_id} for g in groups
-                             if wanted in (None, "Group") and g.path.startswith(prefix)],
-            "PolicyUsers": [{"UserName": u.name, "UserId": u.user_id} for u in users
-                            if wanted in (None, "User") and u.path.startswith(prefix)],
-            "PolicyRoles": [{"RoleName": r.name, "RoleId": r.role_id} for r in roles
-                            if wanted in (None, "Role") and r.path.startswith(prefix)],
-            "IsTruncated": False,
-        }
+        # One page across the three lists, in this order, with one marker.
+        entries: list[tuple[str, str, dict[str, str]]] = []
+        if wanted in (None, "Group"):
+            entries += [(f"1/{g.name.lower()}", "PolicyGroups",
+                         {"GroupName": g.name, "GroupId": g.group_id})
+                        for g in groups if g.path.startswith(prefix)]
+        if wanted in (None, "User"):
+            entries += [(f"2/{u.name.lower()}", "PolicyUsers",
+                         {"UserName": u.name, "UserId": u.user_id})
+                        for u in users if u.path.startswith(prefix)]
+        if wanted in (None, "Role"):
+            entries += [(f"3/{r.name.lower()}", "PolicyRoles",
+                         {"RoleName": r.name, "RoleId": r.role_id})
+                        for r in roles if r.path.startswith(prefix)]
+        page = paginate(entries, lambda e: e[0], p.get("Marker"), p.get("MaxItems"))
+        out: dict[str, Any] = {"PolicyGroups": [], "PolicyUsers": [], "PolicyRoles": [],
+                               "IsTruncated": page.marker is not None}
+        if page.marker is not None:
+            out["Marker"] = page.marker
+        for _, section, entity in page.items:
+            out[section].append(entity)
         return out
 
     # -- attachments and inline policies, for users, groups and roles ---------------------------
