@@ -197,8 +197,9 @@ class Sigv4Settings:
 class IamSettings:
     policy_cache_seconds: int = setting(
         2, _int(0, 300),
-        "How long a process may use a principal's policies before reading them again. Other "
-        "processes see an IAM change within this time; the one that made it, at once.",
+        "How long a process may use what IAM said (a principal's policies, an access key, a "
+        "role) before reading it again. Other processes see an IAM change within this time; the "
+        "one that made it, at once.",
     )
     last_used_flush_seconds: int = setting(
         5, _int(1, 3600),

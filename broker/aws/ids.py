@@ -16,6 +16,8 @@ LONG_TERM_PREFIX = "AKIA"
 TEMPORARY_PREFIX = "ASIA"
 USER_ID_PREFIX = "AIDA"
 ROLE_ID_PREFIX = "AROA"
+GROUP_ID_PREFIX = "AGPA"
+POLICY_ID_PREFIX = "ANPA"
 
 ACCOUNT_ID = re.compile(r"[0-9]{12}")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")  # us-east-1, eu-central-2, us-gov-west-1

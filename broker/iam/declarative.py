@@ -259,18 +259,49 @@ def _unique(names: list[str], where: str, kind: str) -> None:
 # -- applying -----------------------------------------------------------------------------------
 
 
+# What a role the file creates trusts until its own trust policy is set: nobody. Roles are
+# created before any trust policy is set, so that roles (and users of later accounts) named in
+# each other's trust policies all exist when the trust policies are checked.
+_TRUSTS_NOBODY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
+
+
 async def apply(plan: Plan, iam: IamService) -> list[str]:
-    """Make the store match the plan. Returns one line per entity, in the file's order."""
-    lines = []
+    """Make the store match the plan. Returns one line per entity: managed policies, then
+    groups and users, then roles, each in the file's order."""
     for account in plan.accounts:
         await iam.get_account(account.id)  # NoSuchEntity if it was never created
+    # Every trust policy before any change: its principals exist or are in the file.
+    planned = {(arns.user if spec.kind == USER else arns.role)(account.id, spec.path, spec.name)
+               for account in plan.accounts for spec in account.principals
+               if spec.kind in (USER, ROLE)}
     for account in plan.accounts:
-        arn_of = {p.name.lower(): arns.policy(account.id, p.path, p.name)
-                  for p in account.policies}
-        for spec in account.policies:
-            lines.append(await _apply_policy(iam, account.id, spec))
-        for principal in account.principals:
-            lines.append(await _apply_principal(iam, account.id, principal, arn_of))
+        for spec in account.principals:
+            if spec.trust is not None:
+                await iam.roles.check_trust(spec.trust, planned=planned)
+    arn_of = {account.id: {p.name.lower(): arns.policy(account.id, p.path, p.name)
+                           for p in account.policies} for account in plan.accounts}
+    lines = []
+    for account in plan.accounts:
+        for policy in account.policies:
+            lines.append(await _apply_policy(iam, account.id, policy))
+    for account in plan.accounts:
+        for spec in account.principals:
+            if spec.kind != ROLE:
+                created = await _create(iam, account.id, spec, arn_of[account.id])
+                lines.append(await _apply_principal(iam, account.id, spec, arn_of[account.id],
+                                                    created=created))
+    created_roles = set()
+    for account in plan.accounts:
+        for spec in account.principals:
+            if spec.kind == ROLE and await _create(iam, account.id, spec, arn_of[account.id]):
+                created_roles.add((account.id, spec.name))
+    for account in plan.accounts:
+        for spec in account.principals:
+            if spec.kind == ROLE:
+                lines.append(await _apply_principal(
+                    iam, account.id, spec, arn_of[account.id],
+                    created=(account.id, spec.name) in created_roles))
     return lines
 
 
@@ -292,28 +323,33 @@ async def _apply_policy(iam: IamService, account: str, spec: PolicySpec) -> str:
     return f"~ {label}: document (new default version {version.id})"
 
 
+async def _create(iam: IamService, account: str, spec: PrincipalSpec,
+                  arn_of: dict[str, str]) -> bool:
+    """Create the entity if it does not exist (a role trusting nobody yet); True if created."""
+    try:
+        await iam.policies.principal(spec.kind, account, spec.name)
+        return False
+    except NoSuchEntity:
+        pass
+    boundary = await _ref(iam, account, spec.boundary, arn_of) if spec.boundary else None
+    if spec.kind == USER:
+        await iam.create_user(account, spec.name, path=spec.path, tags=spec.tags,
+                              boundary=boundary)
+    elif spec.kind == GROUP:
+        await iam.groups.create(account, spec.name, spec.path)
+    else:
+        await iam.roles.create(account, spec.name, _TRUSTS_NOBODY, path=spec.path,
+                               description=spec.description, max_session=spec.max_session,
+                               boundary=boundary, tags=spec.tags)
+    return True
+
+
 async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
-                           arn_of: dict[str, str]) -> str:
+                           arn_of: dict[str, str], *, created: bool) -> str:
     label = f"{spec.kind} {spec.name} ({account})"
     wanted_refs = [await _ref(iam, account, p, arn_of) for p in spec.policies]
     boundary = await _ref(iam, account, spec.boundary, arn_of) if spec.boundary else None
-    created = False
-    try:
-        current = await iam.policies.principal(spec.kind, account, spec.name)
-    except NoSuchEntity:
-        created = True
-        if spec.kind == USER:
-            await iam.create_user(account, spec.name, path=spec.path, tags=spec.tags,
-                                  boundary=boundary)
-        elif spec.kind == GROUP:
-            await iam.groups.create(account, spec.name, spec.path)
-        else:
-            assert spec.trust is not None
-            await iam.roles.create(account, spec.name, spec.trust, path=spec.path,
-                                   description=spec.description,
-                                   max_session=spec.max_session, boundary=boundary,
-                                   tags=spec.tags)
-        current = await iam.policies.principal(spec.kind, account, spec.name)
+    current = await iam.policies.principal(spec.kind, account, spec.name)
 
     group_ids: tuple[str, ...] = ()
     if spec.kind == USER:

@@ -28,7 +28,7 @@ class Groups:
 
     async def create(self, account: str, name: str, path: str = "/") -> Group:
         group = Group(account_id=account, name=name, path=path,
-                      group_id=ids.new_unique_id("AGPA"), created=self._clock.now())
+                      group_id=ids.new_unique_id(ids.GROUP_ID_PREFIX), created=self._clock.now())
         try:
             await self._entities.store.create(group.record())
         except AlreadyExists:

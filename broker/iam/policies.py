@@ -81,7 +81,7 @@ class Policies:
         now = self._clock.now()
         policy = ManagedPolicy(
             account_id=account, name=name, path=path,
-            policy_id=ids.new_unique_id("ANPA"), created=now, updated=now,
+            policy_id=ids.new_unique_id(ids.POLICY_ID_PREFIX), created=now, updated=now,
             default_version="v1", versions=(PolicyVersion("v1", document, now),),
             description=description, tags=tags,
         )

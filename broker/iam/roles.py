@@ -3,6 +3,7 @@ session duration and tags."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 from broker.aws import arn as arns
@@ -83,9 +84,10 @@ class Roles:
         except NotFound:
             raise missing_role(name) from None
 
-    async def check_trust(self, trust: str) -> Policy:
+    async def check_trust(self, trust: str, *, planned: Collection[str] = ()) -> Policy:
         """A trust policy that can be used: valid, within its quota, naming principals that
-        exist (an IAM user or role ARN of an account this broker holds)."""
+        exist (an IAM user or role ARN of an account this broker holds) or are ``planned``
+        (ARNs about to be created, by ``broker apply``)."""
         policy = parse(trust, PolicyKind.TRUST)
         if len(trust) > TRUST_SIZE:
             raise LimitExceeded(f"Cannot exceed quota for ACLSizePerRole: {TRUST_SIZE}")
@@ -93,7 +95,7 @@ class Roles:
             if statement.principals is None:
                 continue
             for principal in statement.principals.arns():
-                if not await self._exists(principal):
+                if principal not in planned and not await self._exists(principal):
                     raise MalformedPolicyDocument(
                         f'Invalid principal in policy: "AWS":"{principal}"')
         return policy

@@ -102,10 +102,22 @@ class IamService:
                                            data={"account": account_id}))
         except AlreadyExists:
             raise EntityAlreadyExists(f"The account alias {alias} already exists.") from None
-        await self.entities.change(Account, Account.ref(account_id),
-                                   lambda a: replace(a, alias=alias),
-                                   lambda: NoSuchEntity(f"The account {account_id} cannot be "
-                                                        "found."))
+
+        def claim(current: Account) -> Account:
+            # Checked again inside the update: a concurrent request may have set another.
+            if current.alias not in (None, alias):
+                raise LimitExceeded("Cannot exceed quota for AccountAliasesPerAccount: 1")
+            return replace(current, alias=alias)
+
+        try:
+            await self.entities.change(Account, Account.ref(account_id), claim,
+                                       lambda: NoSuchEntity(f"The account {account_id} cannot "
+                                                            "be found."))
+        except BaseException:
+            # Release the name reserved above, so that nothing is left half-written.
+            with contextlib.suppress(Exception):
+                await self.store.delete(Ref(ALIAS, GLOBAL, alias))
+            raise
 
     async def delete_alias(self, account_id: str, alias: str) -> None:
         account = await self.get_account(account_id)

@@ -113,6 +113,50 @@ def test_permissions_boundary_limits_what_policies_grant(broker: Broker) -> None
     user_iam.create_group(GroupName=unique("g"))  # the control: no boundary, allowed
 
 
+def test_delegated_administration_through_iam_permissions_boundary(broker: Broker) -> None:
+    """AWS's delegated-administrator pattern: an administrator may create users and roles and
+    give them policies only when they carry a given boundary, and may not remove it."""
+    iam = broker.client("iam")
+    boundary = iam.create_policy(PolicyName=unique("fence"), PolicyDocument=doc(
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}))["Policy"]["Arn"]
+    other = iam.create_policy(PolicyName=unique("other"), PolicyDocument=doc(
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}))["Policy"]["Arn"]
+    name, creds = broker.new_user()
+    bounded = {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+    iam.put_user_policy(UserName=name, PolicyName="delegate", PolicyDocument=doc(
+        {"Effect": "Allow", "Resource": "*", "Condition": bounded,
+         "Action": ["iam:CreateUser", "iam:CreateRole", "iam:PutUserPolicy",
+                    "iam:PutUserPermissionsBoundary", "iam:AttachRolePolicy"]},
+        {"Effect": "Allow", "Action": "iam:DeleteUserPermissionsBoundary", "Resource": "*"},
+        {"Effect": "Deny", "Action": "iam:DeleteUserPermissionsBoundary", "Resource": "*",
+         "Condition": bounded}))
+    admin = broker.client("iam", creds)
+    trust = doc({"Effect": "Allow", "Principal": {"AWS": broker.account_id},
+                 "Action": "sts:AssumeRole"})
+    # Creating: with the boundary allowed, without it or with another refused.
+    user = unique("hire")
+    admin.create_user(UserName=user, PermissionsBoundary=boundary)
+    refused(admin.create_user, UserName=unique("hire"))
+    refused(admin.create_user, UserName=unique("hire"), PermissionsBoundary=other)
+    role = unique("svc")
+    admin.create_role(RoleName=role, AssumeRolePolicyDocument=trust,
+                      PermissionsBoundary=boundary)
+    refused(admin.create_role, RoleName=unique("svc"), AssumeRolePolicyDocument=trust)
+    # Acting on an entity that has the boundary: allowed; on one without it: refused.
+    admin.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(ALLOW_ALL))
+    admin.attach_role_policy(RoleName=role, PolicyArn=other)
+    unbounded = unique("free")
+    iam.create_user(UserName=unbounded)
+    refused(admin.put_user_policy, UserName=unbounded, PolicyName="p",
+            PolicyDocument=json.dumps(ALLOW_ALL))
+    # Swapping the boundary: only for the same one; removing it: the deny wins.
+    admin.put_user_permissions_boundary(UserName=user, PermissionsBoundary=boundary)
+    refused(admin.put_user_permissions_boundary, UserName=user, PermissionsBoundary=other)
+    refused(admin.delete_user_permissions_boundary, UserName=user)
+    iam.put_user_permissions_boundary(UserName=unbounded, PermissionsBoundary=other)
+    admin.delete_user_permissions_boundary(UserName=unbounded)  # the control: not the fence
+
+
 def test_conditions_read_the_request_context(broker: Broker) -> None:
     iam = broker.client("iam")
     name, creds = broker.new_user()
@@ -219,6 +263,25 @@ def test_simulate_custom_policy_reports_missing_context(broker: Broker) -> None:
         ActionNames=["s3:GetObject"])["EvaluationResults"][0]
     assert missing["EvalDecision"] == "implicitDeny"
     assert missing["MissingContextValues"] == ["aws:SourceIp"]
+
+
+def test_simulation_results_come_in_pages(broker: Broker) -> None:
+    """Three actions on two resources: six results, each once, two to a page."""
+    iam = broker.client("iam")
+    kwargs: dict[str, Any] = {
+        "PolicyInputList": [doc({"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"})],
+        "ActionNames": ["s3:GetObject", "s3:PutObject", "s3:GetBucketPolicy"],
+        "ResourceArns": ["arn:aws:s3:::a/*", "arn:aws:s3:::b/*"]}
+    whole = iam.simulate_custom_policy(**kwargs)
+    assert whole["IsTruncated"] is False and len(whole["EvaluationResults"]) == 6  # control
+    pages = list(iam.get_paginator("simulate_custom_policy").paginate(
+        **kwargs, PaginationConfig={"PageSize": 2}))
+    assert [len(page["EvaluationResults"]) for page in pages] == [2, 2, 2]
+    paged = [(r["EvalActionName"], r["EvalResourceName"], r["EvalDecision"])
+             for page in pages for r in page["EvaluationResults"]]
+    assert paged == [(r["EvalActionName"], r["EvalResourceName"], r["EvalDecision"])
+                     for r in whole["EvaluationResults"]]
+    assert [d for _, _, d in paged].count("allowed") == 4
 
 
 def test_session_credentials_keep_the_users_permissions(broker: Broker) -> None:

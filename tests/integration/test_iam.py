@@ -252,3 +252,34 @@ def test_user_names_in_any_case_address_the_same_keys(broker: Broker) -> None:
     iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
     iam.delete_access_key(UserName=name.lower(), AccessKeyId=key["AccessKeyId"])
     iam.delete_user(UserName=name)
+
+
+def test_concurrent_aliases_leave_one_and_reserve_no_other(broker: Broker) -> None:
+    """Eight different aliases asked for one account at once: one wins, the rest are
+    LimitExceeded, and none of the losers' names stays reserved."""
+    _, creds = broker.new_account()
+    iam = broker.client("iam", creds)
+    names = [unique("alias") for _ in range(8)]
+
+    def ask(name: str) -> str:
+        try:
+            iam.create_account_alias(AccountAlias=name)
+        except botocore.exceptions.ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "ok"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(ask, names))
+    assert sorted(outcomes) == ["LimitExceeded"] * 7 + ["ok"], outcomes
+    winner = names[outcomes.index("ok")]
+    assert iam.list_account_aliases()["AccountAliases"] == [winner]
+    # Every losing name is free for another account; the winner is not.
+    _, other_creds = broker.new_account()
+    other = broker.client("iam", other_creds)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        other.create_account_alias(AccountAlias=winner)
+    assert error_of(info)[0] == "EntityAlreadyExists"
+    for name in names:
+        if name != winner:
+            other.create_account_alias(AccountAlias=name)
+            other.delete_account_alias(AccountAlias=name)

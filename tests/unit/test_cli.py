@@ -270,3 +270,71 @@ id = "{account}"
     assert lines[0] == f"~ policy deploy ({account}): document (new default version v2)"
     assert lines[3] == f"~ role deployer ({account}): policies, max_session"
     assert lines[-1] == "2 change(s)."
+
+
+def test_apply_creates_roles_that_trust_each_other_and_later_accounts(tmp_path: Path) -> None:
+    """Trust policies may name roles of the same file (even in a cycle) and users of accounts
+    listed later: every entity exists before any trust policy is checked."""
+    data = tmp_path / "d"
+    first = init(data, "--account-id", "111111111111")["account_id"]
+    code, out, err = run("accounts", "create", "--account-id", "222222222222", "--json",
+                         "--data-dir", str(data))
+    assert code == 0, err
+
+    def trust(*principals: str) -> str:
+        return json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": list(principals)},
+            "Action": "sts:AssumeRole"}]})
+
+    plan = write(tmp_path / "iam.toml", f"""
+[[accounts]]
+id = "{first}"
+  [[accounts.roles]]
+  name = "a"
+  trust = '{trust("arn:aws:iam::111111111111:role/b", "arn:aws:iam::222222222222:user/bob")}'
+  [[accounts.roles]]
+  name = "b"
+  trust = '{trust("arn:aws:iam::111111111111:role/a")}'
+
+[[accounts]]
+id = "222222222222"
+  [[accounts.users]]
+  name = "bob"
+""")
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0, err
+    assert out.splitlines() == ["+ user bob (222222222222)", "+ role a (111111111111)",
+                                "+ role b (111111111111)", "3 change(s)."]
+    # Unchanged on the second run: each role holds the trust policy of the file, not the
+    # placeholder it was created with.
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[-1] == "0 change(s).", out
+    # The control: a principal that exists nowhere is still refused, and nothing is created.
+    write(plan, plan.read_text().replace("user/bob", "user/nobody").replace(
+        'name = "b"', 'name = "c"'))
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 2 and "Invalid principal in policy" in err, (out, err)
+    assert out == ""
+    write(plan, plan.read_text().replace("user/nobody", "user/bob"))
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0 and out.splitlines() == [  # c had not been made: it is made now
+        "= user bob (222222222222)", "= role a (111111111111)", "+ role c (111111111111)",
+        "1 change(s)."], (out, err)
+
+
+def test_the_documented_apply_file_applies(tmp_path: Path) -> None:
+    """The example of docs/operations.md is valid and converges."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    example = re.search(r"```toml\n(\[\[accounts\]\].*?)```", text, re.S)
+    assert example is not None
+    data = tmp_path / "d"
+    init(data, "--account-id", "123456789012")
+    plan = write(tmp_path / "iam.toml", example.group(1))
+    code, out, err = run("check", str(plan))
+    assert code == 0 and "1 role(s), 1 managed policies" in out, err
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0 and out.splitlines()[-1] == "4 change(s).", (out, err)
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[-1] == "0 change(s).", (out, err)

@@ -11,7 +11,7 @@ from broker.aws import arn
 from broker.aws.query import IAM, Call, Operation, Result
 from broker.aws.shapes import Structure
 from broker.iam import model
-from broker.iam.entities import Tag
+from broker.iam.entities import PolicyRef, Tag
 from broker.iam.lastused import LastUsedRecorder
 from broker.iam.records import Page
 from broker.iam.service import IamService
@@ -63,6 +63,28 @@ def request_tags(tags: tuple[Tag, ...]) -> dict[str, str | list[str]]:
 
 def resource_tags(tags: tuple[Tag, ...]) -> dict[str, str | list[str]]:
     return {f"aws:ResourceTag/{t.key}": t.value for t in tags}
+
+
+# The actions on a user or role whose context holds iam:PermissionsBoundary: the boundary the
+# entity has (the one requested, for CreateUser, CreateRole and Put*PermissionsBoundary).
+_ON_BOUNDED = ("Attach{}Policy", "Detach{}Policy", "Put{}Policy", "Delete{}Policy",
+               "Delete{}PermissionsBoundary")
+BOUNDARY_ACTIONS = frozenset(a.format(n) for a in _ON_BOUNDED for n in ("User", "Role"))
+
+
+def boundary_key(boundary_arn: str | None) -> dict[str, str | list[str]]:
+    """iam:PermissionsBoundary, when there is a boundary."""
+    return {} if boundary_arn is None else {"iam:PermissionsBoundary": boundary_arn}
+
+
+def entity_context(action: str, tags: tuple[Tag, ...], boundary: PolicyRef | None
+                   ) -> dict[str, str | list[str]]:
+    """What an action on an existing user or role adds to the request context: the entity's
+    tags (aws:ResourceTag/KEY) and, for the actions that have it, iam:PermissionsBoundary."""
+    context = resource_tags(tags)
+    if action in BOUNDARY_ACTIONS and boundary is not None:
+        context.update(boundary_key(boundary.arn))
+    return context
 
 
 def paged(page: Page, name: str, render: Callable[[Any], Any]) -> dict[str, Any]:

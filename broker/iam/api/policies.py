@@ -14,13 +14,14 @@ from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
     Registry,
+    entity_context,
     listing_arn,
     paged,
     request_tags,
     resource_tags,
     tags_of,
 )
-from broker.iam.entities import GROUP, ROLE, USER, PolicyVersion
+from broker.iam.entities import GROUP, ROLE, USER, Group, PolicyVersion
 from broker.iam.policies import encoded
 from broker.iam.records import paginate
 
@@ -57,7 +58,9 @@ def operations(ctx: IamContext) -> list[Operation]:
         except NoSuchEntity:
             await ctx.allow(call, action, _ARN[kind](account, "/", name), extra)
             return name
-        await ctx.allow(call, action, entity.arn, extra)
+        context = {} if isinstance(entity, Group) else \
+            entity_context(action, entity.tags, entity.boundary)
+        await ctx.allow(call, action, entity.arn, {**context, **(extra or {})})
         return entity.name
 
     # -- managed policies -----------------------------------------------------------------------

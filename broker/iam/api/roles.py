@@ -10,10 +10,11 @@ from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
     Registry,
+    boundary_key,
+    entity_context,
     listing_arn,
     paged,
     request_tags,
-    resource_tags,
     tags_of,
 )
 from broker.iam.records import paginate
@@ -31,7 +32,8 @@ def operations(ctx: IamContext) -> list[Operation]:
         except NoSuchEntity:
             await ctx.allow(call, action, arn.role(account, "/", name), extra)
             return name
-        await ctx.allow(call, action, role.arn, {**resource_tags(role.tags), **(extra or {})})
+        await ctx.allow(call, action, role.arn,
+                        {**entity_context(action, role.tags, role.boundary), **(extra or {})})
         return role.name
 
     @ops.action("CreateRole")
@@ -39,7 +41,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p, account = call.params, call.principal.account_id
         path, tags = p.get("Path", "/"), tags_of(p)
         await ctx.allow(call, "CreateRole", arn.role(account, path, p["RoleName"]),
-                        request_tags(tags))
+                        {**request_tags(tags), **boundary_key(p.get("PermissionsBoundary"))})
         boundary = None
         if "PermissionsBoundary" in p:
             boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
@@ -123,7 +125,8 @@ def operations(ctx: IamContext) -> list[Operation]:
     @ops.action("PutRolePermissionsBoundary")
     async def put_role_boundary(call: Call) -> Result:
         p, account = call.params, call.principal.account_id
-        name = await allow_on_role(call, "PutRolePermissionsBoundary", p["RoleName"])
+        name = await allow_on_role(call, "PutRolePermissionsBoundary", p["RoleName"],
+                                   boundary_key(p["PermissionsBoundary"]))
         boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
         await iam.roles.change(account, name, boundary=boundary)
         return None

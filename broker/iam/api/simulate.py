@@ -15,6 +15,7 @@ from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry
 from broker.iam.entities import Group, User
 from broker.iam.permissions import IdentitySide
+from broker.iam.records import paginate
 from broker.policy.context import Context
 from broker.policy.document import Policy, PolicyKind, RequestPrincipal
 from broker.policy.evaluate import Decision, Matched, Outcome, PolicySet, Request, evaluate
@@ -80,7 +81,13 @@ def operations(ctx: IamContext) -> list[Operation]:
                         "AllowedByPermissionsBoundary":
                             decision.decided_by is not PolicyKind.BOUNDARY},
                 })
-        return {"EvaluationResults": results, "IsTruncated": False}
+        page = paginate(list(enumerate(results)), lambda r: f"{r[0]:08d}", p.get("Marker"),
+                        p.get("MaxItems"))
+        out: dict[str, Any] = {"EvaluationResults": [r for _, r in page.items],
+                               "IsTruncated": page.marker is not None}
+        if page.marker is not None:
+            out["Marker"] = page.marker
+        return out
 
     @ops.action("SimulatePrincipalPolicy")
     async def simulate_principal(call: Call) -> Result:

@@ -10,10 +10,11 @@ from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
     Registry,
+    boundary_key,
+    entity_context,
     listing_arn,
     paged,
     request_tags,
-    resource_tags,
     tags_of,
 )
 from broker.iam.entities import ACTIVE, INACTIVE, AccessKey, User
@@ -48,7 +49,8 @@ def operations(ctx: IamContext) -> list[Operation]:
                             extra: dict[str, Any] | None = None) -> str:
         """Authorize an action on a named user; the user's name as created."""
         user_name, user_arn, user = await named_user(call.principal.account_id, name)
-        context = {**(resource_tags(user.tags) if user else {}), **(extra or {})}
+        context = {**(entity_context(action, user.tags, user.boundary) if user else {}),
+                   **(extra or {})}
         await ctx.allow(call, action, user_arn, context)
         return user_name
 
@@ -73,7 +75,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         caller, p = call.principal, call.params
         path, tags = p.get("Path", "/"), tags_of(p)
         await ctx.allow(call, "CreateUser", arn.user(caller.account_id, path, p["UserName"]),
-                        request_tags(tags))
+                        {**request_tags(tags), **boundary_key(p.get("PermissionsBoundary"))})
         boundary = None
         if "PermissionsBoundary" in p:
             boundary = await iam.policies.reference(caller.account_id, p["PermissionsBoundary"])
@@ -145,7 +147,8 @@ def operations(ctx: IamContext) -> list[Operation]:
     @ops.action("PutUserPermissionsBoundary")
     async def put_user_boundary(call: Call) -> Result:
         p, account = call.params, call.principal.account_id
-        name = await allow_on_user(call, "PutUserPermissionsBoundary", p["UserName"])
+        name = await allow_on_user(call, "PutUserPermissionsBoundary", p["UserName"],
+                                   boundary_key(p["PermissionsBoundary"]))
         boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
         await iam.change_user(account, name, boundary=boundary)
         return None
