@@ -115,6 +115,9 @@ def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
         p = call.params
         caller = call.principal
         role_arn = p["RoleArn"]
+        if caller.is_root:
+            # AWS's rule, whatever the trust policy says: use a user or a role.
+            raise AccessDenied("Roles may not be assumed by root accounts.")
         role = await sts.role(role_arn)
         if role is None:
             # No such role, or not at that path: the same answer as a refusal, so that

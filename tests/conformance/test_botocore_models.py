@@ -279,6 +279,8 @@ def check_xml(element: ElementTree.Element, shape: Any, where: str,
 
 TRUST = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":'
          '"arn:aws:iam::%s:root"},"Action":"sts:AssumeRole"}]}')
+POLICY_ASSUME = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                 '"Action":"sts:AssumeRole","Resource":"arn:aws:iam::%s:role/shape-role"}]}')
 
 
 def test_results_match_output_shapes(broker: Broker) -> None:
@@ -360,15 +362,21 @@ def test_results_match_output_shapes(broker: Broker) -> None:
                  "ContextEntries.member.1.ContextKeyName": "aws:SourceIp",
                  "ContextEntries.member.1.ContextKeyValues.member.1": "10.0.0.1",
                  "ContextEntries.member.1.ContextKeyType": "ip"}),
-        ("sts", {"Action": "AssumeRole", "RoleArn": f"arn:aws:iam::{account}:role/shape-role",
-                 "RoleSessionName": "shape"}),
     ]
+    # AssumeRole, which the root user may not call: by a user the role's trust (the account)
+    # and the user's own policy allow.
+    assumer, assumer_creds = broker.new_user(name="shape-assumer")
+    broker.client("iam").put_user_policy(
+        UserName=assumer, PolicyName="assume", PolicyDocument=POLICY_ASSUME % account)
+    assume = ("sts", {"Action": "AssumeRole",
+                      "RoleArn": f"arn:aws:iam::{account}:role/shape-role",
+                      "RoleSessionName": "shape"})
     seen = set()
-    for service, params in calls:
+    for service, params in [*calls, assume]:
         model = MODELS[service]
         full = {**params, "Version": model.api_version}
-        method, url, headers, body = signed_request(broker.url, full, broker.root,
-                                                    service=service)
+        signer = assumer_creds if params["Action"] == "AssumeRole" else broker.root
+        method, url, headers, body = signed_request(broker.url, full, signer, service=service)
         resp = httpx.request(method, url, headers=headers, content=body)
         assert resp.status_code == 200, resp.text
         action = params["Action"]

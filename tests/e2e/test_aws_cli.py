@@ -45,3 +45,53 @@ def test_cli_reports_aws_errors(broker: Broker) -> None:
            "The user with name nobody-here cannot be found." in err
     code, _, err = aws(broker.url, (root[0], "wrong" * 8), "sts", "get-caller-identity")
     assert code != 0 and "(SignatureDoesNotMatch)" in err
+
+
+def test_cli_roles_policies_and_refusals(broker: Broker) -> None:
+    """The README's role walk-through with the AWS CLI: a role trusting a user, a managed
+    policy attached, assume-role, the role's permissions, and a decoded refusal."""
+    import json
+
+    root = (broker.root.access_key_id, broker.root.secret_access_key)
+    account = broker.account_id
+    code, _, err = aws(broker.url, root, "iam", "create-user", "--user-name", "cli-alice")
+    assert code == 0, err
+    code, key, err = aws(broker.url, root, "iam", "create-access-key", "--user-name", "cli-alice")
+    alice = (key["AccessKey"]["AccessKeyId"], key["AccessKey"]["SecretAccessKey"])
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:user/cli-alice"}}]})
+    code, role, err = aws(broker.url, root, "iam", "create-role", "--role-name", "cli-reader",
+                          "--assume-role-policy-document", trust)
+    assert code == 0, err
+    code, _, err = aws(broker.url, root, "iam", "attach-role-policy", "--role-name",
+                       "cli-reader", "--policy-arn",
+                       "arn:aws:iam::aws:policy/IAMReadOnlyAccess")
+    assert code == 0, err
+
+    # Alice has no policy of her own: she cannot list users, but she can assume the role.
+    code, _, err = aws(broker.url, alice, "iam", "list-users")
+    assert code != 0 and "(AccessDenied)" in err and "because no identity-based policy " \
+        "allows the iam:ListUsers action" in err
+    code, assumed, err = aws(broker.url, alice, "sts", "assume-role", "--role-arn",
+                             role["Role"]["Arn"], "--role-session-name", "alice")
+    assert code == 0, err
+    assert assumed["AssumedRoleUser"]["Arn"] == \
+        f"arn:aws:sts::{account}:assumed-role/cli-reader/alice"
+    c = assumed["Credentials"]
+    session = (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+    code, listed, err = aws(broker.url, session, "iam", "list-users")
+    assert code == 0 and "cli-alice" in [u["UserName"] for u in listed["Users"]], err
+    # Read-only: creating is refused, and the refusal decodes (by root) to what decided it.
+    code, _, err = aws(broker.url, session, "iam", "create-user", "--user-name", "nope")
+    assert code != 0 and "(AccessDenied)" in err
+    encoded = err.rsplit("Encoded authorization failure message: ", 1)[1].strip()
+    code, decoded, err = aws(broker.url, root, "sts", "decode-authorization-message",
+                             "--encoded-message", encoded)
+    assert code == 0, err
+    message = json.loads(decoded["DecodedMessage"])
+    assert message["allowed"] is False and message["context"]["action"] == "iam:CreateUser"
+    # The root user may not assume roles, as on AWS.
+    code, _, err = aws(broker.url, root, "sts", "assume-role", "--role-arn",
+                       role["Role"]["Arn"], "--role-session-name", "root")
+    assert code != 0 and "Roles may not be assumed by root accounts." in err

@@ -67,6 +67,19 @@ def test_user_named_in_the_trust_policy_needs_no_identity_policy(broker: Broker)
     assert f"is not authorized to perform: sts:AssumeRole on resource: {role_arn}" in message
 
 
+def test_the_root_user_cannot_assume_roles(broker: Broker) -> None:
+    """AWS refuses AssumeRole with root credentials, even when the trust policy names the
+    account; a user of the account, with an identity policy, assumes the same role."""
+    _, role_arn = make_role(broker, trust(broker.account_id))
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="root")
+    assert error(info) == ("AccessDenied", "Roles may not be assumed by root accounts.", 403)
+    user, creds = broker.new_user()
+    broker.client("iam").put_user_policy(UserName=user, PolicyName="assume", PolicyDocument=doc(
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}))
+    broker.client("sts", creds).assume_role(RoleArn=role_arn, RoleSessionName="user")
+
+
 def test_account_named_in_the_trust_policy_needs_an_identity_policy(broker: Broker) -> None:
     user, creds = broker.new_user()
     _, role_arn = make_role(broker, trust(f"arn:aws:iam::{broker.account_id}:root"))
