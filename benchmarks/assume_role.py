@@ -22,11 +22,8 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -38,7 +35,7 @@ RESULTS = HERE / "results" / "assume_role.json"
 TARGET = 0.2
 
 sys.path.insert(0, str(HERE))
-from caller_identity import free_port, measure, raw_request, wait_ready  # noqa: E402
+from caller_identity import measure, raw_request, start_servers, stop_servers  # noqa: E402
 
 
 def setup(broker_url: str, account: str, root: dict[str, str]) -> tuple[str, str, str]:
@@ -79,29 +76,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.helpers import Creds, signed_request
 
-    work = Path(tempfile.mkdtemp(prefix="broker-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "AWS_"))}
-    env["BROKER_AUDIT_SINK"] = "file"
-    env["BROKER_AUDIT_PATH"] = str(work / "audit.log")
-    init = subprocess.run([str(BIN / "broker"), "init", "--data-dir", str(work / "data"),
-                           "--json"], env=env, capture_output=True, text=True, check=True)
-    created = json.loads(init.stdout)
+    servers, broker_port, baseline_port, created = start_servers()
     account, root = created["account_id"], created["root"]
-
-    broker_port, baseline_port = free_port(), free_port()
-    servers = [
-        subprocess.Popen([str(BIN / "broker"), "serve", "--data-dir", str(work / "data"),
-                          "--port", str(broker_port)], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True),
-        subprocess.Popen([sys.executable, str(HERE / "baseline_app.py"), str(baseline_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True),
-    ]
     rounds = []
     try:
         broker_url = f"http://127.0.0.1:{broker_port}"
-        wait_ready(broker_url + "/healthz", servers[0])
-        wait_ready(f"http://127.0.0.1:{baseline_port}/", servers[1])
         key_id, secret, role_arn = setup(broker_url, account, root)
         user = Creds(key_id, secret, None)
         identity = {"Action": "GetCallerIdentity", "Version": "2011-06-15"}
@@ -132,9 +111,7 @@ def main() -> None:
                   f"({role['server_cpu_us_per_request']:.0f} us cpu/req)   "
                   f"ratio {rounds[-1]['ratio']:.2f}", flush=True)
     finally:
-        for proc in servers:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+        stop_servers(servers)
 
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
 

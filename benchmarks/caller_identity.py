@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -140,24 +141,15 @@ def raw_request(port: int, headers: dict[str, str], body: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-
-    sys.path.insert(0, str(ROOT))
-    from tests.helpers import Creds, signed_request
-
+def start_servers() -> tuple[list[subprocess.Popen[bytes]], int, int, dict[str, Any]]:
+    """A fresh broker (file audit sink) and the baseline, each one uvicorn worker, both ready:
+    (processes, broker port, baseline port, what ``broker init --json`` printed)."""
     work = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "AWS_"))}
     env["BROKER_AUDIT_SINK"] = "file"
     env["BROKER_AUDIT_PATH"] = str(work / "audit.log")
     init = subprocess.run([str(BIN / "broker"), "init", "--data-dir", str(work / "data"),
                            "--json"], env=env, capture_output=True, text=True, check=True)
-    root = json.loads(init.stdout)["root"]
-
     broker_port, baseline_port = free_port(), free_port()
     servers = [
         subprocess.Popen([str(BIN / "broker"), "serve", "--data-dir", str(work / "data"),
@@ -168,9 +160,35 @@ def main() -> None:
                          start_new_session=True),
     ]
     try:
-        broker_url = f"http://127.0.0.1:{broker_port}"
-        wait_ready(broker_url + "/healthz", servers[0])
+        wait_ready(f"http://127.0.0.1:{broker_port}/healthz", servers[0])
         wait_ready(f"http://127.0.0.1:{baseline_port}/", servers[1])
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers, broker_port, baseline_port, json.loads(init.stdout)
+
+
+def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
+    for proc in servers:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers import Creds, signed_request
+
+    servers, broker_port, baseline_port, created = start_servers()
+    root = created["root"]
+    try:
+        broker_url = f"http://127.0.0.1:{broker_port}"
 
         import boto3
 
@@ -205,9 +223,7 @@ def main() -> None:
                   f"broker {brok['rps']:8.0f} rps {brok['server_cpu_us_per_request']:5.1f} us "
                   f"cpu/req   ratio {rounds[-1]['ratio']:.2f}", flush=True)
     finally:
-        for proc in servers:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+        stop_servers(servers)
 
     def med(who: str, key: str) -> float:
         return statistics.median(r[who][key] for r in rounds)

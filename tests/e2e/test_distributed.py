@@ -33,6 +33,16 @@ def client(url: str, service: str, creds: dict[str, str]) -> object:
                         config=botocore.config.Config(retries={"max_attempts": 1}))
 
 
+def settles(probe: Callable[[], bool], expected: bool, *, seconds: float = 15) -> None:
+    """Wait until ``probe()`` answers ``expected`` (another process has seen a change)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if probe() == expected:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the change did not reach the other process (wanted {expected})")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
             redis_url: str) -> Iterator[tuple[BrokerProcess, BrokerProcess, dict[str, str],
@@ -189,21 +199,13 @@ def test_an_iam_change_reaches_every_process_within_seconds(
             return False
         return True
 
-    def settles_to(expected: bool) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < 15:
-            if allowed() == expected:
-                return time.monotonic() - started
-            time.sleep(0.2)
-        raise AssertionError(f"process B did not see the change (wanted {expected})")
-
     assert not allowed()  # the control: nothing granted yet
     iam_a.attach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
                              PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
-    settles_to(True)
+    settles(allowed, True)
     iam_a.detach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
                              PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
-    settles_to(False)
+    settles(allowed, False)
 
 
 def test_a_deactivated_key_stops_working_everywhere_within_seconds(
@@ -226,22 +228,14 @@ def test_a_deactivated_key_stops_working_everywhere_within_seconds(
             return False
         return True
 
-    def settles_to(sts: object, expected: bool) -> None:
-        started = time.monotonic()
-        while time.monotonic() - started < 15:
-            if works(sts) == expected:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"the key's change did not arrive (wanted {expected})")
-
     # The control: the key works on both, so both have it remembered.
     for _ in range(3):
         assert works(sts_a) and works(sts_b)
     iam_b.update_access_key(UserName="leaver", AccessKeyId=key["AccessKeyId"],  # type: ignore
                             Status="Inactive")
     assert not works(sts_b)  # the process that made the change: at once
-    settles_to(sts_a, False)
+    settles(lambda: works(sts_a), False)
     iam_b.update_access_key(UserName="leaver", AccessKeyId=key["AccessKeyId"],  # type: ignore
                             Status="Active")
     assert works(sts_b)
-    settles_to(sts_a, True)
+    settles(lambda: works(sts_a), True)
