@@ -58,7 +58,14 @@ class Authorizer:
         _fixed_rules(caller, action, resource)
         if action in UNCHECKED and not resource_policies:
             return Decision(Outcome.ALLOW)
-        policies, tags = await self.policy_set(caller)
+        found = await self.policy_set(caller)
+        if found is None:
+            # The user or role the credentials speak for was deleted (or deleted and made
+            # again: another unique id): its sessions keep nothing, whatever any policy says.
+            raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on "
+                               f"resource: {resource} because no identity-based policy allows "
+                               f"the {action} action")
+        policies, tags = found
         ctx = request_context(caller, self._clock.now(), tags, source_ip=source_ip,
                               user_agent=user_agent, secure=secure)
         if context:
@@ -74,29 +81,35 @@ class Authorizer:
             raise self.denied(caller, request, decision)
         return decision
 
-    async def policy_set(self, caller: Principal) -> tuple[PolicySet, tuple[tuple[str, str], ...]]:
-        """The caller's identity side as a PolicySet, and the tags aws:PrincipalTag reads."""
+    async def policy_set(self, caller: Principal
+                         ) -> tuple[PolicySet, tuple[tuple[str, str], ...]] | None:
+        """The caller's identity side as a PolicySet, and the tags aws:PrincipalTag reads;
+        None when the user or role the caller speaks for no longer exists."""
         session = caller.session
         if caller.type is PrincipalType.ACCOUNT:
             return PolicySet(root=True), ()
         if session is None:
             side = await self.permissions.of_user(caller.account_id, caller.user_id)
-            return _set(side), _tags(side)
+            return (_set(side), _tags(side)) if side.exists else None
         if session.kind is SessionKind.SESSION_TOKEN:
             side = await self.permissions.of_user(caller.account_id, session.source_id)
-            return _set(side), _tags(side)
+            return (_set(side), _tags(side)) if side.exists else None
         if session.kind is SessionKind.FEDERATED_USER:
             if session.source_id == session.account_id:  # made by the root user
                 base = PolicySet(root=True)
             else:
-                base = _set(await self.permissions.of_user(session.account_id,
-                                                           session.source_id))
+                side = await self.permissions.of_user(session.account_id, session.source_id)
+                if not side.exists:
+                    return None
+                base = _set(side)
             return (PolicySet(identity=base.identity, boundary=base.boundary, root=base.root,
                               session=await self._session_policies(session)),
                     tuple(session.tags))
         # An assumed role: the role's policies, narrowed by the session's.
         role_name = session.source_arn.rsplit("/", 1)[-1]
         side = await self.permissions.of_role(session.account_id, role_name, session.source_id)
+        if not side.exists:
+            return None
         session_policies = await self._session_policies(session) \
             if session.policy is not None or session.policy_arns else None
         tags = {k.lower(): (k, v) for k, v in _tags(side)}
@@ -196,8 +209,10 @@ def request_principal(caller: Principal) -> RequestPrincipal:
     role_arn = None
     if session is not None and session.kind is SessionKind.ASSUMED_ROLE:
         role_arn = session.source_arn
+    # The unique id behind the caller: the user's (also for its sessions), or the role's.
+    unique_id = caller.user_id if session is None else session.source_id
     return RequestPrincipal(arn=caller.arn, account=caller.account_id, type=caller.type.value,
-                            role_arn=role_arn)
+                            role_arn=role_arn, ids=frozenset({unique_id}))
 
 
 def request_context(caller: Principal, now: datetime,

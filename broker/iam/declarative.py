@@ -44,11 +44,11 @@ from typing import Any
 
 from broker.aws import arn as arns
 from broker.aws import ids, shapes
-from broker.aws.errors import AwsError, LimitExceeded, NoSuchEntity
+from broker.aws.errors import AwsError, NoSuchEntity
 from broker.errors import ConfigError
 from broker.iam import model
 from broker.iam.entities import GROUP, ROLE, USER, Inline, PolicyRef, Role, Tag
-from broker.iam.policies import INLINE_SIZE, MAX_ATTACHED
+from broker.iam.policies import INLINE_SIZE, MANAGED_SIZE, MAX_ATTACHED
 from broker.iam.records import check_tags, policy_size
 from broker.iam.service import IamService
 from broker.policy.document import PolicyKind, parse
@@ -151,6 +151,9 @@ def _policy(raw: Any, where: str) -> PolicySpec:
                                           **({"Description": spec.description}
                                              if spec.description else {})}, where)
     _parse(document, PolicyKind.IDENTITY, where)
+    if policy_size(document) > MANAGED_SIZE:
+        raise ConfigError(f"{where}.document: LimitExceeded: Cannot exceed quota for "
+                          f"PolicySize: {MANAGED_SIZE}")
     return spec
 
 
@@ -178,6 +181,9 @@ def _principal(kind: str, raw: Any, where: str) -> PrincipalSpec:
                                                "PolicyDocument": document},
                   f"{where}.inline.{policy_name}")
         _parse(document, PolicyKind.IDENTITY, f"{where}.inline.{policy_name}")
+    if sum(policy_size(d) for _, d in inline) > INLINE_SIZE[kind]:
+        raise ConfigError(f"{where}.inline: LimitExceeded: Maximum policy size of "
+                          f"{INLINE_SIZE[kind]} bytes exceeded for {kind} {name}")
     trust = _document(raw["trust"], f"{where}.trust") if "trust" in raw else None
     spec = PrincipalSpec(kind=kind, name=name, path=path, tags=tags, policies=policies,
                          inline=inline, groups=groups, boundary=raw.get("boundary"),
@@ -271,7 +277,18 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
     groups and users, then roles, each in the file's order."""
     for account in plan.accounts:
         await iam.get_account(account.id)  # NoSuchEntity if it was never created
-    # Every trust policy before any change: its principals exist or are in the file.
+    # Before any change: every policy ARN and group the file names but does not hold exists,
+    # and every trust policy names principals that exist or are in the file.
+    for account in plan.accounts:
+        local = {p.name.lower() for p in account.policies}
+        groups = {s.name.lower() for s in account.principals if s.kind == GROUP}
+        for spec in account.principals:
+            for ref in (*spec.policies, *([spec.boundary] if spec.boundary else [])):
+                if ref.lower() not in local:
+                    await iam.policies.reference(account.id, ref)
+            for group in spec.groups:
+                if group.lower() not in groups:
+                    await iam.groups.get(account.id, group)
     planned = {(arns.user if spec.kind == USER else arns.role)(account.id, spec.path, spec.name)
                for account in plan.accounts for spec in account.principals
                if spec.kind in (USER, ROLE)}
@@ -349,8 +366,9 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
     label = f"{spec.kind} {spec.name} ({account})"
     wanted_refs = [await _ref(iam, account, p, arn_of) for p in spec.policies]
     boundary = await _ref(iam, account, spec.boundary, arn_of) if spec.boundary else None
-    current = await iam.policies.principal(spec.kind, account, spec.name)
-
+    trust_ids: tuple[tuple[str, str], ...] = ()
+    if spec.kind == ROLE and spec.trust is not None:
+        trust_ids = await iam.roles.check_trust(spec.trust)
     group_ids: tuple[str, ...] = ()
     if spec.kind == USER:
         group_ids = tuple([(await iam.groups.get(account, g)).group_id for g in spec.groups])
@@ -371,10 +389,7 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
         if tuple(entity.attached) != tuple(wanted_refs):
             fields["attached"] = tuple(wanted_refs)
             changes.append("policies")
-        inline = tuple(Inline(n, d) for n, d in spec.inline)
-        if sum(policy_size(p.document) for p in inline) > INLINE_SIZE[spec.kind]:
-            raise LimitExceeded(f"Maximum policy size of {INLINE_SIZE[spec.kind]} bytes "
-                                f"exceeded for {spec.kind} {spec.name}")
+        inline = tuple(Inline(n, d) for n, d in spec.inline)  # sizes checked by load()
         if tuple(entity.inline) != inline:
             fields["inline"] = inline
             changes.append("inline policies")
@@ -382,8 +397,10 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
             fields["groups"] = group_ids
             changes.append("groups")
         if isinstance(entity, Role):
-            if not _same_document(entity.trust, spec.trust or ""):
-                fields["trust"] = spec.trust
+            if not _same_document(entity.trust, spec.trust or "") or \
+                    entity.trust_ids != trust_ids:
+                # The document, or an identity it names (deleted and made again since).
+                fields["trust"], fields["trust_ids"] = spec.trust, trust_ids
                 changes.append("trust")
             if entity.description != spec.description:
                 fields["description"] = spec.description
@@ -393,9 +410,6 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
                 changes.append("max_session")
         return replace(entity, **fields) if fields else entity
 
-    if spec.kind == ROLE and spec.trust is not None and \
-            not _same_document(current.trust, spec.trust):  # type: ignore[union-attr]
-        await iam.roles.check_trust(spec.trust)
     await iam.policies.change_principal(spec.kind, account, spec.name, converge)
     if created:
         return f"+ {label}"

@@ -248,6 +248,9 @@ class Role:
     role_id: str
     created: datetime
     trust: str  # the trust policy, as given
+    # The user and role ARNs it names, each with the unique id it had when the trust policy
+    # was saved: the policy names that identity, not a later one of the same name.
+    trust_ids: tuple[tuple[str, str], ...] = ()
     description: str | None = None
     max_session: int = 3600
     tags: tuple[Tag, ...] = ()
@@ -359,7 +362,8 @@ class ManagedPolicy:
     def ref(account_id: str, name: str) -> Ref:
         return Ref(POLICY, account_id, name_key(name))
 
-    def wire(self, attachments: int | None = None, *, listing: bool = False) -> dict[str, Any]:
+    def wire(self, attachments: int | None = None, boundaries: int = 0, *,
+             listing: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "PolicyName": self.name,
             "PolicyId": self.policy_id,
@@ -367,7 +371,7 @@ class ManagedPolicy:
             "Path": self.path,
             "DefaultVersionId": self.default_version,
             "AttachmentCount": attachments,
-            "PermissionsBoundaryUsageCount": 0 if attachments is not None else None,
+            "PermissionsBoundaryUsageCount": boundaries if attachments is not None else None,
             "IsAttachable": True,
             "Description": None if listing else self.description,
             "CreateDate": self.created,

@@ -39,7 +39,12 @@ NOBODY = IdentitySide(exists=False)
 
 
 class WatchedStore:
-    """An EntityStore that counts its own writes, so caches in this process can tell."""
+    """An EntityStore that counts its own writes, so caches in this process can tell.
+
+    The count goes up when a write starts and again when it has ended (committed or not): an
+    answer built while a write was under way carries the count from before its end, so it is
+    stale as soon as the write is done, never kept as if it were fresh.
+    """
 
     def __init__(self, store: EntityStore) -> None:
         self._store = store
@@ -50,16 +55,25 @@ class WatchedStore:
 
     async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
         self.writes += 1
-        return await self._store.create(record, max_siblings=max_siblings)
+        try:
+            return await self._store.create(record, max_siblings=max_siblings)
+        finally:
+            self.writes += 1
 
     async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
         self.writes += 1
-        return await self._store.update(ref, change)
+        try:
+            return await self._store.update(ref, change)
+        finally:
+            self.writes += 1
 
     async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
                      check: Callable[[Record], None] | None = None) -> None:
         self.writes += 1
-        await self._store.delete(ref, blocked_by=blocked_by, check=check)
+        try:
+            await self._store.delete(ref, blocked_by=blocked_by, check=check)
+        finally:
+            self.writes += 1
 
 
 class Permissions:
@@ -99,6 +113,19 @@ class Permissions:
 
     def compile(self, document: str, kind: PolicyKind, name: str) -> Policy:
         return self._compile(document, kind, name)
+
+    def trust_of(self, role: Role) -> Policy:
+        """The role's trust policy, compiled, its principals bound to the unique ids they had
+        when it was saved."""
+        key = (hashlib.sha256(role.trust.encode()).hexdigest(),
+               f"trust:{role.arn}:{role.trust_ids!r}")
+        policy = self._compiled.get(key)
+        if policy is None:
+            policy = parse(role.trust, PolicyKind.TRUST, name=role.arn).bind(role.trust_ids)
+            if len(self._compiled) > 4096:
+                self._compiled.clear()
+            self._compiled[key] = policy
+        return policy
 
     # -- building -------------------------------------------------------------------------------
 

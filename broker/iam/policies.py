@@ -221,11 +221,20 @@ class Policies:
 
     async def attachment_counts(self, account: str) -> dict[str, int]:
         """How many users, groups and roles of the account each policy id is attached to."""
-        counts: dict[str, int] = {}
+        return (await self.usage_counts(account))[0]
+
+    async def usage_counts(self, account: str) -> tuple[dict[str, int], dict[str, int]]:
+        """By policy id: how many users, groups and roles of the account it is attached to,
+        and how many users and roles have it as their permissions boundary."""
+        attached: dict[str, int] = {}
+        bounding: dict[str, int] = {}
         for entity in await self.principals(account):
             for ref in entity.attached:
-                counts[ref.id] = counts.get(ref.id, 0) + 1
-        return counts
+                attached[ref.id] = attached.get(ref.id, 0) + 1
+            boundary = getattr(entity, "boundary", None)
+            if boundary is not None:
+                bounding[boundary.id] = bounding.get(boundary.id, 0) + 1
+        return attached, bounding
 
     async def principals(self, account: str) -> list[Principal]:
         found: list[Principal] = []

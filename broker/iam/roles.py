@@ -18,8 +18,8 @@ from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
 from broker.iam.entities import ACCOUNT, ROLE, USER, PolicyRef, Role, Tag, name_key
 from broker.iam.policies import merge_tags
-from broker.iam.records import Entities, Page, check_tags, missing_role, paginate
-from broker.policy.document import Policy, PolicyKind, parse
+from broker.iam.records import Entities, Page, check_tags, missing_role, paginate, policy_size
+from broker.policy.document import PolicyKind, parse
 from broker.store.base import GLOBAL, Record, Ref
 
 TRUST_SIZE = 2048
@@ -34,11 +34,11 @@ class Roles:
                      description: str | None = None, max_session: int = 3600,
                      boundary: PolicyRef | None = None, tags: tuple[Tag, ...] = ()) -> Role:
         check_tags(tags)
-        await self.check_trust(trust)
+        bound = await self.check_trust(trust)
         role = Role(account_id=account, name=name, path=path,
                     role_id=ids.new_unique_id(ids.ROLE_ID_PREFIX), created=self._clock.now(),
-                    trust=trust, description=description, max_session=max_session,
-                    boundary=boundary, tags=tags)
+                    trust=trust, trust_ids=bound, description=description,
+                    max_session=max_session, boundary=boundary, tags=tags)
         try:
             await self._entities.store.create(role.record())
         except AlreadyExists:
@@ -68,8 +68,8 @@ class Roles:
             lambda: missing_role(name))
 
     async def update_trust(self, account: str, name: str, trust: str) -> Role:
-        await self.check_trust(trust)
-        return await self.change(account, name, trust=trust)
+        bound = await self.check_trust(trust)
+        return await self.change(account, name, trust=trust, trust_ids=bound)
 
     async def delete(self, account: str, name: str) -> None:
         def unused(record: Record) -> None:
@@ -84,38 +84,53 @@ class Roles:
         except NotFound:
             raise missing_role(name) from None
 
-    async def check_trust(self, trust: str, *, planned: Collection[str] = ()) -> Policy:
+    async def check_trust(self, trust: str, *, planned: Collection[str] = ()
+                          ) -> tuple[tuple[str, str], ...]:
         """A trust policy that can be used: valid, within its quota, naming principals that
         exist (an IAM user or role ARN of an account this broker holds) or are ``planned``
-        (ARNs about to be created, by ``broker apply``)."""
+        (ARNs about to be created, by ``broker apply``). Returns each user and role ARN it names
+        with that identity's unique id: the trust policy names that identity, not whoever holds
+        the name later (as on AWS)."""
         policy = parse(trust, PolicyKind.TRUST)
-        if len(trust) > TRUST_SIZE:
+        if policy_size(trust) > TRUST_SIZE:
             raise LimitExceeded(f"Cannot exceed quota for ACLSizePerRole: {TRUST_SIZE}")
+        bound: dict[str, str] = {}
         for statement in policy.statements:
             if statement.principals is None:
                 continue
             for principal in statement.principals.arns():
-                if principal not in planned and not await self._exists(principal):
+                if principal in planned:
+                    continue
+                found = await self._resolve(principal)
+                if found is None:
                     raise MalformedPolicyDocument(
                         f'Invalid principal in policy: "AWS":"{principal}"')
-        return policy
+                if found:
+                    bound[principal] = found
+        return tuple(sorted(bound.items()))
 
-    async def _exists(self, principal: str) -> bool:
+    async def _resolve(self, principal: str) -> str | None:
+        """The unique id of the user or role an ARN names; "" for a principal that is named
+        but not kept (a session, a federated user); None for one that cannot be used."""
         parsed = arns.parse(principal)
         if parsed is None:
-            return False
+            return None
         try:
             await self._entities.store.get(Ref(ACCOUNT, GLOBAL, parsed.account))
         except NotFound:
-            return False
+            return None
         kind, _, rest = parsed.resource.partition("/")
-        if parsed.service != "iam" or kind not in ("user", "role"):
-            return True  # sessions and federated users are named, not kept
+        if parsed.service == "sts":
+            return "" if kind in ("assumed-role", "federated-user") and rest else None
+        if kind not in ("user", "role"):
+            return None  # a group, a policy...: not a principal
         name = rest.rsplit("/", 1)[-1]
         try:
             record = await self._entities.store.get(
                 Ref(USER if kind == "user" else ROLE, parsed.account, name_key(name)))
         except NotFound:
-            return False
+            return None
         path = "/" + rest[: -len(name)] if rest[: -len(name)] else "/"
-        return bool(record.data.get("path", "/") == path)
+        if record.data.get("path", "/") != path or record.lookup is None:
+            return None
+        return record.lookup

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -58,6 +58,9 @@ class RequestPrincipal:
     role_arn: str | None = None  # for role sessions: the role
     federated: str | None = None  # for web identity and SAML sessions: the identity provider
     service: str | None = None  # for AWS service principals
+    # The unique ids behind the ARNs (AIDA... of a user, AROA... of a session's role): a
+    # principal a policy bound to an id (a role's trust policy) matches only with that id.
+    ids: frozenset[str] = frozenset()
 
 
 class Grant(StrEnum):
@@ -75,15 +78,27 @@ class Principals:
     federated: tuple[str, ...] = ()
     service: tuple[str, ...] = ()
     canonical: tuple[str, ...] = ()
+    # User and role ARNs bound to the unique id they had when the policy was saved (a role's
+    # trust policy, as AWS does): such an entry names that identity only, not a later one of
+    # the same name.
+    bound: tuple[tuple[str, str], ...] = ()
+
+    def _names_arn(self, value: str, arn: str | None, who: RequestPrincipal) -> bool:
+        if arn is None or value != arn:
+            return False
+        for bound_arn, unique_id in self.bound:
+            if bound_arn == value:
+                return unique_id in who.ids
+        return True
 
     def grant(self, who: RequestPrincipal) -> Grant | None:
         if self.everyone:
             return Grant.DIRECT
         found: Grant | None = None
         for value in self.aws:
-            if value == who.arn:
+            if self._names_arn(value, who.arn, who):
                 return Grant.DIRECT
-            if who.role_arn is not None and value == who.role_arn:
+            if self._names_arn(value, who.role_arn, who):
                 found = Grant.ROLE
             elif value == who.account and found is None:
                 found = Grant.ACCOUNT
@@ -94,17 +109,23 @@ class Principals:
         return found
 
     def names(self, who: RequestPrincipal) -> bool:
-        """Whether the caller is one of the principals listed, exactly: what NotPrincipal
-        excludes. An account entry names the account's root user, not all of its principals;
-        a role session is named by its session ARN."""
+        """Whether the caller is excluded by a NotPrincipal listing these principals: every
+        identity it acts as must be listed — its account, and its user or session ARN, and for
+        a role session the role's ARN — as AWS documents (a Deny with NotPrincipal that lists a
+        user but not the user's account applies to that user)."""
         if self.everyone:
             return True
-        for value in self.aws:
-            if value == who.arn or (value == who.account and who.type == "Account"):
-                return True
         if who.federated is not None and who.federated in self.federated:
             return True
-        return who.service is not None and who.service in self.service
+        if who.service is not None and who.service in self.service:
+            return True
+        if who.account not in self.aws:
+            return False
+        if who.type != "Account" and not any(self._names_arn(v, who.arn, who)
+                                             for v in self.aws):
+            return False
+        return who.role_arn is None or any(self._names_arn(v, who.role_arn, who)
+                                           for v in self.aws)
 
     def arns(self) -> Iterable[str]:
         return (v for v in self.aws if v.startswith("arn:"))
@@ -163,6 +184,15 @@ class Policy:
     statements: tuple[Statement, ...]
     text: str = field(default="", compare=False)
     id: str | None = None
+
+    def bind(self, bound: tuple[tuple[str, str], ...]) -> Policy:
+        """This policy with its user and role principals bound to unique ids (ARN, id)."""
+        if not bound:
+            return self
+        return replace(self, statements=tuple(
+            s if s.principals is None else replace(s, principals=replace(s.principals,
+                                                                         bound=bound))
+            for s in self.statements))
 
 
 def parse(text: str, kind: PolicyKind, *, name: str = "") -> Policy:

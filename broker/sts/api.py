@@ -10,7 +10,6 @@ from broker.authz import Authorizer
 from broker.aws import arn
 from broker.aws.errors import AccessDenied, InvalidAuthorizationMessage, ValidationError
 from broker.aws.query import STS, Call, Operation, Result
-from broker.policy.document import PolicyKind
 from broker.sts import model
 from broker.sts.service import IssuedCredentials, StsService
 
@@ -118,12 +117,16 @@ def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
         if caller.is_root:
             # AWS's rule, whatever the trust policy says: use a user or a role.
             raise AccessDenied("Roles may not be assumed by root accounts.")
+
+        def refused(action: str) -> AccessDenied:
+            # AWS's bare sentence, for a missing role and a refusing one alike: nobody learns
+            # which roles exist, or what another account's trust policy asks for, by asking.
+            return AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} "
+                                f"on resource: {role_arn}")
+
         role = await sts.role(role_arn)
         if role is None:
-            # No such role, or not at that path: the same answer as a refusal, so that
-            # nobody learns which roles exist by asking.
-            raise AccessDenied(f"User: {caller.arn} is not authorized to perform: "
-                               f"sts:AssumeRole on resource: {role_arn}")
+            raise refused("sts:AssumeRole")
         session_tags = tags(p)
         context: dict[str, str | list[str]] = {"sts:RoleSessionName": p["RoleSessionName"]}
         if "ExternalId" in p:
@@ -135,14 +138,19 @@ def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
             context.update({f"aws:RequestTag/{k}": v for k, v in session_tags})
         if p.get("TransitiveTagKeys"):
             context["sts:TransitiveTagKeys"] = list(p["TransitiveTagKeys"])
-        trust = authz.permissions.compile(role.trust, PolicyKind.TRUST, role.arn)
+        trust = authz.permissions.trust_of(role)
         where = {"context": context, "resource_policies": (trust,),
                  "resource_account": role.account_id, "requires_resource_policy": True}
-        await allow(call, "sts:AssumeRole", role.arn, **where)
+        needed = ["sts:AssumeRole"]
         if session_tags:
-            await allow(call, "sts:TagSession", role.arn, **where)
+            needed.append("sts:TagSession")
         if "SourceIdentity" in p:
-            await allow(call, "sts:SetSourceIdentity", role.arn, **where)
+            needed.append("sts:SetSourceIdentity")
+        for action in needed:
+            try:
+                await allow(call, action, role.arn, **where)
+            except AccessDenied:
+                raise refused(action) from None
         issued = await sts.assume_role(
             caller, role, p["RoleSessionName"],
             duration=p.get("DurationSeconds"),

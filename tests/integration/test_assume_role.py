@@ -85,8 +85,9 @@ def test_account_named_in_the_trust_policy_needs_an_identity_policy(broker: Brok
     _, role_arn = make_role(broker, trust(f"arn:aws:iam::{broker.account_id}:root"))
     with pytest.raises(botocore.exceptions.ClientError) as info:
         broker.client("sts", creds).assume_role(RoleArn=role_arn, RoleSessionName="s0")
-    assert "because no identity-based policy allows the sts:AssumeRole action" in \
-        error(info)[1]
+    assert error(info) == ("AccessDenied", f"User: arn:aws:iam::{broker.account_id}:user/{user} "
+                           f"is not authorized to perform: sts:AssumeRole on resource: "
+                           f"{role_arn}", 403)
     broker.client("iam").put_user_policy(UserName=user, PolicyName="assume", PolicyDocument=doc(
         {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}))
     broker.client("sts", creds).assume_role(RoleArn=role_arn, RoleSessionName="s0")
@@ -102,6 +103,15 @@ def test_role_permissions_apply_to_the_session(broker: Broker) -> None:
     assert broker.client("iam", session).list_roles()["Roles"]
     with pytest.raises(botocore.exceptions.ClientError) as info:
         broker.client("iam", session).list_users()
+    assert error(info)[0] == "AccessDenied"
+    # GetUser without a name from a role session: there is no user to be, AWS's ValidationError.
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("iam", session).get_user()
+    assert error(info) == ("ValidationError",
+                           "Must specify userName when calling with non-User credentials", 400)
+    # The control: with a name, the question is one of permission.
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("iam", session).get_user(UserName=user)
     assert error(info)[0] == "AccessDenied"
 
 
@@ -253,10 +263,14 @@ def test_cross_account_needs_both_sides(broker: Broker) -> None:
         broker, trust(f"arn:aws:iam::{account_b}:root"),
         policy=doc({"Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"}))
     sts_b = broker.client("sts", creds_b)
+
+    def bare(arn: str, action: str = "sts:AssumeRole") -> tuple[str, str, int]:
+        return ("AccessDenied", f"User: arn:aws:iam::{account_b}:user/{name_b} is not "
+                f"authorized to perform: {action} on resource: {arn}", 403)
+
     with pytest.raises(botocore.exceptions.ClientError) as info:
         sts_b.assume_role(RoleArn=role_arn, RoleSessionName="x0")
-    assert "because no identity-based policy allows the sts:AssumeRole action" in \
-        error(info)[1]
+    assert error(info) == bare(role_arn)  # B's own policy does not allow it yet
     iam_b.put_user_policy(UserName=name_b, PolicyName="assume", PolicyDocument=doc(
         {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}))
     result = sts_b.assume_role(RoleArn=role_arn, RoleSessionName="x0")
@@ -270,8 +284,13 @@ def test_cross_account_needs_both_sides(broker: Broker) -> None:
         {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}))
     with pytest.raises(botocore.exceptions.ClientError) as info:
         sts_b.assume_role(RoleArn=closed, RoleSessionName="x0")
-    assert "because no resource-based policy allows the sts:AssumeRole action" in \
-        error(info)[1]
+    assert error(info) == bare(closed)
+    # A role that does not exist is refused in the very same words: nothing to learn about
+    # which of A's roles exist, or what their trust policies ask for.
+    missing = f"arn:aws:iam::{broker.account_id}:role/{unique('none')}"
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        sts_b.assume_role(RoleArn=missing, RoleSessionName="x0")
+    assert error(info) == bare(missing)
 
 
 def test_revoking_older_sessions_by_token_issue_time(broker: Broker) -> None:
@@ -297,3 +316,67 @@ def test_revoking_older_sessions_by_token_issue_time(broker: Broker) -> None:
     time.sleep(1.1)
     fresh = creds_of(sts.assume_role(RoleArn=role_arn, RoleSessionName="new"))
     broker.client("iam", fresh).list_roles()
+
+
+def test_a_trust_policy_names_the_identity_not_the_name(broker: Broker) -> None:
+    """As on AWS, a trust policy holds the unique id of each user and role it names: a user
+    deleted and made again under the same name is not trusted until the policy is saved again,
+    and the sessions of deleted users and roles can do nothing."""
+    iam = broker.client("iam")
+    user, creds = broker.new_user()
+    user_arn = f"arn:aws:iam::{broker.account_id}:user/{user}"
+    role_name, role_arn = make_role(broker, trust(user_arn), policy=doc(
+        {"Effect": "Allow", "Action": ["iam:ListRoles", "sts:AssumeRole"], "Resource": "*"}))
+    broker.client("sts", creds).assume_role(RoleArn=role_arn, RoleSessionName="s0")  # control
+    old_session = creds_of(broker.client("sts", creds).get_session_token())
+    # The user goes; another of the same name comes.
+    iam.delete_access_key(UserName=user, AccessKeyId=creds.access_key_id)
+    iam.delete_user(UserName=user)
+    _, reborn = broker.new_user(name=user)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("sts", reborn).assume_role(RoleArn=role_arn, RoleSessionName="s1")
+    assert error(info)[0] == "AccessDenied"
+    # The old user's session names the old id, which the trust policy does hold; but its user
+    # is gone, so it can do nothing at all.
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("sts", old_session).assume_role(RoleArn=role_arn, RoleSessionName="s2")
+    assert error(info)[0] == "AccessDenied"
+    # Saving the trust policy again binds the name to the new user, as on AWS.
+    iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=trust(user_arn))
+    chained = creds_of(broker.client("sts", reborn).assume_role(RoleArn=role_arn,
+                                                                RoleSessionName="s3"))
+    broker.client("iam", chained).list_roles()
+
+    # A role named in another role's trust policy: the same, for role sessions.
+    _, target = make_role(broker, trust(role_arn))
+    broker.client("sts", chained).assume_role(RoleArn=target, RoleSessionName="hop")  # control
+    iam.delete_role_policy(RoleName=role_name, PolicyName="perms")
+    iam.delete_role(RoleName=role_name)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("sts", chained).assume_role(RoleArn=target, RoleSessionName="hop")
+    assert error(info)[0] == "AccessDenied"
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        broker.client("iam", chained).list_roles()
+    assert error(info)[0] == "AccessDenied"
+    make_role_named = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=trust(
+        user_arn))["Role"]
+    assert make_role_named["Arn"] == role_arn
+    new_session = creds_of(broker.client("sts", reborn).assume_role(RoleArn=role_arn,
+                                                                    RoleSessionName="s4"))
+    with pytest.raises(botocore.exceptions.ClientError) as info:  # the new role: not trusted
+        broker.client("sts", new_session).assume_role(RoleArn=target, RoleSessionName="hop")
+    assert error(info)[0] == "AccessDenied"
+
+
+def test_trust_policies_name_users_and_roles_only(broker: Broker) -> None:
+    iam = broker.client("iam")
+    group = unique("grp")
+    iam.create_group(GroupName=group)
+    for principal in (f"arn:aws:iam::{broker.account_id}:group/{group}",
+                      "arn:aws:iam::aws:policy/IAMReadOnlyAccess"):
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            make_role(broker, trust(principal))
+        assert error(info) == ("MalformedPolicyDocument",
+                               f'Invalid principal in policy: "AWS":"{principal}"', 400)
+    user, _ = broker.new_user()
+    make_role(broker, trust(f"arn:aws:iam::{broker.account_id}:user/{user}"))  # the control

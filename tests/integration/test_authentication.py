@@ -215,3 +215,52 @@ def test_retired_key_tokens_stop_working(clocked: tuple[Broker, FixedClock]) -> 
     assert send(signed_request(broker.url, WHO, after, at=clock.now())).status_code == 200
     # The root key's secret was resealed with the new key, so it still authenticates.
     assert send(signed_request(broker.url, WHO, broker.root, at=clock.now())).status_code == 200
+
+
+def test_a_key_deleted_under_load_stops_at_once(tmp_path: Path) -> None:
+    """With a long cache (300 s), a key deleted while its holder keeps calling must stop at
+    once in the process that deleted it: answers built during the delete are not kept."""
+    import contextlib
+    import json
+    import threading
+
+    import botocore.exceptions
+
+    b = start_broker(tmp_path / "d", env={"BROKER_IAM_POLICY_CACHE_SECONDS": "300"})
+    try:
+        iam = b.client("iam")
+        policy = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iam:GetUser", "Resource": "*"}]})
+
+        def works(creds: Creds) -> bool:
+            try:
+                b.client("iam", creds).get_user()
+            except botocore.exceptions.ClientError as exc:
+                assert exc.response["Error"]["Code"] == "InvalidClientTokenId"
+                return False
+            return True
+
+        for _ in range(6):
+            name, creds = b.new_user()
+            iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=policy)
+            assert works(creds)  # the control
+            stop = threading.Event()
+
+            def hammer(creds: Creds = creds, stop: threading.Event = stop) -> None:
+                client = b.client("iam", creds)
+                while not stop.is_set():
+                    with contextlib.suppress(botocore.exceptions.ClientError):
+                        client.get_user()
+
+            threads = [threading.Thread(target=hammer) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            try:
+                iam.delete_access_key(UserName=name, AccessKeyId=creds.access_key_id)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join()
+            assert not works(creds)
+    finally:
+        b.stop()

@@ -157,6 +157,44 @@ def test_delegated_administration_through_iam_permissions_boundary(broker: Broke
     admin.delete_user_permissions_boundary(UserName=unbounded)  # the control: not the fence
 
 
+def test_moving_a_user_or_group_needs_the_action_on_both_paths(broker: Broker) -> None:
+    """A delegated administrator of /sandbox/ cannot move a user or a group out of it into a
+    path that other policies trust (AWS: the action on the source and the target)."""
+    iam = broker.client("iam")
+    name, creds = broker.new_user()
+    sandbox = f"arn:aws:iam::{broker.account_id}:%s/sandbox/*"
+    iam.put_user_policy(UserName=name, PolicyName="sandbox", PolicyDocument=doc(
+        {"Effect": "Allow", "Action": ["iam:CreateUser", "iam:UpdateUser"],
+         "Resource": sandbox % "user"},
+        {"Effect": "Allow", "Action": ["iam:CreateGroup", "iam:UpdateGroup"],
+         "Resource": sandbox % "group"}))
+    admin = broker.client("iam", creds)
+    bob, team = unique("bob"), unique("team")
+    admin.create_user(UserName=bob, Path="/sandbox/")
+    admin.create_group(GroupName=team, Path="/sandbox/")
+    refused(admin.update_user, UserName=bob, NewPath="/admins/")
+    refused(admin.update_group, GroupName=team, NewPath="/admins/")
+    assert iam.get_user(UserName=bob)["User"]["Path"] == "/sandbox/"
+    # The control: within the sandbox, moving is allowed.
+    admin.update_user(UserName=bob, NewPath="/sandbox/deeper/")
+    admin.update_group(GroupName=team, NewPath="/sandbox/deeper/")
+    assert iam.get_user(UserName=bob)["User"]["Path"] == "/sandbox/deeper/"
+
+
+def test_self_service_key_policy_covers_only_the_users_own_keys(broker: Broker) -> None:
+    """AWS's self-service policy (access keys on user/${aws:username}) reaches the user's own
+    keys, not the root user's."""
+    iam = broker.client("iam")
+    name, creds = broker.new_user()
+    iam.put_user_policy(UserName=name, PolicyName="own-keys", PolicyDocument=doc(
+        {"Effect": "Allow", "Action": "iam:*AccessKey*",
+         "Resource": f"arn:aws:iam::{broker.account_id}:user/${{aws:username}}"}))
+    me = broker.client("iam", creds)
+    assert me.get_access_key_last_used(AccessKeyId=creds.access_key_id)["UserName"] == name
+    message = refused(me.get_access_key_last_used, AccessKeyId=broker.root.access_key_id)
+    assert f"on resource: arn:aws:iam::{broker.account_id}:root" in message
+
+
 def test_conditions_read_the_request_context(broker: Broker) -> None:
     iam = broker.client("iam")
     name, creds = broker.new_user()
@@ -263,6 +301,24 @@ def test_simulate_custom_policy_reports_missing_context(broker: Broker) -> None:
         ActionNames=["s3:GetObject"])["EvaluationResults"][0]
     assert missing["EvalDecision"] == "implicitDeny"
     assert missing["MissingContextValues"] == ["aws:SourceIp"]
+
+
+@pytest.mark.parametrize("owner", ["arn:x", "arn:aws", "arn:aws:iam::12345:root", "root"])
+def test_simulation_refuses_a_resource_owner_that_is_not_an_account(broker: Broker,
+                                                                   owner: str) -> None:
+    iam = broker.client("iam")
+    policy = [doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})]
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        iam.simulate_custom_policy(PolicyInputList=policy, ActionNames=["s3:GetObject"],
+                                   ResourceOwner=owner)
+    error = info.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == \
+        ("InvalidInput", 400)
+    # The control: an account's ARN.
+    result = iam.simulate_custom_policy(
+        PolicyInputList=policy, ActionNames=["s3:GetObject"],
+        ResourceOwner=f"arn:aws:iam::{broker.account_id}:root")["EvaluationResults"][0]
+    assert result["EvalDecision"] == "allowed"
 
 
 def test_simulation_results_come_in_pages(broker: Broker) -> None:

@@ -507,11 +507,15 @@ def test_tags_come_in_pages(broker: Broker, noun: str) -> None:
 def test_role_permissions_boundary(broker: Broker) -> None:
     iam = broker.client("iam")
     name, boundary = make_role(iam), make_policy(iam)
+    assert iam.get_policy(PolicyArn=boundary)["Policy"]["PermissionsBoundaryUsageCount"] == 0
     iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
     assert iam.get_role(RoleName=name)["Role"]["PermissionsBoundary"] == {
         "PermissionsBoundaryType": "PermissionsBoundaryPolicy",
         "PermissionsBoundaryArn": boundary}
+    got = iam.get_policy(PolicyArn=boundary)["Policy"]
+    assert (got["PermissionsBoundaryUsageCount"], got["AttachmentCount"]) == (1, 0)
     iam.delete_role_permissions_boundary(RoleName=name)
+    assert iam.get_policy(PolicyArn=boundary)["Policy"]["PermissionsBoundaryUsageCount"] == 0
     assert "PermissionsBoundary" not in iam.get_role(RoleName=name)["Role"]
 
     missing = f"arn:aws:iam::{broker.account_id}:policy/{unique('nopolicy')}"

@@ -172,6 +172,16 @@ id = "{account}"
     ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
      'tags = { "aws:x" = "1" }\n', "reserved prefix"),
     ("not toml [", "not valid TOML"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.policies]]\nname = "p"\n'
+     'document = \'{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*",'
+     '"Resource":"arn:aws:s3:::' + "x" * 6100 + '"}]}\'\n',
+     "Cannot exceed quota for PolicySize: 6144"),
+    ('[[accounts]]\nid = "123456789012"\n[[accounts.users]]\nname = "a"\n'
+     'inline = { one = \'{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+     '"Action":"s3:*","Resource":"arn:aws:s3:::' + "x" * 1100 + '"}]}\', '
+     'two = \'{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+     '"Action":"s3:*","Resource":"arn:aws:s3:::' + "y" * 1100 + '"}]}\' }\n',
+     "Maximum policy size of 2048 bytes exceeded for user a"),
 ])
 def test_check_names_the_fault(tmp_path: Path, text: str, fault: str) -> None:
     code, out, err = run("check", str(write(tmp_path / "bad.toml", text)))
@@ -338,3 +348,33 @@ def test_the_documented_apply_file_applies(tmp_path: Path) -> None:
     assert code == 0 and out.splitlines()[-1] == "4 change(s).", (out, err)
     code, out, err = run("apply", str(plan), "--data-dir", str(data))
     assert out.splitlines()[-1] == "0 change(s).", (out, err)
+
+
+@pytest.mark.parametrize(("entry", "fault"), [
+    ('groups = ["nosuchgroup"]', "The group with name nosuchgroup cannot be found."),
+    ('policies = ["arn:aws:iam::123456789012:policy/nowhere"]', "NoSuchEntity"),
+])
+def test_apply_changes_nothing_when_something_it_names_is_missing(
+        tmp_path: Path, entry: str, fault: str) -> None:
+    """Faults that only the store can tell are found before anything is written."""
+    data = tmp_path / "d"
+    init(data, "--account-id", "123456789012")
+    plan = write(tmp_path / "iam.toml", f"""
+[[accounts]]
+id = "123456789012"
+  [[accounts.policies]]
+  name = "p1"
+  document = '''{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:*",
+    "Resource":"*"}}]}}'''
+  [[accounts.users]]
+  name = "alice"
+  {entry}
+""")
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 2 and fault in err, (out, err)
+    assert out == ""
+    # Nothing was written: without the faulty line, everything is new.
+    write(plan, plan.read_text().replace(entry, ""))
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert code == 0 and out.splitlines() == [
+        "+ policy p1 (123456789012)", "+ user alice (123456789012)", "2 change(s)."], err

@@ -104,7 +104,7 @@ def operations(ctx: IamContext) -> list[Operation]:
                      ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"])
         principals = await iam.policies.principals(account)
         groups = {g.group_id: g for g in principals if isinstance(g, Group)}
-        counts = await iam.policies.attachment_counts(account)
+        counts, bounding = await iam.policies.usage_counts(account)
         # One page across the four lists, in this order, with one marker.
         entries: list[tuple[str, str, dict[str, Any]]] = []
         if "User" in wanted:
@@ -137,7 +137,8 @@ def operations(ctx: IamContext) -> list[Operation]:
             listing = await iam.policies.listing(account, scope=s, only_attached=s == "AWS",
                                                  max_items=10_000)
             entries += [(f"4/{p.arn.lower()}", "Policies", {
-                **{k: v for k, v in p.wire(counts.get(p.policy_id, 0)).items() if k != "Tags"},
+                **{k: v for k, v in p.wire(counts.get(p.policy_id, 0),
+                                           bounding.get(p.policy_id, 0)).items() if k != "Tags"},
                 "PolicyVersionList": [
                     {"Document": encoded(v.document), "VersionId": v.id,
                      "IsDefaultVersion": v.id == p.default_version, "CreateDate": v.created}

@@ -51,8 +51,13 @@ def operations(ctx: IamContext) -> list[Operation]:
 
     @ops.action("UpdateGroup")
     async def update_group(call: Call) -> Result:
-        p = call.params
+        p, account = call.params, call.principal.account_id
         name = await allow_on_group(call, "UpdateGroup", p["GroupName"])
+        if "NewPath" in p or "NewGroupName" in p:
+            # AWS: the action on the group as it is and as it will be.
+            group = await iam.groups.get(account, name)
+            await ctx.allow(call, "UpdateGroup", arn.group(account, p.get("NewPath", group.path),
+                                                           p.get("NewGroupName", group.name)))
         await iam.groups.update(call.principal.account_id, name, new_path=p.get("NewPath"),
                                 new_name=p.get("NewGroupName"))
         return None

@@ -81,8 +81,9 @@ def operations(ctx: IamContext) -> list[Operation]:
         account, policy_arn = call.principal.account_id, call.params["PolicyArn"]
         await allow_on_policy(call, "GetPolicy", policy_arn)
         policy = await iam.policies.get(account, policy_arn)
-        counts = await iam.policies.attachment_counts(account)
-        return {"Policy": policy.wire(counts.get(policy.policy_id, 0))}
+        attached, bounding = await iam.policies.usage_counts(account)
+        return {"Policy": policy.wire(attached.get(policy.policy_id, 0),
+                                      bounding.get(policy.policy_id, 0))}
 
     @ops.action("ListPolicies")
     async def list_policies(call: Call) -> Result:
@@ -92,9 +93,10 @@ def operations(ctx: IamContext) -> list[Operation]:
             account, scope=p.get("Scope", "All"), only_attached=p.get("OnlyAttached", False),
             path_prefix=p.get("PathPrefix", "/"), marker=p.get("Marker"),
             max_items=p.get("MaxItems"))
-        counts = await iam.policies.attachment_counts(account)
+        attached, bounding = await iam.policies.usage_counts(account)
         return paged(page, "Policies",
-                     lambda pol: pol.wire(counts.get(pol.policy_id, 0), listing=True))
+                     lambda pol: pol.wire(attached.get(pol.policy_id, 0),
+                                          bounding.get(pol.policy_id, 0), listing=True))
 
     @ops.action("DeletePolicy")
     async def delete_policy(call: Call) -> Result:

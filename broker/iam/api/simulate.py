@@ -11,6 +11,7 @@ from typing import Any
 
 from broker.aws import arn as arns
 from broker.aws.errors import InvalidInput, NoSuchEntity
+from broker.aws.ids import ACCOUNT_ID
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry
 from broker.iam.entities import Group, User
@@ -62,15 +63,20 @@ def operations(ctx: IamContext) -> list[Operation]:
         who = RequestPrincipal(arn=caller, account=parsed.account if parsed and parsed.account
                                else account, type="User")
         context = _context(p.get("ContextEntries", []))
+        owner = None
+        if "ResourceOwner" in p:
+            parsed_owner = arns.parse(p["ResourceOwner"])
+            if parsed_owner is None or not ACCOUNT_ID.fullmatch(parsed_owner.account):
+                raise InvalidInput(f"Invalid ResourceOwner {p['ResourceOwner']}: it must be "
+                                   "the ARN of an account, such as arn:aws:iam::ACCOUNT:root.")
+            owner = parsed_owner.account
         policies = PolicySet(identity=identity, boundary=boundary,
                              resource=(resource_policy,) if resource_policy else ())
         results = []
         for action in p["ActionNames"]:
             for resource in p.get("ResourceArns") or ["*"]:
                 decision: Decision = evaluate(policies, Request(
-                    who, action, resource, context,
-                    resource_account=p.get("ResourceOwner", "").split(":")[4]
-                    if p.get("ResourceOwner", "").startswith("arn:") else None))
+                    who, action, resource, context, resource_account=owner))
                 results.append({
                     "EvalActionName": action,
                     "EvalResourceName": resource,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.aws import arn
-from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity
+from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity, ValidationError
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
@@ -66,7 +66,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         if caller.is_root:
             await ctx.allow(call, action, caller.arn)
             return None
-        raise InvalidInput("Must specify userName when calling with non-User credentials")
+        raise ValidationError("Must specify userName when calling with non-User credentials")
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -87,13 +87,15 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def get_user(call: Call) -> Result:
         caller, name = call.principal, call.params.get("UserName")
         if name is None:
+            if not caller.is_root and caller.type is not PrincipalType.USER:
+                # No user to be: AWS says so before it asks for any permission.
+                raise ValidationError(
+                    "Must specify userName when calling with non-User credentials")
             await ctx.allow(call, "GetUser", caller.arn)
             if caller.is_root:
                 account = await iam.get_account(caller.account_id)
                 return {"User": {"UserId": caller.account_id, "Arn": caller.arn,
                                  "CreateDate": account.created}}
-            if caller.type is not PrincipalType.USER:
-                raise InvalidInput("Must specify userName when calling with non-User credentials")
             name = caller.name
         else:
             name = await allow_on_user(call, "GetUser", name)
@@ -111,6 +113,14 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def update_user(call: Call) -> Result:
         caller, p = call.principal, call.params
         name = await allow_on_user(call, "UpdateUser", p["UserName"])
+        if "NewPath" in p or "NewUserName" in p:
+            # AWS: the caller needs the action on the user as it is and as it will be, so that
+            # a path it may manage cannot move a user into one it may not.
+            user = await iam.get_user(caller.account_id, name)
+            target = arn.user(caller.account_id, p.get("NewPath", user.path),
+                              p.get("NewUserName", user.name))
+            await ctx.allow(call, "UpdateUser", target,
+                            entity_context("UpdateUser", user.tags, user.boundary))
         await iam.update_user(caller.account_id, name, path=p.get("NewPath"),
                               new_name=p.get("NewUserName"))
         return None
@@ -210,7 +220,7 @@ def operations(ctx: IamContext) -> list[Operation]:
                 f"User: {caller.arn} is not authorized to perform: iam:GetAccessKeyLastUsed "
                 f"on resource: access key {key_id}"
             )
-        owner = caller.arn if key.user_name is None else \
+        owner = arn.root(key.account_id) if key.user_name is None else \
             (await named_user(key.account_id, key.user_name))[1]
         await ctx.allow(call, "GetAccessKeyLastUsed", owner)
         used = ctx.last_used.pending(key.account_id, key.access_key_id) or key.last_used
@@ -229,7 +239,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         if name is not None:
             return str(name)
         if call.principal.type is not PrincipalType.USER:
-            raise InvalidInput("Must specify userName when calling with non-User credentials")
+            raise ValidationError("Must specify userName when calling with non-User credentials")
         return call.principal.name
 
     @ops.action("CreateLoginProfile")
