@@ -280,7 +280,8 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
     # Before any change: every policy ARN and group the file names but does not hold exists,
     # and every trust policy names principals that exist or are in the file.
     for account in plan.accounts:
-        local = {p.name.lower() for p in account.policies}
+        local = {p.name.lower() for p in account.policies} | \
+            {arns.policy(account.id, p.path, p.name).lower() for p in account.policies}
         groups = {s.name.lower() for s in account.principals if s.kind == GROUP}
         for spec in account.principals:
             for ref in (*spec.policies, *([spec.boundary] if spec.boundary else [])):
@@ -308,17 +309,27 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
                 created = await _create(iam, account.id, spec, arn_of[account.id])
                 lines.append(await _apply_principal(iam, account.id, spec, arn_of[account.id],
                                                     created=created))
-    created_roles = set()
+    # Every role where the file puts it (made, trusting nobody yet, or moved) before any trust
+    # policy is checked, so that trust policies may name roles of the file at their new paths.
+    created_roles, moved_roles = set(), {}
     for account in plan.accounts:
         for spec in account.principals:
-            if spec.kind == ROLE and await _create(iam, account.id, spec, arn_of[account.id]):
+            if spec.kind != ROLE:
+                continue
+            if await _create(iam, account.id, spec, arn_of[account.id]):
                 created_roles.add((account.id, spec.name))
+                continue
+            role = await iam.roles.get(account.id, spec.name)
+            if role.path != spec.path:
+                await iam.roles.change(account.id, spec.name, path=spec.path)
+                moved_roles[(account.id, spec.name)] = f"path {role.path} -> {spec.path}"
     for account in plan.accounts:
         for spec in account.principals:
             if spec.kind == ROLE:
                 lines.append(await _apply_principal(
                     iam, account.id, spec, arn_of[account.id],
-                    created=(account.id, spec.name) in created_roles))
+                    created=(account.id, spec.name) in created_roles,
+                    moved=moved_roles.get((account.id, spec.name))))
     return lines
 
 
@@ -362,7 +373,8 @@ async def _create(iam: IamService, account: str, spec: PrincipalSpec,
 
 
 async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
-                           arn_of: dict[str, str], *, created: bool) -> str:
+                           arn_of: dict[str, str], *, created: bool,
+                           moved: str | None = None) -> str:
     label = f"{spec.kind} {spec.name} ({account})"
     wanted_refs = [await _ref(iam, account, p, arn_of) for p in spec.policies]
     boundary = await _ref(iam, account, spec.boundary, arn_of) if spec.boundary else None
@@ -372,7 +384,7 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
     group_ids: tuple[str, ...] = ()
     if spec.kind == USER:
         group_ids = tuple([(await iam.groups.get(account, g)).group_id for g in spec.groups])
-    changes: list[str] = []
+    changes: list[str] = [moved] if moved else []
 
     def converge(entity: Any) -> Any:
         fields: dict[str, Any] = {}

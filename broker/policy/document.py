@@ -83,22 +83,29 @@ class Principals:
     # the same name.
     bound: tuple[tuple[str, str], ...] = ()
 
-    def _names_arn(self, value: str, arn: str | None, who: RequestPrincipal) -> bool:
-        if arn is None or value != arn:
-            return False
+    def _names(self, value: str, who: RequestPrincipal, *, role: bool) -> bool:
+        """Whether an AWS principal entry names the caller itself (``role=False``: the user,
+        or the session by its ARN) or the role of its session (``role=True``). An entry bound
+        to a unique id names the identity with that id, whatever its ARN has become since (a
+        move, a change of case), and nothing else — as AWS matches saved trust policies."""
         for bound_arn, unique_id in self.bound:
             if bound_arn == value:
-                return unique_id in who.ids
-        return True
+                if role:
+                    return who.role_arn is not None and ":role/" in value \
+                        and unique_id in who.ids
+                return who.role_arn is None and who.type == "User" and ":user/" in value \
+                    and unique_id in who.ids
+        target = who.role_arn if role else who.arn
+        return target is not None and value == target
 
     def grant(self, who: RequestPrincipal) -> Grant | None:
         if self.everyone:
             return Grant.DIRECT
         found: Grant | None = None
         for value in self.aws:
-            if self._names_arn(value, who.arn, who):
+            if self._names(value, who, role=False):
                 return Grant.DIRECT
-            if self._names_arn(value, who.role_arn, who):
+            if self._names(value, who, role=True):
                 found = Grant.ROLE
             elif value == who.account and found is None:
                 found = Grant.ACCOUNT
@@ -121,11 +128,10 @@ class Principals:
             return True
         if who.account not in self.aws:
             return False
-        if who.type != "Account" and not any(self._names_arn(v, who.arn, who)
+        if who.type != "Account" and not any(self._names(v, who, role=False)
                                              for v in self.aws):
             return False
-        return who.role_arn is None or any(self._names_arn(v, who.role_arn, who)
-                                           for v in self.aws)
+        return who.role_arn is None or any(self._names(v, who, role=True) for v in self.aws)
 
     def arns(self) -> Iterable[str]:
         return (v for v in self.aws if v.startswith("arn:"))

@@ -380,3 +380,29 @@ def test_trust_policies_name_users_and_roles_only(broker: Broker) -> None:
                                f'Invalid principal in policy: "AWS":"{principal}"', 400)
     user, _ = broker.new_user()
     make_role(broker, trust(f"arn:aws:iam::{broker.account_id}:user/{user}"))  # the control
+
+
+def test_a_trust_policy_follows_its_identities_when_they_move(broker: Broker) -> None:
+    """Entries bound to a unique id name that identity whatever its ARN becomes: a Deny keeps
+    applying, and an Allow keeps allowing, after the user moves to another path."""
+    iam = broker.client("iam")
+    account = broker.account_id
+    mallory, creds = broker.new_user()
+    iam.put_user_policy(UserName=mallory, PolicyName="self", PolicyDocument=doc(
+        {"Effect": "Allow", "Action": ["sts:AssumeRole", "iam:UpdateUser"], "Resource": "*"}))
+    _, guarded = make_role(broker, doc(
+        {"Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"},
+        {"Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{account}:user/{mallory}"},
+         "Action": "sts:AssumeRole"}))
+    _, named = make_role(broker, trust(f"arn:aws:iam::{account}:user/{mallory}"))
+    sts = broker.client("sts", creds)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        sts.assume_role(RoleArn=guarded, RoleSessionName="s0")
+    assert error(info)[0] == "AccessDenied"
+    sts.assume_role(RoleArn=named, RoleSessionName="s0")  # the control
+    broker.client("iam", creds).update_user(UserName=mallory, NewPath="/moved/")
+    assert iam.get_user(UserName=mallory)["User"]["Arn"].endswith(f":user/moved/{mallory}")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        sts.assume_role(RoleArn=guarded, RoleSessionName="s1")
+    assert error(info)[0] == "AccessDenied"
+    sts.assume_role(RoleArn=named, RoleSessionName="s1")

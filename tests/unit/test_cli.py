@@ -378,3 +378,48 @@ id = "123456789012"
     code, out, err = run("apply", str(plan), "--data-dir", str(data))
     assert code == 0 and out.splitlines() == [
         "+ policy p1 (123456789012)", "+ user alice (123456789012)", "2 change(s)."], err
+
+
+def test_apply_takes_local_policies_by_arn_and_moves_roles_before_trusts(
+        tmp_path: Path) -> None:
+    """A policy of the file may be named by its ARN; a role moved by the file may be named at
+    its new path by a role listed before it."""
+    data = tmp_path / "d"
+    init(data, "--account-id", "123456789012")
+
+    def trust(principal: str) -> str:
+        return json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole"}]})
+
+    def plan(path: str) -> str:
+        return f"""
+[[accounts]]
+id = "123456789012"
+  [[accounts.policies]]
+  name = "p1"
+  document = '''{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:*",
+    "Resource":"*"}}]}}'''
+  [[accounts.users]]
+  name = "alice"
+  policies = ["arn:aws:iam::123456789012:policy/p1"]
+  [[accounts.roles]]
+  name = "b"
+  trust = '{trust(f"arn:aws:iam::123456789012:role{path}a")}'
+  [[accounts.roles]]
+  name = "a"
+  path = "{path}"
+  trust = '{trust("arn:aws:iam::123456789012:user/alice")}'
+"""
+
+    file = write(tmp_path / "iam.toml", plan("/old/"))
+    code, out, err = run("apply", str(file), "--data-dir", str(data))
+    assert code == 0 and out.splitlines()[-1] == "4 change(s).", (out, err)
+    write(file, plan("/new/"))
+    code, out, err = run("apply", str(file), "--data-dir", str(data))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "= policy p1 (123456789012)", "= user alice (123456789012)",
+        "~ role b (123456789012): trust", "~ role a (123456789012): path /old/ -> /new/",
+        "2 change(s)."]
+    code, out, err = run("apply", str(file), "--data-dir", str(data))
+    assert out.splitlines()[-1] == "0 change(s).", (out, err)
