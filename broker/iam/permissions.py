@@ -117,15 +117,7 @@ class Permissions:
     def trust_of(self, role: Role) -> Policy:
         """The role's trust policy, compiled, its principals bound to the unique ids they had
         when it was saved."""
-        key = (hashlib.sha256(role.trust.encode()).hexdigest(),
-               f"trust:{role.arn}:{role.trust_ids!r}")
-        policy = self._compiled.get(key)
-        if policy is None:
-            policy = parse(role.trust, PolicyKind.TRUST, name=role.arn).bind(role.trust_ids)
-            if len(self._compiled) > 4096:
-                self._compiled.clear()
-            self._compiled[key] = policy
-        return policy
+        return self._compile(role.trust, PolicyKind.TRUST, role.arn, role.trust_ids)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -167,11 +159,12 @@ class Permissions:
                                  '"Action":"*","Resource":"*"}]}', PolicyKind.BOUNDARY, ref.arn)
         return policy
 
-    def _compile(self, document: str, kind: PolicyKind, name: str) -> Policy:
-        key = (hashlib.sha256(document.encode()).hexdigest(), f"{kind}:{name}")
+    def _compile(self, document: str, kind: PolicyKind, name: str,
+                 bound: tuple[tuple[str, str], ...] = ()) -> Policy:
+        key = (hashlib.sha256(document.encode()).hexdigest(), f"{kind}:{name}:{bound!r}")
         policy = self._compiled.get(key)
         if policy is None:
-            policy = parse(document, kind, name=name)
+            policy = parse(document, kind, name=name).bind(bound)
             if len(self._compiled) > 4096:
                 self._compiled.clear()
             self._compiled[key] = policy

@@ -17,7 +17,6 @@ from broker.aws.errors import (
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
 from broker.iam.entities import ACCOUNT, ROLE, USER, PolicyRef, Role, Tag, name_key
-from broker.iam.policies import merge_tags
 from broker.iam.records import Entities, Page, check_tags, missing_role, paginate, policy_size
 from broker.policy.document import PolicyKind, parse
 from broker.store.base import GLOBAL, Record, Ref
@@ -59,13 +58,6 @@ class Roles:
         return await self._entities.change(Role, Role.ref(account, name),
                                            lambda r: replace(r, **fields),  # type: ignore
                                            lambda: missing_role(name))
-
-    async def retag(self, account: str, name: str, add: tuple[Tag, ...] = (),
-                    remove: tuple[str, ...] = ()) -> Role:
-        return await self._entities.change(
-            Role, Role.ref(account, name),
-            lambda r: replace(r, tags=merge_tags(r.tags, add, remove)),
-            lambda: missing_role(name))
 
     async def update_trust(self, account: str, name: str, trust: str) -> Role:
         bound = await self.check_trust(trust)

@@ -39,7 +39,7 @@ from broker.iam.entities import (
 )
 from broker.iam.groups import Groups
 from broker.iam.logins import Logins
-from broker.iam.policies import Policies, merge_tags
+from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
 from broker.iam.roles import Roles
 from broker.keyring import Keyring
@@ -175,13 +175,6 @@ class IamService:
         return await self.change_user(account_id, name, path=path or current.path,
                                       name=new_name or current.name,
                                       tags=current.tags if tags is None else tags)
-
-    async def retag_user(self, account_id: str, name: str, add: tuple[Tag, ...] = (),
-                         remove: tuple[str, ...] = ()) -> User:
-        return await self.entities.change(
-            User, User.ref(account_id, name),
-            lambda u: replace(u, tags=merge_tags(u.tags, add, remove)),
-            lambda: missing_user(name))
 
     async def list_users(self, account_id: str, *, path_prefix: str = "/",
                          marker: str | None = None, max_items: int | None = 100) -> Page:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from broker.authz import Authorizer
 from broker.aws import arn
+from broker.aws.errors import NoSuchEntity
 from broker.aws.query import IAM, Call, Operation, Result
 from broker.aws.shapes import Structure
 from broker.iam import model
-from broker.iam.entities import PolicyRef, Tag
+from broker.iam.entities import GROUP, ROLE, USER, Group, PolicyRef, Tag
 from broker.iam.lastused import LastUsedRecorder
-from broker.iam.records import Page
+from broker.iam.policies import merge_tags
+from broker.iam.records import Page, paginate
 from broker.iam.service import IamService
 
 Handler = Callable[[Call], Awaitable[Result]]
+ENTITY_ARN = {USER: arn.user, GROUP: arn.group, ROLE: arn.role}
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,23 @@ class IamContext:
         await self.authz.check(call.principal, f"iam:{action}", resource,
                                source_ip=call.source_ip, user_agent=call.user_agent,
                                secure=call.secure, context=context)
+
+    async def allow_on(self, call: Call, kind: str, action: str, name: str,
+                       extra: Mapping[str, str | list[str]] | None = None) -> str:
+        """Authorize ``iam:ACTION`` on the user, group or role of the caller's account with
+        this name (in any case), with its tags and boundary in the context; returns the name as
+        created. For one that does not exist, the ARN it would have at the root path: the
+        action then fails with NoSuchEntity, if the caller may perform it at all."""
+        account = call.principal.account_id
+        try:
+            entity = await self.iam.policies.principal(kind, account, name)
+        except NoSuchEntity:
+            await self.allow(call, action, ENTITY_ARN[kind](account, "/", name), extra)
+            return name
+        context = {} if isinstance(entity, Group) else \
+            entity_context(action, entity.tags, entity.boundary)
+        await self.allow(call, action, entity.arn, {**context, **(extra or {})})
+        return entity.name
 
 
 class Registry:
@@ -99,3 +119,55 @@ def listing_arn(account: str, kind: str) -> str:
     """The resource List* actions are authorized on: ``arn:aws:iam::ACCOUNT:user/``."""
     return f"arn:{arn.PARTITION}:iam::{account}:{kind}/"
 
+
+
+def register_tags_and_boundary(ops: Registry, ctx: IamContext, kind: str) -> None:
+    """Tag, Untag, List...Tags, Put...PermissionsBoundary and Delete...PermissionsBoundary for
+    users or roles: the same five actions, the same rules."""
+    iam = ctx.iam
+    noun = "User" if kind == USER else "Role"
+    name_param = f"{noun}Name"
+
+    async def change(call: Call, name: str, apply: Callable[[Any], Any]) -> None:
+        await iam.policies.change_principal(kind, call.principal.account_id, name, apply)
+
+    @ops.action(f"Tag{noun}")
+    async def tag(call: Call) -> Result:
+        tags = tags_of(call.params)
+        name = await ctx.allow_on(call, kind, f"Tag{noun}", call.params[name_param],
+                                  request_tags(tags))
+        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, tags, ())))
+        return None
+
+    @ops.action(f"Untag{noun}")
+    async def untag(call: Call) -> Result:
+        keys = tuple(call.params["TagKeys"])
+        name = await ctx.allow_on(call, kind, f"Untag{noun}", call.params[name_param],
+                                  {"aws:TagKeys": list(keys)})
+        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, (), keys)))
+        return None
+
+    @ops.action(f"List{noun}Tags")
+    async def list_tags(call: Call) -> Result:
+        p = call.params
+        name = await ctx.allow_on(call, kind, f"List{noun}Tags", p[name_param])
+        entity: Any = await iam.policies.principal(kind, call.principal.account_id, name)
+        page = paginate(list(entity.tags), lambda t: t.key, p.get("Marker"), p.get("MaxItems"))
+        return paged(page, "Tags", lambda t: t.wire())
+
+    @ops.action(f"Put{noun}PermissionsBoundary")
+    async def put_boundary(call: Call) -> Result:
+        p = call.params
+        name = await ctx.allow_on(call, kind, f"Put{noun}PermissionsBoundary", p[name_param],
+                                  boundary_key(p["PermissionsBoundary"]))
+        boundary = await iam.policies.reference(call.principal.account_id,
+                                                p["PermissionsBoundary"])
+        await change(call, name, lambda e: replace(e, boundary=boundary))
+        return None
+
+    @ops.action(f"Delete{noun}PermissionsBoundary")
+    async def delete_boundary(call: Call) -> Result:
+        name = await ctx.allow_on(call, kind, f"Delete{noun}PermissionsBoundary",
+                                  call.params[name_param])
+        await change(call, name, lambda e: replace(e, boundary=None))
+        return None

@@ -6,7 +6,7 @@ from broker.aws import arn
 from broker.aws.errors import NoSuchEntity
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry, listing_arn, paged
-from broker.iam.entities import Group
+from broker.iam.entities import GROUP, Group
 from broker.iam.records import paginate
 
 
@@ -15,14 +15,7 @@ def operations(ctx: IamContext) -> list[Operation]:
     ops = Registry()
 
     async def allow_on_group(call: Call, action: str, name: str) -> str:
-        account = call.principal.account_id
-        try:
-            group = await iam.groups.get(account, name)
-        except NoSuchEntity:
-            await ctx.allow(call, action, arn.group(account, "/", name))
-            return name
-        await ctx.allow(call, action, group.arn)
-        return group.name
+        return await ctx.allow_on(call, GROUP, action, name)
 
     @ops.action("CreateGroup")
     async def create_group(call: Call) -> Result:

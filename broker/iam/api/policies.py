@@ -14,19 +14,17 @@ from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
     Registry,
-    entity_context,
     listing_arn,
     paged,
     request_tags,
     resource_tags,
     tags_of,
 )
-from broker.iam.entities import GROUP, ROLE, USER, Group, PolicyVersion
+from broker.iam.entities import GROUP, ROLE, USER, PolicyVersion
 from broker.iam.policies import encoded
 from broker.iam.records import paginate
 
 _NOUN = {USER: "User", GROUP: "Group", ROLE: "Role"}
-_ARN = {USER: arn.user, GROUP: arn.group, ROLE: arn.role}
 
 
 def _version(version: PolicyVersion, default: str, *, document: bool = True) -> dict[str, Any]:
@@ -49,19 +47,6 @@ def operations(ctx: IamContext) -> list[Operation]:
             await ctx.allow(call, action, policy_arn, extra)
             return
         await ctx.allow(call, action, policy.arn, {**resource_tags(policy.tags), **(extra or {})})
-
-    async def allow_on_principal(call: Call, kind: str, action: str, name: str,
-                                 extra: dict[str, Any] | None = None) -> str:
-        account = call.principal.account_id
-        try:
-            entity = await iam.policies.principal(kind, account, name)
-        except NoSuchEntity:
-            await ctx.allow(call, action, _ARN[kind](account, "/", name), extra)
-            return name
-        context = {} if isinstance(entity, Group) else \
-            entity_context(action, entity.tags, entity.boundary)
-        await ctx.allow(call, action, entity.arn, {**context, **(extra or {})})
-        return entity.name
 
     # -- managed policies -----------------------------------------------------------------------
 
@@ -207,13 +192,12 @@ def operations(ctx: IamContext) -> list[Operation]:
     # -- attachments and inline policies, for users, groups and roles ---------------------------
 
     for kind in (USER, GROUP, ROLE):
-        _register_principal_actions(ops, ctx, kind, allow_on_principal)
+        _register_principal_actions(ops, ctx, kind)
 
     return ops.operations
 
 
-def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
-                                allow_on_principal: Any) -> None:
+def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str) -> None:
     iam = ctx.iam
     noun = _NOUN[kind]
     name_param = f"{noun}Name"
@@ -221,7 +205,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"Attach{noun}Policy")
     async def attach(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"Attach{noun}Policy", p[name_param],
+        name = await ctx.allow_on(call, kind, f"Attach{noun}Policy", p[name_param],
                                         {"iam:PolicyARN": p["PolicyArn"]})
         await iam.policies.attach(kind, call.principal.account_id, name, p["PolicyArn"])
         return None
@@ -229,7 +213,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"Detach{noun}Policy")
     async def detach(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"Detach{noun}Policy", p[name_param],
+        name = await ctx.allow_on(call, kind, f"Detach{noun}Policy", p[name_param],
                                         {"iam:PolicyARN": p["PolicyArn"]})
         await iam.policies.detach(kind, call.principal.account_id, name, p["PolicyArn"])
         return None
@@ -237,7 +221,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"ListAttached{noun}Policies")
     async def list_attached(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"ListAttached{noun}Policies",
+        name = await ctx.allow_on(call, kind, f"ListAttached{noun}Policies",
                                         p[name_param])
         page = await iam.policies.attached(kind, call.principal.account_id, name,
                                            path_prefix=p.get("PathPrefix", "/"),
@@ -247,7 +231,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"Put{noun}Policy")
     async def put_inline(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"Put{noun}Policy", p[name_param])
+        name = await ctx.allow_on(call, kind, f"Put{noun}Policy", p[name_param])
         await iam.policies.put_inline(kind, call.principal.account_id, name, p["PolicyName"],
                                       p["PolicyDocument"])
         return None
@@ -255,7 +239,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"Get{noun}Policy")
     async def get_inline(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"Get{noun}Policy", p[name_param])
+        name = await ctx.allow_on(call, kind, f"Get{noun}Policy", p[name_param])
         inline = await iam.policies.get_inline(kind, call.principal.account_id, name,
                                                p["PolicyName"])
         entity = await iam.policies.principal(kind, call.principal.account_id, name)
@@ -265,7 +249,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"List{noun}Policies")
     async def list_inline(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"List{noun}Policies", p[name_param])
+        name = await ctx.allow_on(call, kind, f"List{noun}Policies", p[name_param])
         page = await iam.policies.inline_names(kind, call.principal.account_id, name,
                                                marker=p.get("Marker"),
                                                max_items=p.get("MaxItems"))
@@ -274,7 +258,7 @@ def _register_principal_actions(ops: Registry, ctx: IamContext, kind: str,
     @ops.action(f"Delete{noun}Policy")
     async def delete_inline(call: Call) -> Result:
         p = call.params
-        name = await allow_on_principal(call, kind, f"Delete{noun}Policy", p[name_param])
+        name = await ctx.allow_on(call, kind, f"Delete{noun}Policy", p[name_param])
         await iam.policies.delete_inline(kind, call.principal.account_id, name,
                                          p["PolicyName"])
         return None

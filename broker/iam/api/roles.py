@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from broker.aws import arn
-from broker.aws.errors import NoSuchEntity
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
     Registry,
     boundary_key,
-    entity_context,
     listing_arn,
     paged,
+    register_tags_and_boundary,
     request_tags,
     tags_of,
 )
-from broker.iam.records import paginate
+from broker.iam.entities import ROLE
 
 
 def operations(ctx: IamContext) -> list[Operation]:
@@ -26,15 +25,7 @@ def operations(ctx: IamContext) -> list[Operation]:
 
     async def allow_on_role(call: Call, action: str, name: str,
                             extra: dict[str, Any] | None = None) -> str:
-        account = call.principal.account_id
-        try:
-            role = await iam.roles.get(account, name)
-        except NoSuchEntity:
-            await ctx.allow(call, action, arn.role(account, "/", name), extra)
-            return name
-        await ctx.allow(call, action, role.arn,
-                        {**entity_context(action, role.tags, role.boundary), **(extra or {})})
-        return role.name
+        return await ctx.allow_on(call, ROLE, action, name, extra)
 
     @ops.action("CreateRole")
     async def create_role(call: Call) -> Result:
@@ -99,43 +90,6 @@ def operations(ctx: IamContext) -> list[Operation]:
         await iam.roles.delete(call.principal.account_id, name)
         return None
 
-    @ops.action("TagRole")
-    async def tag_role(call: Call) -> Result:
-        tags = tags_of(call.params)
-        name = await allow_on_role(call, "TagRole", call.params["RoleName"], request_tags(tags))
-        await iam.roles.retag(call.principal.account_id, name, add=tags)
-        return None
-
-    @ops.action("UntagRole")
-    async def untag_role(call: Call) -> Result:
-        keys = tuple(call.params["TagKeys"])
-        name = await allow_on_role(call, "UntagRole", call.params["RoleName"],
-                                   {"aws:TagKeys": list(keys)})
-        await iam.roles.retag(call.principal.account_id, name, remove=keys)
-        return None
-
-    @ops.action("ListRoleTags")
-    async def list_role_tags(call: Call) -> Result:
-        p = call.params
-        name = await allow_on_role(call, "ListRoleTags", p["RoleName"])
-        role = await iam.roles.get(call.principal.account_id, name)
-        page = paginate(list(role.tags), lambda t: t.key, p.get("Marker"), p.get("MaxItems"))
-        return paged(page, "Tags", lambda t: t.wire())
-
-    @ops.action("PutRolePermissionsBoundary")
-    async def put_role_boundary(call: Call) -> Result:
-        p, account = call.params, call.principal.account_id
-        name = await allow_on_role(call, "PutRolePermissionsBoundary", p["RoleName"],
-                                   boundary_key(p["PermissionsBoundary"]))
-        boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
-        await iam.roles.change(account, name, boundary=boundary)
-        return None
-
-    @ops.action("DeleteRolePermissionsBoundary")
-    async def delete_role_boundary(call: Call) -> Result:
-        name = await allow_on_role(call, "DeleteRolePermissionsBoundary",
-                                   call.params["RoleName"])
-        await iam.roles.change(call.principal.account_id, name, boundary=None)
-        return None
+    register_tags_and_boundary(ops, ctx, ROLE)
 
     return ops.operations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.aws import arn
-from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity, ValidationError
+from broker.aws.errors import AccessDenied, InvalidInput, ValidationError
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import (
     IamContext,
@@ -14,11 +14,11 @@ from broker.iam.api.common import (
     entity_context,
     listing_arn,
     paged,
+    register_tags_and_boundary,
     request_tags,
     tags_of,
 )
-from broker.iam.entities import ACTIVE, INACTIVE, AccessKey, User
-from broker.iam.records import paginate
+from broker.iam.entities import ACTIVE, INACTIVE, USER, AccessKey
 from broker.principal import Principal, PrincipalType
 
 
@@ -35,24 +35,9 @@ def operations(ctx: IamContext) -> list[Operation]:
     iam = ctx.iam
     ops = Registry()
 
-    async def named_user(account: str, name: str) -> tuple[str, str, User | None]:
-        """The user's name as created, its ARN and the user, for authorization. For a user
-        that does not exist, the name as given and the ARN it would have at the root path: the
-        action then fails with NoSuchEntity, if the caller may perform it at all."""
-        try:
-            user = await iam.get_user(account, name)
-        except NoSuchEntity:
-            return name, arn.user(account, "/", name), None
-        return user.name, user.arn, user
-
     async def allow_on_user(call: Call, action: str, name: str,
                             extra: dict[str, Any] | None = None) -> str:
-        """Authorize an action on a named user; the user's name as created."""
-        user_name, user_arn, user = await named_user(call.principal.account_id, name)
-        context = {**(entity_context(action, user.tags, user.boundary) if user else {}),
-                   **(extra or {})}
-        await ctx.allow(call, action, user_arn, context)
-        return user_name
+        return await ctx.allow_on(call, USER, action, name, extra)
 
     async def target(call: Call, action: str, user_name: str | None) -> str | None:
         """The user an access-key or login action is about: the named user, else the caller
@@ -131,45 +116,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         await iam.delete_user(call.principal.account_id, name)
         return None
 
-    @ops.action("TagUser")
-    async def tag_user(call: Call) -> Result:
-        tags = tags_of(call.params)
-        name = await allow_on_user(call, "TagUser", call.params["UserName"], request_tags(tags))
-        await iam.retag_user(call.principal.account_id, name, add=tags)
-        return None
-
-    @ops.action("UntagUser")
-    async def untag_user(call: Call) -> Result:
-        keys = tuple(call.params["TagKeys"])
-        name = await allow_on_user(call, "UntagUser", call.params["UserName"],
-                                   {"aws:TagKeys": list(keys)})
-        await iam.retag_user(call.principal.account_id, name, remove=keys)
-        return None
-
-    @ops.action("ListUserTags")
-    async def list_user_tags(call: Call) -> Result:
-        p = call.params
-        name = await allow_on_user(call, "ListUserTags", p["UserName"])
-        user = await iam.get_user(call.principal.account_id, name)
-        page = paginate(list(user.tags), lambda t: t.key, p.get("Marker"), p.get("MaxItems"))
-        return paged(page, "Tags", lambda t: t.wire())
-
-    @ops.action("PutUserPermissionsBoundary")
-    async def put_user_boundary(call: Call) -> Result:
-        p, account = call.params, call.principal.account_id
-        name = await allow_on_user(call, "PutUserPermissionsBoundary", p["UserName"],
-                                   boundary_key(p["PermissionsBoundary"]))
-        boundary = await iam.policies.reference(account, p["PermissionsBoundary"])
-        await iam.change_user(account, name, boundary=boundary)
-        return None
-
-    @ops.action("DeleteUserPermissionsBoundary")
-    async def delete_user_boundary(call: Call) -> Result:
-        account = call.principal.account_id
-        name = await allow_on_user(call, "DeleteUserPermissionsBoundary",
-                                   call.params["UserName"])
-        await iam.change_user(account, name, boundary=None)
-        return None
+    register_tags_and_boundary(ops, ctx, USER)
 
     # -- access keys ----------------------------------------------------------------------------
 
@@ -220,9 +167,10 @@ def operations(ctx: IamContext) -> list[Operation]:
                 f"User: {caller.arn} is not authorized to perform: iam:GetAccessKeyLastUsed "
                 f"on resource: access key {key_id}"
             )
-        owner = arn.root(key.account_id) if key.user_name is None else \
-            (await named_user(key.account_id, key.user_name))[1]
-        await ctx.allow(call, "GetAccessKeyLastUsed", owner)
+        if key.user_name is None:
+            await ctx.allow(call, "GetAccessKeyLastUsed", arn.root(key.account_id))
+        else:
+            await allow_on_user(call, "GetAccessKeyLastUsed", key.user_name)
         used = ctx.last_used.pending(key.account_id, key.access_key_id) or key.last_used
         if used is None:
             detail: dict[str, Any] = {"ServiceName": "N/A", "Region": "N/A"}
