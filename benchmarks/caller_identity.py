@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,14 @@ RESULTS = HERE / "results" / "caller_identity.json"
 # -- the load generator (runs in its own process) -----------------------------------------------
 
 
-async def _connection(host: str, port: int, request: bytes, stop_at: float,
+async def _connection(host: str, port: int, requests: Iterator[bytes], stop_at: float,
                       latencies: list[float], statuses: dict[int, int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < stop_at:
+            request = next(requests, None)
+            if request is None:
+                break
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -59,8 +64,8 @@ async def _connection(host: str, port: int, request: bytes, stop_at: float,
         writer.close()
 
 
-def _load(host: str, port: int, request: bytes, seconds: float, connections: int,
-          out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _load(host: str, port: int, request: bytes | Sequence[bytes], seconds: float,
+          connections: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     try:
         import uvloop
 
@@ -70,9 +75,15 @@ def _load(host: str, port: int, request: bytes, seconds: float, connections: int
     latencies: list[float] = []
     statuses: dict[int, int] = {}
 
+    # One request sent again and again, or (for requests that work once, such as a SAML
+    # assertion) each of a list once, shared by all connections; the round ends early when the
+    # list runs out.
+    requests: Iterator[bytes] = (
+        itertools.repeat(request) if isinstance(request, bytes) else iter(request))
+
     async def main() -> None:
         stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(_connection(host, port, request, stop_at, latencies, statuses)
+        await asyncio.gather(*(_connection(host, port, requests, stop_at, latencies, statuses)
                                for _ in range(connections)))
 
     started = time.perf_counter()
@@ -88,7 +99,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(port: int, request: bytes, seconds: float, connections: int,
+def measure(port: int, request: bytes | Sequence[bytes], seconds: float, connections: int,
             server_pid: int) -> dict[str, float]:
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     cpu_before = cpu_seconds(server_pid)

@@ -8,17 +8,20 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from broker import settings as settings_module
 from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
+from broker.web import saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.query import QueryApp
@@ -76,6 +79,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/saml", saml.acs, methods=["POST"]),
+        Route("/saml/metadata", saml.metadata, methods=["GET"]),
+        Route("/saml/choose", saml.choose, methods=["POST"]),
+        Route("/saml/login", saml.login, methods=["GET"]),
+        Route("/console", signin.console, methods=["GET"]),
+        Route("/console/signout", signin.sign_out, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
+              name="static"),
     ]
     return BrokerApp(Starlette(routes=routes, lifespan=lifespan))
 

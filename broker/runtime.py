@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from broker.audit import AuditEvent, AuditSink, open_sink
@@ -24,13 +25,20 @@ from broker.iam.entities import Account
 from broker.iam.lastused import LastUsedRecorder
 from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
+from broker.idp import sp
+from broker.idp.saml import ServiceProvider
+from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
 from broker.settings import Settings
+from broker.signin.destinations import Destinations
+from broker.signin.saml import SamlSignIn
+from broker.signin.sessions import ConsoleSessions
 from broker.store.base import EntityStore, EphemeralStore
 from broker.store.memory import MemoryEphemeralStore
 from broker.store.redis import RedisEphemeralStore
 from broker.store.sql import SqlEntityStore
 from broker.sts import api as sts_api
+from broker.sts.saml import SamlFederation
 from broker.sts.service import StsService
 
 
@@ -59,6 +67,10 @@ class Runtime:
     authenticator: Authenticator
     protocol: QueryProtocol
     authz: Authorizer
+    sp_credentials: SpCredentials
+    saml_federation: SamlFederation
+    console_sessions: ConsoleSessions
+    saml_signin: SamlSignIn
 
     async def close(self) -> None:
         await self.store.close()
@@ -91,12 +103,25 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     authenticator = Authenticator(iam, permissions, keyring, clock, last_used,
                                   skew=settings.sigv4.clock_skew_seconds,
                                   regions=settings.sigv4.regions)
+    sp_credentials = await sp.load(settings, store, keyring, clock)
+    federation = SamlFederation(
+        iam.saml_providers, permissions, sts, ephemeral,
+        ServiceProvider(settings.acs_url, settings.saml_audiences,
+                        timedelta(seconds=settings.saml.clock_skew_seconds)),
+        sp_credentials, clock)
+    console_sessions = ConsoleSessions(ephemeral, keyring, clock)
+    saml_signin = SamlSignIn(
+        federation, console_sessions, iam, ephemeral,
+        Destinations(settings.public_url, settings.signin.destinations), clock,
+        sp_entity_id=settings.sp_entity_id, idp_initiated=settings.saml.idp_initiated)
     protocol = QueryProtocol(
-        [*sts_api.operations(sts, authz), *iam_api.operations(iam, authz, last_used)],
+        [*sts_api.operations(sts, authz, federation),
+         *iam_api.operations(iam, authz, last_used)],
         authenticator, audit, clock,
     )
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
-                   authenticator, protocol, authz)
+                   authenticator, protocol, authz, sp_credentials, federation,
+                   console_sessions, saml_signin)
 
 
 def is_initialized(settings: Settings) -> bool:

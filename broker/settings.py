@@ -131,6 +131,9 @@ def setting(default: Any, parse: Parser, doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
 
+AWS_AUDIENCES = frozenset({"urn:amazon:webservices", "https://signin.aws.amazon.com/saml"})
+
+
 # -- the settings ------------------------------------------------------------------------------
 
 
@@ -207,6 +210,70 @@ class IamSettings:
     )
 
 
+def _audience(value: Any) -> str:
+    text = _str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an audience (a URI without spaces)")
+    return text
+
+
+def _relative_or_url(value: Any) -> str:
+    text = _str(value).strip()
+    if text.startswith("/") and not text.startswith(("//", "/\\")):
+        return text
+    return _http_url(text)
+
+
+@dataclass(frozen=True)
+class SamlSettings:
+    sp_entity_id: str = setting(
+        "", _str,
+        "The broker's SAML entity id (the audience identity providers put in assertions). "
+        "Default: PUBLIC_URL/saml/metadata.",
+    )
+    audiences: tuple[str, ...] = setting(
+        (), _list(_audience),
+        "More audiences accepted in assertions, beside the entity id (several names for one "
+        "broker during a migration).",
+    )
+    accept_aws_audience: bool = setting(
+        False, _bool,
+        "Also accept AWS's own audiences (urn:amazon:webservices and "
+        "https://signin.aws.amazon.com/saml), so that an IdP application made for AWS needs only "
+        "its ACS URL changed.",
+    )
+    clock_skew_seconds: int = setting(
+        60, _int(0, 300),
+        "How far an assertion's NotBefore / NotOnOrAfter may be from the broker's clock.",
+    )
+    idp_initiated: bool = setting(
+        True, _bool,
+        "Accept sign-in responses that answer no request of the broker's (IdP-initiated "
+        "sign-in, as AWS does). When false, only SP-initiated sign-in (/saml/login) works.",
+    )
+    sp_key_file: str = setting(
+        "", _str,
+        "PEM private key (RSA) the broker decrypts assertions with. Default: one generated on "
+        "first start and kept, sealed by the keyring, in the database.",
+    )
+    sp_certificate_file: str = setting(
+        "", _str, "PEM certificate of sp_key_file, published in the SP metadata.",
+    )
+
+
+@dataclass(frozen=True)
+class SigninSettings:
+    destinations: tuple[str, ...] = setting(
+        (), _list(_relative_or_url),
+        "Where sign-in may send a browser besides the broker's own /console: URL prefixes "
+        "(scheme, host and port exact; the path a prefix), or paths on the broker.",
+    )
+    session_cookie: str = setting(
+        "broker-session", _str,
+        "Name of the console session cookie (prefixed __Host- when the public URL is https).",
+    )
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     sink: str = setting("stdout", _choice("stdout", "file"), "Where audit events go.")
@@ -230,6 +297,8 @@ class Settings:
     iam: IamSettings = field(default_factory=IamSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    saml: SamlSettings = field(default_factory=SamlSettings)
+    signin: SigninSettings = field(default_factory=SigninSettings)
 
     # -- derived values -------------------------------------------------------------------------
 
@@ -253,6 +322,22 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.server.port}"
+
+    @property
+    def acs_url(self) -> str:
+        """Where identity providers send SAML responses (AWS: https://signin.aws.amazon.com/saml)."""
+        return f"{self.public_url}/saml"
+
+    @property
+    def sp_entity_id(self) -> str:
+        return self.saml.sp_entity_id or f"{self.public_url}/saml/metadata"
+
+    @property
+    def saml_audiences(self) -> frozenset[str]:
+        names = {self.sp_entity_id, *self.saml.audiences}
+        if self.saml.accept_aws_audience:
+            names |= AWS_AUDIENCES
+        return frozenset(names)
 
 
 SECTIONS: dict[str, type[Any]] = {

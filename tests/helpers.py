@@ -53,9 +53,10 @@ def free_port() -> int:
 class ServerThread:
     """A real uvicorn server serving an ASGI app on 127.0.0.1, in a background thread."""
 
-    def __init__(self, app: Any, settings: Settings | None = None) -> None:
+    def __init__(self, app: Any, settings: Settings | None = None, *,
+                 port: int | None = None) -> None:
         self.app = app
-        self.port = free_port()
+        self.port = port or free_port()
         options = server_options(settings) if settings else {}
         options.update(host="127.0.0.1", port=self.port, log_level="warning")
         self.config = uvicorn.Config(app, lifespan="on", **options)
@@ -154,12 +155,16 @@ class Broker:
 
 def start_broker(data_dir: Path, *, clock: Clock | None = None,
                  env: dict[str, str] | None = None, init_clock: Clock | None = None) -> Broker:
+    port = free_port()
+    # The broker's public URL is the one the tests reach it at: the SAML ACS URL and every
+    # sign-in redirect are built from it.
     environ = {"BROKER_SERVER_DATA_DIR": str(data_dir), "BROKER_AUDIT_SINK": "file",
+               "BROKER_SERVER_PORT": str(port),
                "BROKER_AUDIT_PATH": str(data_dir / "audit.log"),
                "BROKER_IAM_LAST_USED_FLUSH_SECONDS": "1", **(env or {})}
     settings = load(None, environ=environ)
     account, key = asyncio.run(initialize(settings, clock=init_clock or clock))
-    server = ServerThread(create_app(settings, clock=clock), settings).start()
+    server = ServerThread(create_app(settings, clock=clock), settings, port=port).start()
     return Broker(settings, Creds(key.key.access_key_id, key.secret_access_key), account.id,
                   server)
 

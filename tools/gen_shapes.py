@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = {
     "sts": [
         "GetCallerIdentity", "GetSessionToken", "GetFederationToken", "GetAccessKeyInfo",
-        "AssumeRole", "DecodeAuthorizationMessage",
+        "AssumeRole", "DecodeAuthorizationMessage", "AssumeRoleWithSAML",
+        "AssumeRoleWithWebIdentity",
     ],
     "iam": [
         # users and access keys
@@ -59,6 +60,9 @@ OPERATIONS = {
         "GetAccountAuthorizationDetails",
         # simulation
         "SimulatePrincipalPolicy", "SimulateCustomPolicy",
+        # SAML providers
+        "CreateSAMLProvider", "GetSAMLProvider", "ListSAMLProviders", "UpdateSAMLProvider",
+        "DeleteSAMLProvider", "TagSAMLProvider", "UntagSAMLProvider", "ListSAMLProviderTags",
     ],
 }
 

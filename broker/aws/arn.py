@@ -48,6 +48,10 @@ def role(account: str, path: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:role{path}{name}"
 
 
+def saml_provider(account: str, name: str) -> str:
+    return f"arn:{PARTITION}:iam::{account}:saml-provider/{name}"
+
+
 def federated_user(account: str, name: str) -> str:
     return f"arn:{PARTITION}:sts::{account}:federated-user/{name}"
 

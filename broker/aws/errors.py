@@ -127,6 +127,34 @@ class AccessDenied(_SenderError):
     status = 403
 
 
+# -- federation (AssumeRoleWithSAML, AssumeRoleWithWebIdentity) -----------------------------------
+
+
+class InvalidIdentityToken(_SenderError):
+    """The SAML response or web identity token could not be validated."""
+
+    code = "InvalidIdentityToken"
+
+
+class IdpRejectedClaim(_SenderError):
+    """The identity provider said the authentication failed."""
+
+    code = "IDPRejectedClaim"
+    status = 403
+
+
+class ExpiredTokenException(_SenderError):
+    """The SAML assertion or web identity token has expired."""
+
+    code = "ExpiredTokenException"
+
+
+class IdpCommunicationError(_SenderError):
+    """The identity provider could not be reached (discovery, keys)."""
+
+    code = "IDPCommunicationError"
+
+
 # -- entities -----------------------------------------------------------------------------------
 
 

@@ -178,12 +178,15 @@ class QueryProtocol:
     def _error(self, error: AwsError, op: Operation | None, caller: Principal | None,
                namespace: str, request_id: str, source_ip: str | None,
                user_agent: str | None) -> QueryResponse:
-        if op is not None and op.issued is not None and caller is not None:
+        # Credentials refused: to a signed caller, or to anyone asking an unsigned action
+        # (AssumeRoleWithSAML) — an identity provider's evidence refused is worth a line too.
+        if op is not None and op.issued is not None and (caller is not None or not op.signed):
             self._audit.emit(AuditEvent(
                 time=self._clock.now(), event=op.name, outcome="refused",
                 request_id=request_id, source_ip=source_ip, user_agent=user_agent,
-                principal=caller.arn, account=caller.account_id,
-                caller_access_key_id=caller.access_key_id,
+                principal=caller.arn if caller else None,
+                account=caller.account_id if caller else None,
+                caller_access_key_id=caller.access_key_id if caller else None,
                 error_code=error.code, error_message=error.message,
             ))
         return QueryResponse(error.status, xml.error_document(error, namespace, request_id),

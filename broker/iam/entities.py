@@ -31,6 +31,7 @@ GROUP = "group"
 ROLE = "role"
 POLICY = "policy"
 PASSWORD_POLICY = "password_policy"  # noqa: S105 (a record kind)
+SAML_PROVIDER = "saml_provider"
 
 ACTIVE = "Active"
 INACTIVE = "Inactive"
@@ -53,6 +54,11 @@ class Tag:
 
     def wire(self) -> dict[str, str]:
         return {"Key": self.key, "Value": self.value}
+
+
+def sorted_tags(tags: tuple[Tag, ...]) -> list[dict[str, str]]:
+    """Tags as the answers that sort them list them: by key."""
+    return [t.wire() for t in sorted(tags, key=lambda t: t.key)]
 
 
 def tags_from(data: list[dict[str, str]]) -> tuple[Tag, ...]:
@@ -420,6 +426,78 @@ class AccessKey:
     @staticmethod
     def ref(account_id: str, access_key_id: str) -> Ref:
         return Ref(ACCESS_KEY, account_id, access_key_id)
+
+
+# -- identity providers -------------------------------------------------------------------------
+
+ALLOWED = "Allowed"
+REQUIRED = "Required"
+
+
+@dataclass(frozen=True)
+class SamlKey:
+    """A private key that decrypts a SAML provider's encrypted assertions."""
+
+    key_id: str  # AWS's KeyId: 26 characters of [A-Z2-7]
+    timestamp: datetime  # when it was added
+    sealed_pem: str  # base64 of the keyring-sealed PKCS#8 PEM; never the key itself
+
+
+@dataclass(frozen=True)
+class SamlProvider:
+    """A SAML 2.0 identity provider (CreateSAMLProvider): its metadata as uploaded, what the
+    broker read from it, and the private keys that decrypt its assertions."""
+
+    account_id: str
+    name: str
+    uuid: str  # SAMLProviderUUID
+    metadata: str  # the document, as given
+    entity_id: str
+    signing_certificates: tuple[str, ...]  # base64 of each certificate's DER
+    sso_redirect_url: str | None
+    sso_post_url: str | None
+    create_date: datetime
+    valid_until: datetime  # the metadata's validUntil, else a hundred years after creation
+    tags: tuple[Tag, ...] = ()
+    assertion_encryption_mode: str = ALLOWED
+    private_keys: tuple[SamlKey, ...] = ()
+
+    kind = SAML_PROVIDER
+
+    @property
+    def arn(self) -> str:
+        return arn.saml_provider(self.account_id, self.name)
+
+    def record(self) -> Record:
+        # The account's root record anchors the per-account quota (QuotaExceeded past 100).
+        return Record(kind=SAML_PROVIDER, account=self.account_id, key=name_key(self.name),
+                      parent=RootUser.ref(self.account_id), lookup=self.uuid,
+                      data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> SamlProvider:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, name: str) -> Ref:
+        return Ref(SAML_PROVIDER, account_id, name_key(name))
+
+    def wire(self, *, listing: bool = False) -> dict[str, Any]:
+        """GetSAMLProvider's answer (ListSAMLProviders': ARN and dates). Tags sorted by key, as
+        AWS lists them; the private keys by id and time, never the keys."""
+        if listing:
+            return {"Arn": self.arn, "ValidUntil": self.valid_until,
+                    "CreateDate": self.create_date}
+        return {
+            "SAMLProviderUUID": self.uuid,
+            "SAMLMetadataDocument": self.metadata,
+            "CreateDate": self.create_date,
+            "ValidUntil": self.valid_until,
+            "Tags": sorted_tags(self.tags),
+            "AssertionEncryptionMode": self.assertion_encryption_mode,
+            "PrivateKeyList": [{"KeyId": k.key_id, "Timestamp": k.timestamp}
+                               for k in self.private_keys],
+        }
 
 
 # -- the codec ----------------------------------------------------------------------------------

@@ -482,3 +482,63 @@ SimulateCustomPolicyRequest = struct(
     optional('MaxItems', maxItemsType),
     optional('Marker', markerType),
 )
+SAMLMetadataDocumentType = String(min=1000, max=10000000)
+SAMLProviderNameType = String(min=1, max=128, pattern='[\\w._-]+')
+assertionEncryptionModeType = String(enum=('Required', 'Allowed'))
+privateKeyType = String(min=1, max=16384, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+')
+contextProviderSourceKeyType = String(min=1, max=128)
+contextProviderTargetKeyType = String(min=1, max=128)
+ContextProviderKeyDefinition = struct(
+    required('SourceKey', contextProviderSourceKeyType),
+    optional('TargetKey', contextProviderTargetKeyType),
+)
+keyDefinitionListType = ListOf(ContextProviderKeyDefinition, min=0, max=10)
+subjectTypeValueType = String(min=0, max=128)
+ContextProvider = struct(
+    optional('KeyDefinitionList', keyDefinitionListType),
+    required('SubjectSourceKey', contextProviderSourceKeyType),
+    optional('SubjectTypeValue', subjectTypeValueType),
+    optional('SubjectTypeSourceKey', contextProviderSourceKeyType),
+)
+identityCenterInstanceArnType = String(min=1, max=1224)
+CreateSAMLProviderRequest = struct(
+    required('SAMLMetadataDocument', SAMLMetadataDocumentType),
+    required('Name', SAMLProviderNameType),
+    optional('Tags', tagListType),
+    optional('AssertionEncryptionMode', assertionEncryptionModeType),
+    optional('AddPrivateKey', privateKeyType),
+    optional('ContextProvider', ContextProvider),
+    optional('IdentityCenterInstanceArn', identityCenterInstanceArnType),
+)
+GetSAMLProviderRequest = struct(
+    required('SAMLProviderArn', arnType),
+)
+ListSAMLProvidersRequest = struct()
+privateKeyIdType = String(min=22, max=64, pattern='[A-Z0-9]+')
+UpdateSAMLProviderRequest = struct(
+    optional('SAMLMetadataDocument', SAMLMetadataDocumentType),
+    required('SAMLProviderArn', arnType),
+    optional('AssertionEncryptionMode', assertionEncryptionModeType),
+    optional('AddPrivateKey', privateKeyType),
+    optional('RemovePrivateKey', privateKeyIdType),
+    optional('ContextProvider', ContextProvider),
+    optional('IdentityCenterInstanceArn', identityCenterInstanceArnType),
+    optional('RemoveContextProvider', booleanType),
+    optional('RemoveIdentityCenterInstance', booleanType),
+)
+DeleteSAMLProviderRequest = struct(
+    required('SAMLProviderArn', arnType),
+)
+TagSAMLProviderRequest = struct(
+    required('SAMLProviderArn', arnType),
+    required('Tags', tagListType),
+)
+UntagSAMLProviderRequest = struct(
+    required('SAMLProviderArn', arnType),
+    required('TagKeys', tagKeyListType),
+)
+ListSAMLProviderTagsRequest = struct(
+    required('SAMLProviderArn', arnType),
+    optional('Marker', markerType),
+    optional('MaxItems', maxItemsType),
+)

@@ -1,5 +1,5 @@
 """IAM use cases: accounts and their aliases, the root user, IAM users and access keys; and,
-through ``policies``, ``groups``, ``roles`` and ``logins``, the rest of IAM.
+through ``policies``, ``groups``, ``roles``, ``logins`` and ``saml_providers``, the rest of IAM.
 
 Plain Python over the EntityStore: the Query API (iam/api/), the command line and the tests
 call the same methods. Store errors become the AWS errors IAM answers with, with IAM's words.
@@ -42,6 +42,7 @@ from broker.iam.logins import Logins
 from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
 from broker.iam.roles import Roles
+from broker.iam.saml_providers import SamlProviders
 from broker.keyring import Keyring
 from broker.store.base import GLOBAL, EntityStore, Record, Ref
 
@@ -66,6 +67,7 @@ class IamService:
         self.groups = Groups(self.entities, clock)
         self.roles = Roles(self.entities, clock)
         self.logins = Logins(self.entities, clock)
+        self.saml_providers = SamlProviders(self.entities, keyring, clock)
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -302,10 +304,12 @@ class IamService:
             return  # deleted since it was used: nothing to record
 
     async def reseal_secrets(self) -> int:
-        """Seal every stored secret with the sealing key, so older keys can retire."""
+        """Seal every stored secret (access-key secrets, SAML providers' private keys) with the
+        sealing key, so older keys can retire."""
         sealing = self.keyring.sealing.id
         count = 0
         for account in await self.list_accounts():
+            count += await self.saml_providers.reseal(account.id)
             for record in await self.store.list(ACCESS_KEY, account.id):
                 key = AccessKey.of(record)
                 if self.keyring.key_id_of(base64.b64decode(key.sealed_secret)) == sealing:
@@ -325,6 +329,7 @@ class IamService:
     async def secrets_sealed_with(self, key_id: str) -> int:
         count = 0
         for account in await self.list_accounts():
+            count += await self.saml_providers.sealed_with(account.id, key_id)
             for record in await self.store.list(ACCESS_KEY, account.id):
                 sealed = base64.b64decode(AccessKey.of(record).sealed_secret)
                 if self.keyring.key_id_of(sealed) == key_id:

@@ -11,6 +11,7 @@ from broker.aws import arn
 from broker.aws.errors import AccessDenied, InvalidAuthorizationMessage, ValidationError
 from broker.aws.query import STS, Call, Operation, Result
 from broker.sts import model
+from broker.sts.saml import RolePair, SamlFederation, decode, name_qualifier, subject_type
 from broker.sts.service import IssuedCredentials, StsService
 
 MAX_POLICY_ARNS = 10
@@ -54,11 +55,22 @@ def policy_arns(params: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(d["arn"] for d in descriptors)
 
 
+def request_keys(call: Call) -> dict[str, str]:
+    """The aws:* keys of an unsigned request (no caller: only what the request itself says)."""
+    keys = {"aws:SecureTransport": "true" if call.secure else "false"}
+    if call.source_ip:
+        keys["aws:SourceIp"] = call.source_ip
+    if call.user_agent:
+        keys["aws:UserAgent"] = call.user_agent
+    return keys
+
+
 def tags(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((t["Key"], t["Value"]) for t in params.get("Tags", []))
 
 
-def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
+def operations(sts: StsService, authz: Authorizer,
+               federation: SamlFederation) -> list[Operation]:
     async def allow(call: Call, action: str, resource: str, **kwargs: Any) -> None:
         await authz.check(call.principal, action, resource, source_ip=call.source_ip,
                           user_agent=call.user_agent, secure=call.secure, **kwargs)
@@ -173,6 +185,35 @@ def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
             "SessionTokenSize": len(issued.token),
         }
 
+    async def assume_role_with_saml(call: Call) -> Result:
+        p = call.params
+        xml = decode(p["SAMLAssertion"])
+        verified = await federation.verify(xml, p["PrincipalArn"])
+        role = await federation.role(verified, RolePair(p["RoleArn"], p["PrincipalArn"]))
+        await federation.consume(verified)
+        issued = await federation.assume(
+            verified, role,
+            duration=p.get("DurationSeconds"),
+            policy=p.get("Policy"),
+            policy_arns=policy_arns(p),
+            extra_context=request_keys(call),
+            minimum_token_size=p.get("MinimumSessionTokenSize", 0),
+        )
+        session, a, provider = issued.session, verified.assertion, verified.provider
+        return {
+            "Credentials": credentials(issued),
+            "AssumedRoleUser": {"AssumedRoleId": session.user_id, "Arn": session.arn},
+            "PackedPolicySize": issued.packed_policy_size,
+            "Subject": a.subject,
+            "SubjectType": subject_type(a.subject_format),
+            "Issuer": a.issuer,
+            "Audience": a.recipient,
+            "NameQualifier": name_qualifier(a.issuer, provider.account_id, provider.name),
+            "SourceIdentity": session.source_identity,
+            "SessionTokenUtilization": issued.token_utilization,
+            "SessionTokenSize": len(issued.token),
+        }
+
     async def get_access_key_info(call: Call) -> Result:
         await allow(call, "sts:GetAccessKeyInfo", "*")
         account = await sts.get_access_key_info(call.params["AccessKeyId"])
@@ -194,6 +235,8 @@ def operations(sts: StsService, authz: Authorizer) -> list[Operation]:
         Operation(STS, "GetFederationToken", model.GetFederationTokenRequest,
                   get_federation_token, issued=_federated),
         Operation(STS, "AssumeRole", model.AssumeRoleRequest, assume_role, issued=_assumed),
+        Operation(STS, "AssumeRoleWithSAML", model.AssumeRoleWithSAMLRequest,
+                  assume_role_with_saml, signed=False, issued=_assumed),
         Operation(STS, "GetAccessKeyInfo", model.GetAccessKeyInfoRequest, get_access_key_info),
         Operation(STS, "DecodeAuthorizationMessage", model.DecodeAuthorizationMessageRequest,
                   decode_authorization_message),

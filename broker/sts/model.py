@@ -84,3 +84,25 @@ encodedMessageType = String(min=1, max=10240)
 DecodeAuthorizationMessageRequest = struct(
     required('EncodedMessage', encodedMessageType),
 )
+SAMLAssertionType = String(min=4, max=100000)
+AssumeRoleWithSAMLRequest = struct(
+    required('RoleArn', arnType),
+    required('PrincipalArn', arnType),
+    required('SAMLAssertion', SAMLAssertionType),
+    optional('PolicyArns', policyDescriptorListType),
+    optional('Policy', sessionPolicyDocumentType),
+    optional('DurationSeconds', roleDurationSecondsType),
+    optional('MinimumSessionTokenSize', minimumSessionTokenSizeType),
+)
+clientTokenType = String(min=4, max=20000)
+urlType = String(min=4, max=2048)
+AssumeRoleWithWebIdentityRequest = struct(
+    required('RoleArn', arnType),
+    required('RoleSessionName', roleSessionNameType),
+    required('WebIdentityToken', clientTokenType),
+    optional('ProviderId', urlType),
+    optional('PolicyArns', policyDescriptorListType),
+    optional('Policy', sessionPolicyDocumentType),
+    optional('DurationSeconds', roleDurationSecondsType),
+    optional('MinimumSessionTokenSize', minimumSessionTokenSizeType),
+)

@@ -149,6 +149,45 @@ class StsService:
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
 
+    async def federated_role_session(self, role: Role, session_name: str, seconds: int, *,
+                                     tags: Sequence[tuple[str, str]] = (),
+                                     transitive_keys: Sequence[str] = (),
+                                     source_identity: str | None = None,
+                                     policy: str | None = None,
+                                     policy_arns: Sequence[str] = (),
+                                     minimum_token_size: int = 0) -> IssuedCredentials:
+        """A session of the role for someone an identity provider vouched for
+        (AssumeRoleWithSAML, AssumeRoleWithWebIdentity): no calling session to chain from, so
+        the session tags and source identity are the identity provider's alone."""
+        sessions.check_tags(tags)
+        packed_policy = sessions.check_policy(policy) if policy is not None else None
+        sessions.check_policy_arns(policy_arns)
+        size = None
+        if packed_policy is not None or policy_arns or tags:
+            size = sessions.packed_size(packed_policy, policy_arns, tags)
+        now = int(self._clock.now().timestamp())
+        session = Session(
+            access_key_id=ids.new_access_key_id(role.account_id, temporary=True),
+            secret_access_key=ids.new_secret_access_key(),
+            kind=SessionKind.ASSUMED_ROLE,
+            account_id=role.account_id,
+            arn=arn.assumed_role(role.account_id, role.name, session_name),
+            user_id=f"{role.role_id}:{session_name}",
+            name=session_name,
+            source_arn=role.arn,
+            source_id=role.role_id,
+            issued_at=now,
+            expires_at=now + seconds,
+            chain_depth=1,
+            tags=tuple(tags),
+            transitive_tag_keys=tuple(transitive_keys),
+            source_identity=source_identity,
+            policy=packed_policy,
+            policy_arns=tuple(policy_arns),
+        )
+        token = tokens.padded(session, self._keyring, minimum_token_size)
+        return IssuedCredentials(session, token, size)
+
     async def get_access_key_info(self, access_key_id: str) -> str:
         """The account that owns an access key id (AWS answers even for keys it never issued,
         from the id itself; so does the broker, for ids of its own form)."""

@@ -1,0 +1,134 @@
+"""IAM actions on identity providers: SAML providers (CreateSAMLProvider and the rest).
+
+Each action is authorized on the provider's ARN (``arn:aws:iam::ACCOUNT:saml-provider/NAME``),
+with the provider's tags as ``aws:ResourceTag/KEY`` once it exists; ListSAMLProviders, which
+names no provider, on ``*``, as AWS's authorization reference has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker.aws import arn
+from broker.aws.errors import InvalidInput, NoSuchEntity
+from broker.aws.query import Call, Operation, Result
+from broker.iam.api.common import (
+    IamContext,
+    Registry,
+    paged,
+    request_tags,
+    resource_tags,
+    tags_of,
+)
+from broker.iam.entities import ALLOWED, sorted_tags
+from broker.iam.records import paginate
+
+# Trusted identity propagation needs IAM Identity Center, which the broker does not have.
+_IDENTITY_CENTER = ("ContextProvider", "IdentityCenterInstanceArn", "RemoveContextProvider",
+                    "RemoveIdentityCenterInstance")
+
+
+def _refuse_identity_center(params: Mapping[str, Any]) -> None:
+    for name in _IDENTITY_CENTER:
+        if params.get(name) not in (None, False):
+            raise InvalidInput(
+                f"{name} configures trusted identity propagation with IAM Identity Center, "
+                "which this broker does not have.")
+
+
+def operations(ctx: IamContext) -> list[Operation]:
+    iam = ctx.iam
+    ops = Registry()
+
+    async def allow_on_provider(call: Call, action: str, provider_arn: str,
+                                extra: Mapping[str, str | list[str]] | None = None) -> None:
+        """Authorize on the provider the ARN names, with its tags; on the ARN as given when
+        there is none (the action then fails with NoSuchEntity, if the caller may try it)."""
+        try:
+            provider = await iam.saml_providers.get(call.principal.account_id, provider_arn)
+        except NoSuchEntity:
+            await ctx.allow(call, action, provider_arn, extra)
+            return
+        await ctx.allow(call, action, provider.arn,
+                        {**resource_tags(provider.tags), **(extra or {})})
+
+    @ops.action("CreateSAMLProvider")
+    async def create_saml_provider(call: Call) -> Result:
+        p, account = call.params, call.principal.account_id
+        tags = tags_of(p)
+        await ctx.allow(call, "CreateSAMLProvider", arn.saml_provider(account, p["Name"]),
+                        request_tags(tags))
+        _refuse_identity_center(p)
+        provider = await iam.saml_providers.create(
+            account, p["Name"], p["SAMLMetadataDocument"], tags=tags,
+            assertion_encryption_mode=p.get("AssertionEncryptionMode", ALLOWED),
+            private_key=p.get("AddPrivateKey"))
+        out: dict[str, Any] = {"SAMLProviderArn": provider.arn}
+        if provider.tags:
+            out["Tags"] = sorted_tags(provider.tags)
+        return out
+
+    @ops.action("GetSAMLProvider")
+    async def get_saml_provider(call: Call) -> Result:
+        provider_arn = call.params["SAMLProviderArn"]
+        await allow_on_provider(call, "GetSAMLProvider", provider_arn)
+        provider = await iam.saml_providers.get(call.principal.account_id, provider_arn)
+        return provider.wire()
+
+    @ops.action("ListSAMLProviders")
+    async def list_saml_providers(call: Call) -> Result:
+        await ctx.allow(call, "ListSAMLProviders", "*")
+        providers = await iam.saml_providers.listing(call.principal.account_id)
+        return {"SAMLProviderList": [p.wire(listing=True) for p in providers]}
+
+    @ops.action("UpdateSAMLProvider")
+    async def update_saml_provider(call: Call) -> Result:
+        p = call.params
+        await allow_on_provider(call, "UpdateSAMLProvider", p["SAMLProviderArn"])
+        _refuse_identity_center(p)
+        provider = await iam.saml_providers.update(
+            call.principal.account_id, p["SAMLProviderArn"],
+            metadata=p.get("SAMLMetadataDocument"),
+            assertion_encryption_mode=p.get("AssertionEncryptionMode"),
+            add_private_key=p.get("AddPrivateKey"),
+            remove_private_key=p.get("RemovePrivateKey"))
+        return {"SAMLProviderArn": provider.arn}
+
+    @ops.action("DeleteSAMLProvider")
+    async def delete_saml_provider(call: Call) -> Result:
+        provider_arn = call.params["SAMLProviderArn"]
+        await allow_on_provider(call, "DeleteSAMLProvider", provider_arn)
+        await iam.saml_providers.delete(call.principal.account_id, provider_arn)
+        return None
+
+    @ops.action("TagSAMLProvider")
+    async def tag_saml_provider(call: Call) -> Result:
+        p = call.params
+        tags = tags_of(p)
+        await allow_on_provider(call, "TagSAMLProvider", p["SAMLProviderArn"],
+                                request_tags(tags))
+        await iam.saml_providers.retag(call.principal.account_id, p["SAMLProviderArn"],
+                                       add=tags)
+        return None
+
+    @ops.action("UntagSAMLProvider")
+    async def untag_saml_provider(call: Call) -> Result:
+        p = call.params
+        keys = tuple(p["TagKeys"])
+        await allow_on_provider(call, "UntagSAMLProvider", p["SAMLProviderArn"],
+                                {"aws:TagKeys": list(keys)})
+        await iam.saml_providers.retag(call.principal.account_id, p["SAMLProviderArn"],
+                                       remove=keys)
+        return None
+
+    @ops.action("ListSAMLProviderTags")
+    async def list_saml_provider_tags(call: Call) -> Result:
+        p = call.params
+        await allow_on_provider(call, "ListSAMLProviderTags", p["SAMLProviderArn"])
+        provider = await iam.saml_providers.get(call.principal.account_id, p["SAMLProviderArn"])
+        page = paginate(list(provider.tags), lambda t: t.key, p.get("Marker"),
+                        p.get("MaxItems"))
+        return paged(page, "Tags", lambda t: t.wire())
+
+    return ops.operations

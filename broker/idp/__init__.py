@@ -1,0 +1,1 @@
+"""Identity providers: evidence from outside (SAML responses, OIDC tokens) → a verified identity."""

@@ -1,0 +1,356 @@
+"""SAML 2.0 Web Browser SSO responses (saml-core-2.0-os, saml-profiles-2.0-os §4.1) checked by a
+service provider that trusts nothing it has not verified.
+
+``validate`` takes the XML of a ``samlp:Response`` and returns a ``VerifiedAssertion`` or
+raises ``SamlRefused``. In order:
+
+1. the document is parsed by ``xmlsafe`` (size and depth limits before and after parsing, no
+   DTD, no entities, no processing instructions, no network);
+2. the root is a SAML 2.0 Response holding exactly one assertion, plain or encrypted, and no
+   other assertion anywhere in the document;
+3. signatures (``xmldsig``): a signature on the Response must verify; the assertion must be
+   covered by one — the Response's or its own — made with a certificate of the identity
+   provider's metadata. Whatever is read afterwards is read from the re-parsed bytes that the
+   signature covered;
+4. an encrypted assertion is decrypted (``xmlenc``) with the service provider's keys, and still
+   needs a signature (its own, or the Response's over the ciphertext);
+5. the Response: Version 2.0, ``Destination`` equal to the ACS URL when present, status
+   Success, issuer (if given) equal to the assertion's;
+6. the assertion: the identity provider's entity id as Issuer; a Subject with a NameID and
+   exactly one bearer SubjectConfirmation whose Recipient is the ACS URL exactly and which has a
+   NotOnOrAfter still in the future; Conditions whose every AudienceRestriction names an
+   audience this service provider accepts; NotBefore / NotOnOrAfter within the clock skew.
+
+Replay (an assertion ID seen before) is the caller's check: it needs a shared store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
+
+from broker.errors import BrokerError
+from broker.idp import xmldsig, xmlenc, xmlsafe
+from broker.idp.xmldsig import PublicKey, SignatureError
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+
+_RESPONSE = f"{{{SAMLP}}}Response"
+_ASSERTION = f"{{{SAML}}}Assertion"
+_ENCRYPTED = f"{{{SAML}}}EncryptedAssertion"
+_ISSUER = f"{{{SAML}}}Issuer"
+
+# Base64 of at most 100,000 characters (AssumeRoleWithSAML's limit) is at most 75,000 bytes;
+# the sign-in endpoint accepts the same. An honest response nests about eight levels deep.
+LIMITS = xmlsafe.Limits(max_bytes=75_000, max_depth=24, max_elements=2_000)
+MAX_ENCODED = 100_000
+
+
+class Refusal(Enum):
+    """Why a response was refused, as the interfaces report it."""
+
+    INVALID = "invalid"  # InvalidIdentityToken
+    EXPIRED = "expired"  # ExpiredTokenException
+    REJECTED = "rejected"  # IDPRejectedClaim: the identity provider said no
+
+
+class SamlRefused(BrokerError):
+    def __init__(self, message: str, refusal: Refusal = Refusal.INVALID) -> None:
+        super().__init__(message)
+        self.message = message
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class ServiceProvider:
+    """What this service provider checks a response against."""
+
+    acs_url: str
+    audiences: frozenset[str]
+    clock_skew: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class IdentityProvider:
+    """What the administrator told us about the identity provider (its metadata)."""
+
+    entity_id: str
+    signing_keys: tuple[PublicKey, ...]
+    decryption_keys: tuple[rsa.RSAPrivateKey, ...] = ()
+    encryption_required: bool = False
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    """An assertion whose signature, issuer, audience, recipient and times have been checked."""
+
+    assertion_id: str
+    issuer: str
+    subject: str
+    subject_format: str | None
+    recipient: str
+    audiences: tuple[str, ...]
+    not_on_or_after: datetime  # the earliest of the assertion's expiry times
+    issue_instant: datetime
+    response_id: str
+    in_response_to: str | None
+    session_not_on_or_after: datetime | None
+    encrypted: bool
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """Every value of the attributes called ``name`` (exact, case-sensitive)."""
+        return tuple(v for n, vs in self.attributes if n == name for v in vs)
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self.attributes)
+
+
+def decode(encoded: str) -> bytes:
+    """The XML of a base64 SAMLResponse / SAMLAssertion (line breaks allowed, nothing else)."""
+    if len(encoded) > MAX_ENCODED:
+        raise SamlRefused(f"The SAML response is longer than {MAX_ENCODED} characters.")
+    try:
+        return base64.b64decode("".join(encoded.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise SamlRefused("The SAML response is not valid base64.") from None
+
+
+def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
+             now: datetime) -> VerifiedAssertion:
+    try:
+        root = xmlsafe.parse(xml, LIMITS)
+    except xmlsafe.UnsafeXml as exc:
+        raise SamlRefused(f"Invalid SAML response: {exc}.") from None
+    if root.tag != _RESPONSE:
+        raise SamlRefused("Invalid SAML response: the document is not a SAML 2.0 Response.")
+    found = list(root.iter(_ASSERTION, _ENCRYPTED))
+    if len(found) != 1 or found[0].getparent() is not root:
+        raise SamlRefused("Invalid SAML response: a response must hold exactly one assertion.")
+
+    # The Response's signature is checked first (checking the assertion's removes it from the
+    # tree the Response's digest covers). The assertion is then taken from the original tree,
+    # where it is the one and only assertion: the namespaces it inherits are all still there.
+    response = root
+    response_signed = xmldsig.signature_of(root) is not None
+    if response_signed:
+        response = _reparse(_verified(root, idp))
+    assertion = found[0]
+    encrypted = assertion.tag == _ENCRYPTED
+    if encrypted:
+        assertion = _decrypted(assertion, idp)
+    elif idp.encryption_required:
+        raise SamlRefused("Invalid SAML response: this provider requires encrypted assertions.")
+    if xmldsig.signature_of(assertion) is not None:
+        assertion = _reparse(_verified(assertion, idp))
+    elif response_signed:
+        assertion = _one_child(response, (_ASSERTION, _ENCRYPTED))
+        if encrypted:
+            assertion = _decrypted(assertion, idp)
+    else:
+        raise SamlRefused("Response signature invalid")
+    if assertion.tag != _ASSERTION:
+        raise SamlRefused("Invalid SAML response: the assertion is not a SAML 2.0 Assertion.")
+    return _read(response, assertion, idp, sp, now, encrypted)
+
+
+def _verified(element: etree._Element, idp: IdentityProvider) -> bytes:
+    try:
+        return xmldsig.verify(element, idp.signing_keys)
+    except SignatureError:
+        raise SamlRefused("Response signature invalid") from None
+
+
+def _reparse(signed: bytes) -> etree._Element:
+    try:
+        return xmlsafe.parse(signed, LIMITS, checked=True)
+    except xmlsafe.UnsafeXml as exc:  # pragma: no cover - canonical XML of a parsed tree
+        raise SamlRefused(f"Invalid SAML response: {exc}.") from None
+
+
+def _decrypted(encrypted: etree._Element, idp: IdentityProvider) -> etree._Element:
+    message = "Invalid SAML response: the encrypted assertion could not be decrypted."
+    if not idp.decryption_keys:
+        raise SamlRefused(message)
+    try:
+        plaintext = xmlenc.decrypt(encrypted, idp.decryption_keys)
+    except xmlenc.DecryptionError:
+        raise SamlRefused(message) from None
+    # The plaintext is an Assertion element that may rely on namespace prefixes declared
+    # around the EncryptedAssertion: parse it inside an element declaring them, as if in place.
+    declarations = b"".join(
+        b' xmlns%s="%s"' % ((b":" + p.encode()) if p else b"", escape_attr(uri).encode())
+        for p, uri in encrypted.nsmap.items())
+    wrapped = b"<w" + declarations + b">" + plaintext + b"</w>"
+    try:
+        holder = xmlsafe.parse(wrapped, LIMITS)
+    except xmlsafe.UnsafeXml:
+        raise SamlRefused(message) from None
+    if len(holder) != 1 or (holder.text and holder.text.strip()) or (holder[0].tail and \
+            holder[0].tail.strip()):
+        raise SamlRefused(message)
+    return holder[0]
+
+
+def escape_attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProvider,
+          sp: ServiceProvider, now: datetime, encrypted: bool) -> VerifiedAssertion:
+    if response.get("Version") != "2.0" or assertion.get("Version") != "2.0":
+        raise SamlRefused("Invalid SAML response: only SAML 2.0 is accepted.")
+    destination = response.get("Destination")
+    if destination is not None and destination != sp.acs_url:
+        raise SamlRefused("Invalid SAML response: the Destination is not this service "
+                          "provider's assertion consumer service URL.")
+    status = response.find(f"{{{SAMLP}}}Status/{{{SAMLP}}}StatusCode")
+    if status is None or status.get("Value") != SUCCESS:
+        code = status.get("Value") if status is not None else "none"
+        raise SamlRefused(f"The identity provider reported that authentication failed "
+                          f"(status {code}).", Refusal.REJECTED)
+    issuer = _issuer(assertion)
+    response_issuer = response.find(_ISSUER)
+    if response_issuer is not None and _text(response_issuer) != issuer:
+        raise SamlRefused("Invalid SAML response: the Response and the Assertion have "
+                          "different issuers.")
+    if issuer != idp.entity_id:
+        raise SamlRefused("Issuer not present in specified provider")
+
+    subject_el = _one_child(assertion, (f"{{{SAML}}}Subject",), "a Subject")
+    name_id = _one_child(subject_el, (f"{{{SAML}}}NameID",), "a NameID")
+    subject = _text(name_id)
+    if not subject:
+        raise SamlRefused("Invalid SAML response: the NameID is empty.")
+    confirmations = subject_el.findall(f"{{{SAML}}}SubjectConfirmation")
+    if len(confirmations) != 1:
+        raise SamlRefused("Invalid SAML response: the Subject must have exactly one "
+                          "SubjectConfirmation.")
+    confirmation = confirmations[0]
+    if confirmation.get("Method") != BEARER:
+        raise SamlRefused("Invalid SAML response: the SubjectConfirmation must be bearer.")
+    data = _one_child(confirmation, (f"{{{SAML}}}SubjectConfirmationData",),
+                      "a SubjectConfirmationData")
+    recipient = data.get("Recipient")
+    if recipient != sp.acs_url:
+        raise SamlRefused("Invalid SAML response: the Recipient is not this service "
+                          "provider's assertion consumer service URL.")
+    skew = sp.clock_skew
+    confirm_until = _time(data, "NotOnOrAfter", required=True)
+    assert confirm_until is not None
+    _check_window(now, skew, _time(data, "NotBefore"), confirm_until)
+    in_response_to = response.get("InResponseTo")
+    confirm_reply = data.get("InResponseTo")
+    if confirm_reply is not None and confirm_reply != in_response_to:
+        raise SamlRefused("Invalid SAML response: the SubjectConfirmationData answers another "
+                          "request than the Response.")
+
+    conditions = assertion.findall(f"{{{SAML}}}Conditions")
+    if len(conditions) != 1:
+        raise SamlRefused("Invalid SAML response: the assertion must have one Conditions.")
+    condition = conditions[0]
+    until = _time(condition, "NotOnOrAfter")
+    _check_window(now, skew, _time(condition, "NotBefore"), until)
+    restrictions = condition.findall(f"{{{SAML}}}AudienceRestriction")
+    audiences: list[str] = []
+    for restriction in restrictions:
+        named = [_text(a) for a in restriction.findall(f"{{{SAML}}}Audience")]
+        if not any(a in sp.audiences for a in named):
+            raise SamlRefused("Response does not contain the required audience")
+        audiences += named
+    if not restrictions:
+        raise SamlRefused("Response does not contain the required audience")
+
+    session_until = None
+    for statement in assertion.findall(f"{{{SAML}}}AuthnStatement"):
+        found = _time(statement, "SessionNotOnOrAfter")
+        if found is not None:
+            session_until = found if session_until is None else min(session_until, found)
+    attributes: list[tuple[str, tuple[str, ...]]] = []
+    for attribute in assertion.iterfind(f"{{{SAML}}}AttributeStatement/{{{SAML}}}Attribute"):
+        name = attribute.get("Name")
+        if not name:
+            raise SamlRefused("Invalid SAML response: an Attribute has no Name.")
+        values = tuple(_text(v) for v in attribute.findall(f"{{{SAML}}}AttributeValue"))
+        attributes.append((name, values))
+    assertion_id = assertion.get("ID")
+    if not assertion_id:
+        raise SamlRefused("Invalid SAML response: the assertion has no ID.")
+    issued = _time(assertion, "IssueInstant", required=True)
+    assert issued is not None
+    return VerifiedAssertion(
+        assertion_id=assertion_id,
+        issuer=issuer,
+        subject=subject,
+        subject_format=name_id.get("Format"),
+        recipient=recipient,
+        audiences=tuple(audiences),
+        not_on_or_after=min(confirm_until, until) if until else confirm_until,
+        issue_instant=issued,
+        response_id=response.get("ID") or "",
+        in_response_to=in_response_to,
+        session_not_on_or_after=session_until,
+        encrypted=encrypted,
+        attributes=tuple(attributes),
+    )
+
+
+def _issuer(assertion: etree._Element) -> str:
+    issuer = _one_child(assertion, (_ISSUER,), "an Issuer")
+    fmt = issuer.get("Format")
+    if fmt not in (None, "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"):
+        raise SamlRefused("Invalid SAML response: the Issuer must be an entity id.")
+    return _text(issuer)
+
+
+def _one_child(parent: etree._Element, tags: Sequence[str],
+               what: str = "one assertion") -> etree._Element:
+    found = [child for child in parent if child.tag in tags]
+    if len(found) != 1:
+        raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
+    return found[0]
+
+
+def _text(element: etree._Element) -> str:
+    return xmlsafe.text_of(element).strip()
+
+
+def _time(element: etree._Element, name: str, *, required: bool = False) -> datetime | None:
+    value = element.get(name)
+    if value is None:
+        if required:
+            local = etree.QName(element).localname
+            raise SamlRefused(f"Invalid SAML response: {local} has no {name}.")
+        return None
+    return parse_instant(value, name)
+
+
+def parse_instant(value: str, name: str = "time") -> datetime:
+    """xs:dateTime as SAML requires it: UTC, with a Z (fractions of a second allowed)."""
+    text = value.strip()
+    if not text.endswith("Z") or "T" not in text:
+        raise SamlRefused(f"Invalid SAML response: {name} is not a UTC time.")
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00")
+    except ValueError:
+        raise SamlRefused(f"Invalid SAML response: {name} is not a time.") from None
+    return moment
+
+
+def _check_window(now: datetime, skew: timedelta, not_before: datetime | None,
+                  not_on_or_after: datetime | None) -> None:
+    if not_before is not None and now + skew < not_before:
+        raise SamlRefused("Invalid SAML response: the assertion is not valid yet.")
+    if not_on_or_after is not None and now - skew >= not_on_or_after:
+        raise SamlRefused("The SAML assertion has expired; sign in to the identity provider "
+                          "again.", Refusal.EXPIRED)

@@ -1,0 +1,100 @@
+"""Parsing XML that arrives from outside (SAML responses, IdP metadata) without trusting it.
+
+``parse(data, limits)`` refuses before it parses anything that is larger than the limit, and
+after parsing anything that declares a document type (no DTDs, so no entities, no entity
+expansion, no external references), carries processing instructions, or nests deeper than the
+limit. libxml2 is configured never to read the network, never to load DTDs, never to substitute
+entities and never to lift its own size guards. What comes back is a tree with no surprises.
+
+Every refusal is an ``UnsafeXml`` whose message says what was wrong, for the caller to map to
+its interface's error (``InvalidIdentityToken`` for a SAML response, ``InvalidInput`` for
+metadata).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from lxml import etree
+
+from broker.errors import BrokerError
+
+
+class UnsafeXml(BrokerError):
+    """A document that is not well-formed, too large, too deep, or uses a refused feature."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_depth: int = 32
+    max_elements: int = 5000
+
+
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's parser (an lxml parser must not be used by two threads at once)."""
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(
+            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+            huge_tree=False, remove_comments=False, remove_pis=False, collect_ids=False,
+        )
+    return parser
+
+
+def parse(data: bytes, limits: Limits, *, checked: bool = False) -> etree._Element:
+    """Parse ``data`` within ``limits``. ``checked``: the bytes are the canonical form of part
+    of a document this function already accepted (a signed element), so only the parser's own
+    guards are needed again."""
+    if len(data) > limits.max_bytes:
+        raise UnsafeXml(f"the document is larger than {limits.max_bytes} bytes")
+    # A DOCTYPE is refused outright, before libxml2 sees it: no DTD, internal or external, has
+    # any business in a SAML message or in metadata.
+    if not checked and (b"<!DOCTYPE" in data or b"<!doctype" in data or b"<!ENTITY" in data):
+        raise UnsafeXml("the document declares a document type (DTDs are not accepted)")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise UnsafeXml(f"the document is not well-formed XML ({exc.msg})") from None
+    except ValueError as exc:  # e.g. a unicode string with an encoding declaration
+        raise UnsafeXml(f"the document is not well-formed XML ({exc})") from None
+    if not checked:
+        tree = root.getroottree()
+        if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+            raise UnsafeXml("the document declares a document type (DTDs are not accepted)")
+        _check_shape(root, limits)
+    return root
+
+
+def _check_shape(root: etree._Element, limits: Limits) -> None:
+    """One walk: no processing instruction anywhere, at most ``max_elements`` elements, at most
+    ``max_depth`` levels. (No DTD means no entity can be declared, so none can be referenced:
+    libxml2 refuses an undeclared one while parsing.)"""
+    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
+        if isinstance(sibling, etree._ProcessingInstruction):
+            raise UnsafeXml("the document carries a processing instruction")
+    count = depth = 0
+    for event, _ in etree.iterwalk(root, events=("start", "end", "pi")):
+        if event == "start":
+            count += 1
+            depth += 1
+            if depth > limits.max_depth:
+                raise UnsafeXml(f"the document nests deeper than {limits.max_depth} elements")
+            if count > limits.max_elements:
+                raise UnsafeXml(f"the document has more than {limits.max_elements} elements")
+        elif event == "end":
+            depth -= 1
+        else:
+            raise UnsafeXml("the document carries a processing instruction")
+
+
+def text_of(element: etree._Element) -> str:
+    """An element's whole text content, comments excluded but never cut short by them (the
+    comment-injection attack relies on parsers that return only the text before a comment)."""
+    # itertext() yields the element's own text and its descendants' texts and tails (a
+    # comment's tail included), never the element's own tail and never a comment's content.
+    return "".join(element.itertext())

@@ -1,0 +1,1 @@
+"""Sign-in: turning verified identities into browser sessions (SAML sign-in, console)."""

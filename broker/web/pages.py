@@ -1,0 +1,150 @@
+"""HTML pages of the browser endpoints: one template environment, one set of security headers,
+one error page, one way to read a small form and to set a cookie.
+
+Every page is served with a Content-Security-Policy that allows only the broker's own assets
+and no framing, ``Referrer-Policy: no-referrer`` (pages and redirects may carry tokens), no
+caching, and ``nosniff``. Every error is a page that says what went wrong and carries an
+error id the person can quote; the same id is in the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from broker.aws.errors import AwsError
+from broker.aws.ids import new_request_id
+from broker.errors import StoreUnavailable
+
+log = logging.getLogger("broker.web")
+
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    auto_reload=False,
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+MAX_FORM_BYTES = 160_000  # a SAMLResponse of 100,000 characters, URL-encoded, and a RelayState
+
+
+class BadForm(Exception):
+    """A form that is too large or not URL-encoded."""
+
+
+def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    body = TEMPLATES.get_template(template).render(**values)
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def redirect(location: str, status: int = 303) -> RedirectResponse:
+    return RedirectResponse(location, status_code=status, headers=SECURITY_HEADERS)
+
+
+def error_page(error: AwsError, *, heading: str = "Sign-in refused",
+               error_id: str | None = None) -> HTMLResponse:
+    return page("error.html", error.status, heading=heading, message=error.message,
+                code=error.code, error_id=error_id or new_request_id())
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def json_error(error: AwsError, error_id: str) -> JSONResponse:
+    return JSONResponse({"Error": {"Code": error.code, "Message": error.message},
+                         "RequestId": error_id}, status_code=error.status,
+                        headers=SECURITY_HEADERS)
+
+
+async def form(request: Request) -> dict[str, str]:
+    """A URL-encoded form of at most MAX_FORM_BYTES; a field given twice is refused."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise BadForm("The form must be sent as application/x-www-form-urlencoded.")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        raise BadForm(f"The form is larger than {MAX_FORM_BYTES} bytes.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BadForm(f"The form is larger than {MAX_FORM_BYTES} bytes.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                          max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise BadForm("The form is not valid URL-encoded UTF-8.") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise BadForm(f"The form field {name} is given twice.")
+        fields[name] = value
+    return fields
+
+
+def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_age: int,
+               path: str = "/", same_site: str | None = "lax") -> None:
+    """Set an HttpOnly cookie with no Domain (host-only), Secure on https."""
+    response.set_cookie(name, value, max_age=max_age, path=path, secure=secure,
+                        httponly=True, samesite=same_site)  # type: ignore[arg-type]
+
+
+def guarded(handler: Callable[[Request], Awaitable[Response]]
+            ) -> Callable[[Request], Awaitable[Response]]:
+    """The one error handler of the browser endpoints: AWS errors become their page (or JSON
+    for a client that asked for JSON), an unreachable store a 503 page, anything unexpected a
+    logged failure with an id — never a stack trace."""
+
+    async def run(request: Request) -> Response:
+        error_id = new_request_id()
+        try:
+            return await handler(request)
+        except AwsError as exc:
+            log.info("%s %s refused (%s): %s [%s]", request.method, request.url.path, exc.code,
+                     exc.message, error_id)
+            error: AwsError = exc
+        except BadForm as exc:
+            error = _Invalid(str(exc))
+        except StoreUnavailable as exc:
+            log.error("%s %s: store unavailable: %s [%s]", request.method, request.url.path,
+                      exc, error_id)
+            error = _Unavailable("The service is unavailable. Please try again later.")
+        except Exception:
+            log.exception("%s %s: unexpected failure [%s]", request.method, request.url.path,
+                          error_id)
+            error = _Internal("The broker could not complete the request.")
+        if wants_json(request):
+            return json_error(error, error_id)
+        return error_page(error, error_id=error_id)
+
+    return run
+
+
+class _Invalid(AwsError):
+    code = "InvalidRequest"
+    status = 400
+
+
+class _Unavailable(AwsError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class _Internal(AwsError):
+    code = "InternalFailure"
+    status = 500

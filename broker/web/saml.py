@@ -1,0 +1,122 @@
+"""The SAML endpoints a browser and an identity provider talk to.
+
+* ``GET /saml/metadata``   the broker's SP metadata (entity id, ACS URL, encryption certificate)
+* ``POST /saml``           the assertion consumer service: SAMLResponse + RelayState, as at AWS's
+                           sign-in endpoint; ``Accept: application/json`` gets the role chooser
+                           as JSON instead (nothing consumed, no session)
+* ``POST /saml/choose``    the role chooser's form (CSRF token + the browser's choice cookie)
+* ``GET /saml/login``      SP-initiated sign-in: ``?provider=NAME[&account=ID][&RelayState=]``
+
+Parsing and rendering only; the use cases are broker.signin.saml.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker.aws.errors import InvalidIdentityToken
+from broker.idp import sp
+from broker.signin.saml import CHOICE_SECONDS, REQUEST_SECONDS, Offer, SamlSignIn
+from broker.web.pages import (
+    SECURITY_HEADERS,
+    form,
+    guarded,
+    page,
+    redirect,
+    set_cookie,
+    wants_json,
+)
+from broker.web.signin import start_session
+
+CHOICE_COOKIE = "broker-saml-choice"
+REQUEST_COOKIE = "broker-saml-request"
+
+
+def _signin(request: Request) -> SamlSignIn:
+    signin: SamlSignIn = request.app.state.runtime.saml_signin
+    return signin
+
+
+def _secure(request: Request) -> bool:
+    return bool(request.app.state.runtime.settings.public_url.startswith("https://"))
+
+
+async def metadata(request: Request) -> Response:
+    runtime = request.app.state.runtime
+    body = sp.metadata(runtime.settings.sp_entity_id, runtime.settings.acs_url,
+                       runtime.sp_credentials)
+    return Response(body, media_type="application/samlmetadata+xml")
+
+
+@guarded
+async def acs(request: Request) -> Response:
+    fields = await form(request)
+    encoded = fields.get("SAMLResponse")
+    if not encoded:
+        raise InvalidIdentityToken("The request carries no SAMLResponse.")
+    relay_state = fields.get("RelayState") or None
+    signin = _signin(request)
+    if wants_json(request):
+        offer = await signin.offer(encoded)
+        return JSONResponse(_offer_json(offer), headers=SECURITY_HEADERS)
+    offer = await signin.receive(encoded, request.cookies.get(REQUEST_COOKIE))
+    if len(offer.roles) == 1:
+        only = offer.roles[0]
+        started = await signin.sign_in(offer, only.role_arn, only.provider_arn)
+        response = start_session(request, started, signin.destination(relay_state))
+        response.delete_cookie(REQUEST_COOKIE, path="/saml")
+        return response
+    choice = await signin.hold(offer, relay_state)
+    response = page("chooser.html", subject=offer.assertion.subject,
+                    issuer=offer.assertion.issuer, accounts=offer.accounts(), csrf=choice.csrf)
+    set_cookie(response, CHOICE_COOKIE, choice.handle, secure=_secure(request),
+               max_age=CHOICE_SECONDS, path="/saml")
+    response.delete_cookie(REQUEST_COOKIE, path="/saml")
+    return response
+
+
+@guarded
+async def choose(request: Request) -> Response:
+    fields = await form(request)
+    signin = _signin(request)
+    offer, relay_state = await signin.take_choice(request.cookies.get(CHOICE_COOKIE),
+                                                  fields.get("csrf"))
+    chosen = fields.get("role", "")
+    role_arn, _, provider_arn = chosen.partition(",")
+    started = await signin.sign_in(offer, role_arn, provider_arn)
+    response = start_session(request, started, signin.destination(relay_state))
+    response.delete_cookie(CHOICE_COOKIE, path="/saml")
+    return response
+
+
+@guarded
+async def login(request: Request) -> Response:
+    provider = request.query_params.get("provider")
+    if not provider:
+        raise InvalidIdentityToken("Say which identity provider to sign in with: "
+                                   "/saml/login?provider=NAME.")
+    account = request.query_params.get("account") or None
+    relay_state = request.query_params.get("RelayState") or None
+    location, request_id = await _signin(request).begin(provider, account, relay_state)
+    response = redirect(location, 302)
+    # The identity provider answers with a cross-site POST: a SameSite=Lax cookie would not
+    # come back with it. On https it is SameSite=None; Secure; on plain http (development)
+    # browsers send a cookie without SameSite on such a POST for its first two minutes.
+    secure = _secure(request)
+    set_cookie(response, REQUEST_COOKIE, request_id, secure=secure, max_age=REQUEST_SECONDS,
+               path="/saml", same_site="none" if secure else None)
+    return response
+
+
+def _offer_json(offer: Offer) -> dict[str, object]:
+    a = offer.assertion
+    return {
+        "subject": a.subject,
+        "issuer": a.issuer,
+        "expiration": a.not_on_or_after.isoformat().replace("+00:00", "Z"),
+        "accounts": [{"accountId": account, "accountAlias": alias,
+                      "roles": [r.json() for r in roles]}
+                     for account, alias, roles in offer.accounts()],
+        "roles": [r.json() for r in offer.roles],
+    }
