@@ -154,6 +154,7 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         keyring.save()
         try:
             account, key = await IamService(store, keyring, clock).create_account(account_id)
+            await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
         except BaseException:
             settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
             raise

@@ -43,6 +43,7 @@ from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
 from broker.iam.roles import Roles
 from broker.iam.saml_providers import SamlProviders
+from broker.idp import sp
 from broker.keyring import Keyring
 from broker.store.base import GLOBAL, EntityStore, Record, Ref
 
@@ -304,10 +305,11 @@ class IamService:
             return  # deleted since it was used: nothing to record
 
     async def reseal_secrets(self) -> int:
-        """Seal every stored secret (access-key secrets, SAML providers' private keys) with the
+        """Seal every stored secret (access-key secrets, SAML providers' private keys, the
+        broker's own SAML key) with the
         sealing key, so older keys can retire."""
         sealing = self.keyring.sealing.id
-        count = 0
+        count = await sp.reseal(self.store, self.keyring)
         for account in await self.list_accounts():
             count += await self.saml_providers.reseal(account.id)
             for record in await self.store.list(ACCESS_KEY, account.id):
@@ -327,7 +329,7 @@ class IamService:
         return count
 
     async def secrets_sealed_with(self, key_id: str) -> int:
-        count = 0
+        count = await sp.sealed_with(self.store, self.keyring, key_id)
         for account in await self.list_accounts():
             count += await self.saml_providers.sealed_with(account.id, key_id)
             for record in await self.store.list(ACCESS_KEY, account.id):

@@ -69,6 +69,29 @@ async def load(settings: Settings, store: EntityStore, keyring: Keyring,
     return SpCredentials(key, x509.load_pem_x509_certificate(record.data["certificate"].encode()))
 
 
+async def reseal(store: EntityStore, keyring: Keyring) -> int:
+    """Seal the stored SP key with the keyring's sealing key (1 if it was resealed)."""
+    try:
+        record = await store.get(REF)
+    except NotFound:
+        return 0
+    sealed = base64.b64decode(record.data["key"])
+    if keyring.key_id_of(sealed) == keyring.sealing.id:
+        return 0
+    plain = keyring.unseal(sealed, purpose=PURPOSE, aad=REF.key)
+    fresh = base64.b64encode(keyring.seal(plain, purpose=PURPOSE, aad=REF.key)).decode()
+    await store.update(REF, lambda current: {**current.data, "key": fresh})
+    return 1
+
+
+async def sealed_with(store: EntityStore, keyring: Keyring, key_id: str) -> int:
+    try:
+        record = await store.get(REF)
+    except NotFound:
+        return 0
+    return int(keyring.key_id_of(base64.b64decode(record.data["key"])) == key_id)
+
+
 def _from_files(key_file: str, cert_file: str) -> SpCredentials:
     if not (key_file and cert_file):
         raise ConfigError("saml.sp_key_file and saml.sp_certificate_file go together")

@@ -106,7 +106,8 @@ class SamlSignIn:
 
     async def offer(self, encoded: str) -> Offer:
         xml = _decode(encoded)
-        candidates = _named_providers(xml)
+        named, issuer = _named_providers(xml)
+        candidates = named or await self._providers_of(issuer)
         if not candidates:
             raise InvalidIdentityToken(
                 "Your request included an invalid SAML response: it names no role "
@@ -252,6 +253,18 @@ class SamlSignIn:
                                        "add account=ACCOUNT_ID to the sign-in URL.")
         return found[0]
 
+    async def _providers_of(self, issuer: str | None) -> list[str]:
+        """When the Role attribute cannot be read before decryption: the providers registered
+        for the response's Issuer, in every account (at most MAX_PROVIDERS)."""
+        if not issuer:
+            return []
+        found: list[str] = []
+        for account in await self._iam.list_accounts():
+            for provider in await self._iam.saml_providers.listing(account.id):
+                if provider.entity_id == issuer:
+                    found.append(provider.arn)
+        return found[:MAX_PROVIDERS]
+
     async def _alias(self, account_id: str) -> str | None:
         try:
             return (await self._iam.get_account(account_id)).alias
@@ -266,9 +279,10 @@ def _decode(encoded: str) -> bytes:
         raise InvalidIdentityToken(exc.message) from None
 
 
-def _named_providers(xml: bytes) -> list[str]:
-    """The provider ARNs an (unverified) response's Role attribute names: only where to look
-    for the keys; the roles offered are read again from the verified assertion."""
+def _named_providers(xml: bytes) -> tuple[list[str], str | None]:
+    """The provider ARNs an (unverified) response's Role attribute names, and its Issuer: only
+    where to look for the keys; the roles offered are read again from the verified
+    assertion."""
     try:
         root = xmlsafe.parse(xml, saml.LIMITS)
     except xmlsafe.UnsafeXml as exc:
@@ -284,7 +298,9 @@ def _named_providers(xml: bytes) -> list[str]:
     for pair in role_pairs(probe):
         if pair.provider_arn not in providers:
             providers.append(pair.provider_arn)
-    return providers[:MAX_PROVIDERS]
+    issuer = root.find(f"{{{saml.SAML}}}Issuer")
+    return providers[:MAX_PROVIDERS], xmlsafe.text_of(issuer).strip() if issuer is not None \
+        else None
 
 
 def _digest(value: str) -> str:

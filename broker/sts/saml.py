@@ -241,12 +241,27 @@ class SamlFederation:
         self.sp = sp
         self._credentials = credentials
         self._clock = clock
+        self._loaded: dict[tuple[object, ...], IdentityProvider] = {}
 
     async def provider(self, provider_arn: str) -> SamlProvider | None:
         return await self._permissions.cached(("saml-provider", provider_arn),
                                               lambda: self._providers.find(provider_arn))
 
     def _identity_provider(self, provider: SamlProvider) -> IdentityProvider:
+        """The provider's keys, loaded once per version of the provider (certificates and
+        private keys parse and unseal slowly; the provider record is itself re-read from the
+        store as often as IAM's other answers)."""
+        version = (provider.arn, provider.uuid, provider.signing_certificates,
+                   tuple(k.key_id for k in provider.private_keys),
+                   provider.assertion_encryption_mode, provider.entity_id)
+        found = self._loaded.get(version)
+        if found is None:
+            if len(self._loaded) > 1024:
+                self._loaded.clear()
+            found = self._loaded[version] = self._load(provider)
+        return found
+
+    def _load(self, provider: SamlProvider) -> IdentityProvider:
         return IdentityProvider(
             entity_id=provider.entity_id,
             signing_keys=tuple(signing_keys(provider)),

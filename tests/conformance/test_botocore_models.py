@@ -21,6 +21,8 @@ from broker.iam import api as iam_api
 from broker.sts import api as sts_api
 from tests import saml_metadata
 from tests.helpers import Broker, signed_request
+from tests.saml_idp import encode
+from tests.saml_world import SamlWorld
 
 SESSION = botocore.session.get_session()
 MODELS = {"sts": SESSION.get_service_model("sts"), "iam": SESSION.get_service_model("iam")}
@@ -388,8 +390,13 @@ def test_results_match_output_shapes(broker: Broker) -> None:
     assume = ("sts", {"Action": "AssumeRole",
                       "RoleArn": f"arn:aws:iam::{account}:role/shape-role",
                       "RoleSessionName": "shape"})
+    # AssumeRoleWithSAML, unsigned, with every optional result member the broker fills.
+    world = SamlWorld.make(broker)
+    saml = ("sts", {"Action": "AssumeRoleWithSAML", "RoleArn": world.role_arn,
+                    "PrincipalArn": world.provider_arn, "SAMLAssertion": encode(world.response(
+                        source_identity="shape", principal_tags={"a": "b"}))})
     seen = set()
-    for service, params in [*calls, assume]:
+    for service, params in [*calls, assume, saml]:
         model = MODELS[service]
         full = {**params, "Version": model.api_version}
         signer = assumer_creds if params["Action"] == "AssumeRole" else broker.root

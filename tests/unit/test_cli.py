@@ -103,11 +103,12 @@ def test_key_rotation_and_retirement(tmp_path: Path) -> None:
     assert isinstance(root, dict)
     first = Keyring.load(data / "keyring.json").sealing.id
     code, out, _ = run("keys", "rotate", "--data-dir", str(data))
-    assert code == 0 and "now seals; resealed 1 stored secrets" in out
+    # The root's access-key secret and the broker's SAML service-provider key.
+    assert code == 0 and "now seals; resealed 2 stored secrets" in out
     second = Keyring.load(data / "keyring.json").sealing.id
     assert second != first
     code, out, _ = run("keys", "list", "--data-dir", str(data))
-    assert f"{first}" in out and "seals 0 secrets" in out and "seals 1 secrets" in out
+    assert f"{first}" in out and "seals 0 secrets" in out and "seals 2 secrets" in out
     assert f"{second}  created" in out and "sealing" in out
     code, _, err = run("keys", "retire", second, "--data-dir", str(data))
     assert code == 2 and "sealing key" in err
@@ -116,6 +117,26 @@ def test_key_rotation_and_retirement(tmp_path: Path) -> None:
     ring = Keyring.load(data / "keyring.json")
     assert [k.active for k in ring.keys] == [False, True]
     assert secret_works(data, root["access_key_id"], root["secret_access_key"])
+    assert sp_key_opens(data)
+
+
+def sp_key_opens(data: Path) -> bool:
+    """The broker's SAML key, resealed with the new keyring key, still opens."""
+    from broker.idp import sp
+    from broker.runtime import open_entity_store
+
+    settings = load(None, environ={"BROKER_SERVER_DATA_DIR": str(data)})
+
+    async def check() -> bool:
+        store = open_entity_store(settings)
+        try:
+            credentials = await sp.load(settings, store, Keyring.load(data / "keyring.json"),
+                                        SystemClock())
+            return credentials.key.key_size >= 3072
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
 
 
 def write(path: Path, text: str) -> Path:
@@ -210,7 +231,7 @@ def test_staged_rotation(tmp_path: Path) -> None:
     assert f"{staged}  created" in out and "staged" in out
     assert Keyring.load(data / "keyring.json").sealing.id == first
     code, out, _ = run("keys", "activate", staged, "--data-dir", str(data))
-    assert code == 0 and "resealed 1 stored secrets" in out
+    assert code == 0 and "resealed 2 stored secrets" in out
     assert Keyring.load(data / "keyring.json").sealing.id == staged
     assert secret_works(data, root["access_key_id"], root["secret_access_key"])
     code, _, err = run("keys", "activate", "k-nope", "--data-dir", str(data))

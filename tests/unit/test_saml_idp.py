@@ -17,7 +17,9 @@ import pytest
 import xmlsec
 from lxml import etree
 
+from tests import saml_attacks as attacks
 from tests import saml_idp as idp_module
+from tests.saml_attacks import DoctypeKind
 from tests.saml_idp import (
     AES128_GCM,
     AES256_CBC,
@@ -51,7 +53,6 @@ from tests.saml_idp import (
     XENC,
     XPATH,
     XSLT,
-    DoctypeKind,
     IdpKey,
     KeyKind,
     TestIdp,
@@ -296,7 +297,7 @@ def test_key_info_can_be_left_out_or_name_another_cert(idp: TestIdp, attacker: I
 
 def test_replace_key_info_is_a_self_consistent_attacker_signature(
         idp: TestIdp, attacker: IdpKey) -> None:
-    root = parse(idp_module.replace_key_info(issue(idp, sign="both"), attacker))
+    root = parse(attacks.replace_key_info(issue(idp, sign="both"), attacker))
     for element in (root.find("saml:Assertion", NS), root):
         assert element is not None
         signature = signature_of(element)
@@ -306,11 +307,11 @@ def test_replace_key_info_is_a_self_consistent_attacker_signature(
 
 def test_strip_and_empty_signatures(idp: TestIdp) -> None:
     xml = issue(idp, sign="both")
-    stripped = parse(idp_module.strip_signature(xml, "assertion"))
+    stripped = parse(attacks.strip_signature(xml, "assertion"))
     assert stripped.find("saml:Assertion/ds:Signature", NS) is None
     assert verifies(signature_of(stripped), idp.key) is False  # the response covered it
-    assert parse(idp_module.strip_signature(xml)).find(".//ds:Signature", NS) is None
-    emptied = parse(idp_module.empty_signature_value(xml))
+    assert parse(attacks.strip_signature(xml)).find(".//ds:Signature", NS) is None
+    emptied = parse(attacks.empty_signature_value(xml))
     for signature in emptied.iter(f"{{{DS}}}Signature"):
         assert signature.findtext("ds:SignatureValue", namespaces=NS) == ""
         assert not verifies(signature, idp.key)
@@ -393,9 +394,9 @@ EVIL_NAME = "admin@example.test"
 
 
 def evil(assertion: etree._Element) -> None:
-    idp_module.evil_name_id(EVIL_NAME)(assertion)
-    idp_module.evil_role(ADMIN, PROVIDER)(assertion)
-    idp_module.evil_session_name("admin")(assertion)
+    attacks.evil_name_id(EVIL_NAME)(assertion)
+    attacks.evil_role(ADMIN, PROVIDER)(assertion)
+    attacks.evil_session_name("admin")(assertion)
 
 
 # The variants that put the untouched copy inside the ds:Signature that references it.
@@ -431,7 +432,7 @@ EVIL_AT = {
 }
 
 
-@pytest.mark.parametrize("variant", sorted(idp_module.XSW))
+@pytest.mark.parametrize("variant", sorted(attacks.XSW))
 def test_xsw_keeps_the_original_signature_valid(idp: TestIdp, variant: str) -> None:
     wraps_response = variant in ("xsw1", "xsw2")
     original = parse(issue(idp, sign="response" if wraps_response else "assertion"))
@@ -439,7 +440,7 @@ def test_xsw_keeps_the_original_signature_valid(idp: TestIdp, variant: str) -> N
     assert signed is not None
     signed_id = signed.get("ID", "")
 
-    wrapped = parse(idp_module.XSW[variant](etree.tostring(original), evil))
+    wrapped = parse(attacks.XSW[variant](etree.tostring(original), evil))
 
     # The signature still verifies, over an untouched copy of what the IdP signed...
     copies = by_id(wrapped, signed_id)
@@ -484,9 +485,9 @@ def test_xsw_keeps_the_original_signature_valid(idp: TestIdp, variant: str) -> N
 
 def test_xsw_needs_the_signature_it_wraps(idp: TestIdp) -> None:
     with pytest.raises(ValueError, match="response is not signed"):
-        idp_module.xsw1(issue(idp, sign="assertion"), evil)
+        attacks.xsw1(issue(idp, sign="assertion"), evil)
     with pytest.raises(ValueError, match="assertion is not signed"):
-        idp_module.xsw3(issue(idp, sign="response"), evil)
+        attacks.xsw3(issue(idp, sign="response"), evil)
 
 
 # Other document attacks ---------------------------------------------------------------------------
@@ -495,8 +496,8 @@ def test_xsw_needs_the_signature_it_wraps(idp: TestIdp) -> None:
 def test_comment_injection_leaves_the_signature_valid(idp: TestIdp) -> None:
     xml = issue(idp, name_id="admin@example.test.evil.test",
                 attributes={"urn:mail": ["admin@example.test.evil.test"]})
-    injected = idp_module.inject_comment(xml, "admin@example.test", ".evil.test")
-    injected = idp_module.inject_comment(injected, "admin@example.test", ".evil.test",
+    injected = attacks.inject_comment(xml, "admin@example.test", ".evil.test")
+    injected = attacks.inject_comment(injected, "admin@example.test", ".evil.test",
                                          attribute="urn:mail")
     assert b"admin@example.test<!---->.evil.test" in injected
     assertion = parse(injected).find("saml:Assertion", NS)
@@ -506,12 +507,12 @@ def test_comment_injection_leaves_the_signature_valid(idp: TestIdp) -> None:
     assert name is not None and name.text == "admin@example.test"  # the first text node
     assert name_id(assertion) == "admin@example.test.evil.test"
     with pytest.raises(ValueError, match="no text node"):
-        idp_module.inject_comment(xml, "bob", "@example.test")
+        attacks.inject_comment(xml, "bob", "@example.test")
 
 
 @pytest.mark.parametrize("kind", ["internal", "external", "parameter", "billion-laughs"])
 def test_doctypes(idp: TestIdp, kind: DoctypeKind) -> None:
-    doc = idp_module.with_doctype(issue(idp), kind)
+    doc = attacks.with_doctype(issue(idp), kind)
     assert b"<!DOCTYPE samlp:Response [" in doc
     expected = {"internal": b"&name;", "external": b"&xxe;", "parameter": b"%xxe;",
                 "billion-laughs": b"&lol9;"}[kind]
@@ -527,7 +528,7 @@ def test_doctypes(idp: TestIdp, kind: DoctypeKind) -> None:
 
 @pytest.mark.parametrize(("kind", "uri"), [("xslt", XSLT), ("xpath", XPATH)])
 def test_extra_transforms_sign_validly(idp: TestIdp, kind: TransformKind, uri: str) -> None:
-    root = parse(idp_module.with_transform(issue(idp), kind, idp.key))
+    root = parse(attacks.with_transform(issue(idp), kind, idp.key))
     signature = signature_of(assertion_of(root))
     transforms = [t.get("Algorithm") for t in signature.iterfind(".//ds:Transform", NS)]
     assert transforms == [ENVELOPED, uri, EXC_C14N]
@@ -540,22 +541,22 @@ def depth(element: etree._Element) -> int:
 
 def test_deeply_nested_and_oversized_keep_the_assertion_signature(idp: TestIdp) -> None:
     xml = issue(idp)
-    nested = parse(idp_module.deeply_nested(xml, 200))
+    nested = parse(attacks.deeply_nested(xml, 200))
     assert depth(nested) > 200
     assert verifies(signature_of(assertion_of(nested)), idp.key)
-    big = idp_module.oversized(xml, 200_000)
+    big = attacks.oversized(xml, 200_000)
     assert len(big) == 200_000
     assert verifies(signature_of(assertion_of(parse(big))), idp.key)
     with pytest.raises(ValueError, match="already"):
-        idp_module.oversized(xml, 100)
+        attacks.oversized(xml, 100)
 
 
 def test_builders_leave_their_input_alone(idp: TestIdp) -> None:
     xml = issue(idp)
     before = bytes(xml)
     builders: list[Callable[[bytes], bytes]] = [
-        lambda x: idp_module.xsw3(x, evil), idp_module.strip_signature,
-        lambda x: idp_module.deeply_nested(x, 3),
+        lambda x: attacks.xsw3(x, evil), attacks.strip_signature,
+        lambda x: attacks.deeply_nested(x, 3),
     ]
     for builder in builders:
         builder(xml)
