@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/caller_identity.py $(ARGS)
 	$(BIN)/python benchmarks/assume_role.py $(ARGS)
 	$(BIN)/python benchmarks/policy_decisions.py
+	$(BIN)/python benchmarks/assume_role_with_saml.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,7 +10,7 @@
   ``inject_comment`` (CVE-2017-11427 and its family: a comment that splits a signed text node),
   ``with_doctype`` (internal, external and parameter entities, billion laughs),
   ``with_transform`` (an XSLT or XPath transform in a signature that is otherwise valid),
-  ``deeply_nested`` and ``oversized``.
+  ``deeply_nested``, ``many_elements`` and ``oversized``.
 
 The responses they start from come from ``tests/saml_idp.py``. Nothing here imports from
 ``broker``.
@@ -493,6 +493,19 @@ def deeply_nested(xml: bytes, depth: int) -> bytes:
     parent = _extensions(root)
     for _ in range(depth):
         parent = etree.SubElement(parent, _q(_FILLER_NS, "n"), nsmap={"f": _FILLER_NS})
+    return serialize(root)
+
+
+def many_elements(xml: bytes, count: int) -> bytes:
+    """The Response with ``count`` empty sibling elements in a ``samlp:Extensions``.
+
+    Six bytes each, so a few thousand fit well under any size limit: the element count alone
+    should refuse it. Like ``deeply_nested``, it leaves an assertion signature valid.
+    """
+    root = _parse(xml)
+    holder = etree.SubElement(_extensions(root), _q(_FILLER_NS, "many"), nsmap={"f": _FILLER_NS})
+    for _ in range(count):
+        etree.SubElement(holder, _q(_FILLER_NS, "e"))
     return serialize(root)
 
 

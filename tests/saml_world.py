@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import botocore.config
@@ -29,6 +30,19 @@ def trust_policy(provider_arn: str, acs_url: str, **condition: Any) -> str:
         "Condition": {"StringEquals": {"SAML:aud": acs_url, **condition}},
     }
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def session_arn(role_arn: str, session_name: str) -> str:
+    """The ARN of the role session AssumeRoleWithSAML issues for ``role_arn``."""
+    assumed = role_arn.replace(":iam::", ":sts::", 1).replace(":role/", ":assumed-role/", 1)
+    return f"{assumed}/{session_name}"
+
+
+def issued_sessions(broker: Broker) -> list[str]:
+    """Every role session the broker has issued by AssumeRoleWithSAML, from its audit log."""
+    lines = Path(broker.settings.audit.path).read_text().splitlines()
+    return [doc["subject"] for doc in map(json.loads, lines)
+            if doc["event"] == "AssumeRoleWithSAML" and doc["outcome"] == "issued"]
 
 
 @dataclass

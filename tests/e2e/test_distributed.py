@@ -19,10 +19,15 @@ from pathlib import Path
 import boto3
 import botocore.config
 import botocore.exceptions
+import httpx
 import pytest
 
 from tests.e2e.support import BIN, BrokerProcess, clean_env
 from tests.helpers import free_port
+from tests.saml_idp import TestIdp, encode
+from tests.saml_world import trust_policy
+
+PUBLIC_URL = "http://broker.example.test"
 
 
 def client(url: str, service: str, creds: dict[str, str]) -> object:
@@ -53,6 +58,8 @@ def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
         BROKER_STORE_REDIS_PREFIX=f"broker-e2e-{uuid.uuid4().hex[:8]}:",
         BROKER_KEYRING_CHECK_INTERVAL_SECONDS="1",
         BROKER_SERVER_DATA_DIR=str(tmp_path / "shared"),
+        # Replicas behind one load balancer: one public URL, so one SAML ACS URL.
+        BROKER_SERVER_PUBLIC_URL=PUBLIC_URL,
     )
     init = subprocess.run([str(BIN / "broker"), "init", "--json"], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
@@ -239,3 +246,44 @@ def test_a_deactivated_key_stops_working_everywhere_within_seconds(
                             Status="Active")
     assert works(sts_b)
     settles(lambda: works(sts_a), True)
+
+
+def test_saml_assertions_are_accepted_once_across_processes(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    a, b, root, _ = cluster
+    # Every replica publishes the same SP key: the one made at init, kept in the database.
+    assert httpx.get(a.url + "/saml/metadata").text == httpx.get(b.url + "/saml/metadata").text
+    idp = TestIdp("https://idp.distributed.example.test/metadata")
+    iam = client(a.url, "iam", root)
+    provider = iam.create_saml_provider(  # type: ignore[attr-defined]
+        Name="corp", SAMLMetadataDocument=idp.metadata())["SAMLProviderArn"]
+    role = iam.create_role(  # type: ignore[attr-defined]
+        RoleName="engineers",
+        AssumeRolePolicyDocument=trust_policy(provider, f"{PUBLIC_URL}/saml"))["Role"]["Arn"]
+
+    def assertion() -> str:
+        return encode(idp.response(acs_url=f"{PUBLIC_URL}/saml",
+                                   audience=f"{PUBLIC_URL}/saml/metadata",
+                                   roles=[(role, provider)]))
+
+    def attempt(url: str, saml: str) -> str:
+        try:
+            client(url, "sts", root).assume_role_with_saml(  # type: ignore[attr-defined]
+                RoleArn=role, PrincipalArn=provider, SAMLAssertion=saml)
+        except botocore.exceptions.ClientError as exc:
+            return str(exc.response["Error"]["Message"])
+        return "issued"
+
+    # The provider reaches B within the IAM cache's lifetime; then B alone accepts a fresh one.
+    settles(lambda: attempt(b.url, assertion()) == "issued", True)
+    # Sequentially: used on A, refused on B (and on A again).
+    saml = assertion()
+    assert attempt(a.url, saml) == "issued"
+    assert attempt(b.url, saml) == "The SAML assertion has already been used."
+    assert attempt(a.url, saml) == "The SAML assertion has already been used."
+    # Concurrently, on both workers of A and on B: exactly one wins.
+    saml = assertion()
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(lambda url: attempt(url, saml), [a.url, b.url] * 6))
+    assert outcomes.count("issued") == 1
+    assert set(outcomes) == {"issued", "The SAML assertion has already been used."}

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.cookies import Morsel, SimpleCookie
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx

@@ -539,7 +539,7 @@ def depth(element: etree._Element) -> int:
     return 1 + max((depth(child) for child in element), default=0)
 
 
-def test_deeply_nested_and_oversized_keep_the_assertion_signature(idp: TestIdp) -> None:
+def test_deeply_nested_wide_and_oversized_keep_the_assertion_signature(idp: TestIdp) -> None:
     xml = issue(idp)
     nested = parse(attacks.deeply_nested(xml, 200))
     assert depth(nested) > 200
@@ -549,6 +549,9 @@ def test_deeply_nested_and_oversized_keep_the_assertion_signature(idp: TestIdp) 
     assert verifies(signature_of(assertion_of(parse(big))), idp.key)
     with pytest.raises(ValueError, match="already"):
         attacks.oversized(xml, 100)
+    wide = parse(attacks.many_elements(xml, 3000))
+    assert sum(1 for _ in wide.iter()) > 3000
+    assert verifies(signature_of(assertion_of(wide)), idp.key)
 
 
 def test_builders_leave_their_input_alone(idp: TestIdp) -> None:
