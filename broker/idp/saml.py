@@ -161,7 +161,7 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
         raise SamlRefused("Response signature invalid")
     if assertion.tag != _ASSERTION:
         raise SamlRefused("Invalid SAML response: the assertion is not a SAML 2.0 Assertion.")
-    return _read(response, assertion, idp, sp, now, encrypted)
+    return _read(response, assertion, idp, sp, now, encrypted, response_signed)
 
 
 def _verified(element: etree._Element, idp: IdentityProvider) -> bytes:
@@ -207,7 +207,8 @@ def escape_attr(value: str) -> str:
 
 
 def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProvider,
-          sp: ServiceProvider, now: datetime, encrypted: bool) -> VerifiedAssertion:
+          sp: ServiceProvider, now: datetime, encrypted: bool,
+          response_signed: bool) -> VerifiedAssertion:
     if response.get("Version") != "2.0" or assertion.get("Version") != "2.0":
         raise SamlRefused("Invalid SAML response: only SAML 2.0 is accepted.")
     destination = response.get("Destination")
@@ -249,11 +250,20 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     confirm_until = _time(data, "NotOnOrAfter", required=True)
     assert confirm_until is not None
     _check_window(now, skew, _time(data, "NotBefore"), confirm_until)
-    in_response_to = response.get("InResponseTo")
+    # Which request this answers is believed only where a signature covers it: the Response's
+    # InResponseTo if the Response is signed, else the SubjectConfirmationData's (saml-profiles
+    # §4.1.4.2). The two must agree when both are given.
+    response_reply = response.get("InResponseTo")
     confirm_reply = data.get("InResponseTo")
-    if confirm_reply is not None and confirm_reply != in_response_to:
-        raise SamlRefused("Invalid SAML response: the SubjectConfirmationData answers another "
-                          "request than the Response.")
+    if response_signed:
+        in_response_to = response_reply
+        agree = confirm_reply is None or confirm_reply == response_reply
+    else:
+        in_response_to = confirm_reply
+        agree = response_reply is None or response_reply == confirm_reply
+    if not agree:
+        raise SamlRefused("Invalid SAML response: the Response and its SubjectConfirmationData "
+                          "answer different requests (InResponseTo).")
 
     conditions = assertion.findall(f"{{{SAML}}}Conditions")
     if len(conditions) != 1:

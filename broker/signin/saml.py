@@ -144,10 +144,19 @@ class SamlSignIn:
         offer = await self.offer(encoded)
         answered = offer.assertion.in_response_to
         if answered is not None:
-            if pending is None or not hmac.compare_digest(pending, answered) or \
-                    await self._ephemeral.take(_REQUEST + _digest(answered)) is None:
-                raise InvalidIdentityToken("The SAML response answers a sign-in request this "
+            foreign = InvalidIdentityToken("The SAML response answers a sign-in request this "
                                            "browser did not make (InResponseTo).")
+            if pending is None or not _same(pending, answered):
+                raise foreign
+            asked = await self._ephemeral.take(_REQUEST + _digest(answered))
+            if asked is None:
+                raise foreign
+            # The answer must come from the provider the request went to.
+            mine = tuple(v for v in offer.verified if v.provider.arn == asked.decode())
+            if not mine:
+                raise foreign
+            offer = Offer(mine, tuple(r for r in offer.roles
+                                      if r.provider_arn == asked.decode()))
         elif not self._idp_initiated:
             raise InvalidIdentityToken("Sign-in must start at the broker (/saml/login): "
                                        "IdP-initiated sign-in is switched off.")
@@ -196,7 +205,7 @@ class SamlSignIn:
             raise InvalidIdentityToken("The role choice has expired or was already made; "
                                        "sign in again.")
         state = json.loads(raw)
-        if not hmac.compare_digest(state["csrf"], csrf):
+        if not _same(state["csrf"], csrf):
             raise InvalidIdentityToken("The role choice form is not this browser's (CSRF "
                                        "token mismatch); sign in again.")
         verified: list[Verified] = []
@@ -301,6 +310,11 @@ def _named_providers(xml: bytes) -> tuple[list[str], str | None]:
     issuer = root.find(f"{{{saml.SAML}}}Issuer")
     return providers[:MAX_PROVIDERS], xmlsafe.text_of(issuer).strip() if issuer is not None \
         else None
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any characters."""
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def _digest(value: str) -> str:

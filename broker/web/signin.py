@@ -67,7 +67,8 @@ async def sign_out(request: Request) -> Response:
     fields = await form(request)
     name = cookie_name(request)
     cookie = request.cookies.get(name)
-    if cookie and hmac.compare_digest(fields.get("csrf", ""), csrf_token(cookie)):
+    if cookie and hmac.compare_digest(fields.get("csrf", "").encode(),
+                                      csrf_token(cookie).encode()):
         await _sessions(request).revoke(cookie)
     elif cookie:
         raise AccessDenied("The sign-out form is not this browser's (CSRF token mismatch).")

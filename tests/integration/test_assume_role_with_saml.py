@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from tests.saml_world import SamlWorld, trust_policy
 
 
 @pytest.fixture(scope="module")
-def world(broker: Broker) -> Iterator[SamlWorld]:
-    yield SamlWorld.make(broker, roles=("engineers", "auditors"))
+def world(broker: Broker) -> SamlWorld:
+    return SamlWorld.make(broker, roles=("engineers", "auditors"))
 
 
 def test_assume_role_with_saml_issues_role_credentials(world: SamlWorld) -> None:
@@ -32,7 +31,7 @@ def test_assume_role_with_saml_issues_role_credentials(world: SamlWorld) -> None
     assert result["Issuer"] == world.idp.entity_id
     assert result["Audience"] == world.acs_url
     name = world.provider_arn.rsplit("/", 1)[1]
-    expected = base64.b64encode(hashlib.sha1(  # noqa: S324 - AWS's definition
+    expected = base64.b64encode(hashlib.sha1(  # AWS's definition
         f"{world.idp.entity_id}{world.account_id}/{name}".encode()).digest()).decode()
     assert result["NameQualifier"] == expected
     expires = result["Credentials"]["Expiration"]

@@ -9,7 +9,7 @@ import re
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.cookies import Morsel, SimpleCookie
@@ -80,10 +80,20 @@ def multi(broker: Broker) -> Multi:
 
 
 @pytest.fixture(scope="module")
-def app_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def app_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamlWorld]:
+    """A broker that may also send browsers to an application and to /help."""
     b = start_broker(tmp_path_factory.mktemp("apps"),
                      env={"BROKER_SIGNIN_DESTINATIONS": f"{APP},/help"})
-    yield b
+    yield SamlWorld.make(b)
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def https_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamlWorld]:
+    """A broker whose public URL is https (behind a proxy that ends TLS)."""
+    b = start_broker(tmp_path_factory.mktemp("https"),
+                     env={"BROKER_SERVER_PUBLIC_URL": "https://broker.example.test"})
+    yield SamlWorld.make(b)
     b.stop()
 
 
@@ -100,12 +110,12 @@ def browser(broker: Broker) -> httpx.Client:
     return httpx.Client(base_url=broker.url, follow_redirects=False, timeout=20)
 
 
-def post(client: httpx.Client, xml: bytes, relay_state: str | None = None,
-         **kwargs: object) -> httpx.Response:
+def post(client: httpx.Client, xml: bytes, relay_state: str | None = None, *,
+         headers: dict[str, str] | None = None) -> httpx.Response:
     data = {"SAMLResponse": encode(xml)}
     if relay_state is not None:
         data["RelayState"] = relay_state
-    return client.post("/saml", data=data, **kwargs)  # type: ignore[arg-type]
+    return client.post("/saml", data=data, headers=headers)
 
 
 def set_cookies(response: httpx.Response) -> dict[str, Morsel[str]]:
@@ -248,20 +258,30 @@ def test_a_disallowed_relay_state_falls_back_to_the_console(world: SamlWorld,
     ("/helpdesk", False),
 ])
 def test_listed_destinations_match_origin_and_path_prefix(
-        app_broker: Broker, relay_state: str, followed: bool) -> None:
-    world = app_world(app_broker)
-    with browser(app_broker) as client:
-        signed_in(post(client, world.response(), relay_state),
+        app_world: SamlWorld, relay_state: str, followed: bool) -> None:
+    with browser(app_world.broker) as client:
+        signed_in(post(client, app_world.response(), relay_state),
                   relay_state if followed else "/console")
 
 
-_APP_WORLDS: dict[str, SamlWorld] = {}
-
-
-def app_world(broker: Broker) -> SamlWorld:
-    if broker.url not in _APP_WORLDS:
-        _APP_WORLDS[broker.url] = SamlWorld.make(broker)
-    return _APP_WORLDS[broker.url]
+def test_on_https_the_cookies_are_secure_and_host_prefixed(https_world: SamlWorld) -> None:
+    world = https_world
+    name = world.provider_arn.rsplit("/", 1)[1]
+    with browser(world.broker) as client:
+        request = set_cookies(client.get("/saml/login", params={"provider": name}))[REQUEST]
+        # The IdP's answer is a cross-site POST: only SameSite=None brings the cookie back.
+        assert request["secure"] is True and request["samesite"].lower() == "none"
+        r = post(client, world.response())
+        assert r.status_code == 303 and SESSION not in set_cookies(r)
+        cookie = set_cookies(r)[f"__Host-{SESSION}"]
+        assert cookie["secure"] is True and cookie["httponly"] is True
+        assert cookie["path"] == "/" and not cookie["domain"]
+        assert cookie["samesite"].lower() == "lax"
+        headers = {"Cookie": f"__Host-{SESSION}={cookie.value}"}
+        assert session_arn(world.role_arn) in client.get("/console", headers=headers).text
+        # The unprefixed name, which a sibling host could plant, is not the session.
+        headers = {"Cookie": f"{SESSION}={cookie.value}"}
+        assert client.get("/console", headers=headers).status_code == 401
 
 
 # -- 3. several roles: the chooser ------------------------------------------------------------
@@ -354,8 +374,10 @@ def test_the_cookie_of_another_chooser_is_refused(multi: Multi) -> None:
         error_page(choose(mine, my_csrf, multi.other_role, multi.other_provider,
                           cookie=their_cookie), 400, "CSRF")
         signed_in(choose(mine, my_csrf, multi.other_role, multi.other_provider))
-        assert their_csrf  # their choice was spent by the refused attempt: sign in again
-        error_page(choose(theirs, their_csrf, multi.other_role, multi.other_provider), 400)
+        # A refused attempt spends the choice it names (no guessing its token): theirs is
+        # gone, and they sign in again.
+        error_page(choose(theirs, their_csrf, multi.other_role, multi.other_provider), 400,
+                   "expired or was already made")
 
 
 def test_a_role_the_response_does_not_offer_is_refused(multi: Multi) -> None:
@@ -370,6 +392,23 @@ def test_a_role_the_response_does_not_offer_is_refused(multi: Multi) -> None:
         error_page(choose(client, csrf, multi.other_role, world.provider_arn), 400, "not one")
         csrf = chooser(client, multi)
         signed_in(choose(client, csrf, world.roles["b"], world.provider_arn))
+
+
+def test_a_choice_submitted_ten_times_at_once_signs_in_once(multi: Multi) -> None:
+    with browser(multi.world.broker) as client:
+        csrf = chooser(client, multi)
+        cookie = f"{CHOICE}={client.cookies[CHOICE]}"
+    start = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def send() -> None:
+        with browser(multi.world.broker) as same:
+            start.wait()
+            statuses.append(choose(same, csrf, multi.other_role, multi.other_provider,
+                                   cookie=cookie).status_code)
+
+    run_together(send)
+    assert sorted(statuses) == [303] + [400] * 9
 
 
 def test_a_choice_is_taken_once(multi: Multi) -> None:
@@ -447,12 +486,16 @@ def test_ten_concurrent_posts_of_one_response_sign_in_once(world: SamlWorld) -> 
             start.wait()
             statuses.append(client.post("/saml", data={"SAMLResponse": encoded}).status_code)
 
-    threads = [threading.Thread(target=send) for _ in range(10)]
+    run_together(send)
+    assert sorted(statuses) == [303] + [400] * 9
+
+
+def run_together(send: Callable[[], None], n: int = 10) -> None:
+    threads = [threading.Thread(target=send) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(statuses) == [303] + [400] * 9
 
 
 # -- 6. SP-initiated sign-in ------------------------------------------------------------------
@@ -478,6 +521,7 @@ def begin(client: httpx.Client, world: SamlWorld, relay_state: str = "/console/s
     cookie = set_cookies(r)[REQUEST]
     assert cookie.value == request_id and cookie["path"] == "/saml"
     assert cookie["httponly"] is True and int(cookie["max-age"]) == 600
+    assert not cookie["samesite"]  # plain http: no SameSite=None without Secure
     return request_id
 
 
@@ -529,6 +573,17 @@ def test_unknown_or_missing_provider_is_an_error_page(world: SamlWorld) -> None:
         error_page(client.get("/saml/login", params={"provider": "a/b"}), 400)
         name = world.provider_arn.rsplit("/", 1)[1]
         assert client.get("/saml/login", params={"provider": name}).status_code == 302
+
+
+def test_a_provider_name_in_several_accounts_needs_the_account(multi: Multi) -> None:
+    broker = multi.world.broker
+    broker.client("iam").create_saml_provider(  # "corp" is also the other account's
+        Name="corp", SAMLMetadataDocument=multi.world.idp.metadata())
+    with browser(broker) as client:
+        error_page(client.get("/saml/login", params={"provider": "corp"}), 400, "account=")
+        r = client.get("/saml/login", params={"provider": "corp",
+                                              "account": multi.other_account})
+        assert r.status_code == 302
 
 
 def test_without_idp_initiated_only_answers_sign_in(sp_only: SamlWorld) -> None:
