@@ -249,6 +249,7 @@ def sign_element(element: etree._Element, key: IdpKey, *,
                  signature_algorithm: str | None = None, digest_algorithm: str = SHA256,
                  key_info: IdpKey | None = None, inclusive_prefixes: Sequence[str] = (),
                  extra_transform: TransformKind | None = None,
+                 reference_c14n: bool = True,
                  position: int | None = None) -> etree._Element:
     """Sign ``element`` (which must carry an ``ID``) with an enveloped signature, in place.
 
@@ -256,7 +257,10 @@ def sign_element(element: etree._Element, key: IdpKey, *,
     as the SAML schema orders them, or at ``position`` among the children when given. Its one
     Reference is ``#ID`` with the enveloped-signature and exclusive c14n transforms (and the
     ``extra_transform`` between them, for the attacks); the SignedInfo is canonicalized with
-    exclusive c14n. ``key_info`` is the certificate written into KeyInfo (``None``: no KeyInfo).
+    exclusive c14n. ``reference_c14n=False`` leaves the enveloped-signature transform alone, so
+    that the digest covers Canonical XML 1.0 (inclusive), XML-DSig's default conversion of a
+    node-set to octets (section 4.3.3.2), which SAML allows (saml-core section 5.4.4).
+    ``key_info`` is the certificate written into KeyInfo (``None``: no KeyInfo).
     Returns the signature element.
     """
     element_id = element.get("ID")
@@ -282,9 +286,11 @@ def sign_element(element: etree._Element, key: IdpKey, *,
         xpath = xmlsec.template.add_transform(reference, constants.TransformXPath)
         expression = etree.SubElement(xpath, _q(DS, "XPath"), nsmap={"ds": DS})
         expression.text = "not(ancestor-or-self::ds:Signature)"
-    c14n = xmlsec.template.add_transform(reference, constants.TransformExclC14N)
-    if inclusive_prefixes:
-        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, list(inclusive_prefixes))
+    if reference_c14n:
+        c14n = xmlsec.template.add_transform(reference, constants.TransformExclC14N)
+        if inclusive_prefixes:
+            xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n,
+                                                                    list(inclusive_prefixes))
     if key_info is not None:
         info = xmlsec.template.ensure_key_info(signature)
         data = xmlsec.template.add_x509_data(info)

@@ -7,8 +7,9 @@ canonicalization, keys taken from the message) is a way in for an attacker and i
 
 * the signature must be a direct child of the element it signs, and its one Reference must be
   ``#`` + that element's own ``ID`` (signature wrapping needs a reference to somewhere else);
-* canonicalization is exclusive XML canonicalization without comments; the only transforms
-  are enveloped-signature and exclusive canonicalization;
+* SignedInfo is canonicalized with exclusive XML canonicalization without comments; the only
+  transforms are enveloped-signature and exclusive canonicalization (a Reference with the
+  enveloped-signature transform alone is digested as Canonical XML 1.0, as XML-DSig says);
 * signatures are RSA PKCS#1 v1.5 or ECDSA with SHA-256, SHA-384 or SHA-512, and digests are
   SHA-256, SHA-384 or SHA-512 (SHA-1, MD5 and DSA are refused);
 * the key is one the administrator configured; ``KeyInfo`` is never read.
@@ -104,7 +105,7 @@ def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
     reference = references[0]
     if reference.get("URI") != f"#{element_id}":
         raise SignatureError("the signature's Reference does not point at the signed element")
-    ref_prefixes = _transforms(reference)
+    reference_c14n = _transforms(reference)
     digest_name = DIGEST_METHODS.get(_only(reference, _DIGEST_METHOD).get("Algorithm", ""))
     if digest_name is None:
         raise SignatureError("the digest algorithm is not accepted "
@@ -115,9 +116,11 @@ def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
     signed_info_bytes = _c14n(signed_info, prefixes)
     if not any(_signature_ok(key, method, signature_value, signed_info_bytes) for key in keys):
         raise SignatureError("the signature does not verify with any configured certificate")
-    # The enveloped-signature transform: the element without its Signature, canonicalized.
-    element.remove(signature)
-    content = _c14n(element, ref_prefixes)
+    # The enveloped-signature transform: the element without its Signature (and only the
+    # Signature: the text after it, which lxml keeps as its "tail", stays), canonicalized.
+    _remove_keeping_tail(signature)
+    exclusive, ref_prefixes = reference_c14n
+    content = _c14n(element, ref_prefixes) if exclusive else _inclusive_c14n(element)
     if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), expected_digest):
         raise SignatureError("the digest of the signed element does not match")
     return content
@@ -161,7 +164,27 @@ def _inclusive_prefixes(parent: etree._Element) -> list[str] | None:
     return children[0].get("PrefixList", "").split()
 
 
-def _transforms(reference: etree._Element) -> list[str] | None:
+def _remove_keeping_tail(node: etree._Element) -> None:
+    tail = node.tail
+    previous = node.getprevious()
+    parent = node.getparent()
+    assert parent is not None
+    if tail:
+        if previous is not None:
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(node)
+
+
+def _inclusive_c14n(element: etree._Element) -> bytes:
+    return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
+
+
+def _transforms(reference: etree._Element) -> tuple[bool, list[str] | None]:
+    """(exclusive canonicalization?, its inclusive prefixes). A Reference whose only transform
+    is enveloped-signature is digested as Canonical XML 1.0, inclusive and without comments
+    (XML-DSig §4.3.3.2); saml-core §5.4.4 allows it."""
     holders = [child for child in reference if child.tag == _TRANSFORMS]
     if len(holders) != 1:
         raise SignatureError("the Reference must list its transforms")
@@ -180,10 +203,12 @@ def _transforms(reference: etree._Element) -> list[str] | None:
             raise SignatureError("only the enveloped-signature and exclusive canonicalization "
                                  "transforms are accepted")
         algorithms.append(algorithm)
-    if algorithms not in ([ENVELOPED], [ENVELOPED, EXC_C14N]):
+    if algorithms == [ENVELOPED]:
+        return False, None
+    if algorithms != [ENVELOPED, EXC_C14N]:
         raise SignatureError("the transforms must be enveloped-signature, then exclusive "
                              "canonicalization")
-    return prefixes
+    return True, prefixes
 
 
 def _c14n(element: etree._Element, prefixes: list[str] | None) -> bytes:

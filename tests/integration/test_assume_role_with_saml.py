@@ -11,9 +11,18 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
+from lxml import etree
 
 from tests.helpers import Broker, creds_of
-from tests.saml_idp import NAMEID_TRANSIENT, TestIdp, encode
+from tests.saml_idp import (
+    NAMEID_TRANSIENT,
+    SAML,
+    TestIdp,
+    encode,
+    serialize,
+    sign_element,
+    verify_with_xmlsec,
+)
 from tests.saml_world import SamlWorld, trust_policy
 
 
@@ -213,3 +222,46 @@ def test_the_assertion_is_sent_base64_with_line_breaks(world: SamlWorld) -> None
     encoded = encode(world.response())
     wrapped = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
     assert world.assume(wrapped)["Credentials"]
+
+
+# Signatures laid out as other signers lay them out: xmlsec verifies each, so must the broker.
+
+
+def signed_alone(world: SamlWorld, element: str, *, whitespace_after_signature: bool = False,
+                 reference_c14n: bool = True) -> bytes:
+    """An honest response with one signature, on ``element``, made by ``sign_element``."""
+    root = etree.fromstring(world.response(sign=None))
+    if whitespace_after_signature:
+        etree.indent(root)
+    target = root if element == "response" else root.find(f"{{{SAML}}}Assertion")
+    assert target is not None
+    signature = sign_element(target, world.idp.key, reference_c14n=reference_c14n)
+    if whitespace_after_signature:
+        # Inserted before the whitespace that follows the Issuer rather than after it: the
+        # signed content, once the enveloped-signature transform has removed the Signature
+        # element (and nothing else), is the same.
+        issuer = signature.getprevious()
+        assert issuer is not None and issuer.tail and not signature.tail
+        signature.tail, issuer.tail = issuer.tail, None
+    verify_with_xmlsec(signature, world.idp.key)
+    return serialize(root)
+
+
+@pytest.mark.parametrize("element", ["assertion", "response"])
+def test_whitespace_after_the_signature_is_signed_content(world: SamlWorld,
+                                                         element: str) -> None:
+    # A signer that inserts the ds:Signature into an indented document next to the Issuer
+    # (DOM's insertBefore(issuer.nextSibling)) leaves the Issuer's whitespace after it.
+    assert world.assume(signed_alone(world, element))["Subject"] == "alice@example.test"
+    laid_out = signed_alone(world, element, whitespace_after_signature=True)
+    assert world.assume(laid_out)["Subject"] == "alice@example.test"
+
+
+@pytest.mark.parametrize("element", ["assertion", "response"])
+def test_a_reference_without_a_canonicalization_transform_digests_canonical_xml(
+        world: SamlWorld, element: str) -> None:
+    # XML-DSig section 4.3.3.2: after the enveloped-signature transform, the node-set is
+    # digested as Canonical XML 1.0 (inclusive); saml-core section 5.4.4 allows this Reference.
+    assert world.assume(signed_alone(world, element))["Subject"] == "alice@example.test"
+    inclusive = signed_alone(world, element, reference_c14n=False)
+    assert world.assume(inclusive)["Subject"] == "alice@example.test"

@@ -535,6 +535,19 @@ def test_extra_transforms_sign_validly(idp: TestIdp, kind: TransformKind, uri: s
     assert verifies(signature, idp.key)
 
 
+def test_a_reference_may_leave_canonicalization_to_the_default(idp: TestIdp) -> None:
+    root = parse(issue(idp, sign=None))
+    signature = idp_module.sign_element(assertion_of(root), idp.key, reference_c14n=False)
+    transforms = [t.get("Algorithm") for t in signature.iterfind(".//ds:Transform", NS)]
+    assert transforms == [ENVELOPED]
+    # The assertion inherits xmlns:samlp, which inclusive canonicalization writes into the
+    # digested octets and exclusive canonicalization leaves out: xmlsec digests the former.
+    assertion = assertion_of(root)
+    assert b"xmlns:samlp" in etree.tostring(assertion, method="c14n")
+    assert b"xmlns:samlp" not in etree.tostring(assertion, method="c14n", exclusive=True)
+    assert verifies(signature, idp.key)
+
+
 def depth(element: etree._Element) -> int:
     return 1 + max((depth(child) for child in element), default=0)
 
