@@ -134,6 +134,9 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
         raise SamlRefused(f"Invalid SAML response: {exc}.") from None
     if root.tag != _RESPONSE:
         raise SamlRefused("Invalid SAML response: the document is not a SAML 2.0 Response.")
+    # An identity provider's refusal often comes unsigned and without an assertion. Its status
+    # can only lead to a refusal, so it is reported as what it is before anything else.
+    _check_status(root)
     found = list(root.iter(_ASSERTION, _ENCRYPTED))
     if len(found) != 1 or found[0].getparent() is not root:
         raise SamlRefused("Invalid SAML response: a response must hold exactly one assertion.")
@@ -215,11 +218,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     if destination is not None and destination != sp.acs_url:
         raise SamlRefused("Invalid SAML response: the Destination is not this service "
                           "provider's assertion consumer service URL.")
-    status = response.find(f"{{{SAMLP}}}Status/{{{SAMLP}}}StatusCode")
-    if status is None or status.get("Value") != SUCCESS:
-        code = status.get("Value") if status is not None else "none"
-        raise SamlRefused(f"The identity provider reported that authentication failed "
-                          f"(status {code}).", Refusal.REJECTED)
+    _check_status(response)
     issuer = _issuer(assertion)
     response_issuer = response.find(_ISSUER)
     if response_issuer is not None and _text(response_issuer) != issuer:
@@ -313,6 +312,14 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         encrypted=encrypted,
         attributes=tuple(attributes),
     )
+
+
+def _check_status(response: etree._Element) -> None:
+    status = response.find(f"{{{SAMLP}}}Status/{{{SAMLP}}}StatusCode")
+    if status is None or status.get("Value") != SUCCESS:
+        code = status.get("Value") if status is not None else "none"
+        raise SamlRefused(f"The identity provider reported that authentication failed "
+                          f"(status {code}).", Refusal.REJECTED)
 
 
 def _issuer(assertion: etree._Element) -> str:

@@ -536,6 +536,14 @@ def test_a_response_that_reports_a_failure_is_rejected(world: SamlWorld) -> None
     assert world.refused(world.response(status=STATUS_RESPONDER)) == (
         "IDPRejectedClaim", "The identity provider reported that authentication failed "
         "(status urn:oasis:names:tc:SAML:2.0:status:Responder).", 403)
+    # As identity providers send refusals: unsigned, with no assertion at all.
+    bare = attacks.strip_signature(world.response(status=STATUS_RESPONDER))
+    root = etree.fromstring(bare)
+    for assertion in root.findall("{urn:oasis:names:tc:SAML:2.0:assertion}Assertion"):
+        root.remove(assertion)
+    assert world.refused(etree.tostring(root))[:2] == (
+        "IDPRejectedClaim", "The identity provider reported that authentication failed "
+        "(status urn:oasis:names:tc:SAML:2.0:status:Responder).")
 
 
 # Roles and providers ------------------------------------------------------------------------------
