@@ -110,7 +110,7 @@ def _from_files(key_file: str, cert_file: str) -> SpCredentials:
 
 
 def _generate(public_url: str, now: datetime) -> SpCredentials:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker SAML service provider"),
                       x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, public_url[:64])])
     cert = (

@@ -132,7 +132,7 @@ def sp_key_opens(data: Path) -> bool:
         try:
             credentials = await sp.load(settings, store, Keyring.load(data / "keyring.json"),
                                         SystemClock())
-            return credentials.key.key_size >= 3072
+            return credentials.key.key_size >= 2048
         finally:
             await store.close()
 
