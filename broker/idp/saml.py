@@ -49,6 +49,19 @@ _RESPONSE = f"{{{SAMLP}}}Response"
 _ASSERTION = f"{{{SAML}}}Assertion"
 _ENCRYPTED = f"{{{SAML}}}EncryptedAssertion"
 _ISSUER = f"{{{SAML}}}Issuer"
+_SUBJECT = f"{{{SAML}}}Subject"
+_NAMEID = f"{{{SAML}}}NameID"
+_SUBJECTCONFIRMATION = f"{{{SAML}}}SubjectConfirmation"
+_SUBJECTCONFIRMATIONDATA = f"{{{SAML}}}SubjectConfirmationData"
+_CONDITIONS = f"{{{SAML}}}Conditions"
+_AUDIENCERESTRICTION = f"{{{SAML}}}AudienceRestriction"
+_AUDIENCE = f"{{{SAML}}}Audience"
+_AUTHNSTATEMENT = f"{{{SAML}}}AuthnStatement"
+_ATTRIBUTEVALUE = f"{{{SAML}}}AttributeValue"
+_STATUS = f"{{{SAMLP}}}Status"
+_STATUS_CODE = f"{{{SAMLP}}}StatusCode"
+_ATTRIBUTE_STATEMENT = f"{{{SAML}}}AttributeStatement"
+_ATTRIBUTE = f"{{{SAML}}}Attribute"
 
 # Base64 of at most 100,000 characters (AssumeRoleWithSAML's limit) is at most 75,000 bytes;
 # the sign-in endpoint accepts the same. An honest response nests about eight levels deep.
@@ -120,6 +133,10 @@ def decode(encoded: str) -> bytes:
     """The XML of a base64 SAMLResponse / SAMLAssertion (line breaks allowed, nothing else)."""
     if len(encoded) > MAX_ENCODED:
         raise SamlRefused(f"The SAML response is longer than {MAX_ENCODED} characters.")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        pass  # perhaps wrapped in lines, as the HTTP-POST binding allows
     try:
         return base64.b64decode("".join(encoded.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -227,19 +244,19 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     if issuer != idp.entity_id:
         raise SamlRefused("Issuer not present in specified provider")
 
-    subject_el = _one_child(assertion, (f"{{{SAML}}}Subject",), "a Subject")
-    name_id = _one_child(subject_el, (f"{{{SAML}}}NameID",), "a NameID")
+    subject_el = _one_child(assertion, (_SUBJECT,), "a Subject")
+    name_id = _one_child(subject_el, (_NAMEID,), "a NameID")
     subject = _text(name_id)
     if not subject:
         raise SamlRefused("Invalid SAML response: the NameID is empty.")
-    confirmations = subject_el.findall(f"{{{SAML}}}SubjectConfirmation")
+    confirmations = list(subject_el.iterchildren(_SUBJECTCONFIRMATION))
     if len(confirmations) != 1:
         raise SamlRefused("Invalid SAML response: the Subject must have exactly one "
                           "SubjectConfirmation.")
     confirmation = confirmations[0]
     if confirmation.get("Method") != BEARER:
         raise SamlRefused("Invalid SAML response: the SubjectConfirmation must be bearer.")
-    data = _one_child(confirmation, (f"{{{SAML}}}SubjectConfirmationData",),
+    data = _one_child(confirmation, (_SUBJECTCONFIRMATIONDATA,),
                       "a SubjectConfirmationData")
     recipient = data.get("Recipient")
     if recipient != sp.acs_url:
@@ -264,16 +281,16 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         raise SamlRefused("Invalid SAML response: the Response and its SubjectConfirmationData "
                           "answer different requests (InResponseTo).")
 
-    conditions = assertion.findall(f"{{{SAML}}}Conditions")
+    conditions = list(assertion.iterchildren(_CONDITIONS))
     if len(conditions) != 1:
         raise SamlRefused("Invalid SAML response: the assertion must have one Conditions.")
     condition = conditions[0]
     until = _time(condition, "NotOnOrAfter")
     _check_window(now, skew, _time(condition, "NotBefore"), until)
-    restrictions = condition.findall(f"{{{SAML}}}AudienceRestriction")
+    restrictions = list(condition.iterchildren(_AUDIENCERESTRICTION))
     audiences: list[str] = []
     for restriction in restrictions:
-        named = [_text(a) for a in restriction.findall(f"{{{SAML}}}Audience")]
+        named = [_text(a) for a in list(restriction.iterchildren(_AUDIENCE))]
         if not any(a in sp.audiences for a in named):
             raise SamlRefused("Response does not contain the required audience")
         audiences += named
@@ -281,16 +298,18 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         raise SamlRefused("Response does not contain the required audience")
 
     session_until = None
-    for statement in assertion.findall(f"{{{SAML}}}AuthnStatement"):
+    for statement in list(assertion.iterchildren(_AUTHNSTATEMENT)):
         found = _time(statement, "SessionNotOnOrAfter")
         if found is not None:
             session_until = found if session_until is None else min(session_until, found)
     attributes: list[tuple[str, tuple[str, ...]]] = []
-    for attribute in assertion.iterfind(f"{{{SAML}}}AttributeStatement/{{{SAML}}}Attribute"):
+    attributes_of = (attribute for statement in assertion.iterchildren(_ATTRIBUTE_STATEMENT)
+                     for attribute in statement.iterchildren(_ATTRIBUTE))
+    for attribute in attributes_of:
         name = attribute.get("Name")
         if not name:
             raise SamlRefused("Invalid SAML response: an Attribute has no Name.")
-        values = tuple(_text(v) for v in attribute.findall(f"{{{SAML}}}AttributeValue"))
+        values = tuple(_text(v) for v in list(attribute.iterchildren(_ATTRIBUTEVALUE)))
         attributes.append((name, values))
     assertion_id = assertion.get("ID")
     if not assertion_id:
@@ -315,7 +334,8 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
 
 
 def _check_status(response: etree._Element) -> None:
-    status = response.find(f"{{{SAMLP}}}Status/{{{SAMLP}}}StatusCode")
+    holders = list(response.iterchildren(_STATUS))
+    status = next(holders[0].iterchildren(_STATUS_CODE), None) if len(holders) == 1 else None
     if status is None or status.get("Value") != SUCCESS:
         code = status.get("Value") if status is not None else "none"
         raise SamlRefused(f"The identity provider reported that authentication failed "
@@ -332,13 +352,15 @@ def _issuer(assertion: etree._Element) -> str:
 
 def _one_child(parent: etree._Element, tags: Sequence[str],
                what: str = "one assertion") -> etree._Element:
-    found = [child for child in parent if child.tag in tags]
+    found = list(parent.iterchildren(*tags))
     if len(found) != 1:
         raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
     return found[0]
 
 
 def _text(element: etree._Element) -> str:
+    if not len(element):  # no child: no comment either, so .text is the whole text
+        return (element.text or "").strip()
     return xmlsafe.text_of(element).strip()
 
 

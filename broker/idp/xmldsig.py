@@ -76,7 +76,7 @@ class SignatureError(BrokerError):
 
 def signature_of(element: etree._Element) -> etree._Element | None:
     """The element's enveloped signature: its one ds:Signature child, or None."""
-    found = [child for child in element if child.tag == _SIGNATURE]
+    found = list(element.iterchildren(_SIGNATURE))
     if len(found) > 1:
         raise SignatureError("the element carries more than one signature")
     return found[0] if found else None
@@ -99,7 +99,7 @@ def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
     if method is None:
         raise SignatureError("the signature algorithm is not accepted "
                              "(RSA or ECDSA with SHA-256, SHA-384 or SHA-512 only)")
-    references = [child for child in signed_info if child.tag == _REFERENCE]
+    references = list(signed_info.iterchildren(_REFERENCE))
     if len(references) != 1:
         raise SignatureError("the signature must have exactly one Reference")
     reference = references[0]
@@ -127,7 +127,7 @@ def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
 
 
 def _only(parent: etree._Element, tag: str) -> etree._Element:
-    found = [child for child in parent if child.tag == tag]
+    found = list(parent.iterchildren(tag))
     if len(found) != 1:
         name = tag.rsplit("}", 1)[-1]
         raise SignatureError(f"the signature must have exactly one {name}")
@@ -185,7 +185,7 @@ def _transforms(reference: etree._Element) -> tuple[bool, list[str] | None]:
     """(exclusive canonicalization?, its inclusive prefixes). A Reference whose only transform
     is enveloped-signature is digested as Canonical XML 1.0, inclusive and without comments
     (XML-DSig §4.3.3.2); saml-core §5.4.4 allows it."""
-    holders = [child for child in reference if child.tag == _TRANSFORMS]
+    holders = list(reference.iterchildren(_TRANSFORMS))
     if len(holders) != 1:
         raise SignatureError("the Reference must list its transforms")
     algorithms = []

@@ -71,25 +71,44 @@ def parse(data: bytes, limits: Limits, *, checked: bool = False) -> etree._Eleme
 
 
 def _check_shape(root: etree._Element, limits: Limits) -> None:
-    """One walk: no processing instruction anywhere, at most ``max_elements`` elements, at most
-    ``max_depth`` levels. (No DTD means no entity can be declared, so none can be referenced:
-    libxml2 refuses an undeclared one while parsing.)"""
-    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
-        if isinstance(sibling, etree._ProcessingInstruction):
-            raise UnsafeXml("the document carries a processing instruction")
-    count = depth = 0
-    for event, _ in etree.iterwalk(root, events=("start", "end", "pi")):
-        if event == "start":
-            count += 1
-            depth += 1
-            if depth > limits.max_depth:
-                raise UnsafeXml(f"the document nests deeper than {limits.max_depth} elements")
-            if count > limits.max_elements:
-                raise UnsafeXml(f"the document has more than {limits.max_elements} elements")
-        elif event == "end":
-            depth -= 1
-        else:
-            raise UnsafeXml("the document carries a processing instruction")
+    """No processing instruction anywhere, at most ``max_elements`` elements, at most
+    ``max_depth`` levels — counted by libxml2's XPath engine, not a Python walk. (No DTD means
+    no entity can be declared, so none can be referenced: libxml2 refuses an undeclared one
+    while parsing.)"""
+    checks = _checks(limits)
+    if checks.instructions(root):
+        raise UnsafeXml("the document carries a processing instruction")
+    if checks.too_deep(root):
+        raise UnsafeXml(f"the document nests deeper than {limits.max_depth} elements")
+    if checks.count(root) > limits.max_elements:
+        raise UnsafeXml(f"the document has more than {limits.max_elements} elements")
+
+
+@dataclass(frozen=True)
+class _Checks:
+    instructions: etree.XPath
+    too_deep: etree.XPath
+    count: etree.XPath
+
+
+def _checks(limits: Limits) -> _Checks:
+    """This thread's compiled checks for ``limits`` (compiled XPath is kept per thread, as
+    lxml asks)."""
+    cache: dict[Limits, _Checks] = _local.__dict__.setdefault("checks", {})
+    found = cache.get(limits)
+    if found is None:
+        found = cache[limits] = _compile(limits)
+    return found
+
+
+def _compile(limits: Limits) -> _Checks:
+    # "/*/*/.../*" with max_depth + 1 steps exists only if some element is that deep.
+    return _Checks(
+        instructions=etree.XPath("boolean(/processing-instruction() | "
+                                 "//processing-instruction())"),
+        too_deep=etree.XPath("boolean(/" + "/".join(["*"] * (limits.max_depth + 1)) + ")"),
+        count=etree.XPath("count(//*)"),
+    )
 
 
 def text_of(element: etree._Element) -> str:

@@ -20,6 +20,7 @@ SAML-based AWS STS federation" in the IAM User Guide.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -116,7 +117,7 @@ class Verified:
     provider: SamlProvider
     assertion: saml.VerifiedAssertion
 
-    @property
+    @functools.cached_property
     def roles(self) -> tuple[RolePair, ...]:
         """The pairs the assertion offers for this provider."""
         return tuple(p for p in role_pairs(self.assertion)
@@ -139,9 +140,12 @@ def role_pairs(assertion: saml.VerifiedAssertion) -> tuple[RolePair, ...]:
     return tuple(pairs)
 
 
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
+_PROVIDER_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:saml-provider/.+")
+
+
 def _is(text: str, prefix: str) -> bool:
-    parsed = arn.parse(text)
-    return parsed is not None and parsed.service == "iam" and parsed.resource.startswith(prefix)
+    return bool((_ROLE_ARN if prefix == "role/" else _PROVIDER_ARN).fullmatch(text))
 
 
 def session_name(assertion: saml.VerifiedAssertion) -> str:
@@ -331,19 +335,17 @@ class SamlFederation:
                    extra: Mapping[str, str]) -> None:
         provider = verified.provider
         now = self._clock.now()
-        context = Context({
+        keys: dict[str, str | list[str]] = {
             "aws:CurrentTime": iso8601(now), "aws:EpochTime": str(int(now.timestamp())),
-            "aws:FederatedProvider": provider.arn, **extra,
-        })
-        context = context.with_values(trust_context(verified))
+            "aws:FederatedProvider": provider.arn, **extra, **trust_context(verified)}
         if tags:
-            context = context.with_values({
-                "aws:TagKeys": [k for k, _ in tags],
-                **{f"aws:RequestTag/{k}": v for k, v in tags}})
+            keys["aws:TagKeys"] = [k for k, _ in tags]
+            keys.update({f"aws:RequestTag/{k}": v for k, v in tags})
         if transitive:
-            context = context.with_values({"sts:TransitiveTagKeys": list(transitive)})
+            keys["sts:TransitiveTagKeys"] = list(transitive)
         if identity is not None:
-            context = context.with_values({"sts:SourceIdentity": identity})
+            keys["sts:SourceIdentity"] = identity
+        context = Context(keys)
         who = RequestPrincipal(arn=provider.arn, account=provider.account_id,
                                type="SAMLUser", federated=provider.arn)
         policies = PolicySet(resource=(self._permissions.trust_of(role),))

@@ -76,13 +76,21 @@ class Session:
 _FIELDS = tuple(f.name for f in fields(Session))
 
 
+def _compress(data: bytes) -> bytes:
+    # A session is under a kilobyte: a 4 KiB window (and less memory for the match state)
+    # compresses it as well as zlib's defaults, and setting them up costs a fifth of the time.
+    # Any zlib stream opens with zlib.decompress, so tokens sealed either way open alike.
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 12, 6)
+    return compressor.compress(data) + compressor.flush()
+
+
 def seal(session: Session, keyring: Keyring) -> str:
     # Every field is a str, int, bool, None or a tuple of them (or of pairs of str): a shallow
     # copy serializes the same as dataclasses.asdict, without its deep copy.
     doc: dict[str, Any] = {name: getattr(session, name) for name in _FIELDS}
     doc["v"] = _VERSION
     plaintext = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    blob = keyring.seal(zlib.compress(plaintext), purpose=PURPOSE, aad=session.access_key_id)
+    blob = keyring.seal(_compress(plaintext), purpose=PURPOSE, aad=session.access_key_id)
     return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 
 
