@@ -44,6 +44,13 @@ class RequestEntityTooLarge(_SenderError):
     status = 413
 
 
+class InvalidRequest(_SenderError):
+    """A browser endpoint's form that cannot be read (not URL-encoded, too large, a field
+    twice)."""
+
+    code = "InvalidRequest"
+
+
 class MalformedQueryString(_SenderError):
     code = "MalformedQueryString"
     status = 404  # AWS documents 404 for this one

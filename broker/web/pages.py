@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from broker.aws.errors import AwsError
+from broker.aws.errors import AwsError, InternalFailure, InvalidRequest, ServiceUnavailable
 from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
 
@@ -119,32 +119,18 @@ def guarded(handler: Callable[[Request], Awaitable[Response]]
                      exc.message, error_id)
             error: AwsError = exc
         except BadForm as exc:
-            error = _Invalid(str(exc))
+            error = InvalidRequest(str(exc))
         except StoreUnavailable as exc:
             log.error("%s %s: store unavailable: %s [%s]", request.method, request.url.path,
                       exc, error_id)
-            error = _Unavailable("The service is unavailable. Please try again later.")
+            error = ServiceUnavailable("The service is unavailable. Please try again later.")
         except Exception:
             log.exception("%s %s: unexpected failure [%s]", request.method, request.url.path,
                           error_id)
-            error = _Internal("The broker could not complete the request.")
+            error = InternalFailure("The broker could not complete the request.")
         if wants_json(request):
             return json_error(error, error_id)
         return error_page(error, error_id=error_id)
 
     return run
 
-
-class _Invalid(AwsError):
-    code = "InvalidRequest"
-    status = 400
-
-
-class _Unavailable(AwsError):
-    code = "ServiceUnavailable"
-    status = 503
-
-
-class _Internal(AwsError):
-    code = "InternalFailure"
-    status = 500
