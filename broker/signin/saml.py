@@ -37,7 +37,7 @@ from broker.idp import saml, xmlsafe
 from broker.signin.destinations import CONSOLE, Destinations
 from broker.signin.sessions import ConsoleSessions
 from broker.store.base import EphemeralStore
-from broker.sts.saml import ROLE, RolePair, SamlFederation, Verified, role_pairs
+from broker.sts.saml import ROLE, RolePair, SamlFederation, Verified, pairs_of
 
 MAX_PROVIDERS = 10
 CHOICE_SECONDS = 600
@@ -298,13 +298,8 @@ def _named_providers(xml: bytes) -> tuple[list[str], str | None]:
         raise InvalidIdentityToken(f"Invalid SAML response: {exc}.") from None
     values = [xmlsafe.text_of(v) for a in root.iter(f"{{{saml.SAML}}}Attribute")
               if a.get("Name") == ROLE for v in a.iter(f"{{{saml.SAML}}}AttributeValue")]
-    probe = saml.VerifiedAssertion(
-        assertion_id="", issuer="", subject="", subject_format=None, recipient="",
-        audiences=(), not_on_or_after=datetime.min, issue_instant=datetime.min,
-        response_id="", in_response_to=None, session_not_on_or_after=None, encrypted=False,
-        attributes=((ROLE, tuple(values)),))
     providers: list[str] = []
-    for pair in role_pairs(probe):
+    for pair in pairs_of(values):
         if pair.provider_arn not in providers:
             providers.append(pair.provider_arn)
     issuer = root.find(f"{{{saml.SAML}}}Issuer")

@@ -23,7 +23,7 @@ import base64
 import functools
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import regex
@@ -126,8 +126,13 @@ class Verified:
 
 def role_pairs(assertion: saml.VerifiedAssertion) -> tuple[RolePair, ...]:
     """The Role attribute's ``role ARN,provider ARN`` values (either order), in order."""
+    return pairs_of(assertion.values(ROLE))
+
+
+def pairs_of(values: Iterable[str]) -> tuple[RolePair, ...]:
+    """The valid, distinct (role, provider) pairs of Role attribute values."""
     pairs: list[RolePair] = []
-    for value in assertion.values(ROLE):
+    for value in values:
         parts = [p.strip() for p in value.split(",")]
         if len(parts) != 2:
             continue
