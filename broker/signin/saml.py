@@ -267,12 +267,18 @@ class SamlSignIn:
         for the response's Issuer, in every account (at most MAX_PROVIDERS)."""
         if not issuer:
             return []
-        found: list[str] = []
-        for account in await self._iam.list_accounts():
-            for provider in await self._iam.saml_providers.listing(account.id):
-                if provider.entity_id == issuer:
-                    found.append(provider.arn)
-        return found[:MAX_PROVIDERS]
+
+        async def scan() -> list[str]:
+            found: list[str] = []
+            for account in await self._iam.list_accounts():
+                for provider in await self._iam.saml_providers.listing(account.id):
+                    if provider.entity_id == issuer:
+                        found.append(provider.arn)
+            return found[:MAX_PROVIDERS]
+
+        # Kept as long as IAM's other answers: an unauthenticated POST must not cost a scan
+        # of every account each time.
+        return await self._federation.cached(("saml-issuer", issuer), scan)
 
     async def _alias(self, account_id: str) -> str | None:
         try:

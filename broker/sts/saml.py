@@ -23,8 +23,9 @@ import base64
 import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import regex
 
@@ -49,6 +50,8 @@ from broker.policy.document import RequestPrincipal
 from broker.policy.evaluate import PolicySet, Request, evaluate
 from broker.store.base import EphemeralStore
 from broker.sts.service import IssuedCredentials, StsService
+
+T = TypeVar("T")
 
 ATTRIBUTES = "https://aws.amazon.com/SAML/Attributes/"
 ROLE = ATTRIBUTES + "Role"
@@ -251,6 +254,11 @@ class SamlFederation:
         self._credentials = credentials
         self._clock = clock
         self._loaded: dict[tuple[object, ...], IdentityProvider] = {}
+
+    async def cached(self, key: tuple[str, ...],
+                     build: Callable[[], Awaitable[T]]) -> T:
+        """An IAM answer kept as long as the others (``Permissions.cached``)."""
+        return await self._permissions.cached(key, build)
 
     async def provider(self, provider_arn: str) -> SamlProvider | None:
         return await self._permissions.cached(("saml-provider", provider_arn),
