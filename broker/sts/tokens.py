@@ -89,7 +89,7 @@ def seal(session: Session, keyring: Keyring) -> str:
     # copy serializes the same as dataclasses.asdict, without its deep copy.
     doc: dict[str, Any] = {name: getattr(session, name) for name in _FIELDS}
     doc["v"] = _VERSION
-    plaintext = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    plaintext = json.dumps(doc, separators=(",", ":")).encode()
     blob = keyring.seal(_compress(plaintext), purpose=PURPOSE, aad=session.access_key_id)
     return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 
