@@ -53,7 +53,7 @@ class StsService:
         _check_mfa(serial_number, token_code)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
-            caller, SessionKind.SESSION_TOKEN, seconds, account=caller.account_id,
+            SessionKind.SESSION_TOKEN, seconds, account=caller.account_id,
             arn_=caller.arn, user_id=caller.user_id, name=caller.name,
             source_arn=caller.arn, source_id=caller.user_id,
         )
@@ -67,14 +67,10 @@ class StsService:
                                    minimum_token_size: int = 0) -> IssuedCredentials:
         federated_arn = arn.federated_user(caller.account_id, name)
         sessions.check_tags(tags)
-        packed_policy = sessions.check_policy(policy) if policy is not None else None
-        sessions.check_policy_arns(policy_arns)
-        size = None
-        if packed_policy is not None or policy_arns or tags:
-            size = sessions.packed_size(packed_policy, policy_arns, tags)
+        packed_policy, size = sessions.session_policies(policy, policy_arns, tags)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
-            caller, SessionKind.FEDERATED_USER, seconds, account=caller.account_id,
+            SessionKind.FEDERATED_USER, seconds, account=caller.account_id,
             arn_=federated_arn, user_id=f"{caller.account_id}:{name}", name=name,
             source_arn=caller.arn, source_id=caller.user_id,
             tags=tuple(tags), policy=packed_policy, policy_arns=tuple(policy_arns),
@@ -131,13 +127,10 @@ class StsService:
             raise ValidationError.from_faults([
                 f"Value '{policy[:64]}...' at 'policy' failed to satisfy constraint: Member "
                 "must have length less than or equal to 2048"])
-        packed_policy = sessions.check_policy(policy) if policy is not None else None
-        sessions.check_policy_arns(policy_arns)
-        size = None
-        if packed_policy is not None or policy_arns or tags:
-            size = sessions.packed_size(packed_policy, policy_arns, all_tags)
+        packed_policy, size = sessions.session_policies(policy, policy_arns, tags,
+                                                        counted=all_tags)
         session = self._session(
-            caller, SessionKind.ASSUMED_ROLE, seconds, account=role.account_id,
+            SessionKind.ASSUMED_ROLE, seconds, account=role.account_id,
             arn_=arn.assumed_role(role.account_id, role.name, session_name),
             user_id=f"{role.role_id}:{session_name}", name=session_name,
             source_arn=role.arn, source_id=role.role_id,
@@ -160,29 +153,14 @@ class StsService:
         (AssumeRoleWithSAML, AssumeRoleWithWebIdentity): no calling session to chain from, so
         the session tags and source identity are the identity provider's alone."""
         sessions.check_tags(tags)
-        packed_policy = sessions.check_policy(policy) if policy is not None else None
-        sessions.check_policy_arns(policy_arns)
-        size = None
-        if packed_policy is not None or policy_arns or tags:
-            size = sessions.packed_size(packed_policy, policy_arns, tags)
-        now = int(self._clock.now().timestamp())
-        session = Session(
-            access_key_id=ids.new_access_key_id(role.account_id, temporary=True),
-            secret_access_key=ids.new_secret_access_key(),
-            kind=SessionKind.ASSUMED_ROLE,
-            account_id=role.account_id,
-            arn=arn.assumed_role(role.account_id, role.name, session_name),
-            user_id=f"{role.role_id}:{session_name}",
-            name=session_name,
-            source_arn=role.arn,
-            source_id=role.role_id,
-            issued_at=now,
-            expires_at=now + seconds,
-            chain_depth=1,
-            tags=tuple(tags),
-            transitive_tag_keys=tuple(transitive_keys),
-            source_identity=source_identity,
-            policy=packed_policy,
+        packed_policy, size = sessions.session_policies(policy, policy_arns, tags)
+        session = self._session(
+            SessionKind.ASSUMED_ROLE, seconds, account=role.account_id,
+            arn_=arn.assumed_role(role.account_id, role.name, session_name),
+            user_id=f"{role.role_id}:{session_name}", name=session_name,
+            source_arn=role.arn, source_id=role.role_id, chain_depth=1,
+            tags=tuple(tags), transitive=tuple(transitive_keys),
+            source_identity=source_identity, policy=packed_policy,
             policy_arns=tuple(policy_arns),
         )
         token = tokens.padded(session, self._keyring, minimum_token_size)
@@ -201,7 +179,7 @@ class StsService:
             )
         return account
 
-    def _session(self, caller: Principal, kind: SessionKind, seconds: int, *, account: str,
+    def _session(self, kind: SessionKind, seconds: int, *, account: str,
                  arn_: str, user_id: str, name: str, source_arn: str, source_id: str,
                  tags: tuple[tuple[str, str], ...] = (), transitive: tuple[str, ...] = (),
                  source_identity: str | None = None, policy: str | None = None,

@@ -41,6 +41,22 @@ def check_policy_arns(arns: Sequence[str]) -> None:
             raise InvalidParameterValue(f"The policy ARN {text} is not a valid IAM policy ARN.")
 
 
+def session_policies(policy: str | None, arns: Sequence[str],
+                     tags: Sequence[tuple[str, str]], *,
+                     counted: Sequence[tuple[str, str]] | None = None
+                     ) -> tuple[str | None, int | None]:
+    """A session's policy (validated, minified) and policy ARNs checked, with PackedPolicySize
+    when the request passes any of them or tags (None when it passes none). ``counted``: the
+    tags the size counts, when the session carries more than were asked for (inherited
+    transitive tags)."""
+    packed_policy = check_policy(policy) if policy is not None else None
+    check_policy_arns(arns)
+    size = None
+    if packed_policy is not None or arns or tags:
+        size = packed_size(packed_policy, arns, tags if counted is None else counted)
+    return packed_policy, size
+
+
 def packed_size(policy: str | None, arns: Sequence[str],
                 tags: Sequence[tuple[str, str]]) -> int:
     """PackedPolicySize: the percentage of the allowed space the packed form uses."""
