@@ -168,17 +168,17 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
     assertion = found[0]
     encrypted = assertion.tag == _ENCRYPTED
     if encrypted:
-        assertion = _decrypted(assertion, idp)
+        # Under a Response signature, the ciphertext is taken from the signed bytes.
+        covered = _one_child(response, (_ENCRYPTED,)) if response_signed else assertion
+        assertion = _decrypted(covered, idp)
     elif idp.encryption_required:
         raise SamlRefused("Invalid SAML response: this provider requires encrypted assertions.")
     if xmldsig.signature_of(assertion) is not None:
         assertion = _reparse(_verified(assertion, idp))
-    elif response_signed:
-        assertion = _one_child(response, (_ASSERTION, _ENCRYPTED))
-        if encrypted:
-            assertion = _decrypted(assertion, idp)
-    else:
+    elif not response_signed:
         raise SamlRefused("Response signature invalid")
+    elif not encrypted:
+        assertion = _one_child(response, (_ASSERTION,))
     if assertion.tag != _ASSERTION:
         raise SamlRefused("Invalid SAML response: the assertion is not a SAML 2.0 Assertion.")
     return _read(response, assertion, idp, sp, now, encrypted, response_signed)

@@ -379,6 +379,8 @@ def test_an_encrypted_assertion_must_still_be_signed(world: SamlWorld, sp_certif
     encrypted = {"encrypt_to": sp_certificate, "key_transport": transport,
                  "data_cipher": cipher}
     assert_honest(world.assume(world.response(sign="assertion", **encrypted)), world)
+    # The Response's signature over the ciphertext covers the assertion too.
+    assert_honest(world.assume(world.response(sign="response", **encrypted)), world)
     assert world.refused(world.response(sign=None, **encrypted)) == SIGNATURE_INVALID
 
 
