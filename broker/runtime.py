@@ -26,6 +26,7 @@ from broker.iam.lastused import LastUsedRecorder
 from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
 from broker.idp import sp
+from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
@@ -40,6 +41,7 @@ from broker.store.sql import SqlEntityStore
 from broker.sts import api as sts_api
 from broker.sts.saml import SamlFederation
 from broker.sts.service import StsService
+from broker.sts.web_identity import WebIdentityFederation
 
 
 def open_entity_store(settings: Settings) -> EntityStore:
@@ -71,6 +73,7 @@ class Runtime:
     saml_federation: SamlFederation
     console_sessions: ConsoleSessions
     saml_signin: SamlSignIn
+    web_identity: WebIdentityFederation
 
     async def close(self) -> None:
         await self.store.close()
@@ -93,7 +96,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     store = WatchedStore(raw_store)
     ephemeral = open_ephemeral_store(settings, clock)
     audit = open_sink(settings.audit.sink, settings.audit.path)
-    iam = IamService(store, keyring, clock)
+    iam = IamService(store, keyring, clock,
+                     allow_http_loopback=settings.oidc.allow_http_loopback)
     permissions = Permissions(iam.entities, iam.policies,
                               cache_seconds=settings.iam.policy_cache_seconds,
                               writes=lambda: store.writes)
@@ -109,19 +113,22 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         ServiceProvider(settings.acs_url, settings.saml_audiences,
                         timedelta(seconds=settings.saml.clock_skew_seconds)),
         sp_credentials, clock)
+    web_identity = WebIdentityFederation(
+        iam.oidc_providers, permissions, sts, KeySource(settings.oidc), clock,
+        skew_seconds=settings.oidc.clock_skew_seconds)
     console_sessions = ConsoleSessions(ephemeral, keyring, clock)
     saml_signin = SamlSignIn(
         federation, console_sessions, iam, ephemeral,
         Destinations(settings.public_url, settings.signin.destinations), clock,
         sp_entity_id=settings.sp_entity_id, idp_initiated=settings.saml.idp_initiated)
     protocol = QueryProtocol(
-        [*sts_api.operations(sts, authz, federation),
+        [*sts_api.operations(sts, authz, federation, web_identity),
          *iam_api.operations(iam, authz, last_used)],
         authenticator, audit, clock,
     )
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
-                   console_sessions, saml_signin)
+                   console_sessions, saml_signin, web_identity)
 
 
 def is_initialized(settings: Settings) -> bool:

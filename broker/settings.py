@@ -262,6 +262,46 @@ class SamlSettings:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    clock_skew_seconds: int = setting(
+        60, _int(0, 300),
+        "How far a web identity token's exp, nbf and iat may be from the broker's clock.",
+    )
+    allow_http_loopback: bool = setting(
+        False, _bool,
+        "Accept OIDC providers at plain http:// URLs on a loopback host (127.0.0.1, ::1, "
+        "localhost). For development only; every other provider must use https.",
+    )
+    timeout_seconds: int = setting(
+        5, _int(1, 30),
+        "Timeout of each request to an identity provider (discovery, keys).",
+    )
+    key_cache_seconds: int = setting(
+        3600, _int(0, 86400),
+        "How long a provider's keys are kept when its JWKS response has no Cache-Control "
+        "max-age.",
+    )
+    key_cache_min_seconds: int = setting(
+        60, _int(0, 86400),
+        "The least time keys are kept, whatever the provider's Cache-Control says.",
+    )
+    key_cache_max_seconds: int = setting(
+        86400, _int(0, 604800),
+        "The most time keys are kept, whatever the provider's Cache-Control says.",
+    )
+    refetch_interval_seconds: int = setting(
+        60, _int(0, 3600),
+        "A token signed with a key the broker does not know makes it fetch the provider's "
+        "keys again at most once per this many seconds (per provider and process).",
+    )
+    max_stale_seconds: int = setting(
+        86400, _int(0, 604800),
+        "When a provider cannot be reached, keys whose cache time has passed are still used "
+        "for this long; after that, tokens are refused until the provider answers.",
+    )
+
+
+@dataclass(frozen=True)
 class SigninSettings:
     destinations: tuple[str, ...] = setting(
         (), _list(_relative_or_url),
@@ -299,6 +339,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     saml: SamlSettings = field(default_factory=SamlSettings)
     signin: SigninSettings = field(default_factory=SigninSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     # -- derived values -------------------------------------------------------------------------
 

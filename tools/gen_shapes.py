@@ -63,6 +63,12 @@ OPERATIONS = {
         # SAML providers
         "CreateSAMLProvider", "GetSAMLProvider", "ListSAMLProviders", "UpdateSAMLProvider",
         "DeleteSAMLProvider", "TagSAMLProvider", "UntagSAMLProvider", "ListSAMLProviderTags",
+        # OpenID Connect providers
+        "CreateOpenIDConnectProvider", "GetOpenIDConnectProvider",
+        "ListOpenIDConnectProviders", "DeleteOpenIDConnectProvider",
+        "AddClientIDToOpenIDConnectProvider", "RemoveClientIDFromOpenIDConnectProvider",
+        "UpdateOpenIDConnectProviderThumbprint", "TagOpenIDConnectProvider",
+        "UntagOpenIDConnectProvider", "ListOpenIDConnectProviderTags",
     ],
 }
 

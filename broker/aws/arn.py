@@ -52,6 +52,11 @@ def saml_provider(account: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:saml-provider/{name}"
 
 
+def oidc_provider(account: str, identifier: str) -> str:
+    """``identifier``: the provider's URL without its scheme (HOST[:PORT][/PATH])."""
+    return f"arn:{PARTITION}:iam::{account}:oidc-provider/{identifier}"
+
+
 def federated_user(account: str, name: str) -> str:
     return f"arn:{PARTITION}:sts::{account}:federated-user/{name}"
 

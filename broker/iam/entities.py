@@ -32,6 +32,7 @@ ROLE = "role"
 POLICY = "policy"
 PASSWORD_POLICY = "password_policy"  # noqa: S105 (a record kind)
 SAML_PROVIDER = "saml_provider"
+OIDC_PROVIDER = "oidc_provider"
 
 ACTIVE = "Active"
 INACTIVE = "Inactive"
@@ -498,6 +499,67 @@ class SamlProvider:
             "PrivateKeyList": [{"KeyId": k.key_id, "Timestamp": k.timestamp}
                                for k in self.private_keys],
         }
+
+
+def oidc_identifier(url: str) -> str:
+    """An OIDC provider's URL without its scheme: what its ARN ends with, and its
+    trust-policy key prefix (``IDENTIFIER:aud``)."""
+    return url.split("://", 1)[1] if "://" in url else url
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """An OpenID Connect identity provider (CreateOpenIDConnectProvider): the issuer URL its
+    tokens carry as ``iss``, the client ids they may be issued to, the thumbprints of the TLS
+    certificates the broker trusts for it, and optionally a static JWKS (then nothing is ever
+    fetched from the issuer)."""
+
+    account_id: str
+    url: str  # as registered, with its scheme: exactly the tokens' iss
+    uuid: str
+    create_date: datetime
+    client_ids: tuple[str, ...] = ()
+    thumbprints: tuple[str, ...] = ()
+    tags: tuple[Tag, ...] = ()
+    static_jwks: str | None = None
+
+    kind = OIDC_PROVIDER
+
+    @property
+    def identifier(self) -> str:
+        return oidc_identifier(self.url)
+
+    @property
+    def arn(self) -> str:
+        return arn.oidc_provider(self.account_id, self.identifier)
+
+    def record(self) -> Record:
+        return Record(kind=OIDC_PROVIDER, account=self.account_id,
+                      key=oidc_key(self.identifier), parent=RootUser.ref(self.account_id),
+                      lookup=self.uuid, data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> OidcProvider:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, identifier: str) -> Ref:
+        return Ref(OIDC_PROVIDER, account_id, oidc_key(identifier))
+
+    def wire(self) -> dict[str, Any]:
+        """GetOpenIDConnectProvider's answer (the URL without its scheme, as AWS gives it)."""
+        return {
+            "Url": self.identifier,
+            "ClientIDList": list(self.client_ids),
+            "ThumbprintList": list(self.thumbprints),
+            "CreateDate": self.create_date,
+            "Tags": sorted_tags(self.tags),
+        }
+
+
+def oidc_key(identifier: str) -> str:
+    """One provider per URL in an account, whatever the case of its host or path."""
+    return identifier.lower()
 
 
 # -- the codec ----------------------------------------------------------------------------------

@@ -542,3 +542,48 @@ ListSAMLProviderTagsRequest = struct(
     optional('Marker', markerType),
     optional('MaxItems', maxItemsType),
 )
+OpenIDConnectProviderUrlType = String(min=1, max=255)
+clientIDType = String(min=1, max=255)
+clientIDListType = ListOf(clientIDType)
+thumbprintType = String(min=40, max=40)
+thumbprintListType = ListOf(thumbprintType)
+CreateOpenIDConnectProviderRequest = struct(
+    required('Url', OpenIDConnectProviderUrlType),
+    optional('ClientIDList', clientIDListType),
+    optional('ThumbprintList', thumbprintListType),
+    optional('Tags', tagListType),
+    optional('ContextProvider', ContextProvider),
+    optional('IdentityCenterInstanceArn', identityCenterInstanceArnType),
+)
+GetOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+)
+ListOpenIDConnectProvidersRequest = struct()
+DeleteOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+)
+AddClientIDToOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    required('ClientID', clientIDType),
+)
+RemoveClientIDFromOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    required('ClientID', clientIDType),
+)
+UpdateOpenIDConnectProviderThumbprintRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    required('ThumbprintList', thumbprintListType),
+)
+TagOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    required('Tags', tagListType),
+)
+UntagOpenIDConnectProviderRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    required('TagKeys', tagKeyListType),
+)
+ListOpenIDConnectProviderTagsRequest = struct(
+    required('OpenIDConnectProviderArn', arnType),
+    optional('Marker', markerType),
+    optional('MaxItems', maxItemsType),
+)

@@ -1,5 +1,6 @@
 """IAM use cases: accounts and their aliases, the root user, IAM users and access keys; and,
-through ``policies``, ``groups``, ``roles``, ``logins`` and ``saml_providers``, the rest of IAM.
+through ``policies``, ``groups``, ``roles``, ``logins``, ``saml_providers`` and
+``oidc_providers``, the rest of IAM.
 
 Plain Python over the EntityStore: the Query API (iam/api/), the command line and the tests
 call the same methods. Store errors become the AWS errors IAM answers with, with IAM's words.
@@ -39,6 +40,7 @@ from broker.iam.entities import (
 )
 from broker.iam.groups import Groups
 from broker.iam.logins import Logins
+from broker.iam.oidc_providers import OidcProviders
 from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
 from broker.iam.roles import Roles
@@ -59,7 +61,8 @@ class NewAccessKey:
 
 
 class IamService:
-    def __init__(self, store: EntityStore, keyring: Keyring, clock: Clock) -> None:
+    def __init__(self, store: EntityStore, keyring: Keyring, clock: Clock, *,
+                 allow_http_loopback: bool = False) -> None:
         self.store = store
         self.keyring = keyring
         self.clock = clock
@@ -69,6 +72,8 @@ class IamService:
         self.roles = Roles(self.entities, clock)
         self.logins = Logins(self.entities, clock)
         self.saml_providers = SamlProviders(self.entities, keyring, clock)
+        self.oidc_providers = OidcProviders(self.entities, clock,
+                                            allow_http_loopback=allow_http_loopback)
 
     # -- accounts -------------------------------------------------------------------------------
 

@@ -8,11 +8,17 @@ from typing import Any
 
 from broker.authz import Authorizer
 from broker.aws import arn
-from broker.aws.errors import AccessDenied, InvalidAuthorizationMessage, ValidationError
+from broker.aws.errors import (
+    AccessDenied,
+    InvalidAuthorizationMessage,
+    InvalidIdentityToken,
+    ValidationError,
+)
 from broker.aws.query import STS, Call, Operation, Result
 from broker.sts import model
 from broker.sts.saml import RolePair, SamlFederation, decode, name_qualifier, subject_type
 from broker.sts.service import IssuedCredentials, StsService
+from broker.sts.web_identity import WebIdentityFederation
 
 MAX_POLICY_ARNS = 10
 
@@ -69,8 +75,8 @@ def tags(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((t["Key"], t["Value"]) for t in params.get("Tags", []))
 
 
-def operations(sts: StsService, authz: Authorizer,
-               federation: SamlFederation) -> list[Operation]:
+def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
+               web_identity: WebIdentityFederation) -> list[Operation]:
     async def allow(call: Call, action: str, resource: str, **kwargs: Any) -> None:
         await authz.check(call.principal, action, resource, source_ip=call.source_ip,
                           user_agent=call.user_agent, secure=call.secure, **kwargs)
@@ -214,6 +220,37 @@ def operations(sts: StsService, authz: Authorizer,
             "SessionTokenSize": len(issued.token),
         }
 
+    async def assume_role_with_web_identity(call: Call) -> Result:
+        p = call.params
+        if "ProviderId" in p:
+            # OAuth 2.0 access tokens (Login with Amazon, Facebook) need ProviderId; the broker
+            # accepts OpenID Connect ID tokens only, which AWS asks to send without it.
+            raise InvalidIdentityToken("ProviderId is only for OAuth 2.0 access tokens, which "
+                                       "this broker does not accept; send an OpenID Connect ID "
+                                       "token without ProviderId.")
+        verified = await web_identity.verify(p["WebIdentityToken"], p["RoleArn"])
+        role = await web_identity.role(p["RoleArn"])
+        issued = await web_identity.assume(
+            verified, role, p["RoleSessionName"],
+            duration=p.get("DurationSeconds"),
+            policy=p.get("Policy"),
+            policy_arns=policy_arns(p),
+            extra_context=request_keys(call),
+            minimum_token_size=p.get("MinimumSessionTokenSize", 0),
+        )
+        session, claims = issued.session, verified.claims
+        return {
+            "Credentials": credentials(issued),
+            "SubjectFromWebIdentityToken": claims.subject,
+            "AssumedRoleUser": {"AssumedRoleId": session.user_id, "Arn": session.arn},
+            "PackedPolicySize": issued.packed_policy_size,
+            "Provider": verified.provider.arn,
+            "Audience": claims.audience,
+            "SourceIdentity": session.source_identity,
+            "SessionTokenUtilization": issued.token_utilization,
+            "SessionTokenSize": len(issued.token),
+        }
+
     async def get_access_key_info(call: Call) -> Result:
         await allow(call, "sts:GetAccessKeyInfo", "*")
         account = await sts.get_access_key_info(call.params["AccessKeyId"])
@@ -237,6 +274,8 @@ def operations(sts: StsService, authz: Authorizer,
         Operation(STS, "AssumeRole", model.AssumeRoleRequest, assume_role, issued=_assumed),
         Operation(STS, "AssumeRoleWithSAML", model.AssumeRoleWithSAMLRequest,
                   assume_role_with_saml, signed=False, issued=_assumed),
+        Operation(STS, "AssumeRoleWithWebIdentity", model.AssumeRoleWithWebIdentityRequest,
+                  assume_role_with_web_identity, signed=False, issued=_assumed),
         Operation(STS, "GetAccessKeyInfo", model.GetAccessKeyInfoRequest, get_access_key_info),
         Operation(STS, "DecodeAuthorizationMessage", model.DecodeAuthorizationMessageRequest,
                   decode_authorization_message),

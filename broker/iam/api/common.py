@@ -59,8 +59,11 @@ class Registry:
     def __init__(self) -> None:
         self.operations: list[Operation] = []
 
-    def action(self, name: str, *, issued: Any = None) -> Callable[[Handler], Handler]:
-        shape: Structure = getattr(model, f"{name}Request")
+    def action(self, name: str, *, issued: Any = None,
+               shape: Structure | None = None) -> Callable[[Handler], Handler]:
+        """``shape``: for the broker's own actions, which AWS's model does not have."""
+        shape = shape if shape is not None else getattr(model, f"{name}Request")
+        assert shape is not None
 
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(IAM, name, shape, handler, issued=issued))
