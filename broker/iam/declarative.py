@@ -26,12 +26,21 @@
       max_session = 3600
       policies = ["deploy"]
 
+      [[accounts.oidc_providers]]
+      url = "https://token.actions.githubusercontent.com"
+      client_ids = ["sts.amazonaws.com"]
+      thumbprints = []                       # SHA-1 of a certificate of the issuer's chain
+      tags = { owner = "platform" }
+      jwks = '''{"keys": [...]}'''          # a static JWKS: the issuer is never called
+
 ``apply`` is idempotent: it creates what is missing and brings what exists to what the file says
 — for every entity it names, its path, tags, description, trust policy, boundary, group
 memberships and its attached and inline policies exactly (attachments and inline policies the
-file does not list are removed from that entity). A managed policy whose document changed gets
-a new default version. It prints one line per entity (``+`` created, ``~`` changed with what,
-``=`` unchanged) and never deletes an entity the file does not mention. Every value is validated
+file does not list are removed from that entity); for every OIDC provider, its client ids,
+thumbprints, tags and static JWKS (none in the file: the keys are fetched from the issuer). A
+managed policy whose document changed gets a new default version. It prints one line per entity
+(``+`` created, ``~`` changed with what, ``=`` unchanged) and never deletes an entity the file
+does not mention. Every value is validated
 exactly as the IAM API validates it, and the whole file is validated before anything changes.
 """
 
@@ -47,7 +56,18 @@ from broker.aws import ids, shapes
 from broker.aws.errors import AwsError, NoSuchEntity
 from broker.errors import ConfigError
 from broker.iam import model
-from broker.iam.entities import GROUP, ROLE, USER, Inline, PolicyRef, Role, Tag
+from broker.iam.entities import (
+    GROUP,
+    ROLE,
+    USER,
+    Inline,
+    OidcProvider,
+    PolicyRef,
+    Role,
+    Tag,
+    oidc_identifier,
+)
+from broker.iam.oidc_providers import check_client_ids, check_jwks, check_thumbprints, check_url
 from broker.iam.policies import INLINE_SIZE, MANAGED_SIZE, MAX_ATTACHED
 from broker.iam.records import check_tags, policy_size
 from broker.iam.service import IamService
@@ -79,10 +99,20 @@ class PrincipalSpec:
 
 
 @dataclass(frozen=True)
+class OidcProviderSpec:
+    url: str
+    client_ids: tuple[str, ...] = ()
+    thumbprints: tuple[str, ...] = ()
+    tags: tuple[Tag, ...] = ()
+    jwks: str | None = None
+
+
+@dataclass(frozen=True)
 class AccountSpec:
     id: str
     policies: tuple[PolicySpec, ...]
     principals: tuple[PrincipalSpec, ...]
+    oidc_providers: tuple[OidcProviderSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +123,8 @@ class Plan:
         return sum(1 for a in self.accounts for p in a.principals if p.kind == kind)
 
 
-_ACCOUNT_KEYS = {"id", "users", "groups", "roles", "policies"}
+_ACCOUNT_KEYS = {"id", "users", "groups", "roles", "policies", "oidc_providers"}
+_OIDC_KEYS = {"url", "client_ids", "thumbprints", "tags", "jwks"}
 _KEYS = {
     USER: {"name", "path", "tags", "policies", "inline", "groups", "boundary"},
     GROUP: {"name", "path", "policies", "inline"},
@@ -137,8 +168,47 @@ def load(path: Path) -> Plan:
                 if not ref.startswith("arn:") and ref.lower() not in local:
                     raise ConfigError(f"{where}: {spec.kind} {spec.name} names policy {ref}, "
                                       "which is neither an ARN nor a policy of this file")
-        accounts.append(AccountSpec(account_id, policies, tuple(principals)))
+        providers = tuple(_oidc_provider(p, f"{where}.oidc_providers[{j}]")
+                          for j, p in enumerate(_list(raw.get("oidc_providers", []),
+                                                      f"{where}.oidc_providers")))
+        _unique([oidc_identifier(p.url) for p in providers], f"{where}.oidc_providers",
+                "OIDC provider")
+        accounts.append(AccountSpec(account_id, policies, tuple(principals), providers))
     return Plan(tuple(accounts))
+
+
+def _oidc_provider(raw: Any, where: str) -> OidcProviderSpec:
+    _keys(raw, _OIDC_KEYS, where)
+    url = raw.get("url")
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}.url: must be the issuer's URL")
+    tags_raw = raw.get("tags", {})
+    if not isinstance(tags_raw, dict) or not all(isinstance(v, str) for v in tags_raw.values()):
+        raise ConfigError(f"{where}.tags: must be a table of string values")
+    jwks_raw = raw.get("jwks")
+    jwks = json.dumps(jwks_raw) if isinstance(jwks_raw, dict) else jwks_raw
+    if jwks is not None and not isinstance(jwks, str):
+        raise ConfigError(f"{where}.jwks: a JWKS is a JSON string or a table")
+    spec = OidcProviderSpec(
+        url=url, client_ids=tuple(_strings(raw.get("client_ids", []), f"{where}.client_ids")),
+        thumbprints=tuple(_strings(raw.get("thumbprints", []), f"{where}.thumbprints")),
+        tags=tuple(Tag(k, v) for k, v in tags_raw.items()), jwks=jwks)
+    flat: dict[str, Any] = {"Url": url}
+    for n, client_id in enumerate(spec.client_ids, 1):
+        flat[f"ClientIDList.member.{n}"] = client_id
+    for n, thumbprint in enumerate(spec.thumbprints, 1):
+        flat[f"ThumbprintList.member.{n}"] = thumbprint
+    _validate(model.CreateOpenIDConnectProviderRequest, flat, where)
+    try:
+        check_tags(spec.tags)
+        check_url(url, allow_http_loopback=True)  # the setting is checked again by apply
+        check_client_ids(spec.client_ids)
+        check_thumbprints(spec.thumbprints)
+        if jwks is not None:
+            check_jwks(jwks)
+    except AwsError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    return spec
 
 
 def _policy(raw: Any, where: str) -> PolicySpec:
@@ -297,9 +367,15 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
         for spec in account.principals:
             if spec.trust is not None:
                 await iam.roles.check_trust(spec.trust, planned=planned)
+    for account in plan.accounts:
+        for provider in account.oidc_providers:
+            check_url(provider.url, allow_http_loopback=iam.oidc_providers.allow_http_loopback)
     arn_of = {account.id: {p.name.lower(): arns.policy(account.id, p.path, p.name)
                            for p in account.policies} for account in plan.accounts}
     lines = []
+    for account in plan.accounts:
+        for provider in account.oidc_providers:
+            lines.append(await _apply_oidc_provider(iam, account.id, provider))
     for account in plan.accounts:
         for policy in account.policies:
             lines.append(await _apply_policy(iam, account.id, policy))
@@ -331,6 +407,32 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
                     created=(account.id, spec.name) in created_roles,
                     moved=moved_roles.get((account.id, spec.name))))
     return lines
+
+
+async def _apply_oidc_provider(iam: IamService, account: str, spec: OidcProviderSpec) -> str:
+    providers = iam.oidc_providers
+    label = f"oidc-provider {oidc_identifier(spec.url)} ({account})"
+    provider_arn = arns.oidc_provider(account, oidc_identifier(spec.url))
+    try:
+        current = await providers.get(account, provider_arn)
+    except NoSuchEntity:
+        await providers.create(account, spec.url, client_ids=spec.client_ids,
+                               thumbprints=spec.thumbprints, tags=spec.tags,
+                               static_jwks=spec.jwks)
+        return f"+ {label}"
+    changes = []
+    wanted = OidcProvider(account_id=account, url=spec.url, uuid=current.uuid,
+                          create_date=current.create_date,
+                          client_ids=check_client_ids(spec.client_ids),
+                          thumbprints=check_thumbprints(spec.thumbprints), tags=spec.tags,
+                          static_jwks=None if spec.jwks is None else check_jwks(spec.jwks))
+    for name in ("client_ids", "thumbprints", "tags", "static_jwks"):
+        if getattr(current, name) != getattr(wanted, name):
+            changes.append(name.replace("_", " "))
+    if not changes:
+        return f"= {label}"
+    await providers.replace(account, provider_arn, wanted)
+    return f"~ {label}: {', '.join(changes)}"
 
 
 async def _apply_policy(iam: IamService, account: str, spec: PolicySpec) -> str:

@@ -177,6 +177,14 @@ class OidcProviders:
         return await self._change(account, provider_arn,
                                   lambda p: replace(p, static_jwks=checked))
 
+    async def replace(self, account: str, provider_arn: str,
+                      wanted: OidcProvider) -> OidcProvider:
+        """``broker apply``: the provider's client ids, thumbprints, tags and static JWKS
+        become ``wanted``'s (all checked by the caller)."""
+        return await self._change(account, provider_arn, lambda p: replace(
+            p, client_ids=wanted.client_ids, thumbprints=wanted.thumbprints, tags=wanted.tags,
+            static_jwks=wanted.static_jwks))
+
     async def retag(self, account: str, provider_arn: str, *, add: tuple[Tag, ...] = (),
                     remove: tuple[str, ...] = ()) -> OidcProvider:
         return await self._change(account, provider_arn, lambda p: replace(

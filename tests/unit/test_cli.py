@@ -444,3 +444,62 @@ id = "123456789012"
         "2 change(s)."]
     code, out, err = run("apply", str(file), "--data-dir", str(data))
     assert out.splitlines()[-1] == "0 change(s).", (out, err)
+
+
+def _jwks() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwk = json.loads(ECAlgorithm.to_jwk(key))
+    return json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "ES256"}]})
+
+
+def test_apply_manages_oidc_providers(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    account = init(data)["account_id"]
+    jwks = _jwks()
+    plan = write(tmp_path / "iam.toml", f"""
+[[accounts]]
+id = "{account}"
+
+  [[accounts.oidc_providers]]
+  url = "https://token.actions.githubusercontent.com"
+  client_ids = ["sts.amazonaws.com"]
+  thumbprints = ["6938fd4d98bab03faadb97b34396831e3780aea1"]
+
+  [[accounts.oidc_providers]]
+  url = "https://issuer.internal.example:8443/realms/corp"
+  client_ids = ["broker"]
+  jwks = '{jwks}'
+""")
+    code, out, err = run("check", str(plan))
+    assert code == 0, err
+    code, out, err = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines() == [
+        f"+ oidc-provider token.actions.githubusercontent.com ({account})",
+        f"+ oidc-provider issuer.internal.example:8443/realms/corp ({account})",
+        "2 change(s)."], err
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[-1] == "0 change(s)."
+    write(plan, plan.read_text().replace('["sts.amazonaws.com"]', '["sts.amazonaws.com", "x"]')
+          .replace(f"jwks = '{jwks}'\n", ""))
+    code, out, _ = run("apply", str(plan), "--data-dir", str(data))
+    assert out.splitlines()[:2] == [
+        f"~ oidc-provider token.actions.githubusercontent.com ({account}): client ids",
+        f"~ oidc-provider issuer.internal.example:8443/realms/corp ({account}): static jwks"]
+
+
+@pytest.mark.parametrize(("entry", "fault"), [
+    ('url = "http://issuer.example"', "must use https"),
+    ('url = "https://issuer.example?x=1"', "must not have a query"),
+    ('url = "https://issuer.example"\nthumbprints = ["' + "z" * 40 + '"]',
+     "is not a SHA-1 thumbprint"),
+    ('url = "https://issuer.example"\njwks = \'{"keys": []}\'',
+     "no key that can verify signatures"),
+    ('url = "https://issuer.example"\nshell = "x"', "unknown key(s): shell"),
+])
+def test_check_names_oidc_provider_faults(tmp_path: Path, entry: str, fault: str) -> None:
+    text = f'[[accounts]]\nid = "123456789012"\n[[accounts.oidc_providers]]\n{entry}\n'
+    code, out, err = run("check", str(write(tmp_path / "bad.toml", text)))
+    assert code == 2 and fault in err, err
