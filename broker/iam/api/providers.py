@@ -25,6 +25,7 @@ from broker.iam.api.common import (
     tags_of,
 )
 from broker.iam.entities import ALLOWED, oidc_identifier, sorted_tags
+from broker.iam.oidc_providers import OidcProviders
 from broker.iam.records import paginate
 
 # The broker's own action (not in AWS's model): a static JWKS for an OIDC provider.
@@ -140,12 +141,13 @@ def operations(ctx: IamContext) -> list[Operation]:
                         p.get("MaxItems"))
         return paged(page, "Tags", lambda t: t.wire())
 
-    oidc = iam.oidc_providers
+    def oidc() -> OidcProviders:
+        return iam.oidc_providers
 
     async def allow_on_oidc(call: Call, action: str, provider_arn: str,
                             extra: Mapping[str, str | list[str]] | None = None) -> None:
         try:
-            provider = await oidc.get(call.principal.account_id, provider_arn)
+            provider = await oidc().get(call.principal.account_id, provider_arn)
         except NoSuchEntity:
             await ctx.allow(call, action, provider_arn, extra)
             return
@@ -160,8 +162,9 @@ def operations(ctx: IamContext) -> list[Operation]:
         await ctx.allow(call, "CreateOpenIDConnectProvider",
                         arn.oidc_provider(account, oidc_identifier(url)), request_tags(tags))
         _refuse_identity_center(p)
-        provider = await oidc.create(account, url, client_ids=p.get("ClientIDList", []),
-                                     thumbprints=p.get("ThumbprintList", []), tags=tags)
+        provider = await oidc().create(
+            account, url, client_ids=p.get("ClientIDList", []),
+            thumbprints=p.get("ThumbprintList", []), tags=tags)
         out: dict[str, Any] = {"OpenIDConnectProviderArn": provider.arn}
         if provider.tags:
             out["Tags"] = sorted_tags(provider.tags)
@@ -171,19 +174,19 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def get_oidc_provider(call: Call) -> Result:
         provider_arn = call.params["OpenIDConnectProviderArn"]
         await allow_on_oidc(call, "GetOpenIDConnectProvider", provider_arn)
-        return (await oidc.get(call.principal.account_id, provider_arn)).wire()
+        return (await oidc().get(call.principal.account_id, provider_arn)).wire()
 
     @ops.action("ListOpenIDConnectProviders")
     async def list_oidc_providers(call: Call) -> Result:
         await ctx.allow(call, "ListOpenIDConnectProviders", "*")
-        providers = await oidc.listing(call.principal.account_id)
+        providers = await oidc().listing(call.principal.account_id)
         return {"OpenIDConnectProviderList": [{"Arn": p.arn} for p in providers]}
 
     @ops.action("DeleteOpenIDConnectProvider")
     async def delete_oidc_provider(call: Call) -> Result:
         provider_arn = call.params["OpenIDConnectProviderArn"]
         await allow_on_oidc(call, "DeleteOpenIDConnectProvider", provider_arn)
-        await oidc.delete(call.principal.account_id, provider_arn)
+        await oidc().delete(call.principal.account_id, provider_arn)
         return None
 
     @ops.action("AddClientIDToOpenIDConnectProvider")
@@ -191,7 +194,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "AddClientIDToOpenIDConnectProvider",
                             p["OpenIDConnectProviderArn"])
-        await oidc.add_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
+        await oidc().add_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
                                  p["ClientID"])
         return None
 
@@ -200,7 +203,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "RemoveClientIDFromOpenIDConnectProvider",
                             p["OpenIDConnectProviderArn"])
-        await oidc.remove_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
+        await oidc().remove_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
                                     p["ClientID"])
         return None
 
@@ -209,7 +212,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "UpdateOpenIDConnectProviderThumbprint",
                             p["OpenIDConnectProviderArn"])
-        await oidc.set_thumbprints(call.principal.account_id, p["OpenIDConnectProviderArn"],
+        await oidc().set_thumbprints(call.principal.account_id, p["OpenIDConnectProviderArn"],
                                    p["ThumbprintList"])
         return None
 
@@ -219,7 +222,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         tags = tags_of(p)
         await allow_on_oidc(call, "TagOpenIDConnectProvider", p["OpenIDConnectProviderArn"],
                             request_tags(tags))
-        await oidc.retag(call.principal.account_id, p["OpenIDConnectProviderArn"], add=tags)
+        await oidc().retag(call.principal.account_id, p["OpenIDConnectProviderArn"], add=tags)
         return None
 
     @ops.action("UntagOpenIDConnectProvider")
@@ -228,7 +231,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         keys = tuple(p["TagKeys"])
         await allow_on_oidc(call, "UntagOpenIDConnectProvider", p["OpenIDConnectProviderArn"],
                             {"aws:TagKeys": list(keys)})
-        await oidc.retag(call.principal.account_id, p["OpenIDConnectProviderArn"],
+        await oidc().retag(call.principal.account_id, p["OpenIDConnectProviderArn"],
                          remove=keys)
         return None
 
@@ -237,7 +240,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "ListOpenIDConnectProviderTags",
                             p["OpenIDConnectProviderArn"])
-        provider = await oidc.get(call.principal.account_id, p["OpenIDConnectProviderArn"])
+        provider = await oidc().get(call.principal.account_id, p["OpenIDConnectProviderArn"])
         page = paginate(list(provider.tags), lambda t: t.key, p.get("Marker"),
                         p.get("MaxItems"))
         return paged(page, "Tags", lambda t: t.wire())
@@ -249,7 +252,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "SetOpenIDConnectProviderJWKS",
                             p["OpenIDConnectProviderArn"])
-        await oidc.set_jwks(call.principal.account_id, p["OpenIDConnectProviderArn"],
+        await oidc().set_jwks(call.principal.account_id, p["OpenIDConnectProviderArn"],
                             p.get("Jwks"))
         return None
 
