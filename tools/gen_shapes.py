@@ -99,6 +99,8 @@ class Writer:
                 args.append(f"pattern={meta['pattern']!r}")
             if shape.enum:
                 args.append(f"enum={tuple(shape.enum)!r}")
+            if meta.get("sensitive"):
+                args.append("sensitive=True")
             expr = f"String({', '.join(args)})"
         elif t in ("integer", "long"):
             args = [f"{k}={meta[k]}" for k in ("min", "max") if k in meta]

@@ -35,6 +35,7 @@ class String(Shape):
     max: int | None = None
     pattern: str | None = None
     enum: tuple[str, ...] | None = None
+    sensitive: bool = False  # AWS's model marks secrets and tokens: their values are never shown
     type_name = "string"
 
     def __post_init__(self) -> None:
@@ -221,13 +222,18 @@ def _read_list(shape: ListOf, params: Mapping[str, str], key: str, at: str,
 
 def _scalar(shape: Shape, raw: str, at: str, faults: list[str]) -> Any:
     if isinstance(shape, String):
+        found: list[str] = []
         if shape.pattern is not None and not compile_pattern(shape.pattern).fullmatch(raw):
-            faults.append(f"Value '{_show(raw)}' at '{at}' failed to satisfy constraint: "
-                          f"Member must satisfy regular expression pattern: {shape.pattern}")
-        _check_length(raw, shape.min, shape.max, at, faults, shown=raw)
+            found.append(f"Value '{_show(raw)}' at '{at}' failed to satisfy constraint: "
+                         f"Member must satisfy regular expression pattern: {shape.pattern}")
+        _check_length(raw, shape.min, shape.max, at, found, shown=raw)
         if shape.enum is not None and raw not in shape.enum:
-            faults.append(f"Value '{_show(raw)}' at '{at}' failed to satisfy constraint: "
-                          f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+            found.append(f"Value '{_show(raw)}' at '{at}' failed to satisfy constraint: "
+                         f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+        if shape.sensitive:
+            # A token or secret is never echoed (it would reach the logs and the audit trail).
+            found = [f"Value at '{at}' " + f.split(f"' at '{at}' ", 1)[1] for f in found]
+        faults += found
         return raw
     if isinstance(shape, Integer):
         text = raw.strip()

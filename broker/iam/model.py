@@ -96,7 +96,7 @@ DeleteAccessKeyRequest = struct(
 GetAccessKeyLastUsedRequest = struct(
     required('AccessKeyId', accessKeyIdType),
 )
-passwordType = String(min=1, max=128, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+')
+passwordType = String(min=1, max=128, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+', sensitive=True)
 booleanType = Boolean()
 maxSigninSessionDurationType = Integer(min=3600, max=7776000)
 CreateLoginProfileRequest = struct(
@@ -485,7 +485,7 @@ SimulateCustomPolicyRequest = struct(
 SAMLMetadataDocumentType = String(min=1000, max=10000000)
 SAMLProviderNameType = String(min=1, max=128, pattern='[\\w._-]+')
 assertionEncryptionModeType = String(enum=('Required', 'Allowed'))
-privateKeyType = String(min=1, max=16384, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+')
+privateKeyType = String(min=1, max=16384, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+', sensitive=True)
 contextProviderSourceKeyType = String(min=1, max=128)
 contextProviderTargetKeyType = String(min=1, max=128)
 ContextProviderKeyDefinition = struct(

@@ -25,6 +25,7 @@ import binascii
 import enum
 import functools
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from broker.errors import BrokerError
 MAX_TOKEN = 20_000
 MAX_KEYS = 100
 MIN_RSA_BITS = 2048
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: a NumericDate beyond it is not a time
 
 # Each algorithm, with the key type and (for ECDSA) the curve it must be used with.
 ALGORITHMS: dict[str, tuple[str, str | None]] = {
@@ -315,7 +317,13 @@ def _number(claims: Mapping[str, Any], name: str, *, required: bool = False) -> 
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRefused(f"The web identity token's {name} claim is not a number.")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > MAX_TIME:
+        raise TokenRefused(f"The web identity token's {name} claim is not a time.")
+    return number
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

@@ -84,7 +84,7 @@ encodedMessageType = String(min=1, max=10240)
 DecodeAuthorizationMessageRequest = struct(
     required('EncodedMessage', encodedMessageType),
 )
-SAMLAssertionType = String(min=4, max=100000)
+SAMLAssertionType = String(min=4, max=100000, sensitive=True)
 AssumeRoleWithSAMLRequest = struct(
     required('RoleArn', arnType),
     required('PrincipalArn', arnType),
@@ -94,7 +94,7 @@ AssumeRoleWithSAMLRequest = struct(
     optional('DurationSeconds', roleDurationSecondsType),
     optional('MinimumSessionTokenSize', minimumSessionTokenSizeType),
 )
-clientTokenType = String(min=4, max=20000)
+clientTokenType = String(min=4, max=20000, sensitive=True)
 urlType = String(min=4, max=2048)
 AssumeRoleWithWebIdentityRequest = struct(
     required('RoleArn', arnType),

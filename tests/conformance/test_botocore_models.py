@@ -58,6 +58,7 @@ def compare(ours: shapes.Shape, theirs: Any, where: str) -> None:
         assert (ours.min, ours.max, ours.pattern) == (
             meta.get("min"), meta.get("max"), meta.get("pattern")), where
         assert ours.enum == (tuple(theirs.enum) if theirs.enum else None), f"{where}: enum"
+        assert ours.sensitive == bool(meta.get("sensitive")), f"{where}: sensitive"
     elif isinstance(ours, shapes.Integer):
         assert (ours.min, ours.max) == (meta.get("min"), meta.get("max")), where
     elif isinstance(ours, shapes.ListOf):

@@ -177,7 +177,7 @@ def _ops() -> list[Operation]:
     from broker.iam import api as iam_api
     from broker.sts import api as sts_api
 
-    return [*sts_api.operations(None, None, None),  # type: ignore[arg-type]
+    return [*sts_api.operations(None, None, None, None),  # type: ignore[arg-type]
             *iam_api.operations(None, None, None)]  # type: ignore[arg-type]
 
 
