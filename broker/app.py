@@ -21,7 +21,7 @@ from broker import settings as settings_module
 from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
-from broker.web import saml, signin
+from broker.web import federation, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.query import QueryApp
@@ -85,6 +85,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/saml/login", saml.login, methods=["GET"]),
         Route("/console", signin.console, methods=["GET"]),
         Route("/console/signout", signin.sign_out, methods=["POST"]),
+        Route("/console/switch-role", signin.switch_role, methods=["POST"]),
+        Route("/federation", federation.federation, methods=["GET"]),
+        Route("/gateway/auth", signin.gateway_auth, methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

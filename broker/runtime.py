@@ -8,7 +8,7 @@ the database schema, the first account with its root user and one root access ke
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +31,9 @@ from broker.idp.saml import ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
 from broker.settings import Settings
+from broker.signin.console import Console
 from broker.signin.destinations import Destinations
+from broker.signin.federation import Federation
 from broker.signin.saml import SamlSignIn
 from broker.signin.sessions import ConsoleSessions
 from broker.store.base import EntityStore, EphemeralStore
@@ -74,6 +76,10 @@ class Runtime:
     console_sessions: ConsoleSessions
     saml_signin: SamlSignIn
     web_identity: WebIdentityFederation
+    destinations: Destinations
+    federation_endpoint: Federation
+    console: Console
+    signin_links: list[tuple[str, str]] = field(default_factory=list)
 
     async def close(self) -> None:
         await self.store.close()
@@ -117,9 +123,10 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         iam.oidc_providers, permissions, sts, KeySource(settings.oidc), clock,
         skew_seconds=settings.oidc.clock_skew_seconds)
     console_sessions = ConsoleSessions(ephemeral, keyring, clock)
+    destinations = Destinations(settings.public_url, (
+        *settings.signin.destinations, *(a.url for a in settings.gateway.applications)))
     saml_signin = SamlSignIn(
-        federation, console_sessions, iam, ephemeral,
-        Destinations(settings.public_url, settings.signin.destinations), clock,
+        federation, console_sessions, iam, ephemeral, destinations, clock,
         sp_entity_id=settings.sp_entity_id, idp_initiated=settings.saml.idp_initiated)
     protocol = QueryProtocol(
         [*sts_api.operations(sts, authz, federation, web_identity),
@@ -128,7 +135,9 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     )
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
-                   console_sessions, saml_signin, web_identity)
+                   console_sessions, saml_signin, web_identity, destinations,
+                   Federation(ephemeral, keyring, sts, clock),
+                   Console(sts, authz, keyring, clock, settings.gateway.applications))
 
 
 def is_initialized(settings: Settings) -> bool:

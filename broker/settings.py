@@ -9,6 +9,7 @@ the setting, where the value came from and what is wrong. docs/configuration.md 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -315,6 +316,52 @@ class SigninSettings:
 
 
 @dataclass(frozen=True)
+class Application:
+    """A web application behind the gateway: sign-in may send a browser to it, the console
+    lists it, and ``/gateway/auth`` answers for it."""
+
+    name: str
+    url: str  # scheme, host and port exact; the path a prefix
+    resource: str | None = None  # when set, gateway:Access on it must be allowed by policy
+
+
+def _applications(value: Any) -> tuple[Application, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ValueError("must be a list of tables (in the environment, a JSON list of "
+                             "objects)") from None
+    if not isinstance(value, list):
+        raise ValueError("must be a list of tables with name, url and optionally resource")
+    apps = []
+    for item in value:
+        if not isinstance(item, dict) or not set(item) <= {"name", "url", "resource"} \
+                or not isinstance(item.get("name"), str) or not item["name"].strip():
+            raise ValueError("each application is a table with name, url and optionally "
+                             "resource")
+        url = _http_url(item.get("url"))
+        if not url:
+            raise ValueError(f"application {item['name']!r} needs a url")
+        resource = item.get("resource")
+        if resource is not None and (not isinstance(resource, str)
+                                     or not resource.startswith("arn:")):
+            raise ValueError(f"application {item['name']!r}: resource must be an ARN")
+        apps.append(Application(item["name"].strip(), url, resource))
+    return tuple(apps)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    applications: tuple[Application, ...] = setting(
+        (), _applications,
+        "The web applications behind the gateway: a list of tables with name, url (scheme, "
+        "host and port exact; the path a prefix) and optionally resource, an ARN on which "
+        "policy must allow gateway:Access. In the environment, a JSON list of objects.",
+    )
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     sink: str = setting("stdout", _choice("stdout", "file"), "Where audit events go.")
     path: str = setting(
@@ -340,6 +387,7 @@ class Settings:
     saml: SamlSettings = field(default_factory=SamlSettings)
     signin: SigninSettings = field(default_factory=SigninSettings)
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     # -- derived values -------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class ConsoleSession:
     session_token: str
     expires_at: int  # epoch seconds
     issuer: str = ""  # who vouched: a SAML provider's ARN, or empty
+    return_url: str = ""  # the federation endpoint's Issuer: where to sign in again
 
     @property
     def expiration(self) -> datetime:
@@ -48,13 +49,15 @@ class ConsoleSessions:
         self._keyring = keyring
         self._clock = clock
 
-    async def create(self, issued: IssuedCredentials, *, issuer: str = "") -> str:
+    async def create(self, issued: IssuedCredentials, *, issuer: str = "",
+                     return_url: str = "") -> str:
         """A new session for these credentials; returns the cookie value."""
         s = issued.session
         session = ConsoleSession(
             arn=s.arn, account_id=s.account_id, session_name=s.name, role_arn=s.source_arn,
             access_key_id=s.access_key_id, secret_access_key=s.secret_access_key,
-            session_token=issued.token, expires_at=s.expires_at, issuer=issuer)
+            session_token=issued.token, expires_at=s.expires_at, issuer=issuer,
+            return_url=return_url)
         cookie = secrets.token_urlsafe(32)
         key = _key(cookie)
         sealed = self._keyring.seal(json.dumps(asdict(session)).encode(), purpose=PURPOSE,
@@ -81,6 +84,9 @@ class ConsoleSessions:
     async def revoke(self, cookie: str | None) -> None:
         if cookie and len(cookie) <= 128:
             await self._ephemeral.delete(_key(cookie))
+
+    def now(self) -> float:
+        return self._clock.now().timestamp()
 
     def _ttl(self, session: ConsoleSession) -> float:
         return session.expires_at - self._clock.now().timestamp()

@@ -15,6 +15,7 @@ from broker.aws.errors import (
     ValidationError,
 )
 from broker.aws.query import STS, Call, Operation, Result
+from broker.principal import Principal
 from broker.sts import model
 from broker.sts.saml import RolePair, SamlFederation, decode, name_qualifier, subject_type
 from broker.sts.service import IssuedCredentials, StsService
@@ -75,6 +76,61 @@ def tags(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((t["Key"], t["Value"]) for t in params.get("Tags", []))
 
 
+async def authorized_assume_role(
+        sts: StsService, authz: Authorizer, caller: Principal, role_arn: str, session_name: str,
+        *, source_ip: str | None = None, user_agent: str | None = None, secure: bool = False,
+        duration: int | None = None, policy: str | None = None,
+        policy_arns: tuple[str, ...] = (), tags: tuple[tuple[str, str], ...] = (),
+        transitive_keys: tuple[str, ...] = (), external_id: str | None = None,
+        source_identity: str | None = None, serial_number: str | None = None,
+        token_code: str | None = None, minimum_token_size: int = 0) -> IssuedCredentials:
+    """AssumeRole for ``caller``: the role's trust policy and the caller's own policies both
+    allow it (and sts:TagSession / sts:SetSourceIdentity when asked), or AccessDenied. The
+    Query action and the console's switch-role both run it."""
+    if caller.is_root:
+        # AWS's rule, whatever the trust policy says: use a user or a role.
+        raise AccessDenied("Roles may not be assumed by root accounts.")
+
+    def refused(action: str) -> AccessDenied:
+        # AWS's bare sentence, for a missing role and a refusing one alike: nobody learns
+        # which roles exist, or what another account's trust policy asks for, by asking.
+        return AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} "
+                            f"on resource: {role_arn}")
+
+    role = await sts.role(role_arn)
+    if role is None:
+        raise refused("sts:AssumeRole")
+    context: dict[str, str | list[str]] = {"sts:RoleSessionName": session_name}
+    if external_id is not None:
+        context["sts:ExternalId"] = external_id
+    if source_identity is not None:
+        context["sts:SourceIdentity"] = source_identity
+    if tags:
+        context["aws:TagKeys"] = [k for k, _ in tags]
+        context.update({f"aws:RequestTag/{k}": v for k, v in tags})
+    if transitive_keys:
+        context["sts:TransitiveTagKeys"] = list(transitive_keys)
+    trust = authz.permissions.trust_of(role)
+    needed = ["sts:AssumeRole"]
+    if tags:
+        needed.append("sts:TagSession")
+    if source_identity is not None:
+        needed.append("sts:SetSourceIdentity")
+    for action in needed:
+        try:
+            await authz.check(caller, action, role.arn, source_ip=source_ip,
+                              user_agent=user_agent, secure=secure, context=context,
+                              resource_policies=(trust,), resource_account=role.account_id,
+                              requires_resource_policy=True)
+        except AccessDenied:
+            raise refused(action) from None
+    return await sts.assume_role(
+        caller, role, session_name, duration=duration, policy=policy,
+        policy_arns=policy_arns, tags=tags, transitive_keys=transitive_keys,
+        source_identity=source_identity, serial_number=serial_number, token_code=token_code,
+        minimum_token_size=minimum_token_size)
+
+
 def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
                web_identity: WebIdentityFederation) -> list[Operation]:
     async def allow(call: Call, action: str, resource: str, **kwargs: Any) -> None:
@@ -130,52 +186,15 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
 
     async def assume_role(call: Call) -> Result:
         p = call.params
-        caller = call.principal
-        role_arn = p["RoleArn"]
-        if caller.is_root:
-            # AWS's rule, whatever the trust policy says: use a user or a role.
-            raise AccessDenied("Roles may not be assumed by root accounts.")
-
-        def refused(action: str) -> AccessDenied:
-            # AWS's bare sentence, for a missing role and a refusing one alike: nobody learns
-            # which roles exist, or what another account's trust policy asks for, by asking.
-            return AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} "
-                                f"on resource: {role_arn}")
-
-        role = await sts.role(role_arn)
-        if role is None:
-            raise refused("sts:AssumeRole")
-        session_tags = tags(p)
-        context: dict[str, str | list[str]] = {"sts:RoleSessionName": p["RoleSessionName"]}
-        if "ExternalId" in p:
-            context["sts:ExternalId"] = p["ExternalId"]
-        if "SourceIdentity" in p:
-            context["sts:SourceIdentity"] = p["SourceIdentity"]
-        if session_tags:
-            context["aws:TagKeys"] = [k for k, _ in session_tags]
-            context.update({f"aws:RequestTag/{k}": v for k, v in session_tags})
-        if p.get("TransitiveTagKeys"):
-            context["sts:TransitiveTagKeys"] = list(p["TransitiveTagKeys"])
-        trust = authz.permissions.trust_of(role)
-        where = {"context": context, "resource_policies": (trust,),
-                 "resource_account": role.account_id, "requires_resource_policy": True}
-        needed = ["sts:AssumeRole"]
-        if session_tags:
-            needed.append("sts:TagSession")
-        if "SourceIdentity" in p:
-            needed.append("sts:SetSourceIdentity")
-        for action in needed:
-            try:
-                await allow(call, action, role.arn, **where)
-            except AccessDenied:
-                raise refused(action) from None
-        issued = await sts.assume_role(
-            caller, role, p["RoleSessionName"],
+        issued = await authorized_assume_role(
+            sts, authz, call.principal, p["RoleArn"], p["RoleSessionName"],
+            source_ip=call.source_ip, user_agent=call.user_agent, secure=call.secure,
             duration=p.get("DurationSeconds"),
             policy=p.get("Policy"),
             policy_arns=policy_arns(p),
-            tags=session_tags,
+            tags=tags(p),
             transitive_keys=tuple(p.get("TransitiveTagKeys", [])),
+            external_id=p.get("ExternalId"),
             source_identity=p.get("SourceIdentity"),
             serial_number=p.get("SerialNumber"),
             token_code=p.get("TokenCode"),

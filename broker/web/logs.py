@@ -2,7 +2,8 @@
 
 A presigned URL holds its session token and signature in the query (``X-Amz-Security-Token``,
 ``X-Amz-Signature``); uvicorn's access log would write them down. The filter replaces their
-values before any handler sees the record.
+values before any handler sees the record; so it does for the federation endpoint's
+``SigninToken`` and ``Session`` (temporary credentials).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
-_SECRET_PARAMS = re.compile(r"((?:X-Amz-Security-Token|X-Amz-Signature)=)[^&\s\"]*", re.I)
+_SECRET_PARAMS = re.compile(
+    r"((?:X-Amz-Security-Token|X-Amz-Signature|SigninToken|Session)=)[^&\s\"]*", re.I)
 
 
 def redact(text: str) -> str:

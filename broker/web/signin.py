@@ -1,4 +1,5 @@
-"""The console session in the browser: the cookie, the console page, signing out.
+"""The console session in the browser: the cookie, the console page, switching role, signing
+out, and the gateway's forward-auth check.
 
 The cookie is named by ``signin.session_cookie``; on an https public URL it is
 ``__Host-``-prefixed and Secure (so no other host or path can set or shadow it). It is HttpOnly,
@@ -10,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.aws.errors import AccessDenied, AwsError
-from broker.signin.sessions import ConsoleSessions
+from broker.aws.errors import AccessDenied, AwsError, InvalidParameterValue
+from broker.signin.console import Console
+from broker.signin.sessions import ConsoleSession, ConsoleSessions
 from broker.web.pages import form, guarded, page, redirect, set_cookie
+
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 
 
 def cookie_name(request: Request) -> str:
@@ -46,20 +51,80 @@ def csrf_token(cookie: str) -> str:
     return hmac.new(cookie.encode(), b"console-form", hashlib.sha256).hexdigest()
 
 
-@guarded
-async def console(request: Request) -> Response:
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.runtime.console
+    return console
+
+
+async def current(request: Request) -> tuple[str, ConsoleSession] | None:
+    """This browser's console session and its cookie, if it has a live one."""
     cookie = request.cookies.get(cookie_name(request))
     session = await _sessions(request).get(cookie)
     if session is None or cookie is None:
+        return None
+    return cookie, session
+
+
+def end_session(request: Request, response: Response) -> None:
+    response.delete_cookie(cookie_name(request), path="/")
+
+
+def credentials_text(session: ConsoleSession) -> tuple[str, str]:
+    """The session's credentials as shell export lines and as a credentials-file profile."""
+    exports = (f"export AWS_ACCESS_KEY_ID={session.access_key_id}\n"
+               f"export AWS_SECRET_ACCESS_KEY={session.secret_access_key}\n"
+               f"export AWS_SESSION_TOKEN={session.session_token}\n")
+    profile = (f"[{session.account_id}_{session.session_name}]\n"
+               f"aws_access_key_id = {session.access_key_id}\n"
+               f"aws_secret_access_key = {session.secret_access_key}\n"
+               f"aws_session_token = {session.session_token}\n")
+    return exports, profile
+
+
+@guarded
+async def console(request: Request) -> Response:
+    found = await current(request)
+    if found is None:
         return page("signed_out.html", 401, heading="You are not signed in",
-                    message="Sign in through your identity provider to open the console.")
+                    message="Sign in through your identity provider to open the console.",
+                    signin_links=_signin_links(request))
+    cookie, session = found
     alias = None
     iam = request.app.state.runtime.iam
     with contextlib.suppress(AwsError):  # the account was deleted meanwhile
         alias = (await iam.get_account(session.account_id)).alias
-    return page("console.html", session=session, alias=alias,
+    exports, profile = credentials_text(session)
+    identity = _console(request).identity(session)
+    return page("console.html", session=session, alias=alias, identity=identity,
                 expires=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                csrf=csrf_token(cookie))
+                expires_at=session.expires_at, exports=exports, profile=profile,
+                applications=await _console(request).open_applications(session),
+                csrf=csrf_token(cookie), switched=request.query_params.get("switched"))
+
+
+@guarded
+async def switch_role(request: Request) -> Response:
+    fields = await form(request)
+    found = await current(request)
+    if found is None:
+        raise AccessDenied("You are not signed in.")
+    cookie, session = found
+    _check_csrf(fields, cookie)
+    role_arn = fields.get("role_arn", "").strip()
+    session_name = fields.get("session_name", "").strip() or session.session_name
+    if not role_arn:
+        raise InvalidParameterValue("Say which role to switch to (its ARN).")
+    if not _SESSION_NAME.fullmatch(session_name):
+        raise InvalidParameterValue("The session name must match [\\w+=,.@-]{2,64}.")
+    client = request.client
+    issued = await _console(request).switch_role(
+        session, role_arn, session_name, source_ip=client.host if client else None,
+        user_agent=request.headers.get("user-agent"), secure=request.url.scheme == "https")
+    sessions = _sessions(request)
+    new_cookie = await sessions.create(issued, return_url=session.return_url)
+    await sessions.revoke(cookie)
+    seconds = max(1, int(issued.session.expires_at - sessions.now()))
+    return start_session(request, (new_cookie, seconds), "/console?switched=1")
 
 
 @guarded
@@ -67,12 +132,53 @@ async def sign_out(request: Request) -> Response:
     fields = await form(request)
     name = cookie_name(request)
     cookie = request.cookies.get(name)
-    if cookie and hmac.compare_digest(fields.get("csrf", "").encode(),
-                                      csrf_token(cookie).encode()):
+    if cookie:
+        _check_csrf(fields, cookie)
         await _sessions(request).revoke(cookie)
-    elif cookie:
-        raise AccessDenied("The sign-out form is not this browser's (CSRF token mismatch).")
     response = page("signed_out.html", heading="Signed out",
-                    message="Your console session has ended.")
-    response.delete_cookie(name, path="/")
+                    message="Your console session has ended.",
+                    signin_links=_signin_links(request))
+    end_session(request, response)
     return response
+
+
+async def gateway_auth(request: Request) -> Response:
+    """Forward-auth (nginx auth_request, Traefik ForwardAuth, Caddy forward_auth): 200 with the
+    principal's headers for a live console session allowed to open the requested application,
+    401 otherwise. Never a redirect and never a body worth reading: the proxy decides what the
+    browser sees."""
+    found = await current(request)
+    url = _original_url(request)
+    identity = await _console(request).admit(found[1] if found else None, url)
+    if identity is None:
+        return Response(status_code=401, headers={"Cache-Control": "no-store"})
+    return Response(status_code=200, headers={
+        "X-Broker-Principal-Arn": identity.principal_arn,
+        "X-Broker-Account": identity.account,
+        "X-Broker-Session-Name": identity.session_name,
+        "X-Broker-Role": identity.role,
+        "Cache-Control": "no-store",
+    })
+
+
+def _original_url(request: Request) -> str | None:
+    """The URL the browser asked the proxy for: X-Original-URL (nginx, as deploy/ sets it),
+    else X-Forwarded-Proto + X-Forwarded-Host + X-Forwarded-Uri (Traefik, Caddy)."""
+    original = request.headers.get("x-original-url")
+    if original:
+        return original
+    host = request.headers.get("x-forwarded-host")
+    if not host:
+        return None
+    proto = request.headers.get("x-forwarded-proto", "https")
+    return f"{proto}://{host}{request.headers.get('x-forwarded-uri', '/')}"
+
+
+def _check_csrf(fields: dict[str, str], cookie: str) -> None:
+    if not hmac.compare_digest(fields.get("csrf", "").encode(), csrf_token(cookie).encode()):
+        raise AccessDenied("The form is not this browser's (CSRF token mismatch).")
+
+
+def _signin_links(request: Request) -> list[tuple[str, str]]:
+    links: list[tuple[str, str]] = request.app.state.runtime.signin_links
+    return links

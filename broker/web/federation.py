@@ -1,0 +1,118 @@
+"""The federation endpoint, as AWS's ``https://signin.aws.amazon.com/federation``:
+
+* ``GET /federation?Action=getSigninToken&Session=...[&SessionDuration=...]`` → JSON
+  ``{"SigninToken": "..."}``, good for 15 minutes and one use;
+* ``GET /federation?Action=login&Issuer=...&Destination=...&SigninToken=...`` → a console
+  session (a new cookie) and a redirect to Destination, if Destination (and Issuer, a link
+  back to the sign-in page the person came from) are allowed destinations;
+* ``GET /federation?Action=logout[&Destination=...]`` → the session ends.
+
+Parsing and rendering only; the use case is broker.signin.federation. Refusals of
+getSigninToken are JSON (its callers are programs); those of login and logout are pages.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker.aws.errors import AwsError, InvalidParameterValue, MissingParameter
+from broker.aws.ids import new_request_id
+from broker.signin.destinations import Destinations
+from broker.signin.federation import Federation
+from broker.web.pages import SECURITY_HEADERS, error_page, guarded, json_error, page, redirect
+from broker.web.signin import cookie_name, end_session, start_session
+
+ACTIONS = ("getSigninToken", "login", "logout")
+
+
+def _federation(request: Request) -> Federation:
+    federation: Federation = request.app.state.runtime.federation_endpoint
+    return federation
+
+
+def _destinations(request: Request) -> Destinations:
+    destinations: Destinations = request.app.state.runtime.destinations
+    return destinations
+
+
+def _one(request: Request, name: str, *, required: bool = True) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise InvalidParameterValue(f"The parameter {name} is given more than once.")
+    if not values or values[0] == "":
+        if required:
+            raise MissingParameter(f"The request must contain the parameter {name}.")
+        return None
+    return values[0]
+
+
+async def federation(request: Request) -> Response:
+    action = request.query_params.get("Action")
+    if action == "getSigninToken":
+        return await signin_token(request)
+    if action == "login":
+        return await login(request)
+    if action == "logout":
+        return await logout(request)
+    return error_page(InvalidParameterValue(
+        f"Action must be one of {', '.join(ACTIONS)}."), heading="Federation request refused")
+
+
+async def signin_token(request: Request) -> Response:
+    error_id = new_request_id()
+    try:
+        session = _one(request, "Session")
+        assert session is not None
+        raw = _one(request, "SessionDuration", required=False)
+        if raw is not None and not raw.isdigit():
+            raise InvalidParameterValue("SessionDuration must be a number of seconds.")
+        token = await _federation(request).signin_token(
+            session, int(raw) if raw is not None else None)
+    except AwsError as exc:
+        return json_error(exc, error_id)
+    return JSONResponse({"SigninToken": token}, headers=SECURITY_HEADERS)
+
+
+@guarded
+async def login(request: Request) -> Response:
+    destinations = _destinations(request)
+    destination = _one(request, "Destination")
+    assert destination is not None
+    issuer = _one(request, "Issuer", required=False)
+    signin_token = _one(request, "SigninToken")
+    assert signin_token is not None
+    # Where the browser may go is decided before the token is spent.
+    target = destinations.check(destination)
+    if target is None:
+        raise InvalidParameterValue(
+            "The Destination is not an allowed destination: the broker's console or an "
+            "application the administrator configured.")
+    if issuer is not None and destinations.check(issuer) is None:
+        raise InvalidParameterValue(
+            "The Issuer is not an allowed destination: the broker links back to it, so it "
+            "must be a URL the administrator configured.")
+    issued = await _federation(request).redeem(signin_token)
+    if issued is None:
+        return page("error.html", 400, heading="Sign-in refused",
+                    message="The sign-in token is not valid: it has been used, has expired "
+                            "(sign-in tokens last 15 minutes) or never existed. Sign in again.",
+                    code="InvalidSigninToken", error_id=new_request_id())
+    sessions = request.app.state.runtime.console_sessions
+    cookie = await sessions.create(issued, return_url=issuer or "")
+    seconds = max(1, int(issued.session.expires_at - sessions.now()))
+    return start_session(request, (cookie, seconds), target)
+
+
+@guarded
+async def logout(request: Request) -> Response:
+    destination = _one(request, "Destination", required=False)
+    target = _destinations(request).check(destination) if destination else None
+    if destination is not None and target is None:
+        raise InvalidParameterValue("The Destination is not an allowed destination.")
+    await request.app.state.runtime.console_sessions.revoke(
+        request.cookies.get(cookie_name(request)))
+    response = redirect(target) if target else page(
+        "signed_out.html", heading="Signed out", message="Your console session has ended.")
+    end_session(request, response)
+    return response
