@@ -21,9 +21,11 @@ from broker import settings as settings_module
 from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
-from broker.web import federation, saml, signin
+from broker.signin.demo import DemoIdentityProvider
+from broker.web import dev, federation, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
+from broker.web.pages import DEV_MODE
 from broker.web.query import QueryApp
 
 log = logging.getLogger("broker")
@@ -37,9 +39,10 @@ class BrokerApp:
     Starlette's routing and middleware.
     """
 
-    def __init__(self, web: Starlette) -> None:
+    def __init__(self, web: Starlette, *, dev: bool = False) -> None:
         self.web = web
         self.query = QueryApp(web.state)
+        self.dev = dev
 
     @property
     def state(self) -> State:
@@ -48,8 +51,10 @@ class BrokerApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in _QUERY:
             await self.query(scope, receive, send)
-        else:
-            await self.web(scope, receive, send)
+            return
+        if self.dev:
+            DEV_MODE.set(True)
+        await self.web(scope, receive, send)
 
 
 _QUERY = frozenset({"GET", "POST"})
@@ -60,6 +65,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, clock=clock)
         app.state.runtime = runtime
+        if settings.server.dev:
+            runtime.demo = DemoIdentityProvider(runtime.iam, runtime.sts, runtime.authz,
+                                                runtime.ephemeral)
+            await runtime.demo.ensure()
+            runtime.signin_links.append(("Demo sign-in (development mode)", "/dev/signin"))
         redact_access_log()
         flusher = asyncio.create_task(runtime.last_used.run())
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
@@ -91,7 +101,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]
-    return BrokerApp(Starlette(routes=routes, lifespan=lifespan))
+    if settings.server.dev:
+        routes += [
+            Route("/dev/signin", dev.signin_page, methods=["GET"]),
+            Route("/dev/signin", dev.signin, methods=["POST"]),
+            Route("/dev/choose", dev.choose, methods=["POST"]),
+        ]
+    return BrokerApp(Starlette(routes=routes, lifespan=lifespan), dev=settings.server.dev)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

@@ -122,14 +122,17 @@ def init(config: str | None, data_dir: str | None, account_id: str | None,
 @click.option("--port", type=int, help="Port to listen on (default 8000).")
 @click.option("--public-url", help="URL clients use to reach the broker.")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option("--dev", is_flag=True, default=None,
+              help="Development mode: a demo identity provider with demo people and roles "
+                   "(loopback only).")
 def serve(config: str | None, data_dir: str | None, host: str | None, port: int | None,
-          public_url: str | None, workers: int | None) -> None:
+          public_url: str | None, workers: int | None, dev: bool | None) -> None:
     """Serve the broker. An empty data directory is initialised first."""
     import uvicorn
 
     try:
         settings = _settings(config, data_dir, host=host, port=port, public_url=public_url,
-                             workers=workers)
+                             workers=workers, dev=dev)
     except BrokerError as exc:
         _fail(str(exc))
     logging.basicConfig(level=settings.log.level.upper(),
@@ -142,6 +145,9 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
 
     options = server_options(settings)
     click.echo(f"Serving on {settings.public_url}")
+    if settings.server.dev:
+        click.echo(f"DEVELOPMENT MODE: demo sign-in at {settings.public_url}/dev/signin "
+                   "(demo people and passwords are on that page).")
     if settings.server.workers == 1:
         from broker.app import create_app
 

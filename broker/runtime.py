@@ -32,6 +32,7 @@ from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
 from broker.settings import Settings
 from broker.signin.console import Console
+from broker.signin.demo import DemoIdentityProvider
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
 from broker.signin.saml import SamlSignIn
@@ -80,6 +81,7 @@ class Runtime:
     federation_endpoint: Federation
     console: Console
     signin_links: list[tuple[str, str]] = field(default_factory=list)
+    demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
 
     async def close(self) -> None:
         await self.store.close()

@@ -159,6 +159,12 @@ class ServerSettings:
     max_body_bytes: int = setting(
         1_048_576, _int(1024, 64 * 1_048_576), "Largest request body accepted, in bytes."
     )
+    dev: bool = setting(
+        False, _bool,
+        "Development mode: a built-in demo identity provider (demo people, roles and "
+        "passwords, labelled on every page). The broker refuses to start in this mode unless "
+        "it listens on a loopback address, with one worker.",
+    )
 
 
 @dataclass(frozen=True)
@@ -514,6 +520,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _check(settings: Settings) -> None:
+    if settings.server.dev:
+        host = settings.server.host.strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(
+                f"setting server.dev: development mode serves demo people with published "
+                f"passwords, so it listens on loopback only (127.0.0.1 or ::1), not {host!r}")
+        if settings.server.workers != 1:
+            raise ConfigError("setting server.dev: development mode runs one worker")
     if settings.audit.sink == "file" and not settings.audit.path:
         raise ConfigError("setting audit.path: required when audit.sink is 'file'")
     if settings.server.workers > 1 and settings.store.ephemeral_url == "memory://":

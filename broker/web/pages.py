@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +31,11 @@ TEMPLATES = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     auto_reload=False,
 )
+# Whether this request is served in development mode: set per request by the application, read
+# by every page (base.html labels them all).
+DEV_MODE: ContextVar[bool] = ContextVar("broker_dev_mode", default=False)
+TEMPLATES.globals["dev_mode"] = DEV_MODE.get
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
                                "form-action 'self'",

@@ -1,0 +1,85 @@
+"""Development mode's demo sign-in (``broker serve --dev``):
+
+* ``GET /dev/signin``   the demo people, with their passwords (this is development mode);
+* ``POST /dev/signin``  a person and password → the role chooser (the form's CSRF token is
+                        bound to a cookie set by the GET: no login CSRF);
+* ``POST /dev/choose``  the chosen role → a console session.
+
+Parsing and rendering only; the use case is broker.signin.demo. The routes exist only in
+development mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.aws.errors import AccessDenied
+from broker.signin.demo import CHOICE_SECONDS, DemoIdentityProvider
+from broker.web.pages import form, guarded, page, set_cookie
+from broker.web.signin import start_session
+
+LOGIN_COOKIE = "broker-demo-login"
+CHOICE_COOKIE = "broker-demo-choice"
+
+
+def _demo(request: Request) -> DemoIdentityProvider:
+    demo: DemoIdentityProvider | None = request.app.state.runtime.demo
+    if demo is None:  # pragma: no cover - the routes exist only in development mode
+        raise AccessDenied("Development mode is off.")
+    return demo
+
+
+def _login_token(cookie: str) -> str:
+    return hmac.new(cookie.encode(), b"demo-login", hashlib.sha256).hexdigest()
+
+
+@guarded
+async def signin_page(request: Request) -> Response:
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    fresh = not cookie or len(cookie) > 128
+    if fresh:
+        cookie = secrets.token_urlsafe(32)
+    assert cookie is not None
+    response = page("dev_signin.html", people=_demo(request).people, csrf=_login_token(cookie))
+    if fresh:
+        set_cookie(response, LOGIN_COOKIE, cookie, secure=False, max_age=3600, path="/dev")
+    return response
+
+
+@guarded
+async def signin(request: Request) -> Response:
+    fields = await form(request)
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    if not cookie or not hmac.compare_digest(fields.get("csrf", "").encode(),
+                                             _login_token(cookie).encode()):
+        raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
+                           "open the sign-in page again.")
+    demo = _demo(request)
+    principal = await demo.sign_in(fields.get("person", ""), fields.get("password", ""))
+    roles = await demo.assumable(principal)
+    if not roles:
+        raise AccessDenied(f"{principal.name} may not assume any role.")
+    handle, csrf = await demo.hold(principal)
+    response = page("dev_chooser.html", person=principal.name, arn=principal.arn, roles=roles,
+                    csrf=csrf)
+    set_cookie(response, CHOICE_COOKIE, handle, secure=False, max_age=CHOICE_SECONDS,
+               path="/dev")
+    return response
+
+
+@guarded
+async def choose(request: Request) -> Response:
+    fields = await form(request)
+    issued = await _demo(request).choose(request.cookies.get(CHOICE_COOKIE),
+                                         fields.get("csrf"), fields.get("role", ""))
+    sessions = request.app.state.runtime.console_sessions
+    cookie = await sessions.create(issued, issuer="demo")
+    seconds = max(1, int(issued.session.expires_at - sessions.now()))
+    response = start_session(request, (cookie, seconds), "/console")
+    response.delete_cookie(CHOICE_COOKIE, path="/dev")
+    return response
