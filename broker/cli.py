@@ -360,4 +360,5 @@ def check(file: str) -> None:
     policies = sum(len(a.policies) for a in plan.accounts)
     click.echo(f"{file}: valid ({len(plan.accounts)} account(s), {plan.count('user')} user(s), "
                f"{plan.count('group')} group(s), {plan.count('role')} role(s), {policies} "
-               "managed policies).")
+               f"managed policies, {sum(len(a.oidc_providers) for a in plan.accounts)} OIDC "
+               "provider(s)).")

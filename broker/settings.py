@@ -281,7 +281,8 @@ class OidcSettings:
     )
     timeout_seconds: int = setting(
         5, _int(1, 30),
-        "Timeout of each request to an identity provider (discovery, keys).",
+        "How long the broker waits for an identity provider's discovery document and keys, "
+        "together, each time it fetches them.",
     )
     key_cache_seconds: int = setting(
         3600, _int(0, 86400),

@@ -68,8 +68,9 @@ def check_url(url: str, *, allow_http_loopback: bool) -> str:
 
 def check_thumbprints(thumbprints: Sequence[str]) -> tuple[str, ...]:
     if len(thumbprints) > MAX_THUMBPRINTS:
-        raise LimitExceeded(
-            f"Cannot exceed quota for ThumbprintsPerOpenIdConnectProvider: {MAX_THUMBPRINTS}")
+        # AWS's own answer (its message says "fewer than" and means "at most").
+        raise InvalidInput(f"Thumbprint list must contain fewer than {MAX_THUMBPRINTS} "
+                           "entries.")
     for thumbprint in thumbprints:
         if not _THUMBPRINT.fullmatch(thumbprint):
             raise InvalidInput(f"Thumbprint {thumbprint} is not a SHA-1 thumbprint "

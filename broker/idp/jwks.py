@@ -217,7 +217,11 @@ class KeySource:
             try:
                 context = await candidate.context() if isinstance(candidate, _Pinned) \
                     else candidate
-                async with self._client(context) as client:
+                # Discovery and keys together within the timeout, not each read: an issuer
+                # that trickles its answer would otherwise hold this provider's fetch (and
+                # every token waiting on it) for as long as it likes.
+                async with asyncio.timeout(self._settings.timeout_seconds), \
+                        self._client(context) as client:
                     discovery, _ = await self._get(
                         client, issuer.url.rstrip("/") + "/.well-known/openid-configuration",
                         origin, MAX_DISCOVERY_BYTES)
@@ -230,6 +234,10 @@ class KeySource:
             except _Untrusted as exc:
                 last = KeysUnavailable(exc.reason)
                 continue
+            except TimeoutError:
+                raise KeysUnavailable(f"{issuer.url} did not answer within "
+                                      f"{self._settings.timeout_seconds} s",
+                                      unreachable=True) from None
             try:
                 keys = load_jwks(body)
             except ValueError as exc:

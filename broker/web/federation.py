@@ -8,22 +8,38 @@
 * ``GET /federation?Action=logout[&Destination=...]`` → the session ends.
 
 Parsing and rendering only; the use case is broker.signin.federation. Refusals of
-getSigninToken are JSON (its callers are programs); those of login and logout are pages.
+getSigninToken are JSON (its callers are programs); those of login and logout are pages. Both
+write audit lines, issued or refused: ``GetSigninToken`` and ``ConsoleLogin`` (CloudTrail's
+names for the same events); the sign-in token itself is never written anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.aws.errors import AwsError, InvalidParameterValue, MissingParameter
+from broker.audit import AuditEvent
+from broker.aws.errors import (
+    AwsError,
+    InternalFailure,
+    InvalidParameterValue,
+    MissingParameter,
+    ServiceUnavailable,
+)
 from broker.aws.ids import new_request_id
+from broker.errors import StoreUnavailable
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
 from broker.web.pages import SECURITY_HEADERS, error_page, guarded, json_error, page, redirect
 from broker.web.signin import cookie_name, end_session, start_session
 
 ACTIONS = ("getSigninToken", "login", "logout")
+_SECONDS = re.compile(r"[0-9]{1,6}")
+log = logging.getLogger("broker.web")
 
 
 def _federation(request: Request) -> Federation:
@@ -61,17 +77,47 @@ async def federation(request: Request) -> Response:
 
 async def signin_token(request: Request) -> Response:
     error_id = new_request_id()
+    federation = _federation(request)
+    who: tuple[str, str, str] | None = None
     try:
         session = _one(request, "Session")
         assert session is not None
         raw = _one(request, "SessionDuration", required=False)
-        if raw is not None and not raw.isdigit():
+        if raw is not None and not _SECONDS.fullmatch(raw):
             raise InvalidParameterValue("SessionDuration must be a number of seconds.")
-        token = await _federation(request).signin_token(
-            session, int(raw) if raw is not None else None)
+        with contextlib.suppress(AwsError):  # for the audit line; refused below if invalid
+            verified, _ = federation.verify(session)
+            who = (verified.arn, verified.account_id, verified.access_key_id)
+        token = await federation.signin_token(session, int(raw) if raw is not None else None)
     except AwsError as exc:
+        _audit(request, "GetSigninToken", error_id, who, error=exc)
         return json_error(exc, error_id)
+    except StoreUnavailable:
+        log.error("getSigninToken %s: store unavailable", error_id)
+        return json_error(ServiceUnavailable("The service is unavailable. Please try again "
+                                             "later."), error_id)
+    except Exception:
+        log.exception("getSigninToken %s: unexpected failure", error_id)
+        return json_error(InternalFailure("The broker could not complete the request."),
+                          error_id)
+    _audit(request, "GetSigninToken", error_id, who)
     return JSONResponse({"SigninToken": token}, headers=SECURITY_HEADERS)
+
+
+def _audit(request: Request, event: str, request_id: str, who: tuple[str, str, str] | None,
+           *, error: AwsError | None = None, issued_key: str | None = None) -> None:
+    """The audit line of a sign-in token or a console sign-in, issued or refused."""
+    runtime = request.app.state.runtime
+    client = request.client
+    runtime.audit.emit(AuditEvent(
+        time=runtime.clock.now(), event=event, outcome="refused" if error else "issued",
+        request_id=request_id, source_ip=client.host if client else None,
+        user_agent=request.headers.get("user-agent"),
+        principal=who[0] if who else None, account=who[1] if who else None,
+        caller_access_key_id=who[2] if who else None,
+        access_key_id=issued_key, subject=who[0] if who and not error else None,
+        error_code=error.code if error else None,
+        error_message=error.message if error else None))
 
 
 @guarded
@@ -93,11 +139,17 @@ async def login(request: Request) -> Response:
             "The Issuer is not an allowed destination: the broker links back to it, so it "
             "must be a URL the administrator configured.")
     issued = await _federation(request).redeem(signin_token)
+    request_id = new_request_id()
     if issued is None:
+        _audit(request, "ConsoleLogin", request_id, None, error=InvalidParameterValue(
+            "The sign-in token is not valid."))
         return page("error.html", 400, heading="Sign-in refused",
                     message="The sign-in token is not valid: it has been used, has expired "
                             "(sign-in tokens last 15 minutes) or never existed. Sign in again.",
                     code="InvalidSigninToken", error_id=new_request_id())
+    s = issued.session
+    _audit(request, "ConsoleLogin", request_id, (s.arn, s.account_id, s.access_key_id),
+           issued_key=s.access_key_id)
     sessions = request.app.state.runtime.console_sessions
     cookie = await sessions.create(issued, return_url=issuer or "")
     seconds = max(1, int(issued.session.expires_at - sessions.now()))

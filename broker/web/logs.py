@@ -3,7 +3,8 @@
 A presigned URL holds its session token and signature in the query (``X-Amz-Security-Token``,
 ``X-Amz-Signature``); uvicorn's access log would write them down. The filter replaces their
 values before any handler sees the record; so it does for the federation endpoint's
-``SigninToken`` and ``Session`` (temporary credentials).
+``SigninToken`` and ``Session`` (temporary credentials), and for the identity tokens and SAML
+assertions an unsigned STS call may carry in a GET query string.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 import re
 
 _SECRET_PARAMS = re.compile(
-    r"((?:X-Amz-Security-Token|X-Amz-Signature|SigninToken|Session)=)[^&\s\"]*", re.I)
+    r"([?&](?:X-Amz-Security-Token|X-Amz-Signature|SigninToken|Session|WebIdentityToken|"
+    r"SAMLAssertion|SAMLResponse)=)[^&\s\"]*", re.I)
 
 
 def redact(text: str) -> str:

@@ -6,8 +6,8 @@ reads the token file again and gets new ones by itself.
 
 botocore decides to refresh by its own clock; the child process moves that clock (only the
 credentials object's and the fetcher's view of "now") 55 minutes ahead between two calls, so
-that a refresh happens within the test instead of an hour later. Everything else — the provider chain, the fetcher, the STS call, the
-parsing of the answer — is botocore's, unchanged.
+that a refresh happens within the test instead of an hour later. Everything else — the provider
+chain, the fetcher, the STS call, the parsing of the answer — is botocore's, unchanged.
 """
 
 from __future__ import annotations

@@ -502,4 +502,4 @@ id = "{account}"
 def test_check_names_oidc_provider_faults(tmp_path: Path, entry: str, fault: str) -> None:
     text = f'[[accounts]]\nid = "123456789012"\n[[accounts.oidc_providers]]\n{entry}\n'
     code, out, err = run("check", str(write(tmp_path / "bad.toml", text)))
-    assert code == 2 and fault in err, err
+    assert code == 2 and out == "" and fault in err, err
