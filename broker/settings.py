@@ -347,9 +347,9 @@ def _applications(value: Any) -> tuple[Application, ...]:
                 or not isinstance(item.get("name"), str) or not item["name"].strip():
             raise ValueError("each application is a table with name, url and optionally "
                              "resource")
-        url = _http_url(item.get("url"))
-        if not url:
+        if not isinstance(item.get("url"), str) or not item["url"].strip():
             raise ValueError(f"application {item['name']!r} needs a url")
+        url = _http_url(item["url"])
         resource = item.get("resource")
         if resource is not None and (not isinstance(resource, str)
                                      or not resource.startswith("arn:")):

@@ -85,3 +85,45 @@ def test_example_configs_load() -> None:
     assert configs
     for path in configs:
         settings.load(path, environ={})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "broker.example.com", "::"])
+def test_development_mode_listens_on_loopback_only(host: str) -> None:
+    with pytest.raises(ConfigError, match="loopback only"):
+        settings.load(None, environ={"BROKER_SERVER_DEV": "true", "BROKER_SERVER_HOST": host})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_development_mode_on_loopback_loads(host: str) -> None:
+    loaded = settings.load(None, environ={"BROKER_SERVER_DEV": "true",
+                                          "BROKER_SERVER_HOST": host})
+    assert loaded.server.dev is True
+
+
+def test_development_mode_runs_one_worker() -> None:
+    with pytest.raises(ConfigError, match="one worker"):
+        settings.load(None, environ={"BROKER_SERVER_DEV": "true", "BROKER_SERVER_WORKERS": "2",
+                                     "BROKER_STORE_EPHEMERAL_URL": "redis://127.0.0.1:6379/0"})
+
+
+def test_gateway_applications_from_the_environment() -> None:
+    loaded = settings.load(None, environ={"BROKER_GATEWAY_APPLICATIONS": (
+        '[{"name": "Wiki", "url": "https://wiki.example.com/"}, '
+        '{"name": "Payroll", "url": "https://apps.example.com/payroll/", '
+        '"resource": "arn:aws:gateway:::app/payroll"}]')})
+    apps = loaded.gateway.applications
+    assert [(a.name, a.url, a.resource) for a in apps] == [
+        ("Wiki", "https://wiki.example.com", None),
+        ("Payroll", "https://apps.example.com/payroll", "arn:aws:gateway:::app/payroll")]
+
+
+@pytest.mark.parametrize(("value", "fault"), [
+    ('[{"name": "x"}]', "needs a url"),
+    ('[{"name": "x", "url": "ftp://a"}]', "http:// or https://"),
+    ('[{"name": "x", "url": "https://a", "resource": "payroll"}]', "must be an ARN"),
+    ('[{"url": "https://a"}]', "a table with name"),
+    ("not json", "JSON list"),
+])
+def test_gateway_applications_are_checked(value: str, fault: str) -> None:
+    with pytest.raises(ConfigError, match=fault):
+        settings.load(None, environ={"BROKER_GATEWAY_APPLICATIONS": value})
