@@ -23,6 +23,36 @@ def test_make_run_serves_a_broker_the_aws_cli_answers(tmp_path: Path) -> None:
         assert code == 0, err
         assert who["Arn"] == f"arn:aws:iam::{who['Account']}:root"
         assert len(who["Account"]) == 12
+        # make run serves in development mode: the demo sign-in is there, and says so.
+        assert "DEVELOPMENT MODE: demo sign-in at" in broker.output()
+        demo = httpx.get(f"{broker.url}/dev/signin", timeout=10)
+        assert demo.status_code == 200
+        assert "Development mode" in demo.text and "Demo-alice-1" in demo.text
+    finally:
+        broker.stop()
+
+
+def test_development_mode_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/broker"), "serve", "--dev", "--host", "0.0.0.0",
+         "--data-dir", str(tmp_path)],
+        env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "development mode serves demo people with published passwords, so it listens on " \
+        "loopback only" in done.stderr
+    assert not (tmp_path / "keyring.json").exists()  # refused before anything was made
+
+
+def test_serve_without_dev_has_no_demo_sign_in(tmp_path: Path) -> None:
+    """The control: the same command without --dev serves no demo people."""
+    port = free_port()
+    broker = BrokerProcess(["--port", str(port), "--data-dir", str(tmp_path / "data")],
+                           clean_env(), port, tmp_path / "serve.log")
+    try:
+        broker.root_credentials()
+        assert httpx.get(f"{broker.url}/dev/signin", timeout=10).status_code == 404
+        console = httpx.get(f"{broker.url}/console", timeout=10)
+        assert console.status_code == 401 and "Development mode" not in console.text
     finally:
         broker.stop()
 
