@@ -11,8 +11,9 @@ session.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from broker.authz import Authorizer
 from broker.aws import arn
@@ -65,26 +66,24 @@ class Console:
         return Identity(session.arn, session.account_id, session.session_name, role)
 
     def application_for(self, url: str) -> Application | None:
-        """The application whose URL prefix ``url`` lies under (the longest one)."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
+        """The application whose URL prefix ``url`` lies under (the longest prefix), compared
+        as the proxy routes it: the path percent-decoded first. A URL that cannot be placed
+        without guessing — dot segments, an encoded slash or backslash, a control character,
+        user info — lies under no application."""
+        target = _placed(url)
+        if target is None:
             return None
-        found: Application | None = None
+        found: tuple[int, Application] | None = None
         for app in self.applications:
-            prefix = urlsplit(app.url)
-            if (parts.scheme, (parts.hostname or "").lower(), port or _default(parts.scheme)) \
-                    != (prefix.scheme, (prefix.hostname or "").lower(),
-                        prefix.port or _default(prefix.scheme)):
+            prefix = _placed(app.url)
+            if prefix is None or prefix[0] != target[0]:
                 continue
-            base = prefix.path.rstrip("/")
-            path = parts.path or "/"
-            under = (path == base or path.startswith(base + "/") or not base) and \
-                ".." not in path.split("/")
-            if under and (found is None or len(prefix.path) > len(urlsplit(found.url).path)):
-                found = app
-        return found
+            base = prefix[1].rstrip("/")
+            path = target[1]
+            if (path == base or path.startswith(base + "/") or not base) and \
+                    (found is None or len(base) > found[0]):
+                found = (len(base), app)
+        return found[1] if found else None
 
     async def may_open(self, session: ConsoleSession, app: Application) -> bool:
         if app.resource is None:
@@ -102,12 +101,14 @@ class Console:
         return [app for app in self.applications if await self.may_open(session, app)]
 
     async def admit(self, session: ConsoleSession | None, url: str | None) -> Identity | None:
-        """Forward-auth: the identity to pass upstream, or None (401). A request for a URL
-        that is under a mapped application must also be allowed gateway:Access on it."""
-        if session is None or self.principal(session) is None:
+        """Forward-auth: the identity to pass upstream, or None (401). The URL the proxy was
+        asked for must lie under a configured application, and one mapped to a resource must
+        be allowed gateway:Access on it: a URL the broker cannot place is refused, never
+        waved through."""
+        if session is None or url is None or self.principal(session) is None:
             return None
-        app = self.application_for(url) if url else None
-        if app is not None and not await self.may_open(session, app):
+        app = self.application_for(url)
+        if app is None or not await self.may_open(session, app):
             return None
         return self.identity(session)
 
@@ -124,5 +125,24 @@ class Console:
             user_agent=user_agent, secure=secure)
 
 
-def _default(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
+def _placed(url: str) -> tuple[tuple[str, str, int], str] | None:
+    """((scheme, host, port), decoded path) of an absolute http(s) URL, or None when it cannot
+    be placed without guessing."""
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    raw = parts.path or "/"
+    if re.search(r"%2f|%5c|%00", raw, re.IGNORECASE):
+        return None
+    path = unquote(raw)
+    if "%" in path and unquote(path) != path:  # encoded twice
+        return None
+    if any(segment in (".", "..") for segment in path.split("/")) or "//" in path:
+        return None
+    return (parts.scheme, parts.hostname.lower(), port), path
