@@ -1,11 +1,13 @@
 # Two commands for a fresh machine with only Python:
-#   make run   serve the broker on its embedded defaults (SQLite + in-process state);
+#   make run   serve the broker on its embedded defaults (SQLite + in-process state), in
+#              development mode (a demo identity provider at /dev/signin);
 #              ARGS="--port 9000" passes flags to broker serve
 #   make test  every test, plus ruff and mypy
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test typecheck bench clean
 
@@ -18,21 +20,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/broker serve $(ARGS)
+	$(BIN)/broker serve --dev $(ARGS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP)
-	$(BIN)/ruff check broker tests benchmarks
+	$(BIN)/ruff check broker tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# The benchmarks also need the bench extra (moto's server); `make test` does not install it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/caller_identity.py $(ARGS)
 	$(BIN)/python benchmarks/assume_role.py $(ARGS)
 	$(BIN)/python benchmarks/policy_decisions.py
 	$(BIN)/python benchmarks/assume_role_with_saml.py $(ARGS)
+	$(BIN)/python benchmarks/assume_role_with_web_identity.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -87,7 +87,7 @@ class Federation:
             raise InvalidParameterValue("The Session parameter is too long.")
         try:
             value: Any = json.loads(session_json)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidParameterValue("The Session parameter is not JSON.") from None
         fields = ("sessionId", "sessionKey", "sessionToken")
         if not isinstance(value, dict) or not all(isinstance(value.get(f), str) and value[f]

@@ -64,7 +64,8 @@ def _one(request: Request, name: str, *, required: bool = True) -> str | None:
 
 
 async def federation(request: Request) -> Response:
-    action = request.query_params.get("Action")
+    actions = request.query_params.getlist("Action")
+    action = actions[0] if len(actions) == 1 else None
     if action == "getSigninToken":
         return await signin_token(request)
     if action == "login":

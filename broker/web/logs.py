@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
-_SECRET_PARAMS = re.compile(
-    r"([?&](?:X-Amz-Security-Token|X-Amz-Signature|SigninToken|Session|WebIdentityToken|"
-    r"SAMLAssertion|SAMLResponse)=)[^&\s\"]*", re.I)
+_SECRET_NAMES = frozenset(name.lower() for name in (
+    "X-Amz-Security-Token", "X-Amz-Signature", "SigninToken", "Session", "WebIdentityToken",
+    "SAMLAssertion", "SAMLResponse"))
+_PARAM = re.compile(r"([?&])([^=&\s\"]*)=([^&\s\"]*)")
 
 
 def redact(text: str) -> str:
-    return _SECRET_PARAMS.sub(r"\1(redacted)", text)
+    """``text`` with the value of every secret query parameter replaced — the name compared
+    as the server reads it (percent-decoded, any case), so ``Sess%69on=`` is caught too."""
+
+    def hide(found: re.Match[str]) -> str:
+        if unquote_plus(found.group(2)).lower() in _SECRET_NAMES:
+            return f"{found.group(1)}{found.group(2)}=(redacted)"
+        return found.group(0)
+
+    return _PARAM.sub(hide, text)
 
 
 class RedactSecrets(logging.Filter):
