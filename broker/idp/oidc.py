@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import functools
 import json
 import math
 import re
@@ -77,10 +76,14 @@ class Jws:
     signing_input: bytes
     signature: bytes
 
-    @functools.cached_property
+    @property
     def claims(self) -> Mapping[str, Any]:
-        """The payload as a JSON object (not yet verified)."""
-        return _json_object(self.payload, "payload")
+        """The payload as a JSON object (not yet verified), read once."""
+        found: Mapping[str, Any] | None = self.__dict__.get("_claims")
+        if found is None:
+            found = _json_object(self.payload, "payload")
+            object.__setattr__(self, "_claims", found)
+        return found
 
 
 @dataclass(frozen=True)
