@@ -9,7 +9,6 @@ it, see ``WatchedStore``).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,7 +83,8 @@ class Permissions:
         self._ttl = cache_seconds
         self._writes = writes
         self._cache: dict[tuple[str, ...], tuple[float, int, Any]] = {}
-        self._compiled: dict[tuple[str, str], Policy] = {}
+        self._compiled: dict[tuple[str, PolicyKind, str, tuple[tuple[str, str], ...]],
+                             Policy] = {}
 
     async def of_user(self, account: str, user_id: str) -> IdentitySide:
         return await self.cached(("user", user_id), lambda: self._user(account, user_id))
@@ -161,7 +161,9 @@ class Permissions:
 
     def _compile(self, document: str, kind: PolicyKind, name: str,
                  bound: tuple[tuple[str, str], ...] = ()) -> Policy:
-        key = (hashlib.sha256(document.encode()).hexdigest(), f"{kind}:{name}:{bound!r}")
+        # Keyed by the document itself: Python keeps a string's hash, so a role's trust policy,
+        # looked up on every AssumeRole*, costs one dictionary probe (no digest, no repr).
+        key = (document, kind, name, bound)
         policy = self._compiled.get(key)
         if policy is None:
             policy = parse(document, kind, name=name).bind(bound)
