@@ -81,6 +81,21 @@ class Authorizer:
             raise self.denied(caller, request, decision)
         return decision
 
+    async def revoked(self, caller: Principal, action: str = "signin:UseConsole",
+                      resource: str = "*") -> bool:
+        """Whether the caller may no longer act at all through ``action``: the user or role it
+        speaks for is gone, or a policy denies the action explicitly — as AWS's revoke-sessions
+        policy does for every action of sessions issued before a time. No allow is needed:
+        this is how the console and the gateway tell a live session from a revoked one."""
+        found = await self.policy_set(caller)
+        if found is None:
+            return True
+        policies, tags = found
+        ctx = request_context(caller, self._clock.now(), tags)
+        decision = evaluate(policies, Request(principal=request_principal(caller),
+                                              action=action, resource=resource, context=ctx))
+        return decision.outcome is Outcome.EXPLICIT_DENY
+
     async def policy_set(self, caller: Principal
                          ) -> tuple[PolicySet, tuple[tuple[str, str], ...]] | None:
         """The caller's identity side as a PolicySet, and the tags aws:PrincipalTag reads;

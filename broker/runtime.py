@@ -138,7 +138,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
-                   Federation(ephemeral, keyring, sts, clock),
+                   Federation(ephemeral, keyring, sts, authz, clock),
                    Console(sts, authz, keyring, clock, settings.gateway.applications))
 
 

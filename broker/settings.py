@@ -360,6 +360,13 @@ def _applications(value: Any) -> tuple[Application, ...]:
 
 @dataclass(frozen=True)
 class GatewaySettings:
+    url_header: str = setting(
+        "X-Forwarded", _choice("X-Forwarded", "X-Original-URL"),
+        "Where /gateway/auth reads the URL the browser asked the proxy for: 'X-Forwarded' "
+        "(X-Forwarded-Proto, -Host and -Uri, as Traefik and Caddy send them) or "
+        "'X-Original-URL' (as the nginx example sets it). Only the named header is read: a "
+        "proxy that passes the other one through from the client cannot be fooled by it.",
+    )
     applications: tuple[Application, ...] = setting(
         (), _applications,
         "The web applications behind the gateway: a list of tables with name, url (scheme, "

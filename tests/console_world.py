@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from http.cookies import Morsel, SimpleCookie
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import lxml.html
@@ -196,9 +197,14 @@ def console(broker: Broker, cookie: str) -> httpx.Response:
 
 
 def gateway(broker: Broker, cookie: str, url: str = f"{APP}/reports") -> httpx.Response:
+    """/gateway/auth as Traefik or Caddy call it: the original URL in X-Forwarded-* (the
+    default gateway.url_header)."""
+    parts = urlsplit(url)
     with browser(broker) as fresh:
-        return fresh.get("/gateway/auth", headers={"Cookie": f"{SESSION}={cookie}",
-                                                   "X-Original-URL": url})
+        return fresh.get("/gateway/auth", headers={
+            "Cookie": f"{SESSION}={cookie}", "X-Forwarded-Proto": parts.scheme,
+            "X-Forwarded-Host": parts.netloc,
+            "X-Forwarded-Uri": parts.path + (f"?{parts.query}" if parts.query else "")})
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ pass the gateway's forward-auth check.
 A console session holds temporary credentials. Every decision here is made for the principal
 those credentials speak for, by the same policy evaluation as a signed request: the identity
 policies of the role or user, its permissions boundary, the session policies, and any policy
-that revokes older sessions. An application mapped to a resource ARN is open to a session only
-if policy allows ``gateway:Access`` on that ARN; one without a resource is open to every
-session.
+that revokes older sessions. A session is in standing while its credentials open, its role or
+user exists and no policy denies it ``signin:UseConsole`` explicitly (a revoke-sessions policy,
+denying ``*``, does). An application mapped to a resource ARN is open to a session in standing
+only if policy allows ``gateway:Access`` on that ARN; one without a resource is open to every
+session in standing.
 """
 
 from __future__ import annotations
@@ -85,12 +87,19 @@ class Console:
                 found = (len(base), app)
         return found[1] if found else None
 
+    async def in_standing(self, session: ConsoleSession) -> bool:
+        """The session's credentials still open, the role or user they speak for exists, and
+        no policy denies them the console (``signin:UseConsole``; a revoke-sessions policy's
+        Deny of ``*`` does)."""
+        principal = self.principal(session)
+        return principal is not None and not await self._authz.revoked(principal)
+
     async def may_open(self, session: ConsoleSession, app: Application) -> bool:
+        principal = self.principal(session)
+        if principal is None or await self._authz.revoked(principal):
+            return False
         if app.resource is None:
             return True
-        principal = self.principal(session)
-        if principal is None:
-            return False
         try:
             await self._authz.check(principal, ACCESS, app.resource)
         except AccessDenied:
@@ -105,7 +114,7 @@ class Console:
         asked for must lie under a configured application, and one mapped to a resource must
         be allowed gateway:Access on it: a URL the broker cannot place is refused, never
         waved through."""
-        if session is None or url is None or self.principal(session) is None:
+        if session is None or url is None:
             return None
         app = self.application_for(url)
         if app is None or not await self.may_open(session, app):

@@ -9,8 +9,11 @@ access key id, has not expired, and the secret matches), and keeps them, sealed,
 SHA-256 of a new random token for 15 minutes. ``SessionDuration`` (900 to 43,200 seconds) asks
 for a console session of that length: only for role sessions (refused for GetFederationToken
 credentials, as AWS does), at most 3,600 seconds for a chained role session, and never longer
-than the role's maximum session duration; the console then gets new credentials of the role
-session that last that long. Without it, the console session lasts as long as the credentials.
+than the role's maximum session duration; the console then gets new keys of the same role
+session (same issue time) that last that long, but never past the role's maximum session
+duration counted from when the role was assumed. Without it, the console session lasts as long
+as the credentials. Credentials that are revoked (a policy denying ``signin:UseConsole`` or
+``*``, or their role or user deleted) get no token.
 
 ``redeem`` takes the token back out of the ephemeral store atomically: of any number of
 concurrent uses, in any number of broker processes, exactly one gets the credentials.
@@ -24,10 +27,12 @@ import json
 import secrets
 from typing import Any
 
+from broker.authz import Authorizer
 from broker.aws.errors import AccessDenied, AwsError, ExpiredToken, InvalidParameterValue
 from broker.clock import Clock
 from broker.errors import SealError
 from broker.keyring import Keyring
+from broker.principal import Principal
 from broker.store.base import EphemeralStore
 from broker.sts.service import IssuedCredentials, StsService
 from broker.sts.tokens import Session, SessionKind, open_token
@@ -41,14 +46,18 @@ MAX_SESSION_PARAMETER = 8_192
 
 class Federation:
     def __init__(self, ephemeral: EphemeralStore, keyring: Keyring, sts: StsService,
-                 clock: Clock) -> None:
+                 authz: Authorizer, clock: Clock) -> None:
         self._ephemeral = ephemeral
+        self._authz = authz
         self._keyring = keyring
         self._sts = sts
         self._clock = clock
 
     async def signin_token(self, session_json: str, duration: int | None) -> str:
         session, token = self.verify(session_json)
+        if await self._authz.revoked(Principal.of_session(session)):
+            raise AccessDenied("These credentials may not sign in to the console: they were "
+                               "revoked, or their role or user no longer exists.")
         issued = IssuedCredentials(session, token)
         if session.kind is SessionKind.SESSION_TOKEN:
             raise AccessDenied("Credentials from GetSessionToken cannot sign in to the console; "
@@ -72,7 +81,12 @@ class Federation:
             if duration > role.max_session:
                 raise InvalidParameterValue(
                     "SessionDuration exceeds the MaxSessionDuration set for the role.")
-            issued = self._sts.console_credentials(session, duration)
+            # New keys, but the same session: its issue time is kept (a revoke-sessions policy
+            # on aws:TokenIssueTime still matches), and it ends no later than the role allows
+            # from when the role was assumed — asking again does not extend it.
+            until = min(int(self._clock.now().timestamp()) + duration,
+                        session.issued_at + role.max_session)
+            issued = self._sts.console_credentials(session, until)
         signin_token = secrets.token_urlsafe(48)
         key = _key(signin_token)
         record = {"access_key_id": issued.session.access_key_id, "token": issued.token}

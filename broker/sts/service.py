@@ -167,16 +167,15 @@ class StsService:
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
 
-    def console_credentials(self, session: Session, seconds: int) -> IssuedCredentials:
-        """New credentials of the same role session, lasting ``seconds`` from now: what the
+    def console_credentials(self, session: Session, expires_at: int) -> IssuedCredentials:
+        """New keys for the same role session, lasting until ``expires_at``: what the
         federation endpoint gives a console session asked to last longer than the credentials
-        it was made from (``SessionDuration``). Everything but the keys and the times is the
-        session's own: principal, tags, source identity, session policies, chain depth."""
-        now = int(self._clock.now().timestamp())
+        it was made from (``SessionDuration``). Everything but the keys and the expiry is the
+        session's own — principal, tags, source identity, session policies, chain depth, and
+        its issue time, which revoke-sessions policies compare against."""
         fresh = dataclasses.replace(
             session, access_key_id=ids.new_access_key_id(session.account_id, temporary=True),
-            secret_access_key=ids.new_secret_access_key(), issued_at=now,
-            expires_at=now + seconds, padding="")
+            secret_access_key=ids.new_secret_access_key(), expires_at=expires_at, padding="")
         return IssuedCredentials(fresh, tokens.seal(fresh, self._keyring))
 
     async def get_access_key_info(self, access_key_id: str) -> str:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from broker.audit import AuditEvent
 from broker.aws.errors import (
+    AccessDenied,
     AwsError,
     InternalFailure,
     InvalidParameterValue,
@@ -32,6 +33,7 @@ from broker.aws.errors import (
 )
 from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
+from broker.principal import Principal
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
 from broker.web.pages import SECURITY_HEADERS, error_page, guarded, json_error, page, redirect
@@ -149,8 +151,14 @@ async def login(request: Request) -> Response:
                             "(sign-in tokens last 15 minutes) or never existed. Sign in again.",
                     code="InvalidSigninToken", error_id=new_request_id())
     s = issued.session
-    _audit(request, "ConsoleLogin", request_id, (s.arn, s.account_id, s.access_key_id),
-           issued_key=s.access_key_id)
+    who = (s.arn, s.account_id, s.access_key_id)
+    if await request.app.state.runtime.authz.revoked(Principal.of_session(s)):
+        # Revoked in the minutes since the token was made.
+        refusal = AccessDenied("These credentials may not sign in to the console: they were "
+                               "revoked, or their role or user no longer exists.")
+        _audit(request, "ConsoleLogin", request_id, who, error=refusal)
+        raise refusal
+    _audit(request, "ConsoleLogin", request_id, who, issued_key=s.access_key_id)
     sessions = request.app.state.runtime.console_sessions
     cookie = await sessions.create(issued, return_url=issuer or "")
     seconds = max(1, int(issued.session.expires_at - sessions.now()))

@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import re
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.aws.errors import AccessDenied, AwsError, InvalidParameterValue
+from broker.errors import StoreUnavailable
 from broker.signin.console import Console
 from broker.signin.sessions import ConsoleSession, ConsoleSessions
 from broker.web.pages import form, guarded, page, redirect, set_cookie
 
+log = logging.getLogger("broker.web")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 
 
@@ -66,7 +69,12 @@ async def current(request: Request) -> tuple[str, ConsoleSession] | None:
 
 
 def end_session(request: Request, response: Response) -> None:
-    response.delete_cookie(cookie_name(request), path="/")
+    """Tell the browser to drop the session cookie — with the attributes it was set with, or a
+    browser ignores the deletion of a __Host- cookie (the session is revoked server-side
+    either way)."""
+    secure = request.app.state.runtime.settings.public_url.startswith("https://")
+    response.delete_cookie(cookie_name(request), path="/", secure=secure, httponly=True,
+                           samesite="lax")
 
 
 def credentials_text(session: ConsoleSession) -> tuple[str, str]:
@@ -89,6 +97,14 @@ async def console(request: Request) -> Response:
                     message="Sign in through your identity provider to open the console.",
                     signin_links=_signin_links(request))
     cookie, session = found
+    if not await _console(request).in_standing(session):
+        await _sessions(request).revoke(cookie)
+        response = page("signed_out.html", 401, heading="Your session has ended",
+                        message="Your credentials were revoked, or the role or user they "
+                                "belong to no longer exists. Sign in again.",
+                        signin_links=_signin_links(request))
+        end_session(request, response)
+        return response
     alias = None
     iam = request.app.state.runtime.iam
     with contextlib.suppress(AwsError):  # the account was deleted meanwhile
@@ -147,9 +163,13 @@ async def gateway_auth(request: Request) -> Response:
     principal's headers for a live console session allowed to open the requested application,
     401 otherwise. Never a redirect and never a body worth reading: the proxy decides what the
     browser sees."""
-    found = await current(request)
-    url = _original_url(request)
-    identity = await _console(request).admit(found[1] if found else None, url)
+    try:
+        found = await current(request)
+        url = _original_url(request)
+        identity = await _console(request).admit(found[1] if found else None, url)
+    except StoreUnavailable:
+        log.error("gateway auth: store unavailable")
+        return Response(status_code=503, headers={"Cache-Control": "no-store"})
     if identity is None:
         return Response(status_code=401, headers={"Cache-Control": "no-store"})
     return Response(status_code=200, headers={
@@ -162,15 +182,16 @@ async def gateway_auth(request: Request) -> Response:
 
 
 def _original_url(request: Request) -> str | None:
-    """The URL the browser asked the proxy for: X-Original-URL (nginx, as deploy/ sets it),
-    else X-Forwarded-Proto + X-Forwarded-Host + X-Forwarded-Uri (Traefik, Caddy)."""
-    original = request.headers.get("x-original-url")
-    if original:
-        return original
+    """The URL the browser asked the proxy for, from the one source gateway.url_header names:
+    X-Original-URL (the nginx example), or X-Forwarded-Proto + X-Forwarded-Host +
+    X-Forwarded-Uri (Traefik, Caddy). The other source is never read."""
+    settings = request.app.state.runtime.settings
+    if settings.gateway.url_header == "X-Original-URL":
+        return request.headers.get("x-original-url") or None
     host = request.headers.get("x-forwarded-host")
-    if not host:
+    proto = request.headers.get("x-forwarded-proto")
+    if not host or not proto:
         return None
-    proto = request.headers.get("x-forwarded-proto", "https")
     return f"{proto}://{host}{request.headers.get('x-forwarded-uri', '/')}"
 
 

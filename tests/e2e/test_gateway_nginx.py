@@ -176,6 +176,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         stack.callback(payroll.stop)
         broker = start_broker(root / "broker", env={
             "BROKER_SERVER_PUBLIC_URL": origin,
+            "BROKER_GATEWAY_URL_HEADER": "X-Original-URL",
             "BROKER_GATEWAY_APPLICATIONS": json.dumps([
                 {"name": "Wiki", "url": f"{origin}/app/"},
                 {"name": "Payroll", "url": f"{origin}/payroll/", "resource": PAYROLL}]),
