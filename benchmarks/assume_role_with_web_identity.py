@@ -33,16 +33,14 @@ Writes benchmarks/results/assume_role_with_web_identity.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -60,7 +58,6 @@ BATCH = 256  # distinct tokens per round
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from caller_identity import (  # noqa: E402
-    cpu_seconds,
     free_port,
     measure,
     start_servers,
@@ -135,73 +132,10 @@ def verify_alone(batch: list[str], jwk: dict[str, Any], issuer_url: str,
 # request with "Connection: close". This is the same generator, connecting afresh each time.
 
 
-async def _one_shot(host: str, port: int, requests: Iterator[bytes], stop_at: float,
-                    latencies: list[float], statuses: dict[int, int]) -> None:
-    while time.perf_counter() < stop_at:
-        request = next(requests, None)
-        if request is None:
-            break
-        started = time.perf_counter()
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-        finally:
-            writer.close()
-        latencies.append(time.perf_counter() - started)
-        status = int(head[9:12])
-        statuses[status] = statuses.get(status, 0) + 1
-
-
-def _load_one_shot(port: int, requests: Sequence[bytes], seconds: float, connections: int,
-                   out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    shared = iter(requests)
-
-    async def main() -> None:
-        stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(_one_shot("127.0.0.1", port, shared, stop_at, latencies,
-                                         statuses) for _ in range(connections)))
-
-    started = time.perf_counter()
-    asyncio.run(main())
-    out.put({"requests": len(latencies), "elapsed": time.perf_counter() - started,
-             "latencies": latencies, "statuses": statuses})
-
-
 def measure_one_shot(port: int, requests: Sequence[bytes], seconds: float, connections: int,
                      server_pid: int) -> dict[str, float]:
     """As caller_identity.measure, with ``connections`` clients each connecting per request."""
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    cpu_before = cpu_seconds(server_pid)
-    proc = multiprocessing.Process(target=_load_one_shot,
-                                   args=(port, requests, seconds, connections, queue))
-    proc.start()
-    result = queue.get(timeout=seconds + 60)
-    cpu = cpu_seconds(server_pid) - cpu_before
-    proc.join()
-    latencies = sorted(result["latencies"])
-    if set(result["statuses"]) != {200}:
-        raise SystemExit(f"non-200 answers during the benchmark: {result['statuses']}")
-    return {
-        "rps": result["requests"] / result["elapsed"],
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-        "requests": result["requests"],
-        "server_cpu_us_per_request": 1e6 * cpu / result["requests"],
-    }
+    return measure(port, requests, seconds, connections, server_pid, one_shot=True)
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], int]:

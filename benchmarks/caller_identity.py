@@ -41,31 +41,49 @@ RESULTS = HERE / "results" / "caller_identity.json"
 # -- the load generator (runs in its own process) -----------------------------------------------
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> int:
+    """Send one request and read its whole answer: the status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def _connection(host: str, port: int, requests: Iterator[bytes], stop_at: float,
-                      latencies: list[float], statuses: dict[int, int]) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+                      latencies: list[float], statuses: dict[int, int], *,
+                      one_shot: bool = False) -> None:
+    """A client sending requests one after the other: over one kept-open connection, or
+    (``one_shot``, for servers that close after every answer) a new connection for each."""
+    connection = None if one_shot else await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < stop_at:
             request = next(requests, None)
             if request is None:
                 break
             started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            if connection is None:
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    status = await _exchange(reader, writer, request)
+                finally:
+                    writer.close()
+            else:
+                status = await _exchange(*connection, request)
             latencies.append(time.perf_counter() - started)
             statuses[status] = statuses.get(status, 0) + 1
     finally:
-        writer.close()
+        if connection is not None:
+            connection[1].close()
 
 
 def _load(host: str, port: int, request: bytes | Sequence[bytes], seconds: float,
-          connections: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+          connections: int, one_shot: bool,
+          out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     try:
         import uvloop
 
@@ -83,7 +101,8 @@ def _load(host: str, port: int, request: bytes | Sequence[bytes], seconds: float
 
     async def main() -> None:
         stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(_connection(host, port, requests, stop_at, latencies, statuses)
+        await asyncio.gather(*(_connection(host, port, requests, stop_at, latencies, statuses,
+                                           one_shot=one_shot)
                                for _ in range(connections)))
 
     started = time.perf_counter()
@@ -100,11 +119,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(port: int, request: bytes | Sequence[bytes], seconds: float, connections: int,
-            server_pid: int) -> dict[str, float]:
+            server_pid: int, *, one_shot: bool = False) -> dict[str, float]:
+    """Requests per second, latencies and the server's CPU per request, with ``connections``
+    clients in another process (``one_shot``: each connecting afresh for every request)."""
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     cpu_before = cpu_seconds(server_pid)
     proc = multiprocessing.Process(target=_load, args=("127.0.0.1", port, request, seconds,
-                                                       connections, queue))
+                                                       connections, one_shot, queue))
     proc.start()
     result = queue.get(timeout=seconds + 60)
     cpu = cpu_seconds(server_pid) - cpu_before

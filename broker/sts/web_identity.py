@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import regex
 
@@ -31,16 +30,14 @@ from broker.aws.errors import (
     InvalidIdentityToken,
     ValidationError,
 )
-from broker.clock import Clock, iso8601
+from broker.clock import Clock
 from broker.iam.entities import OidcProvider, Role
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.permissions import Permissions
 from broker.idp import oidc
 from broker.idp.jwks import Issuer, KeySource, KeysUnavailable
 from broker.idp.oidc import Claims, Refusal, TokenRefused
-from broker.policy.context import Context
-from broker.policy.document import RequestPrincipal
-from broker.policy.evaluate import PolicySet, Request, evaluate
+from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
 
 ACTION = "sts:AssumeRoleWithWebIdentity"
@@ -199,30 +196,9 @@ class WebIdentityFederation:
                    tags: Sequence[tuple[str, str]], transitive: Sequence[str],
                    identity: str | None, extra: Mapping[str, str]) -> None:
         provider = verified.provider
-        now = self._clock.now()
-        keys: dict[str, Any] = {
-            "aws:CurrentTime": iso8601(now), "aws:EpochTime": str(int(now.timestamp())),
-            "aws:FederatedProvider": provider.arn, "sts:RoleSessionName": session_name,
-            **extra, **trust_context(verified)}
-        if tags:
-            keys["aws:TagKeys"] = [k for k, _ in tags]
-            keys.update({f"aws:RequestTag/{k}": v for k, v in tags})
-        if transitive:
-            keys["sts:TransitiveTagKeys"] = list(transitive)
-        if identity is not None:
-            keys["sts:SourceIdentity"] = identity
-        context = Context(keys)
-        who = RequestPrincipal(arn=provider.arn, account=provider.account_id,
-                               type="WebIdentityUser", federated=provider.arn)
-        policies = PolicySet(resource=(self._permissions.trust_of(role),))
-        needed = [ACTION]
-        if tags:
-            needed.append("sts:TagSession")
-        if identity is not None:
-            needed.append("sts:SetSourceIdentity")
-        for action in needed:
-            decision = evaluate(policies, Request(
-                principal=who, action=action, resource=role.arn, context=context,
-                resource_account=role.account_id, requires_resource_policy=True))
-            if not decision.allowed:
-                raise AccessDenied(NOT_AUTHORIZED)
+        federated.authorize(
+            self._permissions, role, provider_arn=provider.arn,
+            provider_account=provider.account_id, principal_type="WebIdentityUser",
+            action=ACTION, refusal=NOT_AUTHORIZED, now=self._clock.now(),
+            keys={"sts:RoleSessionName": session_name, **extra, **trust_context(verified)},
+            tags=tags, transitive=transitive, identity=identity)

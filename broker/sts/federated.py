@@ -1,0 +1,50 @@
+"""The trust-policy decision of AssumeRoleWithSAML and AssumeRoleWithWebIdentity: the identity
+provider as the principal (``Principal: {"Federated": provider ARN}``), the provider's condition
+keys, the session tags and source identity the provider asserted — and sts:TagSession and
+sts:SetSourceIdentity asked of the trust policy too when those are set, as AWS does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from broker.aws.errors import AccessDenied
+from broker.clock import iso8601
+from broker.iam.entities import Role
+from broker.iam.permissions import Permissions
+from broker.policy.context import Context
+from broker.policy.document import RequestPrincipal
+from broker.policy.evaluate import PolicySet, Request, evaluate
+
+
+def authorize(permissions: Permissions, role: Role, *, provider_arn: str, provider_account: str,
+              principal_type: str, action: str, refusal: str, now: datetime,
+              keys: Mapping[str, str | list[str]], tags: Sequence[tuple[str, str]],
+              transitive: Sequence[str], identity: str | None) -> None:
+    """AccessDenied(``refusal``) unless the role's trust policy allows ``action`` (and the
+    tagging and source-identity actions the session needs) for the provider, with ``keys``."""
+    context: dict[str, str | list[str]] = {
+        "aws:CurrentTime": iso8601(now), "aws:EpochTime": str(int(now.timestamp())),
+        "aws:FederatedProvider": provider_arn, **keys}
+    if tags:
+        context["aws:TagKeys"] = [k for k, _ in tags]
+        context.update({f"aws:RequestTag/{k}": v for k, v in tags})
+    if transitive:
+        context["sts:TransitiveTagKeys"] = list(transitive)
+    if identity is not None:
+        context["sts:SourceIdentity"] = identity
+    compiled = Context(context)
+    who = RequestPrincipal(arn=provider_arn, account=provider_account, type=principal_type,
+                           federated=provider_arn)
+    policies = PolicySet(resource=(permissions.trust_of(role),))
+    needed = [action]
+    if tags:
+        needed.append("sts:TagSession")
+    if identity is not None:
+        needed.append("sts:SetSourceIdentity")
+    for each in needed:
+        decision = evaluate(policies, Request(
+            principal=who, action=each, resource=role.arn, context=compiled,
+            resource_account=role.account_id, requires_resource_policy=True))
+        if not decision.allowed:
+            raise AccessDenied(refusal)
