@@ -224,6 +224,10 @@ def _audience(value: Any) -> str:
     return text
 
 
+def _relative_or_url_or_empty(value: Any) -> str:
+    return "" if _str(value).strip() == "" else _relative_or_url(value)
+
+
 def _relative_or_url(value: Any) -> str:
     text = _str(value).strip()
     if text.startswith("/") and not text.startswith(("//", "/\\")):
@@ -319,6 +323,13 @@ class SigninSettings:
     session_cookie: str = setting(
         "broker-session", _str,
         "Name of the console session cookie (prefixed __Host- when the public URL is https).",
+    )
+    url: str = setting(
+        "", _relative_or_url_or_empty,
+        "Where /console sends a browser that has no session: your identity provider's "
+        "sign-in page, a custom identity broker, or /saml/login?provider=NAME. Default: "
+        "/dev/signin in development mode, otherwise a page saying the person is not signed "
+        "in.",
     )
 
 

@@ -93,6 +93,10 @@ def credentials_text(session: ConsoleSession) -> tuple[str, str]:
 async def console(request: Request) -> Response:
     found = await current(request)
     if found is None:
+        settings = request.app.state.runtime.settings
+        signin_url = settings.signin.url or ("/dev/signin" if settings.server.dev else "")
+        if signin_url:
+            return redirect(signin_url)
         return page("signed_out.html", 401, heading="You are not signed in",
                     message="Sign in through your identity provider to open the console.",
                     signin_links=_signin_links(request))

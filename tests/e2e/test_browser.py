@@ -143,12 +143,14 @@ def test_a_demo_person_signs_in_copies_credentials_and_signs_out(
         page.get_by_role("button", name="Sign out").click()
     assert heading(page) == "Signed out"
     assert session_cookies(context) == []
+    # Without a session the console sends the browser to sign in (development mode's demo
+    # sign-in here).
     again = page.goto(f"{broker.url}/console")
-    assert again is not None and again.status == 401
-    assert heading(page) == "You are not signed in"
+    assert again is not None and again.status == 200
+    assert page.url == f"{broker.url}/dev/signin" and heading(page) == "Demo sign-in"
     # The old cookie, replayed by another client, opens nothing: the session itself has ended.
     replayed = httpx.get(f"{broker.url}/console", cookies={SESSION_COOKIE: old_cookie})
-    assert replayed.status_code == 401 and "You are not signed in" in replayed.text
+    assert replayed.status_code == 303 and replayed.headers["location"] == "/dev/signin"
 
 
 def test_a_sign_in_url_from_get_federation_token_opens_the_console(
@@ -204,8 +206,8 @@ def test_a_wrong_password_shows_an_error_page_and_sets_no_session(
     assert ERROR_ID.fullmatch(error_id(page))
     assert session_cookies(context) == []
     assert "broker-demo-choice" not in {c["name"] for c in context.cookies()}
-    shown = page.goto(f"{broker.url}/console")
-    assert shown is not None and shown.status == 401
+    shown = page.goto(f"{broker.url}/console")  # no session: sent to sign in
+    assert shown is not None and page.url == f"{broker.url}/dev/signin"
 
 
 def test_the_console_runs_under_the_content_security_policy(

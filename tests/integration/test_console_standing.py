@@ -172,3 +172,20 @@ def test_signing_out_on_https_deletes_the_host_cookie_as_it_was_set(
         assert gone["httponly"] and gone["max-age"] == "0"
     finally:
         b.stop()
+
+
+def test_without_a_session_the_console_sends_the_browser_to_sign_in(
+        tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> None:
+    """signin.url set: a 303 there. The control, this module's broker without it: the 401 page
+    that says so."""
+    b = start_broker(tmp_path_factory.mktemp("signin-url"),
+                     env=console_env(BROKER_SIGNIN_URL="/saml/login?provider=Corp"))
+    try:
+        with browser(b) as client:
+            sent = client.get("/console")
+        assert sent.status_code == 303 and sent.headers["location"] == "/saml/login?provider=Corp"
+    finally:
+        b.stop()
+    with browser(broker) as client:
+        page = client.get("/console")
+    assert page.status_code == 401 and "You are not signed in" in page.text
