@@ -82,7 +82,8 @@ class Authorizer:
         return decision
 
     async def revoked(self, caller: Principal, action: str = "signin:UseConsole",
-                      resource: str = "*") -> bool:
+                      resource: str = "*", *, source_ip: str | None = None,
+                      user_agent: str | None = None, secure: bool = False) -> bool:
         """Whether the caller may no longer act at all through ``action``: the user or role it
         speaks for is gone, or a policy denies the action explicitly — as AWS's revoke-sessions
         policy does for every action of sessions issued before a time. No allow is needed:
@@ -91,7 +92,8 @@ class Authorizer:
         if found is None:
             return True
         policies, tags = found
-        ctx = request_context(caller, self._clock.now(), tags)
+        ctx = request_context(caller, self._clock.now(), tags, source_ip=source_ip,
+                              user_agent=user_agent, secure=secure)
         decision = evaluate(policies, Request(principal=request_principal(caller),
                                               action=action, resource=resource, context=ctx))
         return decision.outcome is Outcome.EXPLICIT_DENY

@@ -33,6 +33,19 @@ ACCESS = "gateway:Access"
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a browser's request came from: the aws:SourceIp, aws:UserAgent and
+    aws:SecureTransport of every decision made for it, as for a signed request."""
+
+    source_ip: str | None = None
+    user_agent: str | None = None
+    secure: bool = False
+
+
+NOWHERE = Origin()  # a decision made outside any request (tests, the command line)
+
+
+@dataclass(frozen=True)
 class Identity:
     """The headers forward-auth answers with."""
 
@@ -87,29 +100,38 @@ class Console:
                 found = (len(base), app)
         return found[1] if found else None
 
-    async def in_standing(self, session: ConsoleSession) -> bool:
+    async def in_standing(self, session: ConsoleSession, origin: Origin = NOWHERE) -> bool:
         """The session's credentials still open, the role or user they speak for exists, and
         no policy denies them the console (``signin:UseConsole``; a revoke-sessions policy's
         Deny of ``*`` does)."""
         principal = self.principal(session)
-        return principal is not None and not await self._authz.revoked(principal)
+        return principal is not None and not await self._authz.revoked(
+            principal, source_ip=origin.source_ip, user_agent=origin.user_agent,
+            secure=origin.secure)
 
-    async def may_open(self, session: ConsoleSession, app: Application) -> bool:
+    async def may_open(self, session: ConsoleSession, app: Application,
+                       origin: Origin = NOWHERE) -> bool:
         principal = self.principal(session)
-        if principal is None or await self._authz.revoked(principal):
+        if principal is None or await self._authz.revoked(
+                principal, source_ip=origin.source_ip, user_agent=origin.user_agent,
+                secure=origin.secure):
             return False
         if app.resource is None:
             return True
         try:
-            await self._authz.check(principal, ACCESS, app.resource)
+            await self._authz.check(principal, ACCESS, app.resource,
+                                    source_ip=origin.source_ip, user_agent=origin.user_agent,
+                                    secure=origin.secure)
         except AccessDenied:
             return False
         return True
 
-    async def open_applications(self, session: ConsoleSession) -> list[Application]:
-        return [app for app in self.applications if await self.may_open(session, app)]
+    async def open_applications(self, session: ConsoleSession,
+                                origin: Origin = NOWHERE) -> list[Application]:
+        return [app for app in self.applications if await self.may_open(session, app, origin)]
 
-    async def admit(self, session: ConsoleSession | None, url: str | None) -> Identity | None:
+    async def admit(self, session: ConsoleSession | None, url: str | None,
+                    origin: Origin = NOWHERE) -> Identity | None:
         """Forward-auth: the identity to pass upstream, or None (401). The URL the proxy was
         asked for must lie under a configured application, and one mapped to a resource must
         be allowed gateway:Access on it: a URL the broker cannot place is refused, never
@@ -117,7 +139,7 @@ class Console:
         if session is None or url is None:
             return None
         app = self.application_for(url)
-        if app is None or not await self.may_open(session, app):
+        if app is None or not await self.may_open(session, app, origin):
             return None
         return self.identity(session)
 

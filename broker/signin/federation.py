@@ -33,6 +33,7 @@ from broker.clock import Clock
 from broker.errors import SealError
 from broker.keyring import Keyring
 from broker.principal import Principal
+from broker.signin.console import NOWHERE, Origin
 from broker.store.base import EphemeralStore
 from broker.sts.service import IssuedCredentials, StsService
 from broker.sts.tokens import Session, SessionKind, open_token
@@ -53,9 +54,11 @@ class Federation:
         self._sts = sts
         self._clock = clock
 
-    async def signin_token(self, session_json: str, duration: int | None) -> str:
+    async def signin_token(self, session_json: str, duration: int | None,
+                           origin: Origin = NOWHERE) -> str:
         session, token = self.verify(session_json)
-        if await self._authz.revoked(Principal.of_session(session)):
+        if await self._authz.revoked(Principal.of_session(session), source_ip=origin.source_ip,
+                                     user_agent=origin.user_agent, secure=origin.secure):
             raise AccessDenied("These credentials may not sign in to the console: they were "
                                "revoked, or their role or user no longer exists.")
         issued = IssuedCredentials(session, token)

@@ -37,7 +37,7 @@ from broker.principal import Principal
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
 from broker.web.pages import SECURITY_HEADERS, error_page, guarded, json_error, page, redirect
-from broker.web.signin import cookie_name, end_session, start_session
+from broker.web.signin import cookie_name, end_session, origin_of, start_session
 
 ACTIONS = ("getSigninToken", "login", "logout")
 _SECONDS = re.compile(r"[0-9]{1,6}")
@@ -91,7 +91,8 @@ async def signin_token(request: Request) -> Response:
         with contextlib.suppress(AwsError):  # for the audit line; refused below if invalid
             verified, _ = federation.verify(session)
             who = (verified.arn, verified.account_id, verified.access_key_id)
-        token = await federation.signin_token(session, int(raw) if raw is not None else None)
+        token = await federation.signin_token(session, int(raw) if raw is not None else None,
+                                              origin_of(request))
     except AwsError as exc:
         _audit(request, "GetSigninToken", error_id, who, error=exc)
         return json_error(exc, error_id)
@@ -152,7 +153,10 @@ async def login(request: Request) -> Response:
                     code="InvalidSigninToken", error_id=new_request_id())
     s = issued.session
     who = (s.arn, s.account_id, s.access_key_id)
-    if await request.app.state.runtime.authz.revoked(Principal.of_session(s)):
+    where = origin_of(request)
+    if await request.app.state.runtime.authz.revoked(
+            Principal.of_session(s), source_ip=where.source_ip, user_agent=where.user_agent,
+            secure=where.secure):
         # Revoked in the minutes since the token was made.
         refusal = AccessDenied("These credentials may not sign in to the console: they were "
                                "revoked, or their role or user no longer exists.")

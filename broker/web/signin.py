@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from broker.aws.errors import AccessDenied, AwsError, InvalidParameterValue
 from broker.errors import StoreUnavailable
-from broker.signin.console import Console
+from broker.signin.console import Console, Origin
 from broker.signin.sessions import ConsoleSession, ConsoleSessions
 from broker.web.pages import form, guarded, page, redirect, set_cookie
 
@@ -68,6 +68,14 @@ async def current(request: Request) -> tuple[str, ConsoleSession] | None:
     return cookie, session
 
 
+def origin_of(request: Request) -> Origin:
+    """The request's source address (the proxy's X-Forwarded-For, when it is a trusted
+    proxy), user agent and transport, for the policy decisions made for it."""
+    client = request.client
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    return Origin(client.host if client else None, request.headers.get("user-agent"), secure)
+
+
 def end_session(request: Request, response: Response) -> None:
     """Tell the browser to drop the session cookie — with the attributes it was set with, or a
     browser ignores the deletion of a __Host- cookie (the session is revoked server-side
@@ -101,7 +109,7 @@ async def console(request: Request) -> Response:
                     message="Sign in through your identity provider to open the console.",
                     signin_links=_signin_links(request))
     cookie, session = found
-    if not await _console(request).in_standing(session):
+    if not await _console(request).in_standing(session, origin_of(request)):
         await _sessions(request).revoke(cookie)
         response = page("signed_out.html", 401, heading="Your session has ended",
                         message="Your credentials were revoked, or the role or user they "
@@ -118,7 +126,8 @@ async def console(request: Request) -> Response:
     return page("console.html", session=session, alias=alias, identity=identity,
                 expires=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 expires_at=session.expires_at, exports=exports, profile=profile,
-                applications=await _console(request).open_applications(session),
+                applications=await _console(request).open_applications(
+                    session, origin_of(request)),
                 csrf=csrf_token(cookie), switched=request.query_params.get("switched"))
 
 
@@ -170,7 +179,8 @@ async def gateway_auth(request: Request) -> Response:
     try:
         found = await current(request)
         url = _original_url(request)
-        identity = await _console(request).admit(found[1] if found else None, url)
+        identity = await _console(request).admit(found[1] if found else None, url,
+                                                 origin_of(request))
     except StoreUnavailable:
         log.error("gateway auth: store unavailable")
         return Response(status_code=503, headers={"Cache-Control": "no-store"})

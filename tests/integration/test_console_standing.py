@@ -189,3 +189,25 @@ def test_without_a_session_the_console_sends_the_browser_to_sign_in(
     with browser(broker) as client:
         page = client.get("/console")
     assert page.status_code == 401 and "You are not signed in" in page.text
+
+
+def test_standing_is_decided_with_the_request_source_address(world: ConsoleWorld) -> None:
+    """A common guard — deny everything from outside the office network — is evaluated with
+    the browser's address, as for a signed request: from inside (127.0.0.1 here) the console and
+    the gateway work; the same policy naming another network ends them."""
+    iam = world.broker.client("iam")
+    role = world.role_arn.rsplit("/", 1)[1]
+
+    def office(network: str) -> None:
+        iam.put_role_policy(RoleName=role, PolicyName="office-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Deny", "Action": "*", "Resource": "*",
+                "Condition": {"NotIpAddress": {"aws:SourceIp": network}}}]}))
+
+    office("127.0.0.0/8")
+    cookie = sign_in(world, signin_token(world.broker, world.assume()))
+    assert console(world.broker, cookie).status_code == 200
+    assert gateway(world.broker, cookie).status_code == 200
+    office("203.0.113.0/24")
+    assert console(world.broker, cookie).status_code == 401
+    assert gateway(world.broker, cookie).status_code == 401
