@@ -18,9 +18,10 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.aws.errors import AccessDenied
+from broker.aws.errors import AccessDenied, AwsError
+from broker.aws.ids import new_request_id
 from broker.signin.demo import CHOICE_SECONDS, DemoIdentityProvider
-from broker.web.pages import form, guarded, page, set_cookie
+from broker.web.pages import audit_browser, form, guarded, page, set_cookie
 from broker.web.signin import start_session
 
 LOGIN_COOKIE = "broker-demo-login"
@@ -60,7 +61,12 @@ async def signin(request: Request) -> Response:
         raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
                            "open the sign-in page again.")
     demo = _demo(request)
-    principal = await demo.sign_in(fields.get("person", ""), fields.get("password", ""))
+    request_id = new_request_id()
+    try:
+        principal = await demo.sign_in(fields.get("person", ""), fields.get("password", ""))
+    except AwsError as exc:
+        audit_browser(request, "DemoSignIn", request_id, None, error=exc)
+        raise
     roles = await demo.assumable(principal)
     if not roles:
         raise AccessDenied(f"{principal.name} may not assume any role.")
@@ -75,8 +81,16 @@ async def signin(request: Request) -> Response:
 @guarded
 async def choose(request: Request) -> Response:
     fields = await form(request)
-    issued = await _demo(request).choose(request.cookies.get(CHOICE_COOKIE),
-                                         fields.get("csrf"), fields.get("role", ""))
+    request_id = new_request_id()
+    try:
+        issued = await _demo(request).choose(request.cookies.get(CHOICE_COOKIE),
+                                             fields.get("csrf"), fields.get("role", ""))
+    except AwsError as exc:
+        audit_browser(request, "ConsoleLogin", request_id, None, error=exc)
+        raise
+    s = issued.session
+    audit_browser(request, "ConsoleLogin", request_id, None, issued_key=s.access_key_id,
+                  subject=s.arn)
     sessions = request.app.state.runtime.console_sessions
     cookie = await sessions.create(issued, issuer="demo")
     seconds = max(1, int(issued.session.expires_at - sessions.now()))

@@ -22,7 +22,6 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.audit import AuditEvent
 from broker.aws.errors import (
     AccessDenied,
     AwsError,
@@ -36,7 +35,15 @@ from broker.errors import StoreUnavailable
 from broker.principal import Principal
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
-from broker.web.pages import SECURITY_HEADERS, error_page, guarded, json_error, page, redirect
+from broker.web.pages import (
+    SECURITY_HEADERS,
+    audit_browser,
+    error_page,
+    guarded,
+    json_error,
+    page,
+    redirect,
+)
 from broker.web.signin import cookie_name, end_session, origin_of, start_session
 
 ACTIONS = ("getSigninToken", "login", "logout")
@@ -94,7 +101,7 @@ async def signin_token(request: Request) -> Response:
         token = await federation.signin_token(session, int(raw) if raw is not None else None,
                                               origin_of(request))
     except AwsError as exc:
-        _audit(request, "GetSigninToken", error_id, who, error=exc)
+        audit_browser(request, "GetSigninToken", error_id, who, error=exc)
         return json_error(exc, error_id)
     except StoreUnavailable:
         log.error("getSigninToken %s: store unavailable", error_id)
@@ -104,24 +111,8 @@ async def signin_token(request: Request) -> Response:
         log.exception("getSigninToken %s: unexpected failure", error_id)
         return json_error(InternalFailure("The broker could not complete the request."),
                           error_id)
-    _audit(request, "GetSigninToken", error_id, who)
+    audit_browser(request, "GetSigninToken", error_id, who)
     return JSONResponse({"SigninToken": token}, headers=SECURITY_HEADERS)
-
-
-def _audit(request: Request, event: str, request_id: str, who: tuple[str, str, str] | None,
-           *, error: AwsError | None = None, issued_key: str | None = None) -> None:
-    """The audit line of a sign-in token or a console sign-in, issued or refused."""
-    runtime = request.app.state.runtime
-    client = request.client
-    runtime.audit.emit(AuditEvent(
-        time=runtime.clock.now(), event=event, outcome="refused" if error else "issued",
-        request_id=request_id, source_ip=client.host if client else None,
-        user_agent=request.headers.get("user-agent"),
-        principal=who[0] if who else None, account=who[1] if who else None,
-        caller_access_key_id=who[2] if who else None,
-        access_key_id=issued_key, subject=who[0] if who and not error else None,
-        error_code=error.code if error else None,
-        error_message=error.message if error else None))
 
 
 @guarded
@@ -145,7 +136,7 @@ async def login(request: Request) -> Response:
     issued = await _federation(request).redeem(signin_token)
     request_id = new_request_id()
     if issued is None:
-        _audit(request, "ConsoleLogin", request_id, None, error=InvalidParameterValue(
+        audit_browser(request, "ConsoleLogin", request_id, None, error=InvalidParameterValue(
             "The sign-in token is not valid."))
         return page("error.html", 400, heading="Sign-in refused",
                     message="The sign-in token is not valid: it has been used, has expired "
@@ -160,9 +151,9 @@ async def login(request: Request) -> Response:
         # Revoked in the minutes since the token was made.
         refusal = AccessDenied("These credentials may not sign in to the console: they were "
                                "revoked, or their role or user no longer exists.")
-        _audit(request, "ConsoleLogin", request_id, who, error=refusal)
+        audit_browser(request, "ConsoleLogin", request_id, who, error=refusal)
         raise refusal
-    _audit(request, "ConsoleLogin", request_id, who, issued_key=s.access_key_id)
+    audit_browser(request, "ConsoleLogin", request_id, who, issued_key=s.access_key_id)
     sessions = request.app.state.runtime.console_sessions
     cookie = await sessions.create(issued, return_url=issuer or "")
     seconds = max(1, int(issued.session.expires_at - sessions.now()))

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from broker.audit import AuditEvent
 from broker.aws.errors import AwsError, InternalFailure, InvalidRequest, ServiceUnavailable
 from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
@@ -108,6 +109,25 @@ def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_a
     """Set an HttpOnly cookie with no Domain (host-only), Secure on https."""
     response.set_cookie(name, value, max_age=max_age, path=path, secure=secure,
                         httponly=True, samesite=same_site)  # type: ignore[arg-type]
+
+
+def audit_browser(request: Request, event: str, request_id: str,
+                  who: tuple[str, str, str] | None, *, error: AwsError | None = None,
+                  issued_key: str | None = None, subject: str | None = None) -> None:
+    """The audit line of something a browser endpoint issued or refused (a sign-in token, a
+    console sign-in, a role switch): ``who`` is (ARN, account, access key id) of the
+    credentials that asked, ``subject`` the identity issued (default: ``who``'s ARN)."""
+    runtime = request.app.state.runtime
+    client = request.client
+    runtime.audit.emit(AuditEvent(
+        time=runtime.clock.now(), event=event, outcome="refused" if error else "issued",
+        request_id=request_id, source_ip=client.host if client else None,
+        user_agent=request.headers.get("user-agent"),
+        principal=who[0] if who else None, account=who[1] if who else None,
+        caller_access_key_id=who[2] if who else None, access_key_id=issued_key,
+        subject=None if error else (subject or (who[0] if who else None)),
+        error_code=error.code if error else None,
+        error_message=error.message if error else None))
 
 
 def guarded(handler: Callable[[Request], Awaitable[Response]]

@@ -15,11 +15,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.aws.errors import InvalidIdentityToken
+from broker.aws.errors import AwsError, InvalidIdentityToken
+from broker.aws.ids import new_request_id
 from broker.idp import sp
 from broker.signin.saml import CHOICE_SECONDS, REQUEST_SECONDS, Offer, SamlSignIn
 from broker.web.pages import (
     SECURITY_HEADERS,
+    audit_browser,
     form,
     guarded,
     page,
@@ -63,7 +65,7 @@ async def acs(request: Request) -> Response:
     offer = await signin.receive(encoded, request.cookies.get(REQUEST_COOKIE))
     if len(offer.roles) == 1:
         only = offer.roles[0]
-        started = await signin.sign_in(offer, only.role_arn, only.provider_arn)
+        started = await _signed_in(request, signin, offer, only.role_arn, only.provider_arn)
         response = start_session(request, started, signin.destination(relay_state))
         response.delete_cookie(REQUEST_COOKIE, path="/saml")
         return response
@@ -84,7 +86,7 @@ async def choose(request: Request) -> Response:
                                                   fields.get("csrf"))
     chosen = fields.get("role", "")
     role_arn, _, provider_arn = chosen.partition(",")
-    started = await signin.sign_in(offer, role_arn, provider_arn)
+    started = await _signed_in(request, signin, offer, role_arn, provider_arn)
     response = start_session(request, started, signin.destination(relay_state))
     response.delete_cookie(CHOICE_COOKIE, path="/saml")
     return response
@@ -107,6 +109,22 @@ async def login(request: Request) -> Response:
     set_cookie(response, REQUEST_COOKIE, request_id, secure=secure, max_age=REQUEST_SECONDS,
                path="/saml", same_site="none" if secure else None)
     return response
+
+
+async def _signed_in(request: Request, signin: SamlSignIn, offer: Offer, role_arn: str,
+                     provider_arn: str) -> tuple[str, int]:
+    """sign_in, with its audit line (ConsoleLogin), issued or refused."""
+    request_id = new_request_id()
+    try:
+        started = await signin.sign_in(offer, role_arn, provider_arn)
+    except AwsError as exc:
+        audit_browser(request, "ConsoleLogin", request_id, None, error=exc)
+        raise
+    session = await request.app.state.runtime.console_sessions.get(started[0])
+    audit_browser(request, "ConsoleLogin", request_id, None,
+                  issued_key=session.access_key_id if session else None,
+                  subject=session.arn if session else None)
+    return started
 
 
 def _offer_json(offer: Offer) -> dict[str, object]:

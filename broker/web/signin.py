@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.aws.errors import AccessDenied, AwsError, InvalidParameterValue
+from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
 from broker.signin.console import Console, Origin
 from broker.signin.sessions import ConsoleSession, ConsoleSessions
-from broker.web.pages import form, guarded, page, redirect, set_cookie
+from broker.web.pages import audit_browser, form, guarded, page, redirect, set_cookie
 
 log = logging.getLogger("broker.web")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
@@ -146,9 +147,17 @@ async def switch_role(request: Request) -> Response:
     if not _SESSION_NAME.fullmatch(session_name):
         raise InvalidParameterValue("The session name must match [\\w+=,.@-]{2,64}.")
     client = request.client
-    issued = await _console(request).switch_role(
-        session, role_arn, session_name, source_ip=client.host if client else None,
-        user_agent=request.headers.get("user-agent"), secure=request.url.scheme == "https")
+    request_id = new_request_id()
+    who = (session.arn, session.account_id, session.access_key_id)
+    try:
+        issued = await _console(request).switch_role(
+            session, role_arn, session_name, source_ip=client.host if client else None,
+            user_agent=request.headers.get("user-agent"), secure=request.url.scheme == "https")
+    except AwsError as exc:
+        audit_browser(request, "SwitchRole", request_id, who, error=exc)
+        raise
+    audit_browser(request, "SwitchRole", request_id, who,
+                  issued_key=issued.session.access_key_id, subject=issued.session.arn)
     sessions = _sessions(request)
     new_cookie = await sessions.create(issued, return_url=session.return_url)
     await sessions.revoke(cookie)

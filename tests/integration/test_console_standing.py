@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,35 @@ def test_standing_is_decided_with_the_request_source_address(world: ConsoleWorld
     office("203.0.113.0/24")
     assert console(world.broker, cookie).status_code == 401
     assert gateway(world.broker, cookie).status_code == 401
+
+
+def audit_events(broker: Broker, event: str) -> list[dict[str, str]]:
+    lines = Path(broker.settings.audit.path).read_text().splitlines()
+    return [doc for doc in map(json.loads, lines) if doc["event"] == event]
+
+
+def test_switching_role_is_audited_issued_and_refused(world: ConsoleWorld) -> None:
+    """SwitchRole writes an audit line for the new session; a switch the trust policy refuses
+    writes a refused line and issues nothing."""
+    cookie = sign_in(world, signin_token(world.broker, world.assume(name="switcher")))
+    page = console(world.broker, cookie)
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    before = len(audit_events(world.broker, "SwitchRole"))
+    with browser(world.broker) as client:
+        ok = client.post("/console/switch-role", data={
+            "csrf": csrf, "role_arn": world.chained_arn, "session_name": "switched"},
+            headers={"Cookie": f"{SESSION}={cookie}"})
+        assert ok.status_code == 303
+        new_cookie = set_cookies(ok)[SESSION].value
+        new_page = console(world.broker, new_cookie)
+        new_csrf = new_page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # The chained role does not trust its own sessions: refused.
+        no = client.post("/console/switch-role", data={
+            "csrf": new_csrf, "role_arn": world.chained_arn, "session_name": "again"},
+            headers={"Cookie": f"{SESSION}={new_cookie}"})
+        assert no.status_code == 403
+    events = audit_events(world.broker, "SwitchRole")[before:]
+    assert [e["outcome"] for e in events] == ["issued", "refused"]
+    assert events[0]["subject"].endswith(f"{world.chained_arn.rsplit('/', 1)[1]}/switched")
+    assert events[0]["principal"].endswith("/switcher")
+    assert events[1]["error_code"] == "AccessDenied" and "subject" not in events[1]

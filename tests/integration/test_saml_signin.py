@@ -5,6 +5,7 @@ an honest control built by the same fixture."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.cookies import Morsel, SimpleCookie
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -217,6 +219,11 @@ def test_one_role_signs_in_to_the_console(world: SamlWorld) -> None:
         assert timedelta(minutes=59) < left <= timedelta(hours=1)
     assert console(world.broker, value).status_code == 200
     assert console(world.broker, value + "x").status_code == 401
+    # The browser sign-in is in the audit trail, as the API's AssumeRoleWithSAML is.
+    logins = [doc for doc in map(json.loads, Path(world.broker.settings.audit.path)
+                                 .read_text().splitlines())
+              if doc["event"] == "ConsoleLogin" and doc["outcome"] == "issued"]
+    assert logins and logins[-1]["subject"] == session_arn(world.role_arn)
 
 
 @pytest.mark.parametrize("relay_state", ["/console/x", "/console/x?tab=1", "/console"])
