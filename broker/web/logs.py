@@ -16,7 +16,9 @@ from urllib.parse import unquote_plus
 _SECRET_NAMES = frozenset(name.lower() for name in (
     "X-Amz-Security-Token", "X-Amz-Signature", "SigninToken", "Session", "WebIdentityToken",
     "SAMLAssertion", "SAMLResponse"))
-_PARAM = re.compile(r"([?&])([^=&\s\"]*)=([^&\s\"]*)")
+# A value runs to the next & or whitespace, whatever else it holds: a Session sent as raw JSON
+# carries quotes, and a quote must not end the redaction early.
+_PARAM = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")
 
 
 def redact(text: str) -> str:

@@ -73,7 +73,8 @@ def origin_of(request: Request) -> Origin:
     """The request's source address (the proxy's X-Forwarded-For, when it is a trusted
     proxy), user agent and transport, for the policy decisions made for it."""
     client = request.client
-    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    # The scheme as uvicorn set it: X-Forwarded-Proto counts only from server.trusted_proxies.
+    secure = request.url.scheme == "https"
     return Origin(client.host if client else None, request.headers.get("user-agent"), secure)
 
 
@@ -140,6 +141,10 @@ async def switch_role(request: Request) -> Response:
         raise AccessDenied("You are not signed in.")
     cookie, session = found
     _check_csrf(fields, cookie)
+    if not await _console(request).in_standing(session, origin_of(request)):
+        await _sessions(request).revoke(cookie)
+        raise AccessDenied("Your console session has ended: its credentials were revoked, or "
+                           "its role or user no longer exists. Sign in again.")
     role_arn = fields.get("role_arn", "").strip()
     session_name = fields.get("session_name", "").strip() or session.session_name
     if not role_arn:

@@ -298,6 +298,14 @@ def test_the_application_never_sees_the_console_session_cookie(gateway: Gateway)
     assert "wiki-theme=dark" in cookies  # the application's own cookie: passed
     assert COOKIE not in cookies
     assert browser.cookies[COOKIE] not in cookies
+    # A decoy of the unprefixed name, planted after the real cookie (by an application's own
+    # Set-Cookie, say), does not make nginx strip the decoy and pass the real one on.
+    real = browser.cookies[COOKIE]
+    decoyed = browser.get("/app/", headers={
+        "Cookie": f"{COOKIE}={real}; wiki-theme=dark; broker-session=decoy"})
+    assert decoyed.status_code == 200
+    passed = "; ".join(gateway.wiki.hits[-1].cookies)
+    assert real not in passed and "broker-session=decoy" in passed
 
 
 def test_a_mapped_application_opens_only_to_sessions_allowed_gateway_access(

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.console_world import (
@@ -244,3 +245,56 @@ def test_switching_role_is_audited_issued_and_refused(world: ConsoleWorld) -> No
     assert events[0]["subject"].endswith(f"{world.chained_arn.rsplit('/', 1)[1]}/switched")
     assert events[0]["principal"].endswith("/switcher")
     assert events[1]["error_code"] == "AccessDenied" and "subject" not in events[1]
+
+
+def test_a_session_revoked_for_the_console_cannot_switch_role(world: ConsoleWorld) -> None:
+    """Out of standing (a Deny of signin:UseConsole alone, which leaves sts:AssumeRole
+    allowed), the session cannot escape into a fresh one by switching role; the control is the
+    same switch before the deny."""
+    iam = world.broker.client("iam")
+    role = world.role_arn.rsplit("/", 1)[1]
+
+    def switch(cookie: str, name: str) -> httpx.Response:
+        page = console(world.broker, cookie)
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        with browser(world.broker) as client:
+            return client.post("/console/switch-role", data={
+                "csrf": csrf, "role_arn": world.chained_arn, "session_name": name},
+                headers={"Cookie": f"{SESSION}={cookie}"})
+
+    assert switch(sign_in(world, signin_token(world.broker, world.assume())),
+                  "control").status_code == 303
+    cookie = sign_in(world, signin_token(world.broker, world.assume(name="escaper")))
+    csrf = console(world.broker, cookie).text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    iam.put_role_policy(RoleName=role, PolicyName="no-console", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Action": "signin:UseConsole", "Resource": "*"}]}))
+    with browser(world.broker) as client:
+        refused = client.post("/console/switch-role", data={
+            "csrf": csrf, "role_arn": world.chained_arn, "session_name": "escaped"},
+            headers={"Cookie": f"{SESSION}={cookie}"})
+    assert refused.status_code == 403 and SESSION not in set_cookies(refused)
+
+
+def test_a_forwarded_proto_from_an_untrusted_client_is_not_https(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """aws:SecureTransport for the console's decisions comes from the scheme uvicorn set, which
+    believes X-Forwarded-Proto only from server.trusted_proxies: a client claiming https over
+    plain http is not believed (the control: without the deny the same request passes)."""
+    b = start_broker(tmp_path_factory.mktemp("untrusted"),
+                     env=console_env(BROKER_SERVER_TRUSTED_PROXIES="10.9.9.9"))
+    try:
+        world = ConsoleWorld.make(b)
+        cookie = sign_in(world, signin_token(b, world.assume()))
+        spoofed = {"Cookie": f"{SESSION}={cookie}", "X-Forwarded-Proto": "https"}
+        with browser(b) as client:
+            assert client.get("/console", headers=spoofed).status_code == 200  # the control
+        b.client("iam").put_role_policy(
+            RoleName=world.role_arn.rsplit("/", 1)[1], PolicyName="tls-only",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Deny", "Action": "*", "Resource": "*",
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+        with browser(b) as client:
+            assert client.get("/console", headers=spoofed).status_code == 401
+    finally:
+        b.stop()
