@@ -426,7 +426,7 @@ async def _apply_oidc_provider(iam: IamService, account: str, spec: OidcProvider
                           client_ids=check_client_ids(spec.client_ids),
                           thumbprints=check_thumbprints(spec.thumbprints), tags=spec.tags,
                           static_jwks=None if spec.jwks is None else check_jwks(spec.jwks))
-    for name in ("client_ids", "thumbprints", "tags", "static_jwks"):
+    for name in ("url", "client_ids", "thumbprints", "tags", "static_jwks"):
         if getattr(current, name) != getattr(wanted, name):
             changes.append(name.replace("_", " "))
     if not changes:

@@ -95,8 +95,8 @@ def check_jwks(document: str) -> str:
     except ValueError as exc:
         raise InvalidInput(f"The JWKS is not usable: {exc}.") from None
     if not keys.keys:
-        raise InvalidInput("The JWKS has no key that can verify signatures (RSA of 2048 bits "
-                           "or more, EC P-256/P-384/P-521, Ed25519 or Ed448; use \"sig\").")
+        raise InvalidInput("The JWKS has no key that can verify signatures (RSA of 2048 to "
+                           "8192 bits, EC P-256/P-384/P-521 or Ed25519; use \"sig\").")
     return json.dumps(json.loads(document), separators=(",", ":"))
 
 
@@ -180,11 +180,12 @@ class OidcProviders:
 
     async def replace(self, account: str, provider_arn: str,
                       wanted: OidcProvider) -> OidcProvider:
-        """``broker apply``: the provider's client ids, thumbprints, tags and static JWKS
-        become ``wanted``'s (all checked by the caller)."""
+        """``broker apply``: the provider's URL (its scheme: http and https share one
+        identifier), client ids, thumbprints, tags and static JWKS become ``wanted``'s (all
+        checked by the caller)."""
         return await self._change(account, provider_arn, lambda p: replace(
-            p, client_ids=wanted.client_ids, thumbprints=wanted.thumbprints, tags=wanted.tags,
-            static_jwks=wanted.static_jwks))
+            p, url=wanted.url, client_ids=wanted.client_ids, thumbprints=wanted.thumbprints,
+            tags=wanted.tags, static_jwks=wanted.static_jwks))
 
     async def retag(self, account: str, provider_arn: str, *, add: tuple[Tag, ...] = (),
                     remove: tuple[str, ...] = ()) -> OidcProvider:

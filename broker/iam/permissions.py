@@ -83,6 +83,7 @@ class Permissions:
         self._ttl = cache_seconds
         self._writes = writes
         self._cache: dict[tuple[str, ...], tuple[float, int, Any]] = {}
+        self._untrusted: dict[tuple[str, ...], tuple[float, int, Any]] = {}
         self._compiled: dict[tuple[str, PolicyKind, str, tuple[tuple[str, str], ...]],
                              Policy] = {}
 
@@ -172,18 +173,25 @@ class Permissions:
             self._compiled[key] = policy
         return policy
 
-    async def cached(self, key: tuple[str, ...], build: Callable[[], Awaitable[T]]) -> T:
+    async def cached(self, key: tuple[str, ...], build: Callable[[], Awaitable[T]], *,
+                     untrusted: bool = False) -> T:
         """``build()``'s value, kept for ``iam.policy_cache_seconds`` and until this process
-        next writes to the store. What ``build`` raises is not kept."""
+        next writes to the store. What ``build`` raises is not kept.
+
+        ``untrusted``: the key comes from an unauthenticated request (an identity provider
+        named by a token or an assertion nobody has verified yet). Such answers are kept apart,
+        in a smaller cache of their own, so that a flood of made-up names can never push out
+        the answers signed requests depend on."""
+        cache = self._untrusted if untrusted else self._cache
         now = time.monotonic()
         writes = self._writes()
-        entry = self._cache.get(key)
+        entry = cache.get(key)
         if entry is not None and entry[0] > now and entry[1] == writes:
             value: T = entry[2]
             return value
         value = await build()
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[key] = (now + self._ttl, writes, value)
+        if len(cache) > (1024 if untrusted else 4096):
+            cache.clear()
+        cache[key] = (now + self._ttl, writes, value)
         return value
 

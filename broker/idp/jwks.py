@@ -49,7 +49,7 @@ log = logging.getLogger("broker.oidc")
 MAX_DISCOVERY_BYTES = 64 * 1024
 MAX_JWKS_BYTES = 512 * 1024
 MAX_REDIRECTS = 3
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_STORE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 LOOPBACK_NAMES = frozenset({"localhost"})
 _DER = 2  # _ssl.ENCODING_DER: the encoding Certificate.public_bytes takes for DER
@@ -150,7 +150,15 @@ class KeySource:
                 return self._stale_or_fail(entry, now, entry.failure)
             entry.last_fetch = now
             try:
-                keys, lifetime = await self._fetch(issuer)
+                try:
+                    keys, lifetime = await self._fetch(issuer)
+                except KeysUnavailable:
+                    raise
+                except Exception as exc:  # anything else a hostile answer may cause
+                    log.exception("OIDC provider %s: fetching keys failed unexpectedly",
+                                  issuer.url)
+                    raise KeysUnavailable(f"fetching the keys failed ({type(exc).__name__})") \
+                        from None
             except KeysUnavailable as exc:
                 log.warning("OIDC provider %s: keys could not be fetched: %s", issuer.url,
                             exc.reason)
@@ -238,6 +246,9 @@ class KeySource:
                 raise KeysUnavailable(f"{issuer.url} did not answer within "
                                       f"{self._settings.timeout_seconds} s",
                                       unreachable=True) from None
+            except (ValueError, httpx.InvalidURL) as exc:
+                # A URL in the provider's answers (jwks_uri, a redirect) that cannot be read.
+                raise KeysUnavailable(f"the provider's answer is not usable ({exc})") from None
             try:
                 keys = load_jwks(body)
             except ValueError as exc:
@@ -265,6 +276,7 @@ class KeySource:
         return httpx.AsyncClient(verify=context if context is not None else False,
                                  timeout=timeout, follow_redirects=False, trust_env=False,
                                  headers={"Accept": "application/json",
+                                          "Accept-Encoding": "identity",
                                           "User-Agent": "broker-oidc"})
 
     async def _get(self, client: httpx.AsyncClient, url: str, origin: Any,
@@ -282,8 +294,14 @@ class KeySource:
                         raise KeysUnavailable(
                             f"{url} answered HTTP {response.status_code}",
                             unreachable=response.status_code >= 500)
+                    # Identity only (asked for in the request): a compressed answer would be
+                    # inflated, chunk by chunk, before the size limit could be checked.
+                    encoding = response.headers.get("content-encoding", "identity")
+                    if encoding.strip().lower() != "identity":
+                        raise KeysUnavailable(f"{url} answered in a content encoding "
+                                              f"({encoding}); only identity is accepted")
                     body = bytearray()
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.aiter_raw():
                         body += chunk
                         if len(body) > limit:
                             raise KeysUnavailable(f"{url} answered more than {limit} bytes")

@@ -8,14 +8,15 @@ Three steps, each refusing with a ``TokenRefused`` whose message the STS interfa
 2. ``verify_signature``: ``alg`` one of ``ALGORITHMS`` (never ``none``, never HMAC), no ``crit``,
    the key chosen by ``kid`` from the provider's own set only — ``jku``, ``x5u``, ``jwk`` and
    ``x5c`` are never read — and used only with its own algorithm: an RSA key (2048 bits or more)
-   for RS*/PS*, the curve of ES256/384/512 for each, an Ed25519/Ed448 key for EdDSA, and the JWK's
+   for RS*/PS*, the curve of ES256/384/512 for each, an Ed25519 key for EdDSA, and the JWK's
    own ``alg``, ``use`` and ``key_ops`` respected. The arithmetic is pyjwt's (``jwt.algorithms``).
 3. ``check_claims``: ``iss`` equal to the provider's URL exactly, ``exp`` required, ``nbf`` and
    ``iat`` within the clock skew, ``sub`` required, ``aud`` holding a registered client id (and
    ``azp``, a registered client id, when there are several audiences).
 
 ``KeySet`` is a provider's JWKS, loaded: keys that cannot verify signatures (encryption keys,
-symmetric keys, short RSA keys, unknown curves, private parts) are left out.
+symmetric keys, RSA keys under 2,048 or over 8,192 bits or with an exponent over 2^32, unknown
+curves, private parts) are left out.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from broker.errors import BrokerError
 MAX_TOKEN = 20_000
 MAX_KEYS = 100
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT = 2**32
+MAX_CANDIDATES = 8  # keys tried for one token (a set may hold several without kids)
 MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: a NumericDate beyond it is not a time
 
 # Each algorithm, with the key type and (for ECDSA) the curve it must be used with.
@@ -142,7 +146,7 @@ def _verification_key(jwk: Any) -> VerificationKey | None:
     use, ops = jwk.get("use"), jwk.get("key_ops")
     if kty not in ("RSA", "EC", "OKP") or (kid is not None and not isinstance(kid, str)):
         return None
-    if alg is not None and alg not in ALGORITHMS:
+    if alg is not None and (not isinstance(alg, str) or alg not in ALGORITHMS):
         return None
     if use is not None and use != "sig":
         return None
@@ -155,7 +159,11 @@ def _verification_key(jwk: Any) -> VerificationKey | None:
         return None
     crv: str | None = None
     if isinstance(loaded, rsa.RSAPublicKey):
-        if loaded.key_size < MIN_RSA_BITS:
+        # A huge public exponent or modulus makes every verification slow (OpenSSL accepts an
+        # exponent of any size below 3,072 bits of modulus): a provider's key set must not be
+        # able to spend the broker's CPU on every token.
+        exponent = loaded.public_numbers().e
+        if not MIN_RSA_BITS <= loaded.key_size <= MAX_RSA_BITS or exponent > MAX_RSA_EXPONENT:
             return None
     elif isinstance(loaded, ec.EllipticCurvePublicKey):
         crv = _CURVES.get(loaded.curve.name)
@@ -198,6 +206,9 @@ def verify_signature(jws: Jws, keys: KeySet) -> None:
                            "please reference AssumeRoleWithWebIdentity documentation for "
                            "requirements", Refusal.UNKNOWN_KEY)
     fitting = [k for k in candidates if k.fits(alg)]
+    if len(fitting) > MAX_CANDIDATES:
+        raise TokenRefused(f"The provider's key set has more than {MAX_CANDIDATES} keys this "
+                           "token could be signed with; the token must name one by kid.")
     algorithm = _PYJWT[alg]
     for key in fitting:
         if algorithm.verify(jws.signing_input, key.key, jws.signature):

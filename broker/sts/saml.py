@@ -255,12 +255,14 @@ class SamlFederation:
 
     async def cached(self, key: tuple[str, ...],
                      build: Callable[[], Awaitable[T]]) -> T:
-        """An IAM answer kept as long as the others (``Permissions.cached``)."""
-        return await self._permissions.cached(key, build)
+        """An IAM answer about an identity provider named by an unverified request, kept as
+        long as the others but apart from them (``Permissions.cached(untrusted=True)``)."""
+        return await self._permissions.cached(key, build, untrusted=True)
 
     async def provider(self, provider_arn: str) -> SamlProvider | None:
         return await self._permissions.cached(("saml-provider", provider_arn),
-                                              lambda: self._providers.find(provider_arn))
+                                              lambda: self._providers.find(provider_arn),
+                                              untrusted=True)
 
     def _identity_provider(self, provider: SamlProvider) -> IdentityProvider:
         """The provider's keys, loaded once per version of the provider (certificates and

@@ -35,7 +35,7 @@ from broker.iam.entities import OidcProvider, Role
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.permissions import Permissions
 from broker.idp import oidc
-from broker.idp.jwks import Issuer, KeySource, KeysUnavailable
+from broker.idp.jwks import Issuer, KeySource, KeysUnavailable, url_problem
 from broker.idp.oidc import Claims, Refusal, TokenRefused
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
@@ -49,6 +49,7 @@ UNREACHABLE = ("The identity provider that was asked to verify the incoming iden
 TAGS_CLAIM = "https://aws.amazon.com/tags"
 SOURCE_IDENTITY_CLAIM = "https://aws.amazon.com/source_identity"
 DEFAULT_DURATION = 3600
+MAX_ISSUER = 255  # CreateOpenIDConnectProvider's Url limit: no provider has a longer one
 _NAME = re.compile(r"[a-zA-Z_0-9+=,.@-]{2,64}")
 _TAG_KEY = regex.compile(r"[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}")
 _TAG_VALUE = regex.compile(r"[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}")
@@ -134,9 +135,13 @@ class WebIdentityFederation:
         self._skew = skew_seconds
 
     async def provider(self, account: str, issuer: str) -> OidcProvider | None:
+        """The provider of ``account`` whose URL is ``issuer``; None for an issuer that cannot
+        be a provider's URL (not looked up at all) or that no provider has."""
+        if len(issuer) > MAX_ISSUER or url_problem(issuer, allow_http_loopback=True):
+            return None
         return await self._permissions.cached(
             ("oidc-provider", account, issuer),
-            lambda: self._providers.find_by_issuer(account, issuer))
+            lambda: self._providers.find_by_issuer(account, issuer), untrusted=True)
 
     async def verify(self, token: str, role_arn: str) -> VerifiedToken:
         """The token's provider and claims, verified; InvalidIdentityToken,
