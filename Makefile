@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/policy_decisions.py
 	$(BIN)/python benchmarks/assume_role_with_saml.py $(ARGS)
 	$(BIN)/python benchmarks/assume_role_with_web_identity.py $(ARGS)
+	$(BIN)/python benchmarks/in_process.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
