@@ -100,22 +100,23 @@ class Console:
                 found = (len(base), app)
         return found[1] if found else None
 
-    async def in_standing(self, session: ConsoleSession, origin: Origin = NOWHERE) -> bool:
-        """The session's credentials still open, the role or user they speak for exists, and
-        no policy denies them the console (``signin:UseConsole``; a revoke-sessions policy's
-        Deny of ``*`` does)."""
-        principal = self.principal(session)
-        return principal is not None and not await self._authz.revoked(
-            principal, source_ip=origin.source_ip, user_agent=origin.user_agent,
-            secure=origin.secure)
-
-    async def may_open(self, session: ConsoleSession, app: Application,
-                       origin: Origin = NOWHERE) -> bool:
+    async def standing(self, session: ConsoleSession,
+                       origin: Origin = NOWHERE) -> Principal | None:
+        """Who the session speaks for, if it is in standing: its credentials still open, the
+        role or user they speak for exists, and no policy denies them the console
+        (``signin:UseConsole``; a revoke-sessions policy's Deny of ``*`` does). None
+        otherwise."""
         principal = self.principal(session)
         if principal is None or await self._authz.revoked(
                 principal, source_ip=origin.source_ip, user_agent=origin.user_agent,
                 secure=origin.secure):
-            return False
+            return None
+        return principal
+
+    async def may_open(self, principal: Principal, app: Application,
+                       origin: Origin = NOWHERE) -> bool:
+        """Whether a session in standing may open ``app``: always, unless the application
+        is mapped to a resource, on which policy must then allow gateway:Access."""
         if app.resource is None:
             return True
         try:
@@ -126,20 +127,24 @@ class Console:
             return False
         return True
 
-    async def open_applications(self, session: ConsoleSession,
+    async def open_applications(self, principal: Principal,
                                 origin: Origin = NOWHERE) -> list[Application]:
-        return [app for app in self.applications if await self.may_open(session, app, origin)]
+        return [app for app in self.applications
+                if await self.may_open(principal, app, origin)]
 
     async def admit(self, session: ConsoleSession | None, url: str | None,
                     origin: Origin = NOWHERE) -> Identity | None:
         """Forward-auth: the identity to pass upstream, or None (401). The URL the proxy was
-        asked for must lie under a configured application, and one mapped to a resource must
-        be allowed gateway:Access on it: a URL the broker cannot place is refused, never
-        waved through."""
+        asked for must lie under a configured application, the session must be in standing,
+        and an application mapped to a resource must be allowed gateway:Access on it: a URL
+        the broker cannot place is refused, never waved through."""
         if session is None or url is None:
             return None
         app = self.application_for(url)
-        if app is None or not await self.may_open(session, app, origin):
+        if app is None:
+            return None
+        principal = await self.standing(session, origin)
+        if principal is None or not await self.may_open(principal, app, origin):
             return None
         return self.identity(session)
 

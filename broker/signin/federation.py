@@ -54,9 +54,9 @@ class Federation:
         self._sts = sts
         self._clock = clock
 
-    async def signin_token(self, session_json: str, duration: int | None,
+    async def signin_token(self, session: Session, token: str, duration: int | None,
                            origin: Origin = NOWHERE) -> str:
-        session, token = self.verify(session_json)
+        """A sign-in token for credentials ``verify`` accepted (session and session token)."""
         if await self._authz.revoked(Principal.of_session(session), source_ip=origin.source_ip,
                                      user_agent=origin.user_agent, secure=origin.secure):
             raise AccessDenied("These credentials may not sign in to the console: they were "

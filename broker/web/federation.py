@@ -15,7 +15,6 @@ names for the same events); the sign-in token itself is never written anywhere.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 
@@ -95,10 +94,10 @@ async def signin_token(request: Request) -> Response:
         raw = _one(request, "SessionDuration", required=False)
         if raw is not None and not _SECONDS.fullmatch(raw):
             raise InvalidParameterValue("SessionDuration must be a number of seconds.")
-        with contextlib.suppress(AwsError):  # for the audit line; refused below if invalid
-            verified, _ = federation.verify(session)
-            who = (verified.arn, verified.account_id, verified.access_key_id)
-        token = await federation.signin_token(session, int(raw) if raw is not None else None,
+        verified, session_token = federation.verify(session)
+        who = (verified.arn, verified.account_id, verified.access_key_id)
+        token = await federation.signin_token(verified, session_token,
+                                              int(raw) if raw is not None else None,
                                               origin_of(request))
     except AwsError as exc:
         audit_browser(request, "GetSigninToken", error_id, who, error=exc)

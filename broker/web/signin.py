@@ -111,7 +111,9 @@ async def console(request: Request) -> Response:
                     message="Sign in through your identity provider to open the console.",
                     signin_links=_signin_links(request))
     cookie, session = found
-    if not await _console(request).in_standing(session, origin_of(request)):
+    origin = origin_of(request)
+    principal = await _console(request).standing(session, origin)
+    if principal is None:
         await _sessions(request).revoke(cookie)
         response = page("signed_out.html", 401, heading="Your session has ended",
                         message="Your credentials were revoked, or the role or user they "
@@ -128,8 +130,7 @@ async def console(request: Request) -> Response:
     return page("console.html", session=session, alias=alias, identity=identity,
                 expires=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 expires_at=session.expires_at, exports=exports, profile=profile,
-                applications=await _console(request).open_applications(
-                    session, origin_of(request)),
+                applications=await _console(request).open_applications(principal, origin),
                 csrf=csrf_token(cookie), switched=request.query_params.get("switched"))
 
 
@@ -141,7 +142,7 @@ async def switch_role(request: Request) -> Response:
         raise AccessDenied("You are not signed in.")
     cookie, session = found
     _check_csrf(fields, cookie)
-    if not await _console(request).in_standing(session, origin_of(request)):
+    if await _console(request).standing(session, origin_of(request)) is None:
         await _sessions(request).revoke(cookie)
         raise AccessDenied("Your console session has ended: its credentials were revoked, or "
                            "its role or user no longer exists. Sign in again.")

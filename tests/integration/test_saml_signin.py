@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
+from tests.console_world import SESSION, browser, console, secured, set_cookies, signed_in
+from tests.console_world import assumed_arn as session_arn
 from tests.helpers import Broker, start_broker
 from tests.saml_idp import IdpKey, encode
 from tests.saml_world import SamlWorld, trust_policy
@@ -33,7 +34,6 @@ DS = "{http://www.w3.org/2000/09/xmldsig#}"
 SAMLP = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 SAML = "{urn:oasis:names:tc:SAML:2.0:assertion}"
 POST_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
-SESSION = "broker-session"
 CHOICE = "broker-saml-choice"
 REQUEST = "broker-saml-request"
 SSO = "https://idp.example.test/sso"
@@ -107,10 +107,6 @@ def sp_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamlWorld]:
     b.stop()
 
 
-def browser(broker: Broker) -> httpx.Client:
-    """A browser of its own: its own cookie jar, redirects not followed."""
-    return httpx.Client(base_url=broker.url, follow_redirects=False, timeout=20)
-
 
 def post(client: httpx.Client, xml: bytes, relay_state: str | None = None, *,
          headers: dict[str, str] | None = None) -> httpx.Response:
@@ -120,20 +116,6 @@ def post(client: httpx.Client, xml: bytes, relay_state: str | None = None, *,
     return client.post("/saml", data=data, headers=headers)
 
 
-def set_cookies(response: httpx.Response) -> dict[str, Morsel[str]]:
-    found: dict[str, Morsel[str]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        jar: SimpleCookie = SimpleCookie()
-        jar.load(header)
-        found.update(jar)
-    return found
-
-
-def secured(response: httpx.Response) -> None:
-    csp = response.headers["content-security-policy"]
-    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
-    assert response.headers["referrer-policy"] == "no-referrer"
-    assert "no-store" in response.headers["cache-control"]
 
 
 def error_page(response: httpx.Response, status: int, text: str = "") -> str:
@@ -147,22 +129,7 @@ def error_page(response: httpx.Response, status: int, text: str = "") -> str:
     return found.group(1)
 
 
-def session_arn(role_arn: str, name: str = "alice") -> str:
-    return role_arn.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/") + "/" + name
 
-
-def signed_in(response: httpx.Response, where: str = "/console") -> str:
-    """The new session cookie, after checking the 303 to ``where`` that sets it."""
-    assert response.status_code == 303, response.text
-    assert response.headers["location"] == where
-    cookie = set_cookies(response)[SESSION]
-    assert cookie.value
-    return cookie.value
-
-
-def console(broker: Broker, cookie: str) -> httpx.Response:
-    with browser(broker) as fresh:
-        return fresh.get("/console", headers={"Cookie": f"{SESSION}={cookie}"})
 
 
 # -- 1. metadata ------------------------------------------------------------------------------

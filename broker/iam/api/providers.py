@@ -9,7 +9,7 @@ AWS's authorization reference has it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from broker.aws import arn
@@ -51,17 +51,23 @@ def operations(ctx: IamContext) -> list[Operation]:
     iam = ctx.iam
     ops = Registry()
 
-    async def allow_on_provider(call: Call, action: str, provider_arn: str,
-                                extra: Mapping[str, str | list[str]] | None = None) -> None:
-        """Authorize on the provider the ARN names, with its tags; on the ARN as given when
-        there is none (the action then fails with NoSuchEntity, if the caller may try it)."""
+    async def allow_on(call: Call, action: str, provider_arn: str,
+                       get: Callable[[str, str], Awaitable[Any]],
+                       extra: Mapping[str, str | list[str]] | None = None) -> None:
+        """Authorize on the provider the ARN names (found by ``get``), with its tags; on the
+        ARN as given when there is none (the action then fails with NoSuchEntity, if the
+        caller may try it)."""
         try:
-            provider = await iam.saml_providers.get(call.principal.account_id, provider_arn)
+            provider = await get(call.principal.account_id, provider_arn)
         except NoSuchEntity:
             await ctx.allow(call, action, provider_arn, extra)
             return
         await ctx.allow(call, action, provider.arn,
                         {**resource_tags(provider.tags), **(extra or {})})
+
+    async def allow_on_provider(call: Call, action: str, provider_arn: str,
+                                extra: Mapping[str, str | list[str]] | None = None) -> None:
+        await allow_on(call, action, provider_arn, iam.saml_providers.get, extra)
 
     @ops.action("CreateSAMLProvider")
     async def create_saml_provider(call: Call) -> Result:
@@ -146,13 +152,7 @@ def operations(ctx: IamContext) -> list[Operation]:
 
     async def allow_on_oidc(call: Call, action: str, provider_arn: str,
                             extra: Mapping[str, str | list[str]] | None = None) -> None:
-        try:
-            provider = await oidc().get(call.principal.account_id, provider_arn)
-        except NoSuchEntity:
-            await ctx.allow(call, action, provider_arn, extra)
-            return
-        await ctx.allow(call, action, provider.arn,
-                        {**resource_tags(provider.tags), **(extra or {})})
+        await allow_on(call, action, provider_arn, oidc().get, extra)
 
     @ops.action("CreateOpenIDConnectProvider")
     async def create_oidc_provider(call: Call) -> Result:
@@ -195,7 +195,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         await allow_on_oidc(call, "AddClientIDToOpenIDConnectProvider",
                             p["OpenIDConnectProviderArn"])
         await oidc().add_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
-                                 p["ClientID"])
+                                   p["ClientID"])
         return None
 
     @ops.action("RemoveClientIDFromOpenIDConnectProvider")
@@ -203,8 +203,8 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_oidc(call, "RemoveClientIDFromOpenIDConnectProvider",
                             p["OpenIDConnectProviderArn"])
-        await oidc().remove_client_id(call.principal.account_id, p["OpenIDConnectProviderArn"],
-                                    p["ClientID"])
+        await oidc().remove_client_id(call.principal.account_id,
+                                      p["OpenIDConnectProviderArn"], p["ClientID"])
         return None
 
     @ops.action("UpdateOpenIDConnectProviderThumbprint")
@@ -213,7 +213,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         await allow_on_oidc(call, "UpdateOpenIDConnectProviderThumbprint",
                             p["OpenIDConnectProviderArn"])
         await oidc().set_thumbprints(call.principal.account_id, p["OpenIDConnectProviderArn"],
-                                   p["ThumbprintList"])
+                                     p["ThumbprintList"])
         return None
 
     @ops.action("TagOpenIDConnectProvider")
