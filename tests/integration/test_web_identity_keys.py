@@ -540,15 +540,16 @@ def test_a_jwks_answering_500_is_an_idp_communication_error(fast: Broker,
 
 
 def test_a_jwks_that_trickles_in_is_given_up_after_the_timeout(http_loopback: Broker) -> None:
-    """oidc.timeout_seconds (2 s here) bounds each request to the issuer, not only each read:
-    a JWKS sent a piece every 0.5 s for 5 s is an issuer that did not answer in time."""
+    """oidc.timeout_seconds (2 s here) bounds the whole fetch, not only each read: a JWKS sent
+    a piece every 0.5 s for 5 s is an issuer that did not answer in time. Had the broker waited
+    for the last piece, the token — honestly signed — would have been accepted; IDPCommunication
+    Error says it gave up (no duration is asserted)."""
     with DripIssuer(pause=0.5, chunks=11) as issuer:
         world = OidcWorld.make(http_loopback, issuer, thumbprints=[])
         # One attempt (the suite's clients retry once, and IDPCommunicationError is retryable).
         once = boto3.client("sts", endpoint_url=http_loopback.url, region_name="us-east-1",
                             aws_access_key_id="x", aws_secret_access_key="x",
                             config=botocore.config.Config(retries={"total_max_attempts": 1}))
-        started = time.monotonic()
         try:
             once.assume_role_with_web_identity(RoleArn=world.role_arn, RoleSessionName="drip",
                                                WebIdentityToken=world.token())
@@ -557,8 +558,6 @@ def test_a_jwks_that_trickles_in_is_given_up_after_the_timeout(http_loopback: Br
             r = exc.response
             outcome = (r["Error"]["Code"], r["Error"]["Message"],
                        r["ResponseMetadata"]["HTTPStatusCode"])
-        elapsed = time.monotonic() - started
-        assert elapsed < 4, f"the broker waited {elapsed:.1f} s for the issuer: {outcome}"
         assert outcome == UNREACHABLE
         issuer.pause = 0.0  # the control: the same issuer, answering at once
         works(world)
