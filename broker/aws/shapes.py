@@ -161,12 +161,26 @@ def _error_path(path: str, name: str) -> str:
     return f"{path}.{lowered}" if path else lowered
 
 
+def _member_paths(shape: Structure, wire: str,
+                  where: str) -> tuple[tuple[Member, str, str], ...]:
+    """Each member with its wire key and error path. Those of a top-level input (every
+    request's) are worked out once and kept on the shape; nested ones, whose paths carry list
+    indexes, each time."""
+    if not wire and not where:
+        found: tuple[tuple[Member, str, str], ...] | None = shape.__dict__.get("_top_paths")
+        if found is not None:
+            return found
+    paths = tuple((m, _wire_path(wire, m.name), _error_path(where, m.name))
+                  for m in shape.members)
+    if not wire and not where:
+        object.__setattr__(shape, "_top_paths", paths)
+    return paths
+
+
 def _read_struct(shape: Structure, params: Mapping[str, str], wire: str, where: str,
                  faults: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for member in shape.members:
-        key = _wire_path(wire, member.name)
-        at = _error_path(where, member.name)
+    for member, key, at in _member_paths(shape, wire, where):
         value = _read(member.shape, params, key, at, faults)
         if value is None:
             if member.required:
@@ -179,6 +193,9 @@ def _read_struct(shape: Structure, params: Mapping[str, str], wire: str, where: 
 
 def _read(shape: Shape, params: Mapping[str, str], key: str, at: str,
           faults: list[str]) -> Any:
+    if type(shape) is String:
+        raw = params.get(key)
+        return None if raw is None else _scalar(shape, raw, at, faults)
     if isinstance(shape, ListOf):
         return _read_list(shape, params, key, at, faults)
     if isinstance(shape, Structure):

@@ -9,6 +9,8 @@ it, see ``WatchedStore``).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,6 +86,7 @@ class Permissions:
         self._writes = writes
         self._cache: dict[tuple[str, ...], tuple[float, int, Any]] = {}
         self._untrusted: dict[tuple[str, ...], tuple[float, int, Any]] = {}
+        self._building: dict[tuple[bool, int, tuple[str, ...]], asyncio.Future[Any]] = {}
         self._compiled: dict[tuple[str, PolicyKind, str, tuple[tuple[str, str], ...]],
                              Policy] = {}
 
@@ -189,9 +192,32 @@ class Permissions:
         if entry is not None and entry[0] > now and entry[1] == writes:
             value: T = entry[2]
             return value
+        # One build per key at a time: when an answer expires under load, the requests that
+        # find it expired together wait for one read of the store instead of each making
+        # their own. Only builds begun since this process's last write are shared.
+        flight = (untrusted, writes, key)
+        shared = self._building.get(flight)
+        if shared is None:
+            shared = asyncio.ensure_future(self._build(cache, key, build, now, writes,
+                                                       untrusted))
+            self._building[flight] = shared
+            shared.add_done_callback(functools.partial(self._built, flight))
+        # Shielded: a caller that gives up does not cancel the others' answer.
+        result: T = await asyncio.shield(shared)
+        return result
+
+    async def _build(self, cache: dict[tuple[str, ...], tuple[float, int, Any]],
+                     key: tuple[str, ...], build: Callable[[], Awaitable[T]], now: float,
+                     writes: int, untrusted: bool) -> T:
         value = await build()
         if len(cache) > (1024 if untrusted else 4096):
             cache.clear()
         cache[key] = (now + self._ttl, writes, value)
         return value
+
+    def _built(self, flight: tuple[bool, int, tuple[str, ...]], done: asyncio.Future[Any]) -> None:
+        if self._building.get(flight) is done:
+            del self._building[flight]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure nobody waited for is not logged as lost
 

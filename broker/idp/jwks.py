@@ -25,6 +25,7 @@ outage of the issuer neither opens the door nor empties the cache. Past that, ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import json
@@ -75,8 +76,10 @@ class Issuer:
     static_jwks: str | None = None
 
 
+@functools.lru_cache(maxsize=512)
 def url_problem(url: str, *, allow_http_loopback: bool) -> str | None:
-    """Why ``url`` cannot be an issuer the broker fetches keys from, or None."""
+    """Why ``url`` cannot be an issuer the broker fetches keys from, or None. (A pure function
+    of its arguments, asked on every AssumeRoleWithWebIdentity: the answers are kept.)"""
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -306,8 +306,7 @@ def _no_repeats(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 def _json_object(data: bytes, what: str,
                  error: type[Exception] = TokenRefused) -> dict[str, Any]:
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_repeats,
-                           parse_constant=_refuse_constant)
+        value = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = f"the {what} is not a JSON object ({exc})" if error is ValueError else \
             f"The ID Token provided is not a valid JWT: its {what} is not a JSON object."
@@ -347,3 +346,7 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
         return tuple(value)
     raise TokenRefused(f"The web identity token's {name} claim is not a string or a list of "
                        "strings.")
+
+
+# One decoder for every token: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_refuse_constant)

@@ -14,8 +14,14 @@ class Context(Mapping[str, tuple[str, ...]]):
     def __init__(self, values: Mapping[str, str | Iterable[str]] | None = None) -> None:
         self._values: dict[str, tuple[str, ...]] = {}
         self._names: dict[str, str] = {}
-        for key, value in (values or {}).items():
-            self.set(key, value)
+        if values:
+            # set(), inlined: a request's context is built once per authorization.
+            names, folded_values = self._names, self._values
+            for key, value in values.items():
+                folded = key.lower()
+                if folded not in names:
+                    names[folded] = key
+                folded_values[folded] = (value,) if isinstance(value, str) else tuple(value)
 
     def set(self, key: str, value: str | Iterable[str]) -> None:
         folded = key.lower()

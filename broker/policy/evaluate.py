@@ -118,6 +118,8 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     denies: list[Matched] = []
     denied_by: PolicyKind | None = None
     for kind, group in groups:
+        if not group:
+            continue
         found = [m for m, _ in _matching(group, request, Effect.DENY, missing)]
         if found and denied_by is None:
             denied_by = kind
@@ -134,7 +136,8 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     direct = [m for m, g in grants if g is Grant.DIRECT]
     via_role = [m for m, g in grants if g is Grant.ROLE]
 
-    identity = [m for m, _ in _matching(policies.identity, request, Effect.ALLOW, missing)]
+    identity = [m for m, _ in _matching(policies.identity, request, Effect.ALLOW, missing)] \
+        if policies.identity else []
     boundary_ok = policies.boundary is None or bool(
         list(_matching((policies.boundary,), request, Effect.ALLOW, missing)))
     session_ok = policies.session is None or bool(

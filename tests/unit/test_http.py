@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from broker.aws.http import parse_query
 
-# Rich in escapes and in the characters the fast path for base64 values rewrites.
-TEXT = st.text(alphabet="%+/=2BbFf3Dd0aZ é&;", max_size=24)
+# Rich in escapes and in the characters the fast path for base64 values and ARNs rewrites.
+TEXT = st.text(alphabet="%+/=:2BbFf3DdAa05Z é&;", max_size=24)
 
 
 def reference(text: str) -> str:
@@ -34,6 +34,9 @@ def test_values_decode_as_the_standard_library_does(text: str) -> None:
 def test_base64_values_and_other_escapes() -> None:
     assert parse_query("A=ab%2Bc%2Fd%3D%3D&B=x%2by%2fz%3d") == [("A", "ab+c/d=="),
                                                                 ("B", "x+y/z=")]
+    assert parse_query("R=arn%3Aaws%3aiam%3A%3A1%3Arole%2Fci") == [("R", "arn:aws:iam::1:role/ci")]
+    # An escaped "%" before "3A" is a "%" and the text "3A", not a colon.
+    assert parse_query("R=a%253Ab") == [("R", "a%3Ab")]
     # Another escape anywhere: everything decoded the general way, "+" still a space.
     assert parse_query("A=a%2Bb+c%41%25") == [("A", "a+b cA%")]
     with pytest.raises(UnicodeDecodeError):

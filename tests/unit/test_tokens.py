@@ -44,6 +44,30 @@ def test_token_carries_the_whole_session() -> None:
     assert tokens.open_token(token, s.access_key_id, ring, now=NOW) == s
 
 
+LARGE_POLICY = '{"Statement":[' + ",".join(
+    '{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::bucket-' + str(i) + '/*"}'
+    for i in range(30)) + "]}"
+
+
+@pytest.mark.parametrize("policy", [None, '{"Statement":[]}', LARGE_POLICY])
+def test_small_sessions_are_stored_and_large_ones_compressed(policy: str | None) -> None:
+    # Both kinds are zlib streams that open the same way; a plain session is stored as is
+    # (the stream zlib itself writes at level 0), a large one comes out smaller than it went in.
+    import zlib
+
+    s = session(policy=policy)
+    plaintext = tokens._ENCODER.encode({**{n: getattr(s, n) for n in tokens._FIELDS},
+                                        "v": 1}).encode()
+    packed = tokens._compress(plaintext)
+    assert zlib.decompress(packed) == plaintext
+    if len(plaintext) <= tokens._STORE_UP_TO:
+        assert packed == zlib.compress(plaintext, 0)
+    else:
+        assert len(packed) < len(plaintext) // 2
+    ring = Keyring.generate(CLOCK)
+    assert tokens.open_token(tokens.seal(s, ring), s.access_key_id, ring, now=NOW) == s
+
+
 def test_token_is_bound_to_its_access_key_id() -> None:
     ring = Keyring.generate(CLOCK)
     a, b = session(), session()
