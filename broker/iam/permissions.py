@@ -86,7 +86,9 @@ class Permissions:
         self._writes = writes
         self._cache: dict[tuple[str, ...], tuple[float, int, Any]] = {}
         self._untrusted: dict[tuple[str, ...], tuple[float, int, Any]] = {}
-        self._building: dict[tuple[bool, int, tuple[str, ...]], asyncio.Future[Any]] = {}
+        # Reads under way: when each began (monotonic) and its future.
+        self._building: dict[tuple[bool, int, tuple[str, ...]],
+                             tuple[float, asyncio.Future[Any]]] = {}
         self._compiled: dict[tuple[str, PolicyKind, str, tuple[tuple[str, str], ...]],
                              Policy] = {}
 
@@ -194,13 +196,18 @@ class Permissions:
             return value
         # One build per key at a time: when an answer expires under load, the requests that
         # find it expired together wait for one read of the store instead of each making
-        # their own. Only builds begun since this process's last write are shared.
+        # their own. A read under way is joined only as a kept answer would be used: begun
+        # since this process's last write (the key holds the write count) and less than
+        # policy_cache_seconds ago — never when that is 0, so a revocation elsewhere is seen
+        # as soon as the setting promises, however slow the read.
         flight = (untrusted, writes, key)
-        shared = self._building.get(flight)
-        if shared is None:
+        running = self._building.get(flight)
+        if running is not None and running[0] + self._ttl > now:
+            shared = running[1]
+        else:
             shared = asyncio.ensure_future(self._build(cache, key, build, now, writes,
                                                        untrusted))
-            self._building[flight] = shared
+            self._building[flight] = (now, shared)
             shared.add_done_callback(functools.partial(self._built, flight))
         # Shielded: a caller that gives up does not cancel the others' answer.
         result: T = await asyncio.shield(shared)
@@ -216,7 +223,8 @@ class Permissions:
         return value
 
     def _built(self, flight: tuple[bool, int, tuple[str, ...]], done: asyncio.Future[Any]) -> None:
-        if self._building.get(flight) is done:
+        running = self._building.get(flight)
+        if running is not None and running[1] is done:
             del self._building[flight]
         if not done.cancelled():
             done.exception()  # retrieved: a failure nobody waited for is not logged as lost

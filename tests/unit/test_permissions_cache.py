@@ -100,3 +100,36 @@ def test_a_caller_that_gives_up_does_not_cancel_the_others() -> None:
         return await stayer
 
     assert asyncio.run(run()) == "answer 1"
+
+
+class SlowStore:
+    """Another process's store: a key revoked while a read is under way."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self.reads = 0
+
+    async def read(self) -> str:
+        self.reads += 1
+        seen = self.active
+        await asyncio.sleep(0.05)
+        return "ACTIVE" if seen else "REVOKED"
+
+
+@pytest.mark.parametrize(("ttl", "expected"), [
+    (0, ["ACTIVE", "REVOKED"]),  # 0: the store is read for every request
+    (0.02, ["ACTIVE", "REVOKED"]),  # the read under way began longer ago than the cache time
+    (60, ["ACTIVE", "ACTIVE"]),  # the control: within the cache time, as a kept answer
+])
+def test_a_read_under_way_is_joined_only_within_the_cache_time(
+        ttl: float, expected: list[str]) -> None:
+    async def run() -> list[str]:
+        store = SlowStore()
+        cache = permissions([0], ttl=ttl)
+        first = asyncio.create_task(cache.cached(("access-key", "K"), store.read))
+        await asyncio.sleep(0.03)
+        store.active = False  # revoked by another process
+        second = await cache.cached(("access-key", "K"), store.read)
+        return [await first, second]
+
+    assert asyncio.run(run()) == expected
