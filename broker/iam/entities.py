@@ -13,6 +13,7 @@ its record and back, by the types of its fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -525,11 +526,13 @@ class OidcProvider:
 
     kind = OIDC_PROVIDER
 
-    @property
+    # Worked out once per provider object (a provider is kept by the IAM cache and used by
+    # every AssumeRoleWithWebIdentity that names it).
+    @functools.cached_property
     def identifier(self) -> str:
         return oidc_identifier(self.url)
 
-    @property
+    @functools.cached_property
     def arn(self) -> str:
         return arn.oidc_provider(self.account_id, self.identifier)
 
