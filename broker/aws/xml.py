@@ -31,18 +31,21 @@ def text(value: str) -> str:
 
 
 def _value(parts: list[str], value: Any) -> None:
-    if type(value) is str:
+    kind = type(value)
+    # The kinds results are made of, by exact type first (no ABC checks for them); subclasses
+    # and other mappings and sequences after, in the same order of precedence.
+    if kind is str:
         parts.append(text(value))
-    elif type(value) is dict or isinstance(value, Mapping):
-        for name, child in value.items():
-            if child is None:
-                continue
-            if type(child) is str:
-                parts.append(f"<{name}>{text(child)}</{name}>")
-                continue
-            parts.append(f"<{name}>")
-            _value(parts, child)
-            parts.append(f"</{name}>")
+    elif kind is dict:
+        _members(parts, value)
+    elif kind is bool:
+        parts.append("true" if value else "false")
+    elif kind is int:
+        parts.append(str(value))
+    elif kind is datetime:
+        parts.append(iso8601(value))
+    elif isinstance(value, Mapping):
+        _members(parts, value)
     elif isinstance(value, list | tuple):
         for item in value:
             parts.append("<member>")
@@ -56,6 +59,18 @@ def _value(parts: list[str], value: Any) -> None:
         parts.append(str(value))
     else:
         parts.append(text(str(value)))
+
+
+def _members(parts: list[str], value: Mapping[str, Any]) -> None:
+    for name, child in value.items():
+        if child is None:
+            continue
+        if type(child) is str:
+            parts.append(f"<{name}>{text(child)}</{name}>")
+            continue
+        parts.append(f"<{name}>")
+        _value(parts, child)
+        parts.append(f"</{name}>")
 
 
 def result_document(action: str, namespace: str, result: Mapping[str, Any] | None,

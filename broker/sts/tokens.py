@@ -17,9 +17,11 @@ import re
 import secrets
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from broker.aws.errors import ExpiredToken, InvalidClientTokenId
@@ -76,6 +78,7 @@ class Session:
 
 _FIELDS = tuple(f.name for f in fields(Session))
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # as json.dumps(..., separators=...)
+_quote: Callable[[str], str] = encode_basestring_ascii  # json.dumps's quoting (ensure_ascii)
 
 
 def _compress(data: bytes) -> bytes:
@@ -95,12 +98,36 @@ def _compress(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+def session_json(session: Session) -> str:
+    """The session as the token's JSON: its fields in order, then the format version — the
+    text ``json.dumps`` writes for them (compact, ASCII), written member by member with json's
+    own quoting instead of through a dict and the encoder's machinery."""
+    members = [f'"{name}":{_json(getattr(session, name))}' for name in _FIELDS]
+    members.append(f'"v":{_VERSION}')
+    return "{" + ",".join(members) + "}"
+
+
+def _json(value: Any) -> str:
+    # Every field is a str (or a str enum), an int, a bool, None, or a tuple of strs or of
+    # pairs of strs; anything else goes through the encoder, as before.
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "null"
+    if kind is tuple:
+        return "[" + ",".join([_json(item) for item in value]) + "]"
+    if isinstance(value, str):
+        return _quote(value)
+    return _ENCODER.encode(value)
+
+
 def seal(session: Session, keyring: Keyring) -> str:
-    # Every field is a str, int, bool, None or a tuple of them (or of pairs of str): a shallow
-    # copy serializes the same as dataclasses.asdict, without its deep copy.
-    doc: dict[str, Any] = {name: getattr(session, name) for name in _FIELDS}
-    doc["v"] = _VERSION
-    plaintext = _ENCODER.encode(doc).encode()
+    plaintext = session_json(session).encode()
     blob = keyring.seal(_compress(plaintext), purpose=PURPOSE, aad=session.access_key_id)
     return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 

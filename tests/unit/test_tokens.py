@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
+import json
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.aws import ids
 from broker.aws.errors import ExpiredToken, InvalidClientTokenId
@@ -134,3 +137,24 @@ def test_padding_reaches_the_minimum_size(minimum: int) -> None:
     assert len(token) < max(minimum, 600) + 200
     opened = tokens.open_token(token, s.access_key_id, ring, now=NOW)
     assert opened == s
+
+
+TEXT = st.text(max_size=20)
+
+
+@settings(max_examples=400)
+@given(name=TEXT, tags=st.lists(st.tuples(TEXT, TEXT), max_size=4),
+       keys=st.lists(TEXT, max_size=3), identity=st.none() | TEXT,
+       policy=st.none() | TEXT, arns=st.lists(TEXT, max_size=3), mfa=st.booleans(),
+       depth=st.integers(0, 5), expires=st.integers(0, 2**40),
+       kind=st.sampled_from(list(SessionKind)))
+def test_session_json_is_what_the_encoder_writes(
+        name: str, tags: list[tuple[str, str]], keys: list[str], identity: str | None,
+        policy: str | None, arns: list[str], mfa: bool, depth: int, expires: int,
+        kind: SessionKind) -> None:
+    s = session(name=name, tags=tuple(tags), transitive_tag_keys=tuple(keys),
+                source_identity=identity, policy=policy, policy_arns=tuple(arns), mfa=mfa,
+                chain_depth=depth, expires_at=expires, kind=kind)
+    doc = {f.name: getattr(s, f.name) for f in fields(Session)}
+    doc["v"] = 1
+    assert tokens.session_json(s) == json.dumps(doc, separators=(",", ":"))
