@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -19,12 +18,17 @@ class HttpRequest:
     headers: Sequence[tuple[str, str]]
     body: bytes
 
-    @functools.cached_property
+    @property
     def by_name(self) -> dict[str, list[str]]:
-        """Every value of every header, by lower-case name, in the order received."""
-        found: dict[str, list[str]] = {}
-        for key, value in self.headers:
-            found.setdefault(key.lower(), []).append(value)
+        """Every value of every header, by lower-case name, in the order received; worked
+        out once per request (kept in the instance's dict, as functools.cached_property would,
+        without the lock it takes on Python 3.11)."""
+        found: dict[str, list[str]] | None = self.__dict__.get("_by_name")
+        if found is None:
+            found = {}
+            for key, value in self.headers:
+                found.setdefault(key.lower(), []).append(value)
+            self.__dict__["_by_name"] = found
         return found
 
     def header(self, name: str) -> str | None:

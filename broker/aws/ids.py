@@ -29,11 +29,23 @@ def new_account_id() -> str:
 
 
 def new_access_key_id(account_id: str, *, temporary: bool) -> str:
+    return _key_id(account_id, secrets.token_bytes(5), temporary=temporary)
+
+
+def new_key_pair(account_id: str, *, temporary: bool) -> tuple[str, str]:
+    """A new access key id and secret access key, their random bytes drawn from the operating
+    system in one call (every issued credential needs both; each call is a system call)."""
+    random = secrets.token_bytes(5 + _SECRET_BYTES)
+    return (_key_id(account_id, random[:5], temporary=temporary),
+            base64.b64encode(random[5:]).decode("ascii"))
+
+
+def _key_id(account_id: str, random: bytes, *, temporary: bool) -> str:
     if not ACCOUNT_ID.fullmatch(account_id):
         raise ValueError(f"not an account id: {account_id!r}")
     # Five bytes of account number, five random bytes: 80 bits, 16 base32 characters (the
     # same text base64.b32encode gives, two characters per table lookup).
-    number = (int(account_id) << 40) | int.from_bytes(secrets.token_bytes(5), "big")
+    number = (int(account_id) << 40) | int.from_bytes(random, "big")
     prefix = TEMPORARY_PREFIX if temporary else LONG_TERM_PREFIX
     pairs = _B32_PAIRS
     return prefix + "".join([pairs[(number >> shift) & 0x3FF] for shift in _SHIFTS])
@@ -65,7 +77,10 @@ def is_temporary_key_id(access_key_id: str) -> bool:
 
 
 def new_secret_access_key() -> str:
-    return base64.b64encode(secrets.token_bytes(30)).decode("ascii")
+    return base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode("ascii")
+
+
+_SECRET_BYTES = 30  # 40 base64 characters, as AWS's secrets
 
 
 def new_unique_id(prefix: str) -> str:

@@ -198,9 +198,10 @@ class StsService:
                  policy_arns: tuple[str, ...] = (), chain_depth: int = 0,
                  mfa: bool = False) -> Session:
         now = int(self._clock.now().timestamp())
+        key_id, secret = ids.new_key_pair(account, temporary=True)
         return Session(
-            access_key_id=ids.new_access_key_id(account, temporary=True),
-            secret_access_key=ids.new_secret_access_key(),
+            access_key_id=key_id,
+            secret_access_key=secret,
             kind=kind,
             account_id=account,
             arn=arn_,

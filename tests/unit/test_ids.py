@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import re
 
 from broker.aws import ids
@@ -24,3 +25,15 @@ def test_secrets_and_unique_ids() -> None:
     assert re.fullmatch(r"AIDA[A-Z2-7]{17}", ids.new_unique_id(ids.USER_ID_PREFIX))
     assert re.fullmatch(r"\d{12}", ids.new_account_id())
     assert len({ids.new_secret_access_key() for _ in range(100)}) == 100
+
+
+def test_key_pairs_are_a_key_id_and_a_secret_of_the_usual_shapes() -> None:
+    pairs = [ids.new_key_pair("000000000042", temporary=True) for _ in range(200)]
+    for key_id, secret in pairs:
+        assert ids.is_access_key_id(key_id) and ids.is_temporary_key_id(key_id)
+        assert ids.account_of_access_key_id(key_id) == "000000000042"
+        assert len(secret) == 40 and len(base64.b64decode(secret, validate=True)) == 30
+    # Drawn fresh each time: no key id or secret repeats.
+    assert len({k for k, _ in pairs}) == len({s for _, s in pairs}) == 200
+    long_term, _ = ids.new_key_pair("000000000042", temporary=False)
+    assert long_term.startswith("AKIA")
