@@ -6,6 +6,7 @@ field can hold a secret access key, a session token, a signature or a password.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -44,8 +45,13 @@ class AuditEvent:
             elif name == "type":
                 value = "broker.audit"
             else:
-                found: str | None = getattr(self, name)
+                found: object = getattr(self, name)
                 if found is None:
+                    continue
+                if not isinstance(found, str):
+                    # Every field is text; should anything else ever reach one, it is written
+                    # as json.dumps would, never refused halfway through a request.
+                    members.append(f'"{name}":{json.dumps(found, separators=(",", ":"))}')
                     continue
                 value = found
             members.append(f'"{name}":{_quote(value)}')

@@ -35,3 +35,12 @@ def test_line_is_what_json_dumps_writes(event: str, request_id: str,
     assert line == expected
     assert "\n" not in line and line.isascii()
     assert json.loads(line) == members
+
+
+def test_a_value_that_is_not_text_is_written_as_json_dumps_would() -> None:
+    at = datetime(2026, 11, 29, 4, 5, 6, tzinfo=UTC)
+    e = AuditEvent(time=at, event="E", outcome="issued", request_id="r",
+                   source_ip=None, user_agent=None, subject=7, error_code=True)  # type: ignore[arg-type]
+    assert json.loads(e.line()) == {"time": iso8601(at), "type": "broker.audit", "event": "E",
+                                    "outcome": "issued", "request_id": "r", "subject": 7,
+                                    "error_code": True}
