@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -222,3 +223,11 @@ def presigned_url(broker_url: str, params: dict[str, str], creds: Creds, *,
         with mock.patch("botocore.auth.get_current_datetime", return_value=at):
             signer.add_auth(request)
     return str(request.prepare().url)
+
+
+def allow_policy(actions: str | list[str], resource: str, **extra: Any) -> str:
+    """A one-statement identity policy allowing ``actions`` on ``resource`` (``extra``: more
+    members of the statement, such as a Condition)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": resource, **extra}]})
+

@@ -23,6 +23,7 @@ import pytest
 
 from tests.e2e.support import aws
 from tests.helpers import Broker, Creds, signed_request
+from tests.helpers import allow_policy as allow
 
 ClientError = botocore.exceptions.ClientError
 THUMBPRINT = "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"
@@ -350,11 +351,6 @@ def test_another_account_sees_none_of_them(broker: Broker) -> None:
 
 
 # -- authorization ------------------------------------------------------------------------------
-
-
-def allow(actions: str | list[str], resource: str, **extra: Any) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": actions, "Resource": resource, **extra}]})
 
 
 def test_a_user_without_permission_is_refused(broker: Broker) -> None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from broker.iam.entities import SamlProvider
 from broker.iam.saml_providers import signing_keys
 from tests.helpers import Broker
+from tests.helpers import allow_policy as allow
 from tests.saml_metadata import (
     certificate,
     certificates,
@@ -533,11 +534,6 @@ def test_find_takes_exactly_the_providers_arn(broker: Broker) -> None:
 
 
 # -- authorization ------------------------------------------------------------------------------
-
-
-def allow(actions: str | list[str], resource: str, **extra: Any) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": actions, "Resource": resource, **extra}]})
 
 
 def test_a_user_without_permission_is_refused(broker: Broker) -> None:
