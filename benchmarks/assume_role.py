@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +33,7 @@ RESULTS = HERE / "results" / "assume_role.json"
 TARGET = 0.2
 
 sys.path.insert(0, str(HERE))
-from caller_identity import measure, raw_request, start_servers, stop_servers  # noqa: E402
+from caller_identity import measure, raw_request, start_servers, stop_servers, summary_head  # noqa: E402
 
 
 def setup(broker_url: str, account: str, root: dict[str, str]) -> tuple[str, str, str]:
@@ -119,14 +117,8 @@ def main() -> None:
         return {k: statistics.median(r[who][k] for r in rounds) for k in keys}
 
     summary = {
-        "benchmark": "AssumeRole vs GetCallerIdentity (same user, same broker, same run)",
-        "command": "make bench  (.venv/bin/python benchmarks/assume_role.py)",
-        "seconds_per_round": args.seconds,
-        "rounds": args.rounds,
-        "connections": args.connections,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "ratio": statistics.median(r["ratio"] for r in rounds),
+        **summary_head("AssumeRole vs GetCallerIdentity (same user, same broker, same run)",
+                       "assume_role.py", args, rounds),
         "ratio_to_baseline": statistics.median(r["ratio_to_baseline"] for r in rounds),
         "baseline": med("baseline"),
         "get_caller_identity": med("get_caller_identity"),

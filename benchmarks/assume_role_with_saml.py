@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -46,7 +44,7 @@ TARGET = 0.4
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from caller_identity import measure, start_servers, stop_servers  # noqa: E402
+from caller_identity import measure, start_servers, stop_servers, summary_head  # noqa: E402
 
 from tests.saml_idp import TestIdp, encode  # noqa: E402
 from tests.saml_world import trust_policy  # noqa: E402
@@ -181,15 +179,9 @@ def main() -> None:
         stop_servers(servers)
 
     summary = {
-        "benchmark": "AssumeRoleWithSAML (one worker) vs decode + parse + xmlsec verify alone "
-                     "(same responses, same run)",
-        "command": "make bench  (.venv/bin/python benchmarks/assume_role_with_saml.py)",
-        "seconds_per_round": args.seconds,
-        "rounds": args.rounds,
-        "connections": args.connections,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "ratio": statistics.median(r["ratio"] for r in rounds),
+        **summary_head("AssumeRoleWithSAML (one worker) vs decode + parse + xmlsec verify alone "
+                       "(same responses, same run)",
+                       "assume_role_with_saml.py", args, rounds),
         # The same comparison in CPU time per operation (the server's CPU per request against
         # this process's CPU per verification): less exposed to other tenants of the machine.
         "cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),

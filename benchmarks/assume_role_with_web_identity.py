@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from caller_identity import (  # noqa: E402
     measure,
     start_servers,
     stop_servers,
+    summary_head,
     wait_ready,
 )
 
@@ -217,15 +217,9 @@ def main() -> None:
 
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
     summary = {
-        "benchmark": "AssumeRoleWithWebIdentity (one worker) vs pyjwt jwt.decode alone (same "
-                     "tokens, same run); moto_server answering the same request",
-        "command": "make bench  (.venv/bin/python benchmarks/assume_role_with_web_identity.py)",
-        "seconds_per_round": args.seconds,
-        "rounds": args.rounds,
-        "connections": args.connections,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "ratio": statistics.median(r["ratio"] for r in rounds),
+        **summary_head("AssumeRoleWithWebIdentity (one worker) vs pyjwt jwt.decode alone (same "
+                       "tokens, same run); moto_server answering the same request",
+                       "assume_role_with_web_identity.py", args, rounds),
         # The same comparison in CPU time per operation (the server's CPU per request against
         # this process's CPU per verification): less exposed to other tenants of the machine.
         "cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),

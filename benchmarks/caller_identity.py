@@ -207,6 +207,22 @@ def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=30)
 
 
+def summary_head(benchmark: str, script: str, args: argparse.Namespace,
+                 rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every benchmark's results file opens with: what ran, how to run it again, on what
+    machine, and the figure (the median over rounds of each round's ratio)."""
+    return {
+        "benchmark": benchmark,
+        "command": f"make bench  (.venv/bin/python benchmarks/{script})",
+        "seconds_per_round": args.seconds,
+        "rounds": args.rounds,
+        "connections": args.connections,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}",
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -261,14 +277,8 @@ def main() -> None:
         return statistics.median(r[who][key] for r in rounds)
 
     summary = {
-        "benchmark": "GetCallerIdentity with temporary credentials vs bare Starlette form POST",
-        "command": "make bench  (.venv/bin/python benchmarks/caller_identity.py)",
-        "seconds_per_round": args.seconds,
-        "rounds": args.rounds,
-        "connections": args.connections,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "ratio": statistics.median(r["ratio"] for r in rounds),
+        **summary_head("GetCallerIdentity with temporary credentials vs bare Starlette form POST",
+                       "caller_identity.py", args, rounds),
         "cpu_ratio": statistics.median(r["cpu_ratio"] for r in rounds),
         "baseline": {k: med("baseline", k) for k in ("rps", "p50_ms", "p99_ms",
                                                      "server_cpu_us_per_request")},
