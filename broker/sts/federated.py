@@ -13,7 +13,7 @@ from broker.clock import iso8601
 from broker.iam.entities import Role
 from broker.iam.permissions import Permissions
 from broker.policy.context import Context
-from broker.policy.document import RequestPrincipal
+from broker.policy.document import Policy, RequestPrincipal
 from broker.policy.evaluate import PolicySet, Request, evaluate
 
 
@@ -34,9 +34,8 @@ def authorize(permissions: Permissions, role: Role, *, provider_arn: str, provid
     if identity is not None:
         context["sts:SourceIdentity"] = identity
     compiled = Context(context)
-    who = RequestPrincipal(arn=provider_arn, account=provider_account, type=principal_type,
-                           federated=provider_arn)
-    policies = PolicySet(resource=(permissions.trust_of(role),))
+    who = _principal(provider_arn, provider_account, principal_type)
+    policies = _trust_set(permissions.trust_of(role))
     needed = [action]
     if tags:
         needed.append("sts:TagSession")
@@ -48,3 +47,32 @@ def authorize(permissions: Permissions, role: Role, *, provider_arn: str, provid
             resource_account=role.account_id, requires_resource_policy=True))
         if not decision.allowed:
             raise AccessDenied(refusal)
+
+
+# Both made once and reused: the identity provider as a principal, and the policy set of a
+# trust policy (each compiled trust policy is one object, kept by Permissions). Bounded; the
+# set is keyed by the policy's identity and holds the policy, so the key cannot be reused.
+_PRINCIPALS: dict[tuple[str, str, str], RequestPrincipal] = {}
+_TRUST_SETS: dict[int, tuple[Policy, PolicySet]] = {}
+
+
+def _principal(provider_arn: str, account: str, principal_type: str) -> RequestPrincipal:
+    key = (provider_arn, account, principal_type)
+    found = _PRINCIPALS.get(key)
+    if found is None:
+        if len(_PRINCIPALS) >= 1024:
+            _PRINCIPALS.clear()
+        found = _PRINCIPALS[key] = RequestPrincipal(arn=provider_arn, account=account,
+                                                    type=principal_type,
+                                                    federated=provider_arn)
+    return found
+
+
+def _trust_set(trust: Policy) -> PolicySet:
+    found = _TRUST_SETS.get(id(trust))
+    if found is None or found[0] is not trust:
+        if len(_TRUST_SETS) >= 1024:
+            _TRUST_SETS.clear()
+        found = _TRUST_SETS[id(trust)] = (trust, PolicySet(resource=(trust,)))
+    return found[1]
+
