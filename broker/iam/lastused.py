@@ -22,21 +22,29 @@ class LastUsedRecorder:
         self._iam = iam
         self._interval = interval
         self._pending: dict[tuple[str, str], LastUsed] = {}
+        # The batch a flush is writing: still this process's answer until the store has it,
+        # so a GetAccessKeyLastUsed during a flush does not fall back to the older record.
+        self._writing: dict[tuple[str, str], LastUsed] = {}
 
     def note(self, account_id: str, access_key_id: str, used: LastUsed) -> None:
         self._pending[(account_id, access_key_id)] = used
 
     def pending(self, account_id: str, access_key_id: str) -> LastUsed | None:
-        return self._pending.get((account_id, access_key_id))
+        key = (account_id, access_key_id)
+        return self._pending.get(key) or self._writing.get(key)
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        for (account_id, key_id), used in batch.items():
-            try:
-                await self._iam.record_last_used(account_id, key_id, used)
-            except Exception:  # a store outage must not lose later notes or kill the loop
-                log.warning("could not record last use of %s; will retry", key_id)
-                self._pending.setdefault((account_id, key_id), used)
+        self._writing = batch
+        try:
+            for (account_id, key_id), used in batch.items():
+                try:
+                    await self._iam.record_last_used(account_id, key_id, used)
+                except Exception:  # a store outage must not lose later notes or kill the loop
+                    log.warning("could not record last use of %s; will retry", key_id)
+                    self._pending.setdefault((account_id, key_id), used)
+        finally:
+            self._writing = {}
 
     async def run(self) -> None:
         """Flush forever, every interval; cancel to stop (the lifespan flushes once more)."""
