@@ -120,6 +120,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "access_log": settings.log.access,
         "log_level": settings.log.level,
         "server_header": False,
+        "http": "broker.web.transport:BrokerHttpProtocol",
     }
 
 

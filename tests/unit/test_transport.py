@@ -1,0 +1,147 @@
+"""JoinedWrites (broker/web/transport.py) over a real event loop and a real socket pair: what
+one pass of the loop writes leaves in one write, byte for byte and in order; nothing waits past
+its pass; a large pass is sent at once; closing sends what is pending first."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvloop
+
+from broker.web.transport import SEND_AT, JoinedWrites
+
+
+class Counted:
+    """The real transport, with its writes counted (the only thing added)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+_PEERS: list[asyncio.StreamWriter] = []  # the reading ends' writers, kept open until the end
+
+
+async def _pair() -> tuple[Counted, JoinedWrites, asyncio.StreamReader]:
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    counted = Counted(transport)
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    _PEERS.append(writer)
+    return counted, JoinedWrites(counted, loop), reader  # type: ignore[arg-type]
+
+
+def run(test: Any) -> Any:
+    async def with_peers_closed() -> Any:
+        try:
+            return await test()
+        finally:
+            for writer in _PEERS:
+                writer.close()
+            _PEERS.clear()
+
+    return uvloop.run(with_peers_closed())
+
+
+def test_one_pass_leaves_in_one_write_and_the_control() -> None:
+    async def test() -> tuple[list[int], bytes, list[int]]:
+        counted, joined, reader = await _pair()
+        joined.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        joined.write(b"hello")
+        assert counted.writes == []  # still this pass
+        await asyncio.sleep(0)
+        one_pass = list(counted.writes)
+        got = await reader.readexactly(43)
+        # The control: the same two writes straight to the transport are two writes.
+        counted.writes.clear()
+        counted.write(b"a")
+        counted.write(b"b")
+        joined.close()
+        return one_pass, got, counted.writes
+
+    one_pass, got, direct = run(test)
+    assert one_pass == [43]
+    assert got == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    assert direct == [1, 1]
+
+
+def test_passes_are_not_joined_with_each_other() -> None:
+    async def test() -> tuple[list[int], bytes]:
+        counted, joined, reader = await _pair()
+        joined.write(b"first")
+        await asyncio.sleep(0)
+        joined.write(b"second")
+        await asyncio.sleep(0)
+        got = await reader.readexactly(11)
+        joined.close()
+        return counted.writes, got
+
+    writes, got = run(test)
+    assert writes == [5, 6]
+    assert got == b"firstsecond"
+
+
+def test_a_large_pass_is_sent_as_it_grows() -> None:
+    chunk = b"x" * (SEND_AT // 4)
+
+    async def test() -> tuple[list[int], int]:
+        counted, joined, reader = await _pair()
+        for _ in range(9):
+            joined.write(chunk)
+        before_the_pass_ends = list(counted.writes)
+        await asyncio.sleep(0)
+        got = len(await reader.readexactly(9 * len(chunk)))
+        joined.close()
+        return before_the_pass_ends, got
+
+    writes, got = run(test)
+    assert writes == [SEND_AT, SEND_AT]  # the ninth quarter waits for the end of the pass
+    assert got == 9 * len(chunk)
+
+
+def test_closing_sends_what_is_pending_first() -> None:
+    async def test() -> bytes:
+        _, joined, reader = await _pair()
+        joined.write(b"last words")
+        joined.close()
+        return await reader.read()  # everything, then the end of the stream
+
+    assert run(test) == b"last words"
+
+
+def test_abort_drops_what_is_pending() -> None:
+    async def test() -> tuple[list[int], bytes]:
+        counted, joined, reader = await _pair()
+        joined.write(b"never sent")
+        joined.abort()
+        await asyncio.sleep(0)
+        return counted.writes, await reader.read()
+
+    writes, got = run(test)
+    assert writes == [] and got == b""
+
+
+def test_empty_writes_and_the_write_buffer_size() -> None:
+    async def test() -> tuple[int, int, list[int]]:
+        counted, joined, _ = await _pair()
+        joined.write(b"")
+        empty = joined.get_write_buffer_size()
+        joined.writelines([b"ab", b"cd"])
+        pending = joined.get_write_buffer_size()
+        await asyncio.sleep(0)
+        joined.close()
+        return empty, pending, counted.writes
+
+    empty, pending, writes = run(test)
+    assert (empty, pending) == (0, 4)
+    assert writes == [4]
