@@ -53,17 +53,26 @@ def parse_query(raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
+# Every escape of an ASCII character, in any mix of letter case: "%3a" and "%3A" are ":".
+_ASCII_ESCAPES: dict[str, str] = {
+    f"{high}{low}": chr(int(f"{high}{low}", 16))
+    for high in "01234567" for low in "0123456789abcdefABCDEF"
+}
+# Up to this length a value is decoded by str.replace passes; beyond it, in one split.
+_SHORT = 256
+
+
 def _decode(text: str) -> str:
     if "%" not in text and "+" not in text:
         return text
     spaced = text.replace("+", " ")
-    # Base64 values (a SAML assertion, a session token) escape only "+", "/" and "=", as
-    # upper-case escapes; ARNs ":" and "/". Those are decoded by str.replace, at C speed: the
-    # three of base64 first (each pass over a six-kilobyte assertion costs microseconds), the
-    # others only if an escape is left. Each becomes a character that is neither "%" nor a hex
-    # digit, so no pass can make or unmake another's escape ("%25", the escape of "%" itself,
-    # is left for the general way). If any other escape is left, decode it all the general
-    # way, from the original.
+    if len(spaced) > _SHORT:
+        return _decode_long(spaced)
+    # Short values (ARNs, names, numbers) escape few characters, mostly ":" and "/": those
+    # are decoded by str.replace, at C speed. Each becomes a character that is neither "%"
+    # nor a hex digit, so no pass can make or unmake another's escape ("%25", the escape of
+    # "%" itself, is left for the general way). If any other escape is left, decode it all
+    # the general way, from the original.
     fast = spaced.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=")
     if "%" in fast:
         fast = (fast.replace("%3A", ":").replace("%2b", "+").replace("%2f", "/")
@@ -71,3 +80,23 @@ def _decode(text: str) -> str:
         if "%" in fast:
             return unquote_to_bytes(spaced).decode("utf-8")
     return fast
+
+
+def _decode_long(spaced: str) -> str:
+    """A long value (a SAML assertion, a session token: base64, with "+", "/" and "=" escaped
+    here and there) in one pass: split at each "%", each escape of an ASCII character looked
+    up; a str.replace pass over six kilobytes costs more than all of it. Any other escape (a
+    byte of a multi-byte UTF-8 character, or a "%" not followed by two hex digits) sends the
+    value the general way."""
+    pieces = spaced.split("%")
+    if len(pieces) == 1:
+        return spaced
+    out = [pieces[0]]
+    escapes = _ASCII_ESCAPES
+    for piece in pieces[1:]:
+        char = escapes.get(piece[:2])
+        if char is None:
+            return unquote_to_bytes(spaced).decode("utf-8")
+        out.append(char)
+        out.append(piece[2:])
+    return "".join(out)
