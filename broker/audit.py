@@ -10,16 +10,17 @@ import json
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from broker.clock import iso8601
+from broker.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class AuditEvent:
     time: datetime
     event: str  # the action (GetSessionToken, CreateAccessKey, ...) or Authenticate

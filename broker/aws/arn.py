@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from broker.frozen import frozen
 
 PARTITION = "aws"
 
 
-@dataclass(frozen=True)
+@frozen
 class Arn:
     partition: str
     service: str

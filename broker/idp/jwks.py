@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from broker.errors import BrokerError
+from broker.frozen import frozen
 from broker.idp.oidc import KeySet, load_jwks
 from broker.settings import OidcSettings
 
@@ -67,7 +68,7 @@ class KeysUnavailable(BrokerError):
         self.unreachable = unreachable
 
 
-@dataclass(frozen=True)
+@frozen
 class Issuer:
     """What the broker needs to fetch a provider's keys."""
 

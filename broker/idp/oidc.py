@@ -38,6 +38,7 @@ from jwt.api_jwk import PyJWK
 from jwt.exceptions import InvalidKeyError, PyJWKError
 
 from broker.errors import BrokerError
+from broker.frozen import frozen
 
 MAX_TOKEN = 20_000
 MAX_KEYS = 100
@@ -73,7 +74,7 @@ class TokenRefused(BrokerError):
         self.refusal = refusal
 
 
-@dataclass(frozen=True)
+@frozen
 class Jws:
     header: Mapping[str, Any]
     payload: bytes
@@ -216,7 +217,7 @@ def verify_signature(jws: Jws, keys: KeySet) -> None:
     raise TokenRefused("The web identity token's signature is not valid.")
 
 
-@dataclass(frozen=True)
+@frozen
 class Claims:
     issuer: str
     subject: str

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from broker.frozen import frozen
 from broker.policy.context import Context
 from broker.policy.document import Effect, Grant, Policy, PolicyKind, RequestPrincipal, Statement
 
@@ -45,7 +46,7 @@ _PHRASE = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Matched:
     """A statement that took part in a decision."""
 
@@ -56,7 +57,7 @@ class Matched:
     effect: Effect
 
 
-@dataclass(frozen=True)
+@frozen
 class Decision:
     outcome: Outcome
     statements: tuple[Matched, ...] = ()
@@ -91,7 +92,7 @@ class PolicySet:
     resource: tuple[Policy, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Request:
     principal: RequestPrincipal
     action: str

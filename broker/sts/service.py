@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from broker.aws import arn, ids
 from broker.aws.errors import AccessDenied, InvalidParameterValue, ValidationError
 from broker.clock import Clock
 from broker.errors import NotFound
+from broker.frozen import frozen
 from broker.iam.entities import ROLE, Role, name_key
 from broker.iam.permissions import Permissions
 from broker.iam.service import IamService
@@ -28,7 +28,7 @@ CHAINED_MAX = 3600
 DEFAULT_ROLE_DURATION = 3600
 
 
-@dataclass(frozen=True)
+@frozen
 class IssuedCredentials:
     session: Session
     token: str

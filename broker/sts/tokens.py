@@ -18,7 +18,7 @@ import secrets
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from json.encoder import encode_basestring_ascii
@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.aws.errors import ExpiredToken, InvalidClientTokenId
 from broker.errors import SealError
+from broker.frozen import frozen
 from broker.keyring import Keyring
 
 PURPOSE = "session-token"
@@ -45,7 +46,7 @@ class SessionKind(StrEnum):
     ASSUMED_ROLE = "assumed-role"  # AssumeRole*
 
 
-@dataclass(frozen=True)
+@frozen
 class Session:
     access_key_id: str
     secret_access_key: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import regex
 
@@ -31,6 +30,7 @@ from broker.aws.errors import (
     ValidationError,
 )
 from broker.clock import Clock
+from broker.frozen import frozen
 from broker.iam.entities import OidcProvider, Role
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.permissions import Permissions
@@ -55,7 +55,7 @@ _TAG_KEY = regex.compile(r"[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}")
 _TAG_VALUE = regex.compile(r"[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}")
 
 
-@dataclass(frozen=True)
+@frozen
 class VerifiedToken:
     provider: OidcProvider
     claims: Claims
