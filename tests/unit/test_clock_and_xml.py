@@ -3,6 +3,7 @@ and the XML serializer (exact types first). Both held to the plain reference the
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -31,6 +32,25 @@ def test_same_second_other_zone_and_next_second() -> None:
     assert iso8601(at.astimezone(timezone(timedelta(hours=2)))) == "2026-11-29T04:05:06Z"
     assert iso8601(at + timedelta(microseconds=1)) == "2026-11-29T04:05:07Z"
     assert iso8601(at.replace(year=2027)) == "2027-11-29T04:05:06Z"
+
+
+def reference_text(value: str) -> str:
+    """What xml.text must return: XML 1.0's excluded characters replaced, markup escaped."""
+    kept = re.sub("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]", "\ufffd", value)
+    return kept.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text()
+       | st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010)))
+def test_text_is_the_reference(value: str) -> None:
+    assert xml.text(value) == reference_text(value)
+
+
+def test_text_of_controls_and_the_control() -> None:
+    assert xml.text("a\tb\nc\rd\x7f") == "a\tb\nc\rd\x7f"  # all allowed: unchanged
+    assert xml.text("a\x00b\x0bc\x1f") == "a\ufffdb\ufffdc\ufffd"
+    assert xml.text("é\x08\ud800<") == "é\ufffd\ufffd&lt;"
 
 
 class Sub(int):
