@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+from broker.frozen import frozen
 from broker.sts.tokens import Session, SessionKind
 
 
@@ -17,7 +17,7 @@ class PrincipalType(StrEnum):
     FEDERATED_USER = "FederatedUser"
 
 
-@dataclass(frozen=True)
+@frozen
 class Principal:
     type: PrincipalType
     account_id: str

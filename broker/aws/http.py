@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from broker.frozen import frozen
 
-@dataclass(frozen=True)
+
+@frozen
 class HttpRequest:
     """A request as received: the path and query exactly as on the wire (UTF-8 text), header
     values as UTF-8 with any other byte kept as a surrogate escape."""

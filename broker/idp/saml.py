@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from broker.errors import BrokerError
+from broker.frozen import frozen
 from broker.idp import xmldsig, xmlenc, xmlsafe
 from broker.idp.xmldsig import PublicKey, SignatureError
 
@@ -103,7 +104,7 @@ class IdentityProvider:
     encryption_required: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class VerifiedAssertion:
     """An assertion whose signature, issuer, audience, recipient and times have been checked."""
 

@@ -24,7 +24,6 @@ import functools
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import regex
@@ -39,6 +38,7 @@ from broker.aws.errors import (
     ValidationError,
 )
 from broker.clock import Clock
+from broker.frozen import frozen
 from broker.iam.entities import Role, SamlProvider
 from broker.iam.permissions import Permissions
 from broker.iam.saml_providers import SamlProviders, signing_keys
@@ -102,7 +102,7 @@ _FORMATS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class RolePair:
     role_arn: str
     provider_arn: str
@@ -113,7 +113,7 @@ class RolePair:
         return parsed.account if parsed else ""
 
 
-@dataclass(frozen=True)
+@frozen
 class Verified:
     provider: SamlProvider
     assertion: saml.VerifiedAssertion
