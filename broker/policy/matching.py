@@ -36,6 +36,18 @@ def glob(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
 
 
 def matches(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
+    if pattern == "*":
+        return True  # what ".*" with DOTALL matches: anything
+    # A pattern without a wildcard or a stand-in is plain text (most actions and ARNs in
+    # policies): compared as text, without the compiled pattern's cache lookup and match.
+    if "*" not in pattern and "?" not in pattern and LITERAL_STAR not in pattern \
+            and LITERAL_QUESTION not in pattern:
+        if not ignore_case:
+            return pattern == text
+        # Lower-casing is the regular expression's case folding only within ASCII (it
+        # also folds the Kelvin sign to "k", for one): outside it, the pattern decides.
+        if pattern.isascii() and text.isascii():
+            return pattern.lower() == text.lower()
     return glob(pattern, ignore_case=ignore_case).fullmatch(text) is not None
 
 
