@@ -103,87 +103,97 @@ class Request:
 
 
 def evaluate(policies: PolicySet, request: Request) -> Decision:
+    # Every group is evaluated in full, in this order, before anything is decided: the
+    # condition keys found missing along the way are part of the decision.
     missing: set[str] = set()
-
-    def decide(outcome: Outcome, statements: Iterable[Matched] = (),
-               by: PolicyKind | None = None) -> Decision:
-        return Decision(outcome, tuple(statements), by, frozenset(missing))
-
-    groups: list[tuple[PolicyKind, tuple[Policy, ...]]] = [
-        (PolicyKind.SCP, policies.scp or ()),
-        (PolicyKind.RESOURCE, policies.resource),
-        (PolicyKind.IDENTITY, policies.identity),
-        (PolicyKind.BOUNDARY, (policies.boundary,) if policies.boundary else ()),
-        (PolicyKind.SESSION, policies.session or ()),
-    ]
     denies: list[Matched] = []
     denied_by: PolicyKind | None = None
-    for kind, group in groups:
+    for kind, group in (
+        (PolicyKind.SCP, policies.scp),
+        (PolicyKind.RESOURCE, policies.resource),
+        (PolicyKind.IDENTITY, policies.identity),
+        (PolicyKind.BOUNDARY, (policies.boundary,) if policies.boundary else None),
+        (PolicyKind.SESSION, policies.session),
+    ):
         if not group:
             continue
-        found = [m for m, _ in _matching(group, request, Effect.DENY, missing)]
-        if found and denied_by is None:
-            denied_by = kind
-        denies += found
+        found = _matching(group, request, Effect.DENY, missing)
+        if found:
+            if denied_by is None:
+                denied_by = kind
+            denies += [m for m, _ in found]
     if denies:
-        return decide(Outcome.EXPLICIT_DENY, denies, denied_by)
+        return _decision(Outcome.EXPLICIT_DENY, missing, denies, denied_by)
 
-    if policies.scp is not None:
-        allowed = list(_matching(policies.scp, request, Effect.ALLOW, missing))
-        if not allowed:
-            return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.SCP)
+    if policies.scp is not None and not _matching(policies.scp, request, Effect.ALLOW, missing):
+        return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.SCP)
 
-    grants = list(_matching(policies.resource, request, Effect.ALLOW, missing))
-    direct = [m for m, g in grants if g is Grant.DIRECT]
-    via_role = [m for m, g in grants if g is Grant.ROLE]
+    grants = _matching(policies.resource, request, Effect.ALLOW, missing)
+    direct = any(g is Grant.DIRECT for _, g in grants)
+    via_role = any(g is Grant.ROLE for _, g in grants)
 
     identity = [m for m, _ in _matching(policies.identity, request, Effect.ALLOW, missing)] \
         if policies.identity else []
     boundary_ok = policies.boundary is None or bool(
-        list(_matching((policies.boundary,), request, Effect.ALLOW, missing)))
+        _matching((policies.boundary,), request, Effect.ALLOW, missing))
     session_ok = policies.session is None or bool(
-        list(_matching(policies.session, request, Effect.ALLOW, missing)))
+        _matching(policies.session, request, Effect.ALLOW, missing))
     identity_ok = (policies.root or bool(identity)) and boundary_ok and session_ok
-
-    def identity_denial() -> Decision:
-        if not (policies.root or identity):
-            return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.IDENTITY)
-        if not boundary_ok:
-            return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.BOUNDARY)
-        return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.SESSION)
 
     allowing = [*identity, *(m for m, _ in grants)]  # every Allow that matched
     account = request.resource_account or request.principal.account
     if account == request.principal.account:
         if direct:
-            return decide(Outcome.ALLOW, allowing)
+            return _decision(Outcome.ALLOW, missing, allowing)
         if via_role and boundary_ok and session_ok:
-            return decide(Outcome.ALLOW, allowing)
+            return _decision(Outcome.ALLOW, missing, allowing)
         if request.requires_resource_policy and not grants:
-            return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.RESOURCE)
+            return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.RESOURCE)
         if identity_ok:
-            return decide(Outcome.ALLOW, allowing)
-        return identity_denial()
+            return _decision(Outcome.ALLOW, missing, allowing)
+        return _identity_denial(policies, bool(identity), boundary_ok, missing)
     if not identity_ok:
-        return identity_denial()
+        return _identity_denial(policies, bool(identity), boundary_ok, missing)
     if not grants:
-        return decide(Outcome.IMPLICIT_DENY, by=PolicyKind.RESOURCE)
-    return decide(Outcome.ALLOW, allowing)
+        return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.RESOURCE)
+    return _decision(Outcome.ALLOW, missing, allowing)
+
+
+def _decision(outcome: Outcome, missing: set[str], statements: Iterable[Matched] = (),
+              by: PolicyKind | None = None) -> Decision:
+    return Decision(outcome, tuple(statements), by, frozenset(missing))
+
+
+def _identity_denial(policies: PolicySet, identity: bool, boundary_ok: bool,
+                     missing: set[str]) -> Decision:
+    if not (policies.root or identity):
+        return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.IDENTITY)
+    if not boundary_ok:
+        return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.BOUNDARY)
+    return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.SESSION)
+
+
+_NAMES_PRINCIPAL = frozenset(kind for kind in PolicyKind if kind.names_principal)
 
 
 def _matching(policies: Iterable[Policy], request: Request, effect: Effect,
-              missing: set[str]) -> Iterable[tuple[Matched, Grant | None]]:
+              missing: set[str]) -> list[tuple[Matched, Grant | None]]:
+    """Every statement of ``effect`` that applies to the request, with how its Principal
+    element names the caller (resource-based policies) — all of them, in order."""
+    found = []
     for policy in policies:
+        names_principal = policy.kind in _NAMES_PRINCIPAL
         for statement in policy.statements:
             if statement.effect is not effect:
                 continue
             grant = None
-            if policy.kind.names_principal:
+            if names_principal:
                 grant = statement.grant(request.principal)
                 if grant is None:
                     continue
             if statement.applies(request.action, request.resource, request.context, missing):
-                yield _matched(policy, statement), grant
+                found.append((_matched(policy, statement), grant))
+    return found
 
 
 def _matched(policy: Policy, statement: Statement) -> Matched:
