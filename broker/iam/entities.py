@@ -269,7 +269,9 @@ class Role:
 
     kind = ROLE
 
-    @property
+    # Worked out once per role object (a role is kept by the IAM cache; every assume names
+    # its ARN several times).
+    @functools.cached_property
     def arn(self) -> str:
         return arn.role(self.account_id, self.path, self.name)
 
