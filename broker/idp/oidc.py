@@ -21,7 +21,6 @@ curves, private parts) are left out.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import json
@@ -284,12 +283,17 @@ def unverified_issuer(jws: Jws) -> str:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64(segment: str) -> bytes:
     if len(segment) % 4 == 1:
         raise TokenRefused("The ID Token provided is not a valid JWT: a segment is not "
                            "base64url.")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        # What base64.urlsafe_b64decode does, without its three layers of Python calls.
+        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE)
+                                   + b"=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):  # pragma: no cover - the alphabet is checked first
         raise TokenRefused("The ID Token provided is not a valid JWT: a segment is not "
                            "base64url.") from None
