@@ -7,6 +7,7 @@ field can hold a secret access key, a session token, a signature or a password.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -86,14 +87,31 @@ class StreamSink:
         return None
 
 
-class FileSink(StreamSink):
+class FileSink:
+    """Each line is one write(2) to a file opened for appending, without the text and buffer
+    layers of a Python file object: whole lines, in order, even when several worker processes
+    append to the same file."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(path.open("a", encoding="utf-8"))
-        self._file = self._stream
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                       | os.O_CLOEXEC, 0o666)
+        self._lock = threading.Lock()
+
+    def emit(self, event: AuditEvent) -> None:
+        data = (event.line() + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise ValueError("the audit file is closed")
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (rare): the rest, until all is written
+                written += os.write(self._fd, data[written:])
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def open_sink(kind: str, path: str, *, command_line: bool = False) -> AuditSink:
