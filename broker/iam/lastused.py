@@ -36,14 +36,20 @@ class LastUsedRecorder:
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}
         self._writing = batch
+        written: set[tuple[str, str]] = set()
         try:
             for (account_id, key_id), used in batch.items():
                 try:
                     await self._iam.record_last_used(account_id, key_id, used)
+                    written.add((account_id, key_id))
                 except Exception:  # a store outage must not lose later notes or kill the loop
                     log.warning("could not record last use of %s; will retry", key_id)
-                    self._pending.setdefault((account_id, key_id), used)
         finally:
+            # What was not written (a failure, or a flush cancelled at shutdown halfway
+            # through) is noted again for the next flush, unless a newer use replaced it.
+            for key, used in batch.items():
+                if key not in written:
+                    self._pending.setdefault(key, used)
             self._writing = {}
 
     async def run(self) -> None:

@@ -4,6 +4,7 @@ a flush is writing it too — and a write that fails is kept for the next flush.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 from broker.iam.entities import LastUsed
@@ -82,3 +83,39 @@ def test_a_newer_use_noted_during_a_flush_wins() -> None:
         return answer
 
     assert asyncio.run(run()) == newer
+
+
+def test_a_flush_cancelled_halfway_keeps_what_it_did_not_write() -> None:
+    async def run() -> tuple[list[str], set[str], list[str]]:
+        iam = Iam()
+        recorder = LastUsedRecorder(iam, interval=60)  # type: ignore[arg-type]
+        for key in ("AKIA1", "AKIA2", "AKIA3"):
+            recorder.note("111122223333", key, USED)
+        written_first = asyncio.Event()
+        real = iam.record_last_used
+
+        async def first_then_held(account_id: str, key_id: str, used: LastUsed) -> None:
+            if key_id == "AKIA1":
+                iam.written.append((account_id, key_id, used))
+                written_first.set()
+                return
+            await real(account_id, key_id, used)  # held until released
+
+        iam.record_last_used = first_then_held  # type: ignore[method-assign]
+        flushing = asyncio.create_task(recorder.flush())
+        await written_first.wait()
+        await asyncio.sleep(0)
+        flushing.cancel()  # the lifespan cancels the flusher at shutdown
+        with contextlib.suppress(asyncio.CancelledError):
+            await flushing
+        kept = {k for k in ("AKIA1", "AKIA2", "AKIA3")
+                if recorder.pending("111122223333", k) is not None}
+        before = [k for _, k, _ in iam.written]
+        iam.release.set()
+        await recorder.flush()  # the lifespan's last flush
+        return before, kept, [k for _, k, _ in iam.written]
+
+    before, kept, after = asyncio.run(run())
+    assert before == ["AKIA1"]
+    assert kept == {"AKIA2", "AKIA3"}  # the unwritten ones, noted again
+    assert after == ["AKIA1", "AKIA2", "AKIA3"]  # nothing lost at shutdown

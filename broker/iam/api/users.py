@@ -160,6 +160,10 @@ def operations(ctx: IamContext) -> list[Operation]:
     @ops.action("GetAccessKeyLastUsed")
     async def get_access_key_last_used(call: Call) -> Result:
         caller, key_id = call.principal, call.params["AccessKeyId"]
+        # This process's note is read before the store: at that moment the note is still
+        # this process's (noted, or being written) or already in the store. Read after, a
+        # flush finishing in between would leave it in neither place.
+        noted = ctx.last_used.pending(caller.account_id, key_id)
         key = await iam.find_access_key(key_id)
         if key is None or key.account_id != caller.account_id:
             # Say nothing about keys of other accounts, or whether they exist.
@@ -171,7 +175,7 @@ def operations(ctx: IamContext) -> list[Operation]:
             await ctx.allow(call, "GetAccessKeyLastUsed", arn.root(key.account_id))
         else:
             await allow_on_user(call, "GetAccessKeyLastUsed", key.user_name)
-        used = ctx.last_used.pending(key.account_id, key.access_key_id) or key.last_used
+        used = noted or key.last_used
         if used is None:
             detail: dict[str, Any] = {"ServiceName": "N/A", "Region": "N/A"}
         else:
