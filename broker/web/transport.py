@@ -34,8 +34,9 @@ class JoinedWrites:
             return
         if not self._pending:
             self._loop.call_soon(self.send)
-        self._pending.append(bytes(data))
-        self._size += len(data)
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._size += len(chunk)
         if self._size >= SEND_AT:
             self.send()
 
@@ -48,8 +49,11 @@ class JoinedWrites:
         if not self._pending:
             return
         pending, self._pending, self._size = self._pending, [], 0
-        if self._transport.is_closing():
-            return  # the connection is gone: what was written after it closed goes nowhere
+        if self._transport.is_closing() and not self._transport.get_write_buffer_size():
+            # Closed, or closing with nothing left to send: the connection is gone, and what
+            # was written after it closed goes nowhere. (Closing with bytes still buffered, it
+            # sends them first, and these after them, as a direct write would have been.)
+            return
         self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def get_write_buffer_size(self) -> int:

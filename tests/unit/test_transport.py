@@ -145,3 +145,37 @@ def test_empty_writes_and_the_write_buffer_size() -> None:
     empty, pending, writes = run(test)
     assert (empty, pending) == (0, 4)
     assert writes == [4]
+
+
+def test_closing_with_bytes_still_buffered_sends_these_after_them() -> None:
+    big = b"x" * (4 * 1024 * 1024)  # more than the socket takes before the peer reads
+
+    async def test() -> tuple[int, bool, bytes]:
+        counted, joined, reader = await _pair()
+        counted.transport.write(big)  # the peer reads nothing yet: most of it stays buffered
+        buffered = counted.transport.get_write_buffer_size()
+        counted.transport.close()  # closing, and still sending what is buffered
+        joined.write(b"tail")
+        joined.send()
+        data = await reader.read()  # everything, then the end of the stream
+        return buffered, data.endswith(b"tail"), data[: len(big)]
+
+    buffered, tail_sent, head = run(test)
+    assert buffered > 0
+    assert tail_sent and head == big
+
+
+def test_closed_with_nothing_buffered_drops_quietly_and_the_control() -> None:
+    async def test() -> tuple[list[int], list[int]]:
+        counted, joined, _ = await _pair()
+        counted.transport.close()  # nothing buffered: gone at once
+        joined.write(b"late")
+        joined.send()  # dropped, no error
+        control, control_joined, _ = await _pair()
+        control_joined.write(b"on time")
+        control_joined.send()
+        control_joined.close()
+        return counted.writes, control.writes
+
+    dropped, sent = run(test)
+    assert dropped == [] and sent == [7]
