@@ -8,6 +8,7 @@ encode five bytes of account number and five random bytes.
 from __future__ import annotations
 
 import base64
+import binascii
 import random
 import re
 import secrets
@@ -37,7 +38,7 @@ def new_key_pair(account_id: str, *, temporary: bool) -> tuple[str, str]:
     system in one call (every issued credential needs both; each call is a system call)."""
     random = secrets.token_bytes(5 + _SECRET_BYTES)
     return (_key_id(account_id, random[:5], temporary=temporary),
-            base64.b64encode(random[5:]).decode("ascii"))
+            binascii.b2a_base64(random[5:], newline=False).decode("ascii"))
 
 
 def _key_id(account_id: str, random: bytes, *, temporary: bool) -> str:

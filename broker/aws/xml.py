@@ -19,6 +19,8 @@ from broker.clock import iso8601
 _INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # The ASCII characters _INVALID matches: the controls other than tab, line feed and return.
 _INVALID_ASCII = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+# ... and with the characters markup escapes: ASCII text without any of these is written as is.
+_PLAIN_ASCII = _INVALID_ASCII + b"&<>"
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
@@ -29,6 +31,8 @@ def text(value: str) -> str:
     # character) and 1.5 for a regular expression.
     if value.isascii():
         ascii_bytes = value.encode("ascii")
+        if len(ascii_bytes.translate(None, _PLAIN_ASCII)) == len(ascii_bytes):
+            return value  # nothing to replace and nothing to escape: the common case
         if len(ascii_bytes.translate(None, _INVALID_ASCII)) != len(ascii_bytes):
             value = _INVALID.sub("\ufffd", value)
     elif _INVALID.search(value):

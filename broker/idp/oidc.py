@@ -178,13 +178,14 @@ def parse(token: str) -> Jws:
     if len(token) > MAX_TOKEN:
         raise TokenRefused(f"The web identity token is longer than {MAX_TOKEN} characters.")
     parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts) or not parts[0] \
-            or not parts[2]:
+    if len(parts) != 3 or not parts[0] or not parts[2] or not _SEGMENT.fullmatch(parts[0]) \
+            or not _SEGMENT.fullmatch(parts[1]) or not _SEGMENT.fullmatch(parts[2]):
         raise TokenRefused("The ID Token provided is not a valid JWT: it must be three "
                            "base64url segments (header, payload, signature).")
-    header_bytes, payload, signature = (_b64(p) for p in parts)
+    header_bytes, payload, signature = _b64(parts[0]), _b64(parts[1]), _b64(parts[2])
     header = _json_object(header_bytes, "header")
-    return Jws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+    # The signing input: the token up to its second dot (header "." payload).
+    return Jws(header, payload, token[: token.rindex(".")].encode("ascii"), signature)
 
 
 def verify_signature(jws: Jws, keys: KeySet) -> None:
