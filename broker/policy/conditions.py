@@ -10,6 +10,7 @@ must match (none present: false); with ``ForAllValues:`` every one (none present
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,16 +59,35 @@ class Clause:
                 return False
             return self.operator.negated
         assert values is not None
-        prepared = list(self._resolved(context))
-        op = self.operator
-
-        def one(value: str) -> bool:
-            found = any(op.comparison.test(value, p) for p in prepared)
-            return not found if op.negated else found
-
+        # Values without variables were prepared when the policy was compiled.
+        prepared = self.prepared if self._static else list(self._resolved(context))
+        test, negated = self.operator.comparison.test, self.operator.negated
+        # A request value satisfies the operator when some policy value matches it (none, for
+        # a negated operator); ForAllValues needs every request value to, the rest any.
         if self.qualifier == ALL:
-            return all(one(v) for v in values)
-        return any(one(v) for v in values)
+            for value in values:
+                found = False
+                for ready in prepared:
+                    if test(value, ready):
+                        found = True
+                        break
+                if found == negated:
+                    return False
+            return True
+        for value in values:
+            found = False
+            for ready in prepared:
+                if test(value, ready):
+                    found = True
+                    break
+            if found != negated:
+                return True
+        return False
+
+    @functools.cached_property
+    def _static(self) -> bool:
+        """No value holds a policy variable: every one was prepared at compile time."""
+        return all(ready is not None for ready in self.prepared)
 
     def _resolved(self, context: Context) -> Iterable[Any]:
         assert self.operator is not None
