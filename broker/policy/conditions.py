@@ -11,7 +11,7 @@ must match (none present: false); with ``ForAllValues:`` every one (none present
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,23 +64,15 @@ class Clause:
         test, negated = self.operator.comparison.test, self.operator.negated
         # A request value satisfies the operator when some policy value matches it (none, for
         # a negated operator); ForAllValues needs every request value to, the rest any.
+        # (Loops rather than all()/any() over generators: this runs for every clause of every
+        # statement a request meets.)
         if self.qualifier == ALL:
-            for value in values:
-                found = False
-                for ready in prepared:
-                    if test(value, ready):
-                        found = True
-                        break
-                if found == negated:
+            for value in values:  # noqa: SIM110
+                if _matched(test, value, prepared) == negated:
                     return False
             return True
-        for value in values:
-            found = False
-            for ready in prepared:
-                if test(value, ready):
-                    found = True
-                    break
-            if found != negated:
+        for value in values:  # noqa: SIM110
+            if _matched(test, value, prepared) != negated:
                 return True
         return False
 
@@ -145,6 +137,14 @@ def parse_block(block: Any, *, variables: bool) -> tuple[Clause, ...]:
             clauses.append(Clause(written, operator, qualifier, if_exists, key,
                                   tuple(compiled), tuple(prepared)))
     return tuple(clauses)
+
+
+def _matched(test: Callable[[str, Any], bool], value: str, prepared: Iterable[Any]) -> bool:
+    """Some policy value matches this request value."""
+    for ready in prepared:  # noqa: SIM110 - no generator on the hot path
+        if test(value, ready):
+            return True
+    return False
 
 
 def holds(clauses: tuple[Clause, ...], context: Context,
