@@ -54,7 +54,12 @@ class JoinedWrites:
             # was written after it closed goes nowhere. (Closing with bytes still buffered, it
             # sends them first, and these after them, as a direct write would have been.)
             return
-        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        try:
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        except RuntimeError:
+            # uvloop's answer to a write on a connection already torn down (after abort() it
+            # may still report the old buffer): gone as well, and nothing for the app to catch.
+            return
 
     def get_write_buffer_size(self) -> int:
         return self._size + self._transport.get_write_buffer_size()

@@ -179,3 +179,22 @@ def test_closed_with_nothing_buffered_drops_quietly_and_the_control() -> None:
 
     dropped, sent = run(test)
     assert dropped == [] and sent == [7]
+
+
+def test_after_an_abort_with_bytes_buffered_a_write_goes_nowhere_quietly() -> None:
+    big = b"x" * (4 * 1024 * 1024)
+
+    async def test() -> list[object]:
+        raised: list[object] = []  # what the loop would log from the scheduled send
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: raised.append(context.get("exception")))
+        counted, joined, _ = await _pair()
+        counted.transport.write(big)
+        counted.transport.abort()  # torn down, though uvloop may still report the buffer
+        joined.write(b"late")
+        await asyncio.sleep(0)  # the end of the pass: the scheduled send runs
+        joined.write(b"x" * SEND_AT)  # sent from write() itself: would raise into the app
+        await asyncio.sleep(0)
+        return raised
+
+    assert run(test) == []
