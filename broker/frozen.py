@@ -21,8 +21,6 @@ from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
-_NO_DEFAULT = "no default"
-
 
 @dataclass_transform(frozen_default=True)
 def frozen(cls: type[T]) -> type[T]:
