@@ -68,11 +68,11 @@ class Clause:
         # statement a request meets.)
         if self.qualifier == ALL:
             for value in values:  # noqa: SIM110
-                if _matched(test, value, prepared) == negated:
+                if _some_value_matches(test, value, prepared) == negated:
                     return False
             return True
         for value in values:  # noqa: SIM110
-            if _matched(test, value, prepared) != negated:
+            if _some_value_matches(test, value, prepared) != negated:
                 return True
         return False
 
@@ -139,7 +139,8 @@ def parse_block(block: Any, *, variables: bool) -> tuple[Clause, ...]:
     return tuple(clauses)
 
 
-def _matched(test: Callable[[str, Any], bool], value: str, prepared: Iterable[Any]) -> bool:
+def _some_value_matches(test: Callable[[str, Any], bool], value: str,
+                        prepared: Iterable[Any]) -> bool:
     """Some policy value matches this request value."""
     for ready in prepared:  # noqa: SIM110 - no generator on the hot path
         if test(value, ready):
