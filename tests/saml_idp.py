@@ -21,6 +21,7 @@ Nothing here imports from ``broker``.
 from __future__ import annotations
 
 import base64
+import copy
 import enum
 import secrets
 from collections.abc import Mapping, Sequence
@@ -470,6 +471,7 @@ class TestIdp:
         role_value_order: Literal["role,provider", "provider,role"] = "role,provider",
         extra_subject_confirmations: int = 0,
         two_assertions: bool = False,
+        repeated: Sequence[str] = (),
     ) -> bytes:
         """A ``samlp:Response`` for AssumeRoleWithSAML, signed (and encrypted) as asked.
 
@@ -499,7 +501,9 @@ class TestIdp:
 
         Weird shapes: ``extra_subject_confirmations`` bearer confirmations addressed to other
         service providers come before the real one; ``two_assertions`` adds a second,
-        independently signed assertion with its own ID.
+        independently signed assertion with its own ID; ``repeated`` names parts of the
+        assertion ("Issuer", "Subject", "Subject/NameID", "Conditions") written twice, the
+        copy naming ``mallory`` where the part holds a name — signed as they stand.
         """
         moment = now or datetime.now(UTC)
         entity = self.entity_id if issuer is DEFAULT else issuer
@@ -543,7 +547,7 @@ class TestIdp:
                 not_before=_pick(not_before, moment - timedelta(minutes=1)),
                 not_on_or_after=_pick(not_on_or_after, moment + timedelta(minutes=5)),
                 audiences=audiences, session_not_on_or_after=session_not_on_or_after,
-                attributes=aws,
+                attributes=aws, repeated=repeated,
             )
 
         placed: list[etree._Element] = []
@@ -589,7 +593,8 @@ def _assertion(*, assertion_id: str, issuer: str | None, now: datetime, name_id:
                recipient: str | None, in_response_to: str | None, extra_confirmations: int,
                not_before: datetime | None, not_on_or_after: datetime | None,
                audiences: Sequence[str] | None, session_not_on_or_after: datetime | None,
-               attributes: Mapping[str, Sequence[str]]) -> etree._Element:
+               attributes: Mapping[str, Sequence[str]],
+               repeated: Sequence[str] = ()) -> etree._Element:
     # The assertion is a document of its own, its namespaces declared on itself: what it signs
     # and what it encrypts do not depend on the Response around it.
     root = etree.Element(_q(SAML, "Assertion"), nsmap={"saml": SAML, "xs": XS, "xsi": XSI})
@@ -641,4 +646,11 @@ def _assertion(*, assertion_id: str, issuer: str | None, now: datetime, name_id:
                 element = etree.SubElement(attribute, _q(SAML, "AttributeValue"))
                 element.set(_q(XSI, "type"), "xs:string")
                 element.text = value
+    for path in repeated:
+        original = root.find("/".join(f"{{{SAML}}}{step}" for step in path.split("/")))
+        assert original is not None, path
+        twin = copy.deepcopy(original)
+        for named in twin.iter(_q(SAML, "Issuer"), _q(SAML, "NameID")):
+            named.text = "mallory"
+        original.addnext(twin)
     return root

@@ -236,8 +236,12 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     if destination is not None and destination != sp.acs_url:
         raise SamlRefused("Invalid SAML response: the Destination is not this service "
                           "provider's assertion consumer service URL.")
-    _check_status(response)
-    issuer = _issuer(assertion)
+    if response_signed:  # else the response is the tree whose status validate() checked
+        _check_status(response)
+    # One pass over the assertion's children, grouped by name; every rule below reads the
+    # groups ("exactly one Subject", "one Conditions", ...). Comments have no name: ignored.
+    parts = _children(assertion)
+    issuer = _issuer(_exactly_one(parts.get(_ISSUER), "an Issuer"))
     response_issuer = response.find(_ISSUER)
     if response_issuer is not None and _text(response_issuer) != issuer:
         raise SamlRefused("Invalid SAML response: the Response and the Assertion have "
@@ -245,12 +249,12 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     if issuer != idp.entity_id:
         raise SamlRefused("Issuer not present in specified provider")
 
-    subject_el = _one_child(assertion, (_SUBJECT,), "a Subject")
-    name_id = _one_child(subject_el, (_NAMEID,), "a NameID")
+    subject_parts = _children(_exactly_one(parts.get(_SUBJECT), "a Subject"))
+    name_id = _exactly_one(subject_parts.get(_NAMEID), "a NameID")
     subject = _text(name_id)
     if not subject:
         raise SamlRefused("Invalid SAML response: the NameID is empty.")
-    confirmations = list(subject_el.iterchildren(_SUBJECTCONFIRMATION))
+    confirmations = subject_parts.get(_SUBJECTCONFIRMATION, ())
     if len(confirmations) != 1:
         raise SamlRefused("Invalid SAML response: the Subject must have exactly one "
                           "SubjectConfirmation.")
@@ -282,7 +286,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         raise SamlRefused("Invalid SAML response: the Response and its SubjectConfirmationData "
                           "answer different requests (InResponseTo).")
 
-    conditions = list(assertion.iterchildren(_CONDITIONS))
+    conditions = parts.get(_CONDITIONS, ())
     if len(conditions) != 1:
         raise SamlRefused("Invalid SAML response: the assertion must have one Conditions.")
     condition = conditions[0]
@@ -299,12 +303,12 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         raise SamlRefused("Response does not contain the required audience")
 
     session_until = None
-    for statement in list(assertion.iterchildren(_AUTHNSTATEMENT)):
+    for statement in parts.get(_AUTHNSTATEMENT, ()):
         found = _time(statement, "SessionNotOnOrAfter")
         if found is not None:
             session_until = found if session_until is None else min(session_until, found)
     attributes: list[tuple[str, tuple[str, ...]]] = []
-    attributes_of = (attribute for statement in assertion.iterchildren(_ATTRIBUTE_STATEMENT)
+    attributes_of = (attribute for statement in parts.get(_ATTRIBUTE_STATEMENT, ())
                      for attribute in statement.iterchildren(_ATTRIBUTE))
     for attribute in attributes_of:
         name = attribute.get("Name")
@@ -343,8 +347,7 @@ def _check_status(response: etree._Element) -> None:
                           f"(status {code}).", Refusal.REJECTED)
 
 
-def _issuer(assertion: etree._Element) -> str:
-    issuer = _one_child(assertion, (_ISSUER,), "an Issuer")
+def _issuer(issuer: etree._Element) -> str:
     fmt = issuer.get("Format")
     if fmt not in (None, "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"):
         raise SamlRefused("Invalid SAML response: the Issuer must be an entity id.")
@@ -355,6 +358,26 @@ def _one_child(parent: etree._Element, tags: Sequence[str],
                what: str = "one assertion") -> etree._Element:
     found = list(parent.iterchildren(*tags))
     if len(found) != 1:
+        raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
+    return found[0]
+
+
+def _children(parent: etree._Element) -> dict[object, list[etree._Element]]:
+    """``parent``'s children by tag, in document order (comments and processing instructions
+    under their own non-string tags)."""
+    found: dict[object, list[etree._Element]] = {}
+    for child in parent:
+        tag = child.tag
+        group = found.get(tag)
+        if group is None:
+            found[tag] = [child]
+        else:
+            group.append(child)
+    return found
+
+
+def _exactly_one(found: list[etree._Element] | None, what: str) -> etree._Element:
+    if found is None or len(found) != 1:
         raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
     return found[0]
 

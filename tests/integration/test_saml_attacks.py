@@ -501,6 +501,20 @@ def test_several_subject_confirmations_are_refused(world: SamlWorld) -> None:
         "Invalid SAML response: the Subject must have exactly one SubjectConfirmation.", 400)
 
 
+@pytest.mark.parametrize(("part", "message"), [
+    ("Issuer", "expected exactly an Issuer."),
+    ("Subject", "expected exactly a Subject."),
+    ("Subject/NameID", "expected exactly a NameID."),
+    ("Conditions", "the assertion must have one Conditions."),
+])
+def test_a_part_written_twice_is_refused(world: SamlWorld, part: str, message: str) -> None:
+    # Signed by the identity provider as it stands: which of the two to believe is a question
+    # the broker does not answer; the copy names someone else.
+    assert_honest(world.assume(world.response(repeated=())), world)
+    assert world.refused(world.response(repeated=[part])) == (
+        "InvalidIdentityToken", f"Invalid SAML response: {message}", 400)
+
+
 # Times, to the clock skew -------------------------------------------------------------------------
 
 # Outside by this much, or inside by this much: more than the seconds SAML's times drop, and
