@@ -333,6 +333,15 @@ def strip_signature(xml: bytes, which: Target = "all") -> bytes:
     return serialize(root)
 
 
+def repeat_signature(xml: bytes, which: Target = "all") -> bytes:
+    """Each signature written twice: the copy, a second ds:Signature child of the same
+    element, is as valid as the original (which of two signatures counts is a question)."""
+    root = _parse(xml)
+    for signature in list(_signatures(root, which)):
+        signature.addnext(copy.deepcopy(signature))
+    return serialize(root)
+
+
 def empty_signature_value(xml: bytes, which: Target = "all") -> bytes:
     """The signatures kept whole but their ``SignatureValue`` emptied."""
     root = _parse(xml)

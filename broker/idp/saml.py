@@ -163,9 +163,10 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
     # tree the Response's digest covers). The assertion is then taken from the original tree,
     # where it is the one and only assertion: the namespaces it inherits are all still there.
     response = root
-    response_signed = xmldsig.signature_of(root) is not None
-    if response_signed:
-        response = _reparse(_verified(root, idp))
+    response_signature = _signature(root)
+    response_signed = response_signature is not None
+    if response_signature is not None:
+        response = _reparse(_verified(root, response_signature, idp))
     assertion = found[0]
     encrypted = assertion.tag == _ENCRYPTED
     if encrypted:
@@ -174,8 +175,9 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
         assertion = _decrypted(covered, idp)
     elif idp.encryption_required:
         raise SamlRefused("Invalid SAML response: this provider requires encrypted assertions.")
-    if xmldsig.signature_of(assertion) is not None:
-        assertion = _reparse(_verified(assertion, idp))
+    signature = _signature(assertion)
+    if signature is not None:
+        assertion = _reparse(_verified(assertion, signature, idp))
     elif not response_signed:
         raise SamlRefused("Response signature invalid")
     elif not encrypted:
@@ -185,9 +187,17 @@ def validate(xml: bytes, idp: IdentityProvider, sp: ServiceProvider,
     return _read(response, assertion, idp, sp, now, encrypted, response_signed)
 
 
-def _verified(element: etree._Element, idp: IdentityProvider) -> bytes:
+def _signature(element: etree._Element) -> etree._Element | None:
     try:
-        return xmldsig.verify(element, idp.signing_keys)
+        return xmldsig.signature_of(element)
+    except SignatureError:  # more than one
+        raise SamlRefused("Response signature invalid") from None
+
+
+def _verified(element: etree._Element, signature: etree._Element,
+              idp: IdentityProvider) -> bytes:
+    try:
+        return xmldsig.verify(element, idp.signing_keys, signature)
     except SignatureError:
         raise SamlRefused("Response signature invalid") from None
 
@@ -240,7 +250,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         _check_status(response)
     # One pass over the assertion's children, grouped by name; every rule below reads the
     # groups ("exactly one Subject", "one Conditions", ...). Comments have no name: ignored.
-    parts = _children(assertion)
+    parts = xmlsafe.children_by_tag(assertion)
     issuer = _issuer(_exactly_one(parts.get(_ISSUER), "an Issuer"))
     response_issuer = response.find(_ISSUER)
     if response_issuer is not None and _text(response_issuer) != issuer:
@@ -249,7 +259,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     if issuer != idp.entity_id:
         raise SamlRefused("Issuer not present in specified provider")
 
-    subject_parts = _children(_exactly_one(parts.get(_SUBJECT), "a Subject"))
+    subject_parts = xmlsafe.children_by_tag(_exactly_one(parts.get(_SUBJECT), "a Subject"))
     name_id = _exactly_one(subject_parts.get(_NAMEID), "a NameID")
     subject = _text(name_id)
     if not subject:
@@ -360,20 +370,6 @@ def _one_child(parent: etree._Element, tags: Sequence[str],
     if len(found) != 1:
         raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
     return found[0]
-
-
-def _children(parent: etree._Element) -> dict[object, list[etree._Element]]:
-    """``parent``'s children by tag, in document order (comments and processing instructions
-    under their own non-string tags)."""
-    found: dict[object, list[etree._Element]] = {}
-    for child in parent:
-        tag = child.tag
-        group = found.get(tag)
-        if group is None:
-            found[tag] = [child]
-        else:
-            group.append(child)
-    return found
 
 
 def _exactly_one(found: list[etree._Element] | None, what: str) -> etree._Element:

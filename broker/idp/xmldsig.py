@@ -25,7 +25,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
 from broker.errors import BrokerError
+from broker.idp.xmlsafe import children_by_tag
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
@@ -61,10 +63,10 @@ SIGNATURE_METHODS: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     f"{_MORE}ecdsa-sha384": ("ec", hashes.SHA384()),
     f"{_MORE}ecdsa-sha512": ("ec", hashes.SHA512()),
 }
-DIGEST_METHODS: dict[str, str] = {
-    f"{_ENC}sha256": "sha256",
-    f"{_MORE}sha384": "sha384",
-    f"{_ENC}sha512": "sha512",
+DIGEST_METHODS: dict[str, Callable[[bytes], Any]] = {
+    f"{_ENC}sha256": hashlib.sha256,
+    f"{_MORE}sha384": hashlib.sha384,
+    f"{_ENC}sha512": hashlib.sha512,
 }
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -82,36 +84,43 @@ def signature_of(element: etree._Element) -> etree._Element | None:
     return found[0] if found else None
 
 
-def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
+def verify(element: etree._Element, keys: Sequence[PublicKey],
+           signature: etree._Element | None = None) -> bytes:
     """Verify the enveloped signature of ``element`` with one of ``keys``; return the canonical
-    bytes the signature covers. ``element`` is changed: its signature is removed."""
-    signature = signature_of(element)
+    bytes the signature covers. ``element`` is changed: its signature is removed.
+    ``signature``: what ``signature_of(element)`` returned, when the caller asked already."""
     if signature is None:
-        raise SignatureError("the element is not signed")
+        signature = signature_of(element)
+        if signature is None:
+            raise SignatureError("the element is not signed")
     element_id = element.get("ID")
     if not element_id:
         raise SignatureError("the signed element has no ID")
-    signed_info = _only(signature, _SIGNED_INFO)
-    if signature.index(signed_info) != 0:
+    # Each element's children are read once, grouped by name; the rules below count them.
+    parts = children_by_tag(signature)
+    signed_info = _only(parts, _SIGNED_INFO)
+    if signature[0] is not signed_info:  # counting comments: SignedInfo comes first
         raise SignatureError("SignedInfo must be the signature's first child")
-    prefixes = _c14n_prefixes(_only(signed_info, _C14N_METHOD))
-    method = SIGNATURE_METHODS.get(_only(signed_info, _SIGNATURE_METHOD).get("Algorithm", ""))
+    info = children_by_tag(signed_info)
+    prefixes = _c14n_prefixes(_only(info, _C14N_METHOD))
+    method = SIGNATURE_METHODS.get(_only(info, _SIGNATURE_METHOD).get("Algorithm", ""))
     if method is None:
         raise SignatureError("the signature algorithm is not accepted "
                              "(RSA or ECDSA with SHA-256, SHA-384 or SHA-512 only)")
-    references = list(signed_info.iterchildren(_REFERENCE))
-    if len(references) != 1:
-        raise SignatureError("the signature must have exactly one Reference")
-    reference = references[0]
+    reference = _only(info, _REFERENCE)
     if reference.get("URI") != f"#{element_id}":
         raise SignatureError("the signature's Reference does not point at the signed element")
-    reference_c14n = _transforms(reference)
-    digest_name = DIGEST_METHODS.get(_only(reference, _DIGEST_METHOD).get("Algorithm", ""))
-    if digest_name is None:
+    referenced = children_by_tag(reference)
+    transforms = referenced.get(_TRANSFORMS)
+    if transforms is None or len(transforms) != 1:
+        raise SignatureError("the Reference must list its transforms")
+    exclusive, ref_prefixes = _transforms(transforms[0])
+    digest = DIGEST_METHODS.get(_only(referenced, _DIGEST_METHOD).get("Algorithm", ""))
+    if digest is None:
         raise SignatureError("the digest algorithm is not accepted "
                              "(SHA-256, SHA-384 or SHA-512 only)")
-    expected_digest = _base64(_text(_only(reference, _DIGEST_VALUE)), "DigestValue")
-    signature_value = _base64(_text(_only(signature, _SIGNATURE_VALUE)), "SignatureValue")
+    expected_digest = _base64(_text(_only(referenced, _DIGEST_VALUE)), "DigestValue")
+    signature_value = _base64(_text(_only(parts, _SIGNATURE_VALUE)), "SignatureValue")
 
     signed_info_bytes = _c14n(signed_info, prefixes)
     if not any(_signature_ok(key, method, signature_value, signed_info_bytes) for key in keys):
@@ -119,16 +128,15 @@ def verify(element: etree._Element, keys: Sequence[PublicKey]) -> bytes:
     # The enveloped-signature transform: the element without its Signature (and only the
     # Signature: the text after it, which lxml keeps as its "tail", stays), canonicalized.
     _remove_keeping_tail(signature)
-    exclusive, ref_prefixes = reference_c14n
     content = _c14n(element, ref_prefixes) if exclusive else _inclusive_c14n(element)
-    if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), expected_digest):
+    if not hmac.compare_digest(digest(content).digest(), expected_digest):
         raise SignatureError("the digest of the signed element does not match")
     return content
 
 
-def _only(parent: etree._Element, tag: str) -> etree._Element:
-    found = list(parent.iterchildren(tag))
-    if len(found) != 1:
+def _only(parts: dict[object, list[etree._Element]], tag: str) -> etree._Element:
+    found = parts.get(tag)
+    if found is None or len(found) != 1:
         name = tag.rsplit("}", 1)[-1]
         raise SignatureError(f"the signature must have exactly one {name}")
     return found[0]
@@ -181,16 +189,13 @@ def _inclusive_c14n(element: etree._Element) -> bytes:
     return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
 
 
-def _transforms(reference: etree._Element) -> tuple[bool, list[str] | None]:
-    """(exclusive canonicalization?, its inclusive prefixes). A Reference whose only transform
-    is enveloped-signature is digested as Canonical XML 1.0, inclusive and without comments
-    (XML-DSig §4.3.3.2); saml-core §5.4.4 allows it."""
-    holders = list(reference.iterchildren(_TRANSFORMS))
-    if len(holders) != 1:
-        raise SignatureError("the Reference must list its transforms")
+def _transforms(transforms: etree._Element) -> tuple[bool, list[str] | None]:
+    """(exclusive canonicalization?, its inclusive prefixes), from a Reference's Transforms.
+    A Reference whose only transform is enveloped-signature is digested as Canonical XML 1.0,
+    inclusive and without comments (XML-DSig §4.3.3.2); saml-core §5.4.4 allows it."""
     algorithms = []
     prefixes: list[str] | None = None
-    for transform in holders[0]:
+    for transform in transforms:
         if transform.tag != _TRANSFORM:
             raise SignatureError("Transforms may hold only Transform elements")
         algorithm = transform.get("Algorithm")

@@ -117,3 +117,18 @@ def text_of(element: etree._Element) -> str:
     # itertext() yields the element's own text and its descendants' texts and tails (a
     # comment's tail included), never the element's own tail and never a comment's content.
     return "".join(element.itertext())
+
+
+def children_by_tag(parent: etree._Element) -> dict[object, list[etree._Element]]:
+    """``parent``'s children by tag, each group in document order: one walk over the children
+    where asking for each name would be a walk per name. (Comments and processing instructions
+    are grouped under their own tags, which are not strings.)"""
+    found: dict[object, list[etree._Element]] = {}
+    for child in parent:
+        tag = child.tag
+        group = found.get(tag)
+        if group is None:
+            found[tag] = [child]
+        else:
+            group.append(child)
+    return found

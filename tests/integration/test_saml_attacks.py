@@ -164,6 +164,14 @@ def test_a_removed_or_emptied_signature_is_refused(world: SamlWorld, case: str) 
     assert world.refused(attack(world.response(sign=sign), which)) == SIGNATURE_INVALID
 
 
+@pytest.mark.parametrize("sign", ["assertion", "response"])
+def test_an_element_carrying_two_signatures_is_refused(world: SamlWorld, sign: Sign) -> None:
+    # Not a server error: the response is refused as badly signed, as any other.
+    assert_honest(world.assume(world.response(sign=sign)), world)
+    assert world.refused(attacks.repeat_signature(world.response(sign=sign), sign)) == \
+        SIGNATURE_INVALID
+
+
 def test_a_response_signed_twice_still_stands_on_the_assertions_signature(
         world: SamlWorld) -> None:
     # Beside the stripping attacks: without the Response's signature, the assertion's own
