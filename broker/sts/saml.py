@@ -207,6 +207,7 @@ def session_tags(assertion: saml.VerifiedAssertion
     return tuple(tags), tuple(transitive)
 
 
+@functools.lru_cache(maxsize=1024)  # one per provider, asked twice for every assertion
 def name_qualifier(issuer: str, account_id: str, provider_name: str) -> str:
     """AWS's NameQualifier: BASE64(SHA1(issuer + account id + "/" + provider name))."""
     digest = hashlib.sha1(f"{issuer}{account_id}/{provider_name}".encode(),
