@@ -1,14 +1,19 @@
-"""Instructions per AssumeRoleWithWebIdentity request, counted by valgrind: a figure the
-machine's other tenants cannot disturb, for telling whether a change to the hot path helps.
+"""Instructions per AssumeRoleWithWebIdentity or AssumeRoleWithSAML request, counted by
+valgrind: a figure the machine's other tenants cannot disturb, for telling whether a change to
+the hot path helps.
 
 The requests are the in-process benchmark's (benchmarks/in_process.py: the Query protocol's
-``handle`` called directly on RS256 tokens of the test suite's issuer, file audit sink). They
-run inside one call of ``sorted`` so that callgrind counts them and nothing else:
+``handle`` called directly — on RS256 tokens of the test suite's issuer, or on fresh signed
+responses of its SAML identity provider — file audit sink). They run inside one call of
+``sorted`` so that callgrind counts them and nothing else:
 
     valgrind --tool=callgrind --toggle-collect=builtin_sorted --callgrind-out-file=/dev/null \\
-        .venv/bin/python benchmarks/instructions.py 200
+        .venv/bin/python benchmarks/instructions.py [--saml | --saml-baseline] 200
 
-and the "Collected" count divided by the number of requests is the figure. Setting up under
+and the "Collected" count divided by the number of requests is the figure. ``--saml-baseline``
+counts the SAML benchmark's baseline instead (base64 decoding, lxml parsing and xmlsec
+verifying the same kind of response): the two counts' quotient is the in-process ratio without
+the noise. Setting up under
 valgrind (imports, the issuer's RSA key) takes about three minutes; the count is the same from
 run to run within a fraction of a percent. Without valgrind the script runs the requests once
 and says so (a quick check that every one is answered with a 200).
@@ -16,26 +21,135 @@ and says so (a quick check that every one is answered with a 200).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import gc
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from broker.runtime import initialize, open_runtime  # noqa: E402
+from broker.aws.http import HttpRequest  # noqa: E402
+from broker.runtime import Runtime, initialize, open_runtime  # noqa: E402
 from broker.settings import load  # noqa: E402
-from tests import oidc_world  # noqa: E402
+from tests import oidc_world, saml_world  # noqa: E402
 from tests.oidc_issuer import TestIssuer  # noqa: E402
+from tests.saml_idp import TestIdp, encode  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from in_process import request  # noqa: E402
 
 
-async def main(count: int) -> None:
+def counted(count: int, one: Callable[[int], int]) -> None:
+    gc.collect()
+    gc.freeze()
+    sorted(range(count), key=one)  # the counted part
+    print(f"{count} requests answered; under callgrind --toggle-collect=builtin_sorted,"
+          " Collected / requests is the figure", file=sys.stderr)
+
+
+def driven(runtime: Runtime, requests: list[HttpRequest]) -> Callable[[int], int]:
+    """One request by index, driven to its end without the event loop: handle() never waits
+    here (keys and IAM answers are cached, the stores are in memory, the audit sink is a
+    file)."""
+
+    def one(index: int) -> int:
+        coroutine: Any = runtime.protocol.handle(requests[index], source_ip="127.0.0.1")
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            if done.value.status != 200:
+                raise SystemExit(f"refused: {done.value.body[:300]!r}") from None
+            return 0
+        coroutine.close()
+        raise SystemExit("a request waited for I/O: the count would include it")
+
+    return one
+
+
+async def answered(runtime: Runtime, requests: list[HttpRequest]) -> None:
+    for each in requests:
+        answer = await runtime.protocol.handle(each, source_ip="127.0.0.1")
+        if answer.status != 200:
+            raise SystemExit(f"refused: {answer.body[:300]!r}")
+
+
+async def web_identity(runtime: Runtime, account: str, count: int) -> None:
+    with TestIssuer(path="/ci") as issuer:
+        provider = await runtime.iam.oidc_providers.create(
+            account, issuer.url, client_ids=[oidc_world.CLIENT_ID],
+            thumbprints=[issuer.thumbprint])
+        role = await runtime.iam.roles.create(
+            account, "ci", oidc_world.trust_policy(provider.arn, issuer.url))
+        tokens = [issuer.token(sub=f"s{i}") for i in range(64)]
+        requests = [request({"Action": "AssumeRoleWithWebIdentity",
+                             "Version": "2011-06-15", "RoleArn": role.arn,
+                             "RoleSessionName": "bench",
+                             "WebIdentityToken": tokens[i % 64]})
+                    for i in range(max(count, 64))]
+        for _ in range(40):  # the keys fetched (slowly, under valgrind) before counting
+            answer = await runtime.protocol.handle(requests[0], source_ip="127.0.0.1")
+            if answer.status == 200:
+                break
+            await asyncio.sleep(3)
+        await answered(runtime, requests[:64])  # every token's first use, caches warmed
+        counted(count, driven(runtime, requests))
+
+
+def saml_requests(idp: TestIdp, runtime: Runtime, role: str, provider: str,
+                  count: int) -> list[HttpRequest]:
+    settings = runtime.settings
+    return [request({"Action": "AssumeRoleWithSAML", "Version": "2011-06-15",
+                     "RoleArn": role, "PrincipalArn": provider,
+                     "SAMLAssertion": encode(idp.response(
+                         acs_url=settings.acs_url, audience=settings.sp_entity_id,
+                         roles=[(role, provider)], session_name=f"u{i}",
+                         principal_tags={"team": "platform"}))})
+            for i in range(count)]
+
+
+async def saml(runtime: Runtime, account: str, count: int) -> None:
+    idp = TestIdp("https://idp.example.test/metadata")
+    provider = await runtime.iam.saml_providers.create(account, "corp", idp.metadata())
+    role = await runtime.iam.roles.create(
+        account, "eng", saml_world.trust_policy(provider.arn, runtime.settings.acs_url),
+        max_session=7200)
+    # Each assertion is accepted once: the warm-up has its own.
+    await answered(runtime, saml_requests(idp, runtime, role.arn, provider.arn, 16))
+    counted(count, driven(runtime, saml_requests(idp, runtime, role.arn, provider.arn, count)))
+
+
+async def saml_baseline(runtime: Runtime, account: str, count: int) -> None:
+    import xmlsec
+    from lxml import etree
+
+    idp = TestIdp("https://idp.example.test/metadata")
+    settings = runtime.settings
+    encoded = [encode(idp.response(acs_url=settings.acs_url, audience=settings.sp_entity_id,
+                                   roles=[("arn:aws:iam::111122223333:role/eng",
+                                           "arn:aws:iam::111122223333:saml-provider/corp")],
+                                   session_name=f"u{i}", principal_tags={"team": "platform"}))
+               for i in range(count)]
+    key = xmlsec.Key.from_memory(idp.key.pem_cert(), xmlsec.KeyFormat.CERT_PEM)
+
+    def one(index: int) -> int:  # benchmarks/assume_role_with_saml.py's verify_alone
+        root = etree.fromstring(base64.b64decode(encoded[index]))
+        xmlsec.tree.add_ids(root, ["ID"])
+        context = xmlsec.SignatureContext()
+        context.key = key
+        context.verify(xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature))
+        return 0
+
+    one(0)
+    counted(count, one)
+
+
+async def main(kind: str, count: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     # IAM answers kept for the whole run: under valgrind two seconds pass in a few requests,
     # and a store read would be counted as the requests' work.
@@ -46,49 +160,19 @@ async def main(count: int) -> None:
     account, _ = await initialize(settings)
     runtime = await open_runtime(settings)
     try:
-        with TestIssuer(path="/ci") as issuer:
-            provider = await runtime.iam.oidc_providers.create(
-                account.id, issuer.url, client_ids=[oidc_world.CLIENT_ID],
-                thumbprints=[issuer.thumbprint])
-            role = await runtime.iam.roles.create(
-                account.id, "ci", oidc_world.trust_policy(provider.arn, issuer.url))
-            tokens = [issuer.token(sub=f"s{i}") for i in range(64)]
-            requests = [request({"Action": "AssumeRoleWithWebIdentity",
-                                 "Version": "2011-06-15", "RoleArn": role.arn,
-                                 "RoleSessionName": "bench",
-                                 "WebIdentityToken": tokens[i % 64]})
-                        for i in range(max(count, 64))]
-            for _ in range(40):  # the keys fetched (slowly, under valgrind) before counting
-                answer = await runtime.protocol.handle(requests[0], source_ip="127.0.0.1")
-                if answer.status == 200:
-                    break
-                await asyncio.sleep(3)
-            for each in requests[:64]:  # every token's first use, and the caches, warmed
-                answer = await runtime.protocol.handle(each, source_ip="127.0.0.1")
-                if answer.status != 200:
-                    raise SystemExit(f"refused: {answer.body[:300]!r}")
-            gc.collect()
-            gc.freeze()
-
-            def one(index: int) -> int:
-                # handle() never waits here (keys and IAM answers are cached, the audit sink
-                # is a file): drive it to its end without the event loop.
-                coroutine: Any = runtime.protocol.handle(requests[index], source_ip="127.0.0.1")
-                try:
-                    coroutine.send(None)
-                except StopIteration as done:
-                    if done.value.status != 200:
-                        raise SystemExit(f"refused: {done.value.body[:300]!r}") from None
-                    return 0
-                coroutine.close()
-                raise SystemExit("a request waited for I/O: the count would include it")
-
-            sorted(range(count), key=one)  # the counted part
-            print(f"{count} requests answered; under callgrind --toggle-collect=builtin_sorted,"
-                  " Collected / requests is the figure", file=sys.stderr)
+        run = {"web-identity": web_identity, "saml": saml, "saml-baseline": saml_baseline}[kind]
+        await run(runtime, account.id, count)
     finally:
         await runtime.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("count", type=int, nargs="?", default=200)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--saml", dest="kind", action="store_const", const="saml")
+    which.add_argument("--saml-baseline", dest="kind", action="store_const",
+                       const="saml-baseline")
+    parser.set_defaults(kind="web-identity")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.kind, arguments.count))

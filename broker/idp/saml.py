@@ -252,7 +252,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
     # groups ("exactly one Subject", "one Conditions", ...). Comments have no name: ignored.
     parts = xmlsafe.children_by_tag(assertion)
     issuer = _issuer(_exactly_one(parts.get(_ISSUER), "an Issuer"))
-    response_issuer = response.find(_ISSUER)
+    response_issuer = next(response.iterchildren(_ISSUER), None)
     if response_issuer is not None and _text(response_issuer) != issuer:
         raise SamlRefused("Invalid SAML response: the Response and the Assertion have "
                           "different issuers.")
@@ -324,7 +324,7 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         name = attribute.get("Name")
         if not name:
             raise SamlRefused("Invalid SAML response: an Attribute has no Name.")
-        values = tuple(_text(v) for v in list(attribute.iterchildren(_ATTRIBUTEVALUE)))
+        values = tuple([_text(v) for v in attribute.iterchildren(_ATTRIBUTEVALUE)])
         attributes.append((name, values))
     assertion_id = assertion.get("ID")
     if not assertion_id:

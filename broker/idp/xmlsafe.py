@@ -54,7 +54,8 @@ def parse(data: bytes, limits: Limits, *, checked: bool = False) -> etree._Eleme
         raise UnsafeXml(f"the document is larger than {limits.max_bytes} bytes")
     # A DOCTYPE is refused outright, before libxml2 sees it: no DTD, internal or external, has
     # any business in a SAML message or in metadata.
-    if not checked and (b"<!DOCTYPE" in data or b"<!doctype" in data or b"<!ENTITY" in data):
+    if not checked and b"<!" in data and (
+            b"<!DOCTYPE" in data or b"<!doctype" in data or b"<!ENTITY" in data):
         raise UnsafeXml("the document declares a document type (DTDs are not accepted)")
     try:
         root = etree.fromstring(data, _parser())
@@ -72,43 +73,34 @@ def parse(data: bytes, limits: Limits, *, checked: bool = False) -> etree._Eleme
 
 def _check_shape(root: etree._Element, limits: Limits) -> None:
     """No processing instruction anywhere, at most ``max_elements`` elements, at most
-    ``max_depth`` levels — counted by libxml2's XPath engine, not a Python walk. (No DTD means
-    no entity can be declared, so none can be referenced: libxml2 refuses an undeclared one
-    while parsing.)"""
-    checks = _checks(limits)
-    if checks.instructions(root):
+    ``max_depth`` levels — counted by libxml2's XPath engine, not a Python walk, in one
+    expression whose value has a bit for each rule broken. (No DTD means no entity can be
+    declared, so none can be referenced: libxml2 refuses an undeclared one while parsing.)"""
+    broken = int(_shape_check(limits)(root))
+    if broken & _INSTRUCTION:
         raise UnsafeXml("the document carries a processing instruction")
-    if checks.too_deep(root):
+    if broken & _TOO_DEEP:
         raise UnsafeXml(f"the document nests deeper than {limits.max_depth} elements")
-    if checks.count(root) > limits.max_elements:
+    if broken & _TOO_MANY:
         raise UnsafeXml(f"the document has more than {limits.max_elements} elements")
 
 
-@dataclass(frozen=True)
-class _Checks:
-    instructions: etree.XPath
-    too_deep: etree.XPath
-    count: etree.XPath
+_INSTRUCTION, _TOO_DEEP, _TOO_MANY = 1, 2, 4
 
 
-def _checks(limits: Limits) -> _Checks:
-    """This thread's compiled checks for ``limits`` (compiled XPath is kept per thread, as
+def _shape_check(limits: Limits) -> etree.XPath:
+    """This thread's compiled check for ``limits`` (compiled XPath is kept per thread, as
     lxml asks)."""
-    cache: dict[Limits, _Checks] = _local.__dict__.setdefault("checks", {})
+    cache: dict[Limits, etree.XPath] = _local.__dict__.setdefault("checks", {})
     found = cache.get(limits)
     if found is None:
-        found = cache[limits] = _compile(limits)
+        # "/*/*/.../*" with max_depth + 1 steps exists only if some element is that deep.
+        deep = "/" + "/".join(["*"] * (limits.max_depth + 1))
+        found = cache[limits] = etree.XPath(
+            f"number(boolean(/processing-instruction() | //processing-instruction())) "
+            f"* {_INSTRUCTION} + number(boolean({deep})) * {_TOO_DEEP} "
+            f"+ number(count(//*) > {limits.max_elements}) * {_TOO_MANY}")
     return found
-
-
-def _compile(limits: Limits) -> _Checks:
-    # "/*/*/.../*" with max_depth + 1 steps exists only if some element is that deep.
-    return _Checks(
-        instructions=etree.XPath("boolean(/processing-instruction() | "
-                                 "//processing-instruction())"),
-        too_deep=etree.XPath("boolean(/" + "/".join(["*"] * (limits.max_depth + 1)) + ")"),
-        count=etree.XPath("count(//*)"),
-    )
 
 
 def text_of(element: etree._Element) -> str:

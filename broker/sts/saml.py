@@ -134,24 +134,26 @@ def pairs_of(values: Iterable[str]) -> tuple[RolePair, ...]:
     """The valid, distinct (role, provider) pairs of Role attribute values."""
     pairs: list[RolePair] = []
     for value in values:
-        parts = [p.strip() for p in value.split(",")]
+        parts = value.split(",")
         if len(parts) != 2:
             continue
-        roles = [p for p in parts if _is(p, "role/")]
-        providers = [p for p in parts if _is(p, "saml-provider/")]
-        if len(roles) == 1 and len(providers) == 1:
-            pair = RolePair(roles[0], providers[0])
-            if pair not in pairs:
-                pairs.append(pair)
+        first, second = parts[0].strip(), parts[1].strip()
+        # No text is both a role ARN and a provider ARN: the order is found by the first.
+        if _ROLE_ARN.fullmatch(first):
+            if not _PROVIDER_ARN.fullmatch(second):
+                continue
+            pair = RolePair(first, second)
+        elif _PROVIDER_ARN.fullmatch(first) and _ROLE_ARN.fullmatch(second):
+            pair = RolePair(second, first)
+        else:
+            continue
+        if pair not in pairs:
+            pairs.append(pair)
     return tuple(pairs)
 
 
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
 _PROVIDER_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:saml-provider/.+")
-
-
-def _is(text: str, prefix: str) -> bool:
-    return bool((_ROLE_ARN if prefix == "role/" else _PROVIDER_ARN).fullmatch(text))
 
 
 def session_name(assertion: saml.VerifiedAssertion) -> str:
@@ -253,6 +255,9 @@ class SamlFederation:
         self._credentials = credentials
         self._clock = clock
         self._loaded: dict[tuple[object, ...], IdentityProvider] = {}
+        # The provider record asked for last, with its keys: IAM's cache hands out the same
+        # record object until it reads the store again.
+        self._last: tuple[SamlProvider, IdentityProvider] | None = None
 
     async def cached(self, key: tuple[str, ...],
                      build: Callable[[], Awaitable[T]]) -> T:
@@ -269,6 +274,9 @@ class SamlFederation:
         """The provider's keys, loaded once per version of the provider (certificates and
         private keys parse and unseal slowly; the provider record is itself re-read from the
         store as often as IAM's other answers)."""
+        last = self._last
+        if last is not None and last[0] is provider:
+            return last[1]
         version = (provider.arn, provider.uuid, provider.signing_certificates,
                    tuple(k.key_id for k in provider.private_keys),
                    provider.assertion_encryption_mode, provider.entity_id)
@@ -277,6 +285,7 @@ class SamlFederation:
             if len(self._loaded) > 1024:
                 self._loaded.clear()
             found = self._loaded[version] = self._load(provider)
+        self._last = (provider, found)
         return found
 
     def _load(self, provider: SamlProvider) -> IdentityProvider:

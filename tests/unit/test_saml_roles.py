@@ -1,0 +1,50 @@
+"""The Role attribute's values read as AWS reads them: ``role ARN,provider ARN`` in either order,
+spaces around each ARN allowed, anything else skipped."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.sts.saml import RolePair, pairs_of
+
+ROLE = "arn:aws:iam::111122223333:role/engineers"
+OTHER_ROLE = "arn:aws:iam::111122223333:role/admins"
+PROVIDER = "arn:aws:iam::111122223333:saml-provider/corp"
+PAIR = RolePair(ROLE, PROVIDER)
+
+
+@pytest.mark.parametrize("value", [
+    f"{ROLE},{PROVIDER}",
+    f"{PROVIDER},{ROLE}",
+    f" {ROLE} , {PROVIDER} ",
+    f"{PROVIDER}, {ROLE}",
+])
+def test_either_order_and_spaces(value: str) -> None:
+    assert pairs_of([value]) == (PAIR,)
+
+
+@pytest.mark.parametrize("value", [
+    f"{ROLE},{OTHER_ROLE}",  # two roles
+    f"{PROVIDER},{PROVIDER}",  # two providers
+    f"{ROLE},{PROVIDER},{PROVIDER}",  # three parts
+    ROLE,  # one part
+    f"{ROLE};{PROVIDER}",
+    f"{ROLE},arn:aws:iam::1111:saml-provider/corp",  # not a twelve-digit account
+    f"{ROLE},arn:aws:iam::111122223333:saml-provider/",  # no name
+    f"{ROLE}\nx,{PROVIDER}",  # a line break inside an ARN
+    f"arn:aws:sts::111122223333:role/engineers,{PROVIDER}",  # not IAM
+    "",
+])
+def test_values_that_are_not_a_pair_are_skipped(value: str) -> None:
+    assert pairs_of([value, f"{OTHER_ROLE},{PROVIDER}"]) == (RolePair(OTHER_ROLE, PROVIDER),)
+
+
+def test_pairs_keep_their_order_and_repeat_once() -> None:
+    values = [f"{ROLE},{PROVIDER}", f"{OTHER_ROLE},{PROVIDER}", f"{PROVIDER},{ROLE}"]
+    assert pairs_of(values) == (PAIR, RolePair(OTHER_ROLE, PROVIDER))
+
+
+def test_other_partitions_are_arns_too() -> None:
+    role = "arn:aws-us-gov:iam::111122223333:role/engineers"
+    provider = "arn:aws-us-gov:iam::111122223333:saml-provider/corp"
+    assert pairs_of([f"{provider},{role}"]) == (RolePair(role, provider),)
