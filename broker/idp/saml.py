@@ -123,8 +123,16 @@ class VerifiedAssertion:
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
 
     def values(self, name: str) -> tuple[str, ...]:
-        """Every value of the attributes called ``name`` (exact, case-sensitive)."""
-        return tuple(v for n, vs in self.attributes if n == name for v in vs)
+        """Every value of the attributes called ``name`` (exact, case-sensitive), in order."""
+        # Asked for five names per assertion: the attributes are grouped by name once, and
+        # the groups kept in the instance's dict (as functools.cached_property would).
+        by_name: dict[str, tuple[str, ...]] | None = self.__dict__.get("_by_name")
+        if by_name is None:
+            by_name = {}
+            for n, vs in self.attributes:
+                by_name[n] = by_name.get(n, ()) + vs
+            self.__dict__["_by_name"] = by_name
+        return by_name.get(name, ())
 
     def has(self, name: str) -> bool:
         return any(n == name for n, _ in self.attributes)

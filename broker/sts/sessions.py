@@ -15,6 +15,7 @@ from broker.policy.document import PolicyKind, parse
 DEFAULT_DURATION = 43200
 ROOT_MAX_DURATION = 3600
 PACKED_LIMIT = 2048  # bytes of compressed policy, policy ARNs and tags: 100 % PackedPolicySize
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=...), made once
 
 
 def duration(requested: int | None, *, root: bool) -> int:
@@ -76,7 +77,7 @@ def deflated_size(data: bytes) -> int:
 def packed_size(policy: str | None, arns: Sequence[str],
                 tags: Sequence[tuple[str, str]]) -> int:
     """PackedPolicySize: the percentage of the allowed space the packed form uses."""
-    packed = json.dumps([policy, list(arns), [list(t) for t in tags]], separators=(",", ":"))
+    packed = _COMPACT.encode([policy, list(arns), [list(t) for t in tags]])
     size = deflated_size(packed.encode())
     percent = math.ceil(100 * size / PACKED_LIMIT)
     if percent > 100:
