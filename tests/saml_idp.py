@@ -454,7 +454,7 @@ class TestIdp:
         destination: str | Defaulted | None = DEFAULT,
         in_response_to: str | None = None,
         issuer: str | Defaulted | None = DEFAULT,
-        response_issuer: bool = True,
+        response_issuer: bool | str = True,
         status: str = STATUS_SUCCESS,
         assertion_id: str | None = None,
         response_id: str | None = None,
@@ -484,7 +484,8 @@ class TestIdp:
         ``now`` to five minutes after it; the bearer confirmation's ``NotOnOrAfter`` is five
         minutes after ``now``;
         ``recipient`` and ``destination`` are ``acs_url``; ``issuer`` is the entity id, written
-        in the Response (unless ``response_issuer`` is false) and in the Assertion. ``None``
+        in the Response (unless ``response_issuer`` is false; a string is written there
+        instead) and in the Assertion. ``None``
         omits an element or attribute. ``roles`` are (role ARN, provider ARN) pairs, one
         AttributeValue each, written in ``role_value_order``.
 
@@ -502,7 +503,8 @@ class TestIdp:
         Weird shapes: ``extra_subject_confirmations`` bearer confirmations addressed to other
         service providers come before the real one; ``two_assertions`` adds a second,
         independently signed assertion with its own ID; ``repeated`` names parts of the
-        assertion ("Issuer", "Subject", "Subject/NameID", "Conditions") written twice, the
+        assertion ("Issuer", "Subject", "Subject/NameID", "Conditions", ...; a path of their
+        local names, the first of each) written twice, the
         copy naming ``mallory`` where the part holds a name — signed as they stand.
         """
         moment = now or datetime.now(UTC)
@@ -574,7 +576,8 @@ class TestIdp:
         if in_response_to is not None:
             root.set("InResponseTo", in_response_to)
         if entity is not None and response_issuer:
-            etree.SubElement(root, _q(SAML, "Issuer")).text = entity
+            etree.SubElement(root, _q(SAML, "Issuer")).text = (
+                response_issuer if isinstance(response_issuer, str) else entity)
         status_element = etree.SubElement(root, _q(SAMLP, "Status"))
         etree.SubElement(status_element, _q(SAMLP, "StatusCode"), Value=status)
         for element in placed:

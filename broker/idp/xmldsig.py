@@ -93,6 +93,8 @@ def verify(element: etree._Element, keys: Sequence[PublicKey],
         signature = signature_of(element)
         if signature is None:
             raise SignatureError("the element is not signed")
+    elif signature.getparent() is not element or signature.tag != _SIGNATURE:
+        raise SignatureError("the signature given is not the element's own")
     element_id = element.get("ID")
     if not element_id:
         raise SignatureError("the signed element has no ID")

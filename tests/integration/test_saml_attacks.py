@@ -514,6 +514,8 @@ def test_several_subject_confirmations_are_refused(world: SamlWorld) -> None:
     ("Subject", "expected exactly a Subject."),
     ("Subject/NameID", "expected exactly a NameID."),
     ("Conditions", "the assertion must have one Conditions."),
+    ("Subject/SubjectConfirmation/SubjectConfirmationData",
+     "expected exactly a SubjectConfirmationData."),
 ])
 def test_a_part_written_twice_is_refused(world: SamlWorld, part: str, message: str) -> None:
     # Signed by the identity provider as it stands: which of the two to believe is a question
@@ -521,6 +523,15 @@ def test_a_part_written_twice_is_refused(world: SamlWorld, part: str, message: s
     assert_honest(world.assume(world.response(repeated=())), world)
     assert world.refused(world.response(repeated=[part])) == (
         "InvalidIdentityToken", f"Invalid SAML response: {message}", 400)
+
+
+def test_a_response_issuer_other_than_the_assertions_is_refused(world: SamlWorld) -> None:
+    # The assertion is signed and names this provider; the Response around it names another.
+    assert_honest(world.assume(world.response(response_issuer=True)), world)
+    xml = world.response(response_issuer="https://other-idp.example.test/metadata")
+    assert world.refused(xml) == (
+        "InvalidIdentityToken",
+        "Invalid SAML response: the Response and the Assertion have different issuers.", 400)
 
 
 # Times, to the clock skew -------------------------------------------------------------------------

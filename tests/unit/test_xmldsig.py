@@ -121,8 +121,26 @@ def test_a_reference_with_the_enveloped_transform_alone_is_inclusive_c14n() -> N
     assert xmldsig.verify(element, PUBLIC) == etree.tostring(unsigned, method="c14n")
 
 
-def test_inclusive_namespace_prefixes_are_honoured() -> None:
-    assert xmldsig.verify(signed(inclusive_prefixes=["xs", "#default"]), PUBLIC)
+def test_the_references_own_inclusive_prefixes_are_honoured() -> None:
+    # "samlp" is declared on the Response and not used inside the assertion: exclusive c14n
+    # leaves it out unless the Reference's transform lists it, as this one does (and
+    # SignedInfo's CanonicalizationMethod does not).
+    element = signed(inclusive_prefixes=["samlp", "#default"])
+    content = xmldsig.verify(element, PUBLIC)
+    assert b'xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"' in content
+    plain = xmldsig.verify(signed(), PUBLIC)
+    assert b"xmlns:samlp" not in plain
+
+
+def test_a_signature_handed_in_must_be_the_elements_own() -> None:
+    element = signed()
+    other = signed()
+    with pytest.raises(SignatureError) as exc:
+        xmldsig.verify(element, PUBLIC, part(other, "Signature"))
+    assert str(exc.value) == "the signature given is not the element's own"
+    with pytest.raises(SignatureError):
+        xmldsig.verify(element, PUBLIC, part(element, "Signature/SignedInfo"))
+    assert xmldsig.verify(element, PUBLIC, part(element, "Signature"))
 
 
 def test_signature_of_finds_the_one_signature_child() -> None:
@@ -275,6 +293,24 @@ def _two_inclusive_namespace_lists(info: etree._Element) -> None:
         etree.SubElement(c14n, f"{{{EC}}}InclusiveNamespaces", PrefixList="xs")
 
 
+def _no_digest_method(info: etree._Element) -> None:
+    method = info.find(f"{ds('Reference')}/{ds('DigestMethod')}")
+    assert method is not None
+    method.getparent().remove(method)  # type: ignore[union-attr]
+
+
+def _two_digest_methods(info: etree._Element) -> None:
+    method = info.find(f"{ds('Reference')}/{ds('DigestMethod')}")
+    assert method is not None
+    method.addnext(copy.deepcopy(method))
+
+
+def _two_signature_methods(info: etree._Element) -> None:
+    method = info.find(ds("SignatureMethod"))
+    assert method is not None
+    method.addnext(copy.deepcopy(method))
+
+
 def _sha1_digest(info: etree._Element) -> None:
     method = info.find(f"{ds('Reference')}/{ds('DigestMethod')}")
     assert method is not None
@@ -313,6 +349,10 @@ def _content_changed(element: etree._Element) -> None:
 
 def _signature_value_not_base64(element: etree._Element) -> None:
     part(element, "Signature/SignatureValue").text = "%%%"
+
+
+def _signature_value_with_an_element(element: etree._Element) -> None:
+    etree.SubElement(part(element, "Signature/SignatureValue"), ds("Inner"))
 
 
 def _signed_by_another_key(element: etree._Element) -> None:
@@ -379,6 +419,14 @@ SHAPES: dict[str, tuple[Callable[[etree._Element], None], str]] = {
     "two InclusiveNamespaces": (
         _inside_signed_info(_two_inclusive_namespace_lists),
         "exclusive canonicalization takes only an InclusiveNamespaces parameter"),
+    "no DigestMethod": (_inside_signed_info(_no_digest_method),
+                        "the signature must have exactly one DigestMethod"),
+    "two DigestMethod": (_inside_signed_info(_two_digest_methods),
+                         "the signature must have exactly one DigestMethod"),
+    "two SignatureMethod": (_inside_signed_info(_two_signature_methods),
+                            "the signature must have exactly one SignatureMethod"),
+    "a SignatureValue holding an element": (_signature_value_with_an_element,
+                                            "SignatureValue must hold only text"),
     "a SHA-1 digest": (_inside_signed_info(_sha1_digest),
                        "the digest algorithm is not accepted (SHA-256, SHA-384 or SHA-512 only)"),
     "two DigestValue": (_inside_signed_info(_two_digest_values),
