@@ -22,6 +22,7 @@ import base64
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -52,20 +53,77 @@ async def handled(runtime: Runtime, requests: list[HttpRequest]) -> float:
     return 1e6 * (time.process_time() - started) / len(requests)
 
 
+# -- the two worlds, shared with benchmarks/instructions.py ---------------------------------------
+
+
+async def oidc_role(runtime: Runtime, account: str, issuer: TestIssuer) -> str:
+    """A provider for ``issuer`` and a role trusting it: the role's ARN."""
+    provider = await runtime.iam.oidc_providers.create(
+        account, issuer.url, client_ids=[oidc_world.CLIENT_ID], thumbprints=[issuer.thumbprint])
+    role = await runtime.iam.roles.create(
+        account, "ci", oidc_world.trust_policy(provider.arn, issuer.url))
+    return role.arn
+
+
+def web_identity_requests(role_arn: str, tokens: list[str], count: int) -> list[HttpRequest]:
+    return [request({"Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15",
+                     "RoleArn": role_arn, "RoleSessionName": "bench",
+                     "WebIdentityToken": tokens[i % len(tokens)]}) for i in range(count)]
+
+
+async def saml_role(runtime: Runtime, account: str, idp: TestIdp) -> tuple[str, str]:
+    """A SAML provider for ``idp`` and a role trusting it: (provider ARN, role ARN)."""
+    provider = await runtime.iam.saml_providers.create(account, "corp", idp.metadata())
+    role = await runtime.iam.roles.create(
+        account, "eng", saml_world.trust_policy(provider.arn, runtime.settings.acs_url),
+        max_session=7200)
+    return provider.arn, role.arn
+
+
+def saml_assertions(runtime: Runtime, idp: TestIdp, provider_arn: str, role_arn: str,
+                    count: int) -> list[str]:
+    """Fresh signed responses offering the role, base64-encoded."""
+    settings = runtime.settings
+    return [encode(idp.response(acs_url=settings.acs_url, audience=settings.sp_entity_id,
+                                roles=[(role_arn, provider_arn)], session_name=f"u{i}",
+                                principal_tags={"team": "platform"})) for i in range(count)]
+
+
+def saml_requests(provider_arn: str, role_arn: str, encoded: list[str]) -> list[HttpRequest]:
+    return [request({"Action": "AssumeRoleWithSAML", "Version": "2011-06-15",
+                     "RoleArn": role_arn, "PrincipalArn": provider_arn,
+                     "SAMLAssertion": e}) for e in encoded]
+
+
+def xmlsec_verifier(idp: TestIdp) -> Callable[[str], None]:
+    """The SAML baseline (benchmarks/assume_role_with_saml.py's verify_alone) for one encoded
+    response: base64 decoding, lxml parsing, xmlsec verifying with the IdP's certificate."""
+    import xmlsec
+    from lxml import etree
+
+    key = xmlsec.Key.from_memory(idp.key.pem_cert(), xmlsec.KeyFormat.CERT_PEM)
+
+    def verify(encoded: str) -> None:
+        root = etree.fromstring(base64.b64decode(encoded))
+        xmlsec.tree.add_ids(root, ["ID"])
+        context = xmlsec.SignatureContext()
+        context.key = key
+        context.verify(xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature))
+
+    return verify
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
 async def web_identity(runtime: Runtime, account: str, count: int) -> tuple[float, float]:
     import jwt
     from jwt import PyJWK
 
     with TestIssuer(path="/ci") as issuer:
-        provider = await runtime.iam.oidc_providers.create(
-            account, issuer.url, client_ids=[oidc_world.CLIENT_ID],
-            thumbprints=[issuer.thumbprint])
-        role = await runtime.iam.roles.create(
-            account, "ci", oidc_world.trust_policy(provider.arn, issuer.url))
+        role_arn = await oidc_role(runtime, account, issuer)
         tokens = [issuer.token(sub=f"s{i}") for i in range(256)]
-        requests = [request({"Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15",
-                             "RoleArn": role.arn, "RoleSessionName": "bench",
-                             "WebIdentityToken": tokens[i % 256]}) for i in range(count)]
+        requests = web_identity_requests(role_arn, tokens, count)
         await handled(runtime, requests[:1])  # keys fetched once, as over HTTP
         broker = await handled(runtime, requests)
         key = PyJWK(issuer.keys[0].jwk).key
@@ -78,31 +136,15 @@ async def web_identity(runtime: Runtime, account: str, count: int) -> tuple[floa
 
 
 async def saml(runtime: Runtime, account: str, count: int) -> tuple[float, float]:
-    import xmlsec
-    from lxml import etree
-
     idp = TestIdp("https://idp.example.test/metadata")
-    settings = runtime.settings
-    provider = await runtime.iam.saml_providers.create(account, "corp", idp.metadata())
-    role = await runtime.iam.roles.create(
-        account, "eng", saml_world.trust_policy(provider.arn, settings.acs_url),
-        max_session=7200)
-    encoded = [encode(idp.response(
-        acs_url=settings.acs_url, audience=settings.sp_entity_id,
-        roles=[(role.arn, provider.arn)], session_name=f"u{i}",
-        principal_tags={"team": "platform"})) for i in range(count)]
-    requests = [request({"Action": "AssumeRoleWithSAML", "Version": "2011-06-15",
-                         "RoleArn": role.arn, "PrincipalArn": provider.arn,
-                         "SAMLAssertion": e}) for e in encoded]
-    broker = await handled(runtime, requests)  # each assertion once, as AWS accepts them
-    key = xmlsec.Key.from_memory(idp.key.pem_cert(), xmlsec.KeyFormat.CERT_PEM)
+    provider_arn, role_arn = await saml_role(runtime, account, idp)
+    encoded = saml_assertions(runtime, idp, provider_arn, role_arn, count)
+    # Each assertion once, as AWS accepts them.
+    broker = await handled(runtime, saml_requests(provider_arn, role_arn, encoded))
+    verify = xmlsec_verifier(idp)
     started = time.process_time()
     for e in encoded:
-        root = etree.fromstring(base64.b64decode(e))
-        xmlsec.tree.add_ids(root, ["ID"])
-        context = xmlsec.SignatureContext()
-        context.key = key
-        context.verify(xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature))
+        verify(e)
     baseline = 1e6 * (time.process_time() - started) / count
     return broker, baseline
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import sys
 import tempfile
@@ -37,12 +36,18 @@ sys.path.insert(0, str(HERE.parent))
 from broker.aws.http import HttpRequest  # noqa: E402
 from broker.runtime import Runtime, initialize, open_runtime  # noqa: E402
 from broker.settings import load  # noqa: E402
-from tests import oidc_world, saml_world  # noqa: E402
 from tests.oidc_issuer import TestIssuer  # noqa: E402
-from tests.saml_idp import TestIdp, encode  # noqa: E402
+from tests.saml_idp import TestIdp  # noqa: E402
 
 sys.path.insert(0, str(HERE))
-from in_process import request  # noqa: E402
+from in_process import (  # noqa: E402
+    oidc_role,
+    saml_assertions,
+    saml_requests,
+    saml_role,
+    web_identity_requests,
+    xmlsec_verifier,
+)
 
 
 def counted(count: int, one: Callable[[int], int]) -> None:
@@ -81,17 +86,9 @@ async def answered(runtime: Runtime, requests: list[HttpRequest]) -> None:
 
 async def web_identity(runtime: Runtime, account: str, count: int) -> None:
     with TestIssuer(path="/ci") as issuer:
-        provider = await runtime.iam.oidc_providers.create(
-            account, issuer.url, client_ids=[oidc_world.CLIENT_ID],
-            thumbprints=[issuer.thumbprint])
-        role = await runtime.iam.roles.create(
-            account, "ci", oidc_world.trust_policy(provider.arn, issuer.url))
+        role_arn = await oidc_role(runtime, account, issuer)
         tokens = [issuer.token(sub=f"s{i}") for i in range(64)]
-        requests = [request({"Action": "AssumeRoleWithWebIdentity",
-                             "Version": "2011-06-15", "RoleArn": role.arn,
-                             "RoleSessionName": "bench",
-                             "WebIdentityToken": tokens[i % 64]})
-                    for i in range(max(count, 64))]
+        requests = web_identity_requests(role_arn, tokens, max(count, 64))
         for _ in range(40):  # the keys fetched (slowly, under valgrind) before counting
             answer = await runtime.protocol.handle(requests[0], source_ip="127.0.0.1")
             if answer.status == 200:
@@ -101,48 +98,26 @@ async def web_identity(runtime: Runtime, account: str, count: int) -> None:
         counted(count, driven(runtime, requests))
 
 
-def saml_requests(idp: TestIdp, runtime: Runtime, role: str, provider: str,
-                  count: int) -> list[HttpRequest]:
-    settings = runtime.settings
-    return [request({"Action": "AssumeRoleWithSAML", "Version": "2011-06-15",
-                     "RoleArn": role, "PrincipalArn": provider,
-                     "SAMLAssertion": encode(idp.response(
-                         acs_url=settings.acs_url, audience=settings.sp_entity_id,
-                         roles=[(role, provider)], session_name=f"u{i}",
-                         principal_tags={"team": "platform"}))})
-            for i in range(count)]
-
-
 async def saml(runtime: Runtime, account: str, count: int) -> None:
     idp = TestIdp("https://idp.example.test/metadata")
-    provider = await runtime.iam.saml_providers.create(account, "corp", idp.metadata())
-    role = await runtime.iam.roles.create(
-        account, "eng", saml_world.trust_policy(provider.arn, runtime.settings.acs_url),
-        max_session=7200)
-    # Each assertion is accepted once: the warm-up has its own.
-    await answered(runtime, saml_requests(idp, runtime, role.arn, provider.arn, 16))
-    counted(count, driven(runtime, saml_requests(idp, runtime, role.arn, provider.arn, count)))
+    provider_arn, role_arn = await saml_role(runtime, account, idp)
+
+    def requests(how_many: int) -> list[HttpRequest]:
+        return saml_requests(provider_arn, role_arn,
+                             saml_assertions(runtime, idp, provider_arn, role_arn, how_many))
+
+    await answered(runtime, requests(16))  # each assertion is accepted once: its own warm-up
+    counted(count, driven(runtime, requests(count)))
 
 
 async def saml_baseline(runtime: Runtime, account: str, count: int) -> None:
-    import xmlsec
-    from lxml import etree
-
     idp = TestIdp("https://idp.example.test/metadata")
-    settings = runtime.settings
-    encoded = [encode(idp.response(acs_url=settings.acs_url, audience=settings.sp_entity_id,
-                                   roles=[("arn:aws:iam::111122223333:role/eng",
-                                           "arn:aws:iam::111122223333:saml-provider/corp")],
-                                   session_name=f"u{i}", principal_tags={"team": "platform"}))
-               for i in range(count)]
-    key = xmlsec.Key.from_memory(idp.key.pem_cert(), xmlsec.KeyFormat.CERT_PEM)
+    encoded = saml_assertions(runtime, idp, "arn:aws:iam::111122223333:saml-provider/corp",
+                              "arn:aws:iam::111122223333:role/eng", count)
+    verify = xmlsec_verifier(idp)
 
-    def one(index: int) -> int:  # benchmarks/assume_role_with_saml.py's verify_alone
-        root = etree.fromstring(base64.b64decode(encoded[index]))
-        xmlsec.tree.add_ids(root, ["ID"])
-        context = xmlsec.SignatureContext()
-        context.key = key
-        context.verify(xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature))
+    def one(index: int) -> int:
+        verify(encoded[index])
         return 0
 
     one(0)
