@@ -374,10 +374,7 @@ def _issuer(issuer: etree._Element) -> str:
 
 def _one_child(parent: etree._Element, tags: Sequence[str],
                what: str = "one assertion") -> etree._Element:
-    found = list(parent.iterchildren(*tags))
-    if len(found) != 1:
-        raise SamlRefused(f"Invalid SAML response: expected exactly {what}.")
-    return found[0]
+    return _exactly_one(list(parent.iterchildren(*tags)), what)
 
 
 def _exactly_one(found: list[etree._Element] | None, what: str) -> etree._Element:

@@ -453,6 +453,7 @@ def test_each_shape_rule_refuses_with_its_own_reason(shape: str) -> None:
 
 
 def test_an_unsigned_element_is_refused() -> None:
+    assert xmldsig.verify(signed(), PUBLIC)  # the control: signed, it verifies
     element = signed()
     element.remove(part(element, "Signature"))
     assert refusal(element) == "the element is not signed"
