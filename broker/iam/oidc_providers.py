@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from broker import jsontext
 from broker.aws import arn as arns
 from broker.aws.errors import (
     AwsError,
@@ -97,7 +98,7 @@ def check_jwks(document: str) -> str:
     if not keys.keys:
         raise InvalidInput("The JWKS has no key that can verify signatures (RSA of 2048 to "
                            "8192 bits, EC P-256/P-384/P-521 or Ed25519; use \"sig\").")
-    return json.dumps(json.loads(document), separators=(",", ":"))
+    return json.dumps(jsontext.loads(document), separators=(",", ":"))
 
 
 class OidcProviders:

@@ -28,7 +28,6 @@ import asyncio
 import functools
 import hashlib
 import ipaddress
-import json
 import logging
 import re
 import socket
@@ -41,6 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from broker import jsontext
 from broker.errors import BrokerError
 from broker.frozen import frozen
 from broker.idp.oidc import KeySet, load_jwks
@@ -356,8 +356,8 @@ def _same_origin(parts: Any, origin: Any) -> bool:
 
 def _discovered(document: bytes, issuer_url: str) -> str:
     try:
-        data = json.loads(document)
-    except (ValueError, UnicodeDecodeError):
+        data = jsontext.loads(document)
+    except jsontext.JsonRefused:
         raise KeysUnavailable("the discovery document is not JSON") from None
     if not isinstance(data, dict):
         raise KeysUnavailable("the discovery document is not a JSON object")

@@ -33,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 from lxml import etree
 
 from broker.errors import BrokerError
@@ -57,8 +58,8 @@ _IDP = f"{{{MD}}}IDPSSODescriptor"
 _KEY_DESCRIPTOR = f"{{{MD}}}KeyDescriptor"
 _SSO = f"{{{MD}}}SingleSignOnService"
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-_OTHER_KEYS = ((dsa.DSAPublicKey, "DSA"), (ed25519.Ed25519PublicKey, "Ed25519"),
-               (ed448.Ed448PublicKey, "Ed448"))
+_OTHER_KEYS = {PublicKeyAlgorithmOID.DSA: "DSA", PublicKeyAlgorithmOID.ED25519: "Ed25519",
+               PublicKeyAlgorithmOID.ED448: "Ed448"}
 _DATETIME = re.compile(
     r"(-?\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
 
@@ -185,7 +186,10 @@ def _certificate(element: etree._Element) -> bytes:
         raise MetadataError("a ds:X509Certificate is not valid base64") from None
     try:
         certificate = x509.load_der_x509_certificate(der)
-        key = certificate.public_key()
+        other = _OTHER_KEYS.get(certificate.public_key_algorithm_oid)
+        # Told apart by the key's algorithm before the key is loaded: loading a DSA key (or
+        # naming cryptography's DSA classes) is deprecated and warns.
+        key = None if other else certificate.public_key()
     except (ValueError, UnsupportedAlgorithm):
         raise MetadataError("a ds:X509Certificate is not a DER-encoded X.509 "
                             "certificate") from None
@@ -199,9 +203,8 @@ def _certificate(element: etree._Element) -> bytes:
             raise MetadataError(f"the signing certificate {subject} has an EC key on the curve "
                                 f"{key.curve.name}; P-256, P-384 or P-521 are required")
     else:
-        kind = next((name for cls, name in _OTHER_KEYS if isinstance(key, cls)), "unsupported")
-        raise MetadataError(f"the signing certificate {subject} has a {kind} key; RSA or EC "
-                            "keys are required")
+        raise MetadataError(f"the signing certificate {subject} has a {other or 'unsupported'} "
+                            "key; RSA or EC keys are required")
     return der
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import binascii
 import enum
-import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +35,7 @@ from jwt.algorithms import get_default_algorithms
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import InvalidKeyError, PyJWKError
 
+from broker import jsontext
 from broker.errors import BrokerError
 from broker.frozen import frozen
 
@@ -121,8 +121,8 @@ class KeySet:
 
 def load_jwks(document: bytes | str | Mapping[str, Any]) -> KeySet:
     """A JWKS document's signature keys; ValueError when the document is not a JWKS."""
-    data = document if isinstance(document, Mapping) else _json_object(
-        document.encode() if isinstance(document, str) else document, "JWKS", ValueError)
+    data = document if isinstance(document, Mapping) else _json_object(document, "JWKS",
+                                                                        ValueError)
     members = data.get("keys")
     if not isinstance(members, list):
         raise ValueError("the JWKS has no \"keys\" list")
@@ -300,32 +300,19 @@ def _b64(segment: str) -> bytes:
                            "base64url.") from None
 
 
-def _no_repeats(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise ValueError(f"the member {name!r} appears twice")
-        out[name] = value
-    return out
-
-
-def _json_object(data: bytes, what: str,
+def _json_object(data: bytes | str, what: str,
                  error: type[Exception] = TokenRefused) -> dict[str, Any]:
     try:
-        value = _DECODER.decode(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        value = jsontext.loads(data)
+    except jsontext.JsonRefused as exc:
         reason = f"the {what} is not a JSON object ({exc})" if error is ValueError else \
-            f"The ID Token provided is not a valid JWT: its {what} is not a JSON object."
+            f"The ID Token provided is not a valid JWT: its {what} is not JSON ({exc})."
         raise error(reason) from None
     if not isinstance(value, dict):
         raise error(f"the {what} is not a JSON object" if error is ValueError else
                     f"The ID Token provided is not a valid JWT: its {what} is not a JSON "
                     "object.")
     return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _number(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:
@@ -352,7 +339,3 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
         return tuple(value)
     raise TokenRefused(f"The web identity token's {name} claim is not a string or a list of "
                        "strings.")
-
-
-# One decoder for every token: json.loads with hooks would build a new one per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_refuse_constant)

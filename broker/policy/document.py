@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from broker import jsontext
 from broker.aws.errors import MalformedPolicyDocument
 from broker.policy import conditions, matching
 from broker.policy.conditions import Clause, ConditionError
@@ -204,8 +205,8 @@ class Policy:
 def parse(text: str, kind: PolicyKind, *, name: str = "") -> Policy:
     """Validate and compile a policy document, or raise MalformedPolicyDocument."""
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
+        doc = jsontext.loads(text)
+    except jsontext.JsonRefused:
         raise MalformedPolicyDocument("Syntax errors in policy.") from None
     return compile_document(doc, kind, name=name, text=text)
 
@@ -397,12 +398,3 @@ def _aws_principal(value: str) -> str:
     if parts[2] == "iam" and parts[5] == "root":
         return parts[4]
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key}")
-        out[key] = value
-    return out

@@ -27,6 +27,7 @@ import json
 import secrets
 from typing import Any
 
+from broker import jsontext
 from broker.authz import Authorizer
 from broker.aws.errors import AccessDenied, AwsError, ExpiredToken, InvalidParameterValue
 from broker.clock import Clock
@@ -103,8 +104,8 @@ class Federation:
         if len(session_json) > MAX_SESSION_PARAMETER:
             raise InvalidParameterValue("The Session parameter is too long.")
         try:
-            value: Any = json.loads(session_json)
-        except (ValueError, RecursionError):
+            value: Any = jsontext.loads(session_json)
+        except jsontext.JsonRefused:
             raise InvalidParameterValue("The Session parameter is not JSON.") from None
         fields = ("sessionId", "sessionKey", "sessionToken")
         if not isinstance(value, dict) or not all(isinstance(value.get(f), str) and value[f]

@@ -5,8 +5,9 @@
 * ``offer``: a posted SAMLResponse verified against every provider its Role attribute names
   (at most ``MAX_PROVIDERS``); the roles it offers, by account. Nothing is consumed: the JSON
   role-chooser API uses this alone.
-* ``receive``: ``offer``, then the answer matched to this browser's pending request
-  (SP-initiated sign-in) or accepted as IdP-initiated if the broker allows that, and the
+* ``receive``: ``offer``, then the answer matched to the pending request of the browser that
+  posts it (SP-initiated sign-in: the request's record holds the digest of a secret only that
+  browser's cookie knows) or accepted as IdP-initiated if the broker allows that, and the
   assertion consumed (each assertion signs in once, across every process).
 * ``sign_in``: the chosen role assumed and a console session made.
 * ``hold`` / ``take_choice``: the verified assertion kept server-side while the person picks a
@@ -138,25 +139,31 @@ class SamlSignIn:
                 "provider's account.")
         return Offer(tuple(verified), tuple(roles))
 
-    async def receive(self, encoded: str, pending: str | None) -> Offer:
+    async def receive(self, encoded: str, browser: str | None) -> Offer:
         """``offer``, then the replies-to check and the one-time use of the assertion.
-        ``pending`` is the request id this browser's cookie remembers, if any."""
+        ``browser`` is the secret this browser's request cookie holds, if any: an answer to a
+        request counts only in the browser that started it."""
         offer = await self.offer(encoded)
         answered = offer.assertion.in_response_to
         if answered is not None:
             foreign = InvalidIdentityToken("The SAML response answers a sign-in request this "
                                            "browser did not make (InResponseTo).")
-            if pending is None or not _same(pending, answered):
+            if not browser or len(browser) > 128:
                 raise foreign
-            asked = await self._ephemeral.take(_REQUEST + _digest(answered))
-            if asked is None:
+            # Taken before it is compared: a request is answered once, in its browser or
+            # nowhere.
+            raw = await self._ephemeral.take(_REQUEST + _digest(answered))
+            if raw is None:
+                raise foreign
+            asked = json.loads(raw)
+            if not _same(asked["browser"], _digest(browser)):
                 raise foreign
             # The answer must come from the provider the request went to.
-            mine = tuple(v for v in offer.verified if v.provider.arn == asked.decode())
+            mine = tuple(v for v in offer.verified if v.provider.arn == asked["provider"])
             if not mine:
                 raise foreign
             offer = Offer(mine, tuple(r for r in offer.roles
-                                      if r.provider_arn == asked.decode()))
+                                      if r.provider_arn == asked["provider"]))
         elif not self._idp_initiated:
             raise InvalidIdentityToken("Sign-in must start at the broker (/saml/login): "
                                        "IdP-initiated sign-in is switched off.")
@@ -221,7 +228,10 @@ class SamlSignIn:
 
     async def begin(self, provider_name: str, account_id: str | None,
                     relay_state: str | None) -> tuple[str, str]:
-        """(the identity provider's sign-in URL with an AuthnRequest, the request id)."""
+        """(the identity provider's sign-in URL with an AuthnRequest, the secret that binds
+        the request to this browser). The request id travels through the identity provider
+        and back in the answer, so it cannot be the proof that a browser asked: the secret,
+        kept only in the browser's cookie, is."""
         provider = await self._find_provider(provider_name, account_id)
         sso = provider.sso_redirect_url
         if not sso:
@@ -243,10 +253,12 @@ class SamlSignIn:
         query = {"SAMLRequest": base64.b64encode(deflated).decode()}
         if relay_state:
             query["RelayState"] = relay_state
-        await self._ephemeral.set(_REQUEST + _digest(request_id), provider.arn.encode(),
+        browser = secrets.token_urlsafe(32)
+        pending = {"provider": provider.arn, "browser": _digest(browser)}
+        await self._ephemeral.set(_REQUEST + _digest(request_id), json.dumps(pending).encode(),
                                   REQUEST_SECONDS)
         joiner = "&" if "?" in sso else "?"
-        return f"{sso}{joiner}{urlencode(query)}", request_id
+        return f"{sso}{joiner}{urlencode(query)}", browser
 
     async def _find_provider(self, name: str, account_id: str | None) -> SamlProvider:
         accounts = [account_id] if account_id else [a.id for a in await self._iam.list_accounts()]

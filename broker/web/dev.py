@@ -21,7 +21,15 @@ from starlette.responses import Response
 from broker.aws.errors import AccessDenied, AwsError
 from broker.aws.ids import new_request_id
 from broker.signin.demo import CHOICE_SECONDS, DemoIdentityProvider
-from broker.web.pages import audit_browser, form, guarded, page, set_cookie
+from broker.web.pages import (
+    audit_browser,
+    drop_cookie,
+    form,
+    guarded,
+    page,
+    read_cookie,
+    set_cookie,
+)
 from broker.web.signin import start_session
 
 LOGIN_COOKIE = "broker-demo-login"
@@ -41,21 +49,21 @@ def _login_token(cookie: str) -> str:
 
 @guarded
 async def signin_page(request: Request) -> Response:
-    cookie = request.cookies.get(LOGIN_COOKIE)
+    cookie = read_cookie(request, LOGIN_COOKIE)
     fresh = not cookie or len(cookie) > 128
     if fresh:
         cookie = secrets.token_urlsafe(32)
     assert cookie is not None
     response = page("dev_signin.html", people=_demo(request).people, csrf=_login_token(cookie))
     if fresh:
-        set_cookie(response, LOGIN_COOKIE, cookie, secure=False, max_age=3600, path="/dev")
+        set_cookie(request, response, LOGIN_COOKIE, cookie, max_age=3600)
     return response
 
 
 @guarded
 async def signin(request: Request) -> Response:
     fields = await form(request)
-    cookie = request.cookies.get(LOGIN_COOKIE)
+    cookie = read_cookie(request, LOGIN_COOKIE)
     if not cookie or not hmac.compare_digest(fields.get("csrf", "").encode(),
                                              _login_token(cookie).encode()):
         raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
@@ -73,8 +81,7 @@ async def signin(request: Request) -> Response:
     handle, csrf = await demo.hold(principal)
     response = page("dev_chooser.html", person=principal.name, arn=principal.arn, roles=roles,
                     csrf=csrf)
-    set_cookie(response, CHOICE_COOKIE, handle, secure=False, max_age=CHOICE_SECONDS,
-               path="/dev")
+    set_cookie(request, response, CHOICE_COOKIE, handle, max_age=CHOICE_SECONDS)
     return response
 
 
@@ -83,7 +90,7 @@ async def choose(request: Request) -> Response:
     fields = await form(request)
     request_id = new_request_id()
     try:
-        issued = await _demo(request).choose(request.cookies.get(CHOICE_COOKIE),
+        issued = await _demo(request).choose(read_cookie(request, CHOICE_COOKIE),
                                              fields.get("csrf"), fields.get("role", ""))
     except AwsError as exc:
         audit_browser(request, "ConsoleLogin", request_id, None, error=exc)
@@ -95,5 +102,5 @@ async def choose(request: Request) -> Response:
     cookie = await sessions.create(issued, issuer="demo")
     seconds = max(1, int(issued.session.expires_at - sessions.now()))
     response = start_session(request, (cookie, seconds), "/console")
-    response.delete_cookie(CHOICE_COOKIE, path="/dev")
+    drop_cookie(request, response, CHOICE_COOKIE)
     return response

@@ -41,9 +41,10 @@ from broker.web.pages import (
     guarded,
     json_error,
     page,
+    query,
     redirect,
 )
-from broker.web.signin import cookie_name, end_session, origin_of, start_session
+from broker.web.signin import end_session, origin_of, session_cookie, start_session
 
 ACTIONS = ("getSigninToken", "login", "logout")
 _SECONDS = re.compile(r"[0-9]{1,6}")
@@ -61,7 +62,7 @@ def _destinations(request: Request) -> Destinations:
 
 
 def _one(request: Request, name: str, *, required: bool = True) -> str | None:
-    values = request.query_params.getlist(name)
+    values = query(request).get(name, [])
     if len(values) > 1:
         raise InvalidParameterValue(f"The parameter {name} is given more than once.")
     if not values or values[0] == "":
@@ -72,7 +73,10 @@ def _one(request: Request, name: str, *, required: bool = True) -> str | None:
 
 
 async def federation(request: Request) -> Response:
-    actions = request.query_params.getlist("Action")
+    try:
+        actions = query(request).get("Action", [])
+    except AwsError as exc:
+        return error_page(exc, heading="Federation request refused")
     action = actions[0] if len(actions) == 1 else None
     if action == "getSigninToken":
         return await signin_token(request)
@@ -165,8 +169,7 @@ async def logout(request: Request) -> Response:
     target = _destinations(request).check(destination) if destination else None
     if destination is not None and target is None:
         raise InvalidParameterValue("The Destination is not an allowed destination.")
-    await request.app.state.runtime.console_sessions.revoke(
-        request.cookies.get(cookie_name(request)))
+    await request.app.state.runtime.console_sessions.revoke(session_cookie(request))
     response = redirect(target) if target else page(
         "signed_out.html", heading="Signed out", message="Your console session has ended.")
     end_session(request, response)

@@ -1,5 +1,5 @@
 """HTML pages of the browser endpoints: one template environment, one set of security headers,
-one error page, one way to read a small form and to set a cookie.
+one error page, one way to read a small form or a query string and to set a cookie.
 
 Every page is served with a Content-Security-Policy that allows only the broker's own assets
 and no framing, ``Referrer-Policy: no-referrer`` (pages and redirects may carry tokens), no
@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from broker.audit import AuditEvent
 from broker.aws.errors import AwsError, InternalFailure, InvalidRequest, ServiceUnavailable
+from broker.aws.http import parse_query
 from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
 
@@ -46,6 +46,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FORM_BYTES = 160_000  # a SAMLResponse of 100,000 characters, URL-encoded, and a RelayState
+MAX_FORM_FIELDS = 20
 
 
 class BadForm(Exception):
@@ -92,10 +93,11 @@ async def form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise BadForm(f"The form is larger than {MAX_FORM_BYTES} bytes.")
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                          max_num_fields=20)
-    except (UnicodeDecodeError, ValueError):
+        pairs = parse_query(body.decode("utf-8"))
+    except UnicodeDecodeError:
         raise BadForm("The form is not valid URL-encoded UTF-8.") from None
+    if len(pairs) > MAX_FORM_FIELDS:
+        raise BadForm(f"The form has more than {MAX_FORM_FIELDS} fields.")
     fields: dict[str, str] = {}
     for name, value in pairs:
         if name in fields:
@@ -104,11 +106,62 @@ async def form(request: Request) -> dict[str, str]:
     return fields
 
 
-def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_age: int,
-               path: str = "/", same_site: str | None = "lax") -> None:
-    """Set an HttpOnly cookie with no Domain (host-only), Secure on https."""
-    response.set_cookie(name, value, max_age=max_age, path=path, secure=secure,
-                        httponly=True, samesite=same_site)  # type: ignore[arg-type]
+def query(request: Request) -> dict[str, list[str]]:
+    """The query string's values by name, decoded as strictly as the Query protocol decodes
+    its own (broker.aws.http.parse_query): an escape that is not UTF-8 is refused, never
+    replaced."""
+    raw: bytes = request.scope.get("query_string", b"")
+    try:
+        pairs = parse_query(raw.decode("utf-8")) if raw else []
+    except UnicodeDecodeError:
+        raise InvalidRequest("The query string is not valid URL-encoded UTF-8.") from None
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    return values
+
+
+# -- cookies ------------------------------------------------------------------------------------
+#
+# Every cookie the broker sets is host-only (no Domain), HttpOnly, for Path=/, and on an https
+# public URL Secure and named with the __Host- prefix: a browser then takes it only from this
+# host over TLS, so no sibling subdomain and no man in the middle on a plain-http host can
+# plant or shadow it (RFC 6265bis, "Cookie Name Prefixes"). The same name is what the broker
+# reads, so a planted unprefixed cookie is never looked at.
+
+def _on_https(request: Request) -> bool:
+    return bool(request.app.state.runtime.settings.public_url.startswith("https://"))
+
+
+def cookie_name(request: Request, name: str) -> str:
+    """The name a cookie has on the wire: ``__Host-NAME`` on an https public URL."""
+    return f"__Host-{name}" if _on_https(request) else name
+
+
+def read_cookie(request: Request, name: str) -> str | None:
+    return request.cookies.get(cookie_name(request, name))
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int,
+               same_site: str = "lax") -> None:
+    """Set one of the broker's cookies. ``same_site="none"`` (for a cookie that must come back
+    with an identity provider's cross-site POST) needs Secure: on plain http (development)
+    the attribute is left out, and browsers send such a cookie on that POST for two minutes."""
+    secure = _on_https(request)
+    response.set_cookie(cookie_name(request, name), value, max_age=max_age, path="/",
+                        secure=secure, httponly=True,
+                        samesite=same_site if secure or same_site != "none"
+                        else None)  # type: ignore[arg-type]
+
+
+def drop_cookie(request: Request, response: Response, name: str, *,
+                same_site: str = "lax") -> None:
+    """Tell the browser to drop a cookie, with the attributes it was set with (a browser
+    ignores the deletion of a __Host- cookie otherwise)."""
+    secure = _on_https(request)
+    response.delete_cookie(cookie_name(request, name), path="/", secure=secure, httponly=True,
+                           samesite=same_site if secure or same_site != "none"
+                           else None)  # type: ignore[arg-type]
 
 
 def audit_browser(request: Request, event: str, request_id: str,

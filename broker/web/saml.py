@@ -22,9 +22,12 @@ from broker.signin.saml import CHOICE_SECONDS, REQUEST_SECONDS, Offer, SamlSignI
 from broker.web.pages import (
     SECURITY_HEADERS,
     audit_browser,
+    drop_cookie,
     form,
     guarded,
     page,
+    query,
+    read_cookie,
     redirect,
     set_cookie,
     wants_json,
@@ -38,10 +41,6 @@ REQUEST_COOKIE = "broker-saml-request"
 def _signin(request: Request) -> SamlSignIn:
     signin: SamlSignIn = request.app.state.runtime.saml_signin
     return signin
-
-
-def _secure(request: Request) -> bool:
-    return bool(request.app.state.runtime.settings.public_url.startswith("https://"))
 
 
 async def metadata(request: Request) -> Response:
@@ -62,19 +61,18 @@ async def acs(request: Request) -> Response:
     if wants_json(request):
         offer = await signin.offer(encoded)
         return JSONResponse(_offer_json(offer), headers=SECURITY_HEADERS)
-    offer = await signin.receive(encoded, request.cookies.get(REQUEST_COOKIE))
+    offer = await signin.receive(encoded, read_cookie(request, REQUEST_COOKIE))
     if len(offer.roles) == 1:
         only = offer.roles[0]
         started = await _signed_in(request, signin, offer, only.role_arn, only.provider_arn)
         response = start_session(request, started, signin.destination(relay_state))
-        response.delete_cookie(REQUEST_COOKIE, path="/saml")
+        drop_cookie(request, response, REQUEST_COOKIE, same_site="none")
         return response
     choice = await signin.hold(offer, relay_state)
     response = page("chooser.html", subject=offer.assertion.subject,
                     issuer=offer.assertion.issuer, accounts=offer.accounts(), csrf=choice.csrf)
-    set_cookie(response, CHOICE_COOKIE, choice.handle, secure=_secure(request),
-               max_age=CHOICE_SECONDS, path="/saml")
-    response.delete_cookie(REQUEST_COOKIE, path="/saml")
+    set_cookie(request, response, CHOICE_COOKIE, choice.handle, max_age=CHOICE_SECONDS)
+    drop_cookie(request, response, REQUEST_COOKIE, same_site="none")
     return response
 
 
@@ -82,33 +80,39 @@ async def acs(request: Request) -> Response:
 async def choose(request: Request) -> Response:
     fields = await form(request)
     signin = _signin(request)
-    offer, relay_state = await signin.take_choice(request.cookies.get(CHOICE_COOKIE),
+    offer, relay_state = await signin.take_choice(read_cookie(request, CHOICE_COOKIE),
                                                   fields.get("csrf"))
     chosen = fields.get("role", "")
     role_arn, _, provider_arn = chosen.partition(",")
     started = await _signed_in(request, signin, offer, role_arn, provider_arn)
     response = start_session(request, started, signin.destination(relay_state))
-    response.delete_cookie(CHOICE_COOKIE, path="/saml")
+    drop_cookie(request, response, CHOICE_COOKIE)
     return response
 
 
 @guarded
 async def login(request: Request) -> Response:
-    provider = request.query_params.get("provider")
+    params = query(request)
+    provider = _only(params, "provider")
     if not provider:
         raise InvalidIdentityToken("Say which identity provider to sign in with: "
                                    "/saml/login?provider=NAME.")
-    account = request.query_params.get("account") or None
-    relay_state = request.query_params.get("RelayState") or None
-    location, request_id = await _signin(request).begin(provider, account, relay_state)
+    account = _only(params, "account") or None
+    relay_state = _only(params, "RelayState") or None
+    location, browser = await _signin(request).begin(provider, account, relay_state)
     response = redirect(location, 302)
     # The identity provider answers with a cross-site POST: a SameSite=Lax cookie would not
-    # come back with it. On https it is SameSite=None; Secure; on plain http (development)
-    # browsers send a cookie without SameSite on such a POST for its first two minutes.
-    secure = _secure(request)
-    set_cookie(response, REQUEST_COOKIE, request_id, secure=secure, max_age=REQUEST_SECONDS,
-               path="/saml", same_site="none" if secure else None)
+    # come back with it.
+    set_cookie(request, response, REQUEST_COOKIE, browser, max_age=REQUEST_SECONDS,
+               same_site="none")
     return response
+
+
+def _only(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name, [])
+    if len(values) > 1:
+        raise InvalidIdentityToken(f"The parameter {name} is given more than once.")
+    return values[0] if values else None
 
 
 async def _signed_in(request: Request, signin: SamlSignIn, offer: Offer, role_arn: str,

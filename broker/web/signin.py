@@ -22,16 +22,31 @@ from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
 from broker.signin.console import Console, Origin
 from broker.signin.sessions import ConsoleSession, ConsoleSessions
-from broker.web.pages import audit_browser, form, guarded, page, redirect, set_cookie
+from broker.web.pages import (
+    audit_browser,
+    drop_cookie,
+    form,
+    guarded,
+    page,
+    query,
+    read_cookie,
+    redirect,
+    set_cookie,
+)
 
 log = logging.getLogger("broker.web")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 
 
-def cookie_name(request: Request) -> str:
-    settings = request.app.state.runtime.settings
-    name: str = settings.signin.session_cookie
-    return f"__Host-{name}" if settings.public_url.startswith("https://") else name
+def _cookie(request: Request) -> str:
+    """The session cookie's base name (``signin.session_cookie``); see pages.cookie_name."""
+    name: str = request.app.state.runtime.settings.signin.session_cookie
+    return name
+
+
+def session_cookie(request: Request) -> str | None:
+    """The value of this browser's session cookie, if it sent one."""
+    return read_cookie(request, _cookie(request))
 
 
 def _sessions(request: Request) -> ConsoleSessions:
@@ -44,8 +59,7 @@ def start_session(request: Request, started: tuple[str, int], destination: str) 
     which the browser keeps as long as the session lasts."""
     cookie, seconds = started
     response = redirect(destination)
-    secure = request.app.state.runtime.settings.public_url.startswith("https://")
-    set_cookie(response, cookie_name(request), cookie, secure=secure, max_age=seconds)
+    set_cookie(request, response, _cookie(request), cookie, max_age=seconds)
     return response
 
 
@@ -62,7 +76,7 @@ def _console(request: Request) -> Console:
 
 async def current(request: Request) -> tuple[str, ConsoleSession] | None:
     """This browser's console session and its cookie, if it has a live one."""
-    cookie = request.cookies.get(cookie_name(request))
+    cookie = session_cookie(request)
     session = await _sessions(request).get(cookie)
     if session is None or cookie is None:
         return None
@@ -79,12 +93,9 @@ def origin_of(request: Request) -> Origin:
 
 
 def end_session(request: Request, response: Response) -> None:
-    """Tell the browser to drop the session cookie — with the attributes it was set with, or a
-    browser ignores the deletion of a __Host- cookie (the session is revoked server-side
+    """Tell the browser to drop the session cookie (the session is revoked server-side
     either way)."""
-    secure = request.app.state.runtime.settings.public_url.startswith("https://")
-    response.delete_cookie(cookie_name(request), path="/", secure=secure, httponly=True,
-                           samesite="lax")
+    drop_cookie(request, response, _cookie(request))
 
 
 def credentials_text(session: ConsoleSession) -> tuple[str, str]:
@@ -131,7 +142,7 @@ async def console(request: Request) -> Response:
                 expires=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 expires_at=session.expires_at, exports=exports, profile=profile,
                 applications=await _console(request).open_applications(principal, origin),
-                csrf=csrf_token(cookie), switched=request.query_params.get("switched"))
+                csrf=csrf_token(cookie), switched=bool(query(request).get("switched")))
 
 
 @guarded
@@ -174,8 +185,7 @@ async def switch_role(request: Request) -> Response:
 @guarded
 async def sign_out(request: Request) -> Response:
     fields = await form(request)
-    name = cookie_name(request)
-    cookie = request.cookies.get(name)
+    cookie = session_cookie(request)
     if cookie:
         _check_csrf(fields, cookie)
         await _sessions(request).revoke(cookie)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -238,24 +239,95 @@ def test_listed_destinations_match_origin_and_path_prefix(
                   relay_state if followed else "/console")
 
 
+def host_cookie(response: httpx.Response, name: str) -> Any:
+    """A cookie set as every cookie of a broker on https must be: __Host- prefixed, Secure,
+    HttpOnly, Path=/, no Domain."""
+    cookies = set_cookies(response)
+    assert name not in cookies  # never the unprefixed name
+    cookie = cookies[f"__Host-{name}"]
+    assert cookie["secure"] is True and cookie["httponly"] is True
+    assert cookie["path"] == "/" and not cookie["domain"]
+    return cookie
+
+
 def test_on_https_the_cookies_are_secure_and_host_prefixed(https_world: SamlWorld) -> None:
     world = https_world
     name = world.provider_arn.rsplit("/", 1)[1]
     with browser(world.broker) as client:
-        request = set_cookies(client.get("/saml/login", params={"provider": name}))[REQUEST]
+        request = host_cookie(client.get("/saml/login", params={"provider": name}), REQUEST)
         # The IdP's answer is a cross-site POST: only SameSite=None brings the cookie back.
-        assert request["secure"] is True and request["samesite"].lower() == "none"
+        assert request["samesite"].lower() == "none"
         r = post(client, world.response())
-        assert r.status_code == 303 and SESSION not in set_cookies(r)
-        cookie = set_cookies(r)[f"__Host-{SESSION}"]
-        assert cookie["secure"] is True and cookie["httponly"] is True
-        assert cookie["path"] == "/" and not cookie["domain"]
+        assert r.status_code == 303
+        cookie = host_cookie(r, SESSION)
         assert cookie["samesite"].lower() == "lax"
         headers = {"Cookie": f"__Host-{SESSION}={cookie.value}"}
         assert session_arn(world.role_arn) in client.get("/console", headers=headers).text
         # The unprefixed name, which a sibling host could plant, is not the session.
         headers = {"Cookie": f"{SESSION}={cookie.value}"}
         assert client.get("/console", headers=headers).status_code == 401
+
+
+def test_on_https_the_chooser_cookie_is_host_prefixed(https_world: SamlWorld) -> None:
+    world = https_world
+    roles = [(r, world.provider_arn) for r in world.roles.values()] * 2  # a choice to make
+    extra = world.broker.client("iam").create_role(
+        RoleName=f"other-{uuid.uuid4().hex[:6]}",
+        AssumeRolePolicyDocument=trust_policy(world.provider_arn, world.acs_url))["Role"]["Arn"]
+    roles = [roles[0], (extra, world.provider_arn)]
+    with browser(world.broker) as client:
+        r = post(client, world.response(roles=roles))
+        assert r.status_code == 200, r.text
+        choice = host_cookie(r, CHOICE)
+        csrf = str(lxml.html.fromstring(r.text).xpath("//input[@name='csrf']/@value")[0])
+        planted = {"Cookie": f"{CHOICE}={choice.value}"}  # what a sibling host could set
+        refused = client.post("/saml/choose", data={"csrf": csrf, "role": f"{extra},"
+                                                    f"{world.provider_arn}"}, headers=planted)
+        error_page(refused, 400, "expired")
+        # The control: a new chooser, its cookie under its own name.
+        r = post(client, world.response(roles=roles))
+        choice = host_cookie(r, CHOICE)
+        csrf = str(lxml.html.fromstring(r.text).xpath("//input[@name='csrf']/@value")[0])
+        signed = client.post("/saml/choose", data={"csrf": csrf, "role": f"{extra},"
+                                                   f"{world.provider_arn}"},
+                             headers={"Cookie": f"__Host-{CHOICE}={choice.value}"})
+        assert signed.status_code == 303, signed.text
+        host_cookie(signed, SESSION)
+
+
+def test_a_planted_request_cookie_does_not_sign_the_victim_in(https_world: SamlWorld) -> None:
+    """Login CSRF through cookie tossing: the attacker starts /saml/login in their own browser,
+    keeps the identity provider's answer and posts it from the victim's browser, with a
+    request cookie planted there. A sibling subdomain (or a man in the middle on any
+    plain-http host) can plant a cookie without the __Host- prefix, for any path; the answer
+    itself shows the request id. None of these makes the answer the victim's; the control,
+    the attacker's own browser with its own cookie, signs in."""
+    world = https_world
+    name = world.provider_arn.rsplit("/", 1)[1]
+
+    def attacker_starts() -> tuple[str, str]:
+        with browser(world.broker) as attacker:
+            r = attacker.get("/saml/login", params={"provider": name})
+            secret = host_cookie(r, REQUEST).value
+            query = parse_qs(urlsplit(r.headers["location"]).query)
+            xml = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15)
+            request_id = etree.fromstring(xml).get("ID")
+        assert request_id and secret != request_id
+        return request_id, secret
+
+    for planted in ("{REQUEST}={request_id}", "{REQUEST}={secret}",
+                    "__Host-{REQUEST}={request_id}"):
+        request_id, secret = attacker_starts()
+        cookie = planted.format(REQUEST=REQUEST, request_id=request_id, secret=secret)
+        with browser(world.broker) as victim:
+            error_page(post(victim, world.response(in_response_to=request_id),
+                            headers={"Cookie": cookie}), 400, "InResponseTo")
+    request_id, secret = attacker_starts()
+    with browser(world.broker) as own:
+        r = post(own, world.response(in_response_to=request_id),
+                 headers={"Cookie": f"__Host-{REQUEST}={secret}"})
+        assert r.status_code == 303, r.text
+        host_cookie(r, SESSION)
 
 
 # -- 3. several roles: the chooser ------------------------------------------------------------
@@ -283,7 +355,7 @@ def test_several_roles_show_the_chooser_by_account(multi: Multi) -> None:
         assert r.status_code == 200
         secured(r)
         cookie = set_cookies(r)[CHOICE]
-        assert cookie.value and cookie["path"] == "/saml" and cookie["httponly"] is True
+        assert cookie.value and cookie["path"] == "/" and cookie["httponly"] is True
         assert cookie["samesite"].lower() == "lax" and not cookie["domain"]
         doc = lxml.html.fromstring(r.text)
         (form,) = doc.xpath("//form[@action='/saml/choose']")
@@ -493,7 +565,9 @@ def begin(client: httpx.Client, world: SamlWorld, relay_state: str = "/console/s
     request_id = request.get("ID")
     assert request_id and request_id[0] == "_"
     cookie = set_cookies(r)[REQUEST]
-    assert cookie.value == request_id and cookie["path"] == "/saml"
+    # A secret of this browser's, not the request id (which the answer itself carries).
+    assert len(cookie.value) >= 32 and request_id not in cookie.value
+    assert cookie["path"] == "/" and not cookie["domain"]
     assert cookie["httponly"] is True and int(cookie["max-age"]) == 600
     assert not cookie["samesite"]  # plain http: no SameSite=None without Secure
     return request_id
@@ -504,10 +578,11 @@ def test_sp_initiated_sign_in_answers_its_request_once(world: SamlWorld) -> None
         request_id = begin(client, world)
         assert begin(client, world) != request_id  # every request its own ID
         request_id = begin(client, world)
+        secret = client.cookies[REQUEST]
         r = post(client, world.response(in_response_to=request_id), "/console/sp")
         signed_in(r, "/console/sp")
         assert set_cookies(r)[REQUEST].value == ""
-        replayed = {"Cookie": f"{REQUEST}={request_id}"}
+        replayed = {"Cookie": f"{REQUEST}={secret}"}
         error_page(post(client, world.response(in_response_to=request_id), headers=replayed),
                    400, "InResponseTo")
 

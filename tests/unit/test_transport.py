@@ -198,3 +198,77 @@ def test_after_an_abort_with_bytes_buffered_a_write_goes_nowhere_quietly() -> No
         return raised
 
     assert run(test) == []
+
+
+# -- what BrokerHttpProtocol relies on in uvicorn ---------------------------------------------
+#
+# BrokerHttpProtocol hands uvicorn's HttpToolsProtocol a JoinedWrites in place of the real
+# transport. That is right only while uvicorn reaches the transport in the ways read when it was
+# written: every answer through self.transport.write, the connection's end through close, and
+# nothing that writes behind JoinedWrites' back. These tests fail (never skip) when the
+# installed uvicorn is outside the pinned range or reaches its transport in any other way:
+# read the new code, adjust JoinedWrites, then the recorded sets and the pin.
+
+# Each name uvicorn's httptools protocol calls on self.transport, and why JoinedWrites is right
+# for it: its own method (write, close) or the real transport's through __getattr__ (which
+# neither writes nor closes behind what is pending).
+TRANSPORT_CALLS = {"write": "joined", "close": "joined: sends what is pending first",
+                   "is_closing": "forwarded", "set_protocol": "forwarded (websocket upgrade)"}
+FLOW_CONTROL_CALLS = {"pause_reading", "resume_reading"}
+
+
+def _attribute_calls(module: Any, owner: str) -> set[str]:
+    """The attribute names called on ``self.<owner>`` (or ``<owner>``) in a module's source."""
+    import ast
+    import inspect
+
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+            if (isinstance(target, ast.Attribute) and target.attr == owner) or (
+                    isinstance(target, ast.Name) and target.id == owner):
+                found.add(node.func.attr)
+    return found
+
+
+def test_the_installed_uvicorn_is_in_the_pinned_range() -> None:
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    pins = [Requirement(r) for r in requires("broker") or []]
+    uvicorn = next(r for r in pins if r.name == "uvicorn")
+    assert uvicorn.specifier, "uvicorn must be pinned to the range transport.py was written for"
+    assert uvicorn.specifier.contains(version("uvicorn")), (
+        f"uvicorn {version('uvicorn')} is outside {uvicorn.specifier}: check what "
+        "broker/web/transport.py overrides against it, then move the pin")
+
+
+def test_uvicorn_reaches_its_transport_only_as_recorded() -> None:
+    from uvicorn.protocols.http import flow_control, httptools_impl
+
+    assert _attribute_calls(httptools_impl, "transport") == set(TRANSPORT_CALLS)
+    assert _attribute_calls(flow_control, "_transport") == FLOW_CONTROL_CALLS
+    # The methods JoinedWrites must define itself (not forward): what writes or closes.
+    for name in ("write", "writelines", "close", "abort", "write_eof", "get_write_buffer_size"):
+        assert name in vars(JoinedWrites), name
+
+
+def test_connection_made_takes_the_transport_it_is_given() -> None:
+    """BrokerHttpProtocol overrides connection_made(transport) and passes JoinedWrites on: it
+    must still be the one place uvicorn's protocol learns its transport."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from broker.web.transport import BrokerHttpProtocol
+
+    assert list(inspect.signature(HttpToolsProtocol.connection_made).parameters) == [
+        "self", "transport"]
+    source = inspect.getsource(HttpToolsProtocol.connection_made)
+    assert "self.transport = transport" in source
+    assert "FlowControl(transport)" in source
+    assert "connection_made" in vars(BrokerHttpProtocol)
+    assert [c.__name__ for c in BrokerHttpProtocol.__mro__[1:3]] == [
+        "HttpToolsProtocol", "Protocol"]
