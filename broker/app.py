@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
+from starlette.exceptions import HTTPException
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -25,7 +26,7 @@ from broker.signin.demo import DemoIdentityProvider
 from broker.web import dev, federation, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
-from broker.web.pages import DEV_MODE
+from broker.web.pages import DEV_MODE, http_error
 from broker.web.query import QueryApp
 
 log = logging.getLogger("broker")
@@ -107,7 +108,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
             Route("/dev/signin", dev.signin, methods=["POST"]),
             Route("/dev/choose", dev.choose, methods=["POST"]),
         ]
-    return BrokerApp(Starlette(routes=routes, lifespan=lifespan), dev=settings.server.dev)
+    web = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
+    return BrokerApp(web, dev=settings.server.dev)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

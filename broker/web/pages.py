@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -66,6 +67,30 @@ def error_page(error: AwsError, *, heading: str = "Sign-in refused",
                error_id: str | None = None) -> HTMLResponse:
     return page("error.html", error.status, heading=heading, message=error.message,
                 code=error.code, error_id=error_id or new_request_id())
+
+
+_HTTP_ERRORS = {404: ("NotFound", "Not found", "There is no page at this address."),
+                405: ("MethodNotAllowed", "Method not allowed",
+                      "This address does not answer that HTTP method.")}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route for the path, a method the route does not serve,
+    a file /static does not have) as the broker's error page, or JSON, with an error id."""
+    assert isinstance(exc, HTTPException)
+    code, heading, message = _HTTP_ERRORS.get(
+        exc.status_code, ("InvalidRequest", "Request refused", str(exc.detail)))
+    error_id = new_request_id()
+    response: Response
+    if wants_json(request):
+        response = JSONResponse({"Error": {"Code": code, "Message": message},
+                                 "RequestId": error_id}, status_code=exc.status_code,
+                                headers=SECURITY_HEADERS)
+    else:
+        response = page("error.html", exc.status_code, heading=heading, message=message,
+                        code=code, error_id=error_id)
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 def wants_json(request: Request) -> bool:

@@ -4,6 +4,7 @@ parser and the SigV4 header parser with arbitrary input."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -63,9 +64,21 @@ values = st.one_of(
     st.integers(min_value=1, max_value=2000).map(lambda n: "[" * n + "]" * n),  # deep JSON
     st.integers(min_value=1, max_value=2000).map(lambda n: '{"a":' * n + "1" + "}" * n),
     st.sampled_from(["9" * 50, "-0", "1e3", "\u0661\u0662", "AA==", "true", "Active"]),
+    # JSON (a policy, a JWKS, a Session) whose strings hold lone surrogates and NUL: json.dumps
+    # writes them as \u escapes, which json.loads would decode to text UTF-8 cannot carry.
+    st.builds(lambda action, resource: json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action,
+                                                "Resource": resource}]}),
+        st.text(st.characters(codec=None, exclude_categories=()), max_size=8),
+        st.text(st.characters(codec=None, exclude_categories=()), max_size=8)),
+    st.builds(lambda key, value: json.dumps({key: value}),
+              st.text(st.characters(min_codepoint=0, max_codepoint=0xDFFF), max_size=4),
+              st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=4)),
 )
-raw_query = st.text(alphabet=st.sampled_from(list("aAX-_.~%&=+/;:, 0129fF\u00e9\u2603")),
-                    max_size=200)
+raw_query = st.lists(st.sampled_from(
+    [*"aAX-_.~%&=+/;:, 0129fF\u00e9\u2603",
+     # escapes of bytes that are not UTF-8: a lone surrogate, an overlong "/", 0xFF, a cut
+     "%ED%A0%80", "%C0%AF", "%FF", "%E2%98", "%00"]), max_size=100).map("".join)
 actions = st.sampled_from(["GetCallerIdentity", "GetSessionToken", "GetFederationToken",
                            "CreateUser", "ListUsers", "UpdateAccessKey", "Nope", ""])
 

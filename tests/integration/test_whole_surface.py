@@ -1,0 +1,748 @@
+"""Every 5xx is a defect: the whole HTTP surface under hostile values.
+
+Every Query action the running broker serves (its own operation list, whose shapes
+tests/conformance/test_botocore_models.py holds equal to botocore's models) and every web
+route its application mounts is sent hostile values, one member or field at a time, beside
+honest values for everything else (real entities, real signatures, a real console session), so
+that each hostile value reaches as deep as it can:
+
+* bytes that are not UTF-8 (a lone surrogate encoded as UTF-8, an overlong encoding, 0xFF),
+  NUL, CR LF, broken percent escapes, non-ASCII text, oversized values;
+* in every JSON a member carries (policies, the federation endpoint's Session, JWKS, a web
+  identity token's header and claims), each string followed in turn by a lone surrogate
+  escape (``\\ud800``, ``\\udc00``) or NUL (``\\u0000``), plus repeated members, NaN, deep
+  nesting and broken JSON;
+* in every XML (SAML metadata and responses), character references that XML forbids, bytes
+  that are not UTF-8 and encodings that lie;
+* in headers (User-Agent, Cookie, the gateway's X-Original-URL), bytes that are not UTF-8.
+
+The check fails on any answer of 500 or more, on any refusal not in the interface's own format
+(AWS's XML ErrorResponse; an HTML page with an error id, or JSON with an error code), and on
+any log record of level ERROR or any
+logged stack trace (uvicorn's and the broker's): the broker's last-resort handlers turn an
+unforeseen exception into a polite 500, so the log is where a defect shows. Every cookie set
+along the way must be host-only, HttpOnly and for Path=/. A route the table below does not
+cover, or a form field of a template it does not list, fails the check too: the surface grows
+only with its hostile cases.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import httpx
+import lxml.html
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.routing import Mount, Route
+
+from broker.aws import shapes
+from broker.aws.query import Operation
+from tests.console_world import APP, ConsoleWorld, console_env, session_param, set_cookies
+from tests.helpers import Broker, Creds, start_broker
+from tests.saml_idp import encode
+from tests.saml_world import SamlWorld
+
+# -- hostile values -------------------------------------------------------------------------
+
+# As they go on the wire, already percent-encoded: each is spliced in as is.
+ESCAPES = {
+    "lone surrogate as UTF-8": "%ED%A0%80",
+    "low surrogate as UTF-8": "a%ED%B0%80b",
+    "overlong UTF-8": "%C0%AF",
+    "not UTF-8": "%FF%FE",
+    "truncated UTF-8": "abc%E2%98",
+    "NUL": "a%00b",
+    "CR LF": "a%0D%0ASet-Cookie:%20x=y",
+    "broken escape": "%zz%4",
+    "non-ASCII": quote("é☃😀\u202e"),
+    "oversized": "a" * 70_000,
+}
+# Strings that JSON's \u escapes can spell and UTF-8 cannot (or that no store keeps).
+BAD_STRINGS = ("\ud800", "x\udc00y", "\u0000", "\ud83d")
+
+
+def wire(text: str) -> str:
+    """Percent-encode text whose characters are all encodable (JSON from json.dumps is ASCII)."""
+    return quote(text, safe="")
+
+
+def json_variants(document: Any) -> Iterator[tuple[str, str]]:
+    """(what, wire value) for a JSON document with each of its strings — member names too —
+    followed in turn by each BAD_STRING; then repeated members, NaN and deep nesting."""
+    def positions(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        if isinstance(value, dict):
+            for name, member in value.items():
+                yield (*path, ("name", name))
+                yield from positions(member, (*path, name))
+        elif isinstance(value, list):
+            for index, member in enumerate(value):
+                yield from positions(member, (*path, index))
+        elif isinstance(value, str):
+            yield path
+
+    def replaced(value: Any, path: tuple[Any, ...], bad: str) -> Any:
+        """``value`` with the string at ``path`` followed by ``bad`` (an otherwise honest
+        string goes as deep as an honest one would)."""
+        if not path:
+            return value + bad
+        step, rest = path[0], path[1:]
+        if isinstance(step, tuple):  # a member's name
+            return {(name + bad if name == step[1] else name): member
+                    for name, member in value.items()}
+        copy = dict(value) if isinstance(value, dict) else list(value)
+        copy[step] = replaced(value[step], rest, bad)
+        return copy
+
+    for path in positions(document):
+        for bad in BAD_STRINGS:
+            yield f"{bad!r} after {path}", wire(json.dumps(replaced(document, path, bad)))
+    text = json.dumps(document)
+    if text.startswith("{"):
+        first = text[1:].split(",", 1)[0]
+        yield "a repeated member", wire("{" + first + "," + text[1:])
+        yield "NaN", wire(text[:-1] + ',"n":NaN}')
+    yield "deep nesting", wire("[" * 5_000 + "]" * 5_000)  # far past the parser's recursion
+    yield "not JSON", wire(text[: len(text) // 2])
+
+
+def jwt_variants(claims: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Unsigned-looking compact JWS with hostile JSON in the header and in the claims."""
+    def seg(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = {"alg": "RS256", "kid": "k1", "typ": "JWT"}
+    body = seg(json.dumps(claims).encode())
+    for what, value in json_variants(header):
+        yield f"header {what}", wire(seg(_unwire(value)) + "." + body + ".c2ln")
+    for what, value in json_variants(claims):
+        yield f"claims {what}", wire(seg(json.dumps(header).encode()) + "." +
+                                     seg(_unwire(value)) + ".c2ln")
+    for what, raw in (("claims not UTF-8", b'{"iss":"\xed\xa0\x80"}'),
+                      ("claims NUL", b'{"iss":"a\x00"}')):
+        yield what, wire(seg(json.dumps(header).encode()) + "." + seg(raw) + ".c2ln")
+
+
+def _unwire(value: str) -> bytes:
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(value)
+
+
+def xml_variants(document: bytes, *, base64_encoded: bool) -> Iterator[tuple[str, str]]:
+    """An XML document spoiled in the ways XML forbids, each as the member's wire value."""
+    text = document.decode()
+    spoiled: dict[str, bytes] = {
+        "a surrogate character reference": _inside(text, "&#xD800;"),
+        "a NUL character reference": _inside(text, "&#0;"),
+        "a control character reference": _inside(text, "&#x1B;"),
+        "bytes that are not UTF-8": _inside(text, raw=b"\xed\xa0\x80\xff"),
+        "an encoding that lies": b'<?xml version="1.0" encoding="UTF-16"?>' + document,
+        "UTF-16 without saying so": text.encode("utf-16"),
+        "NUL bytes": document.replace(b">", b">\x00", 1),
+    }
+    for what, data in spoiled.items():
+        if base64_encoded:
+            yield what, wire(base64.b64encode(data).decode())
+        elif what in ("bytes that are not UTF-8", "UTF-16 without saying so", "NUL bytes"):
+            yield what, quote(data, safe="")  # as raw bytes on the wire
+        else:
+            yield what, wire(data.decode("utf-8", "surrogateescape"))
+
+
+def _inside(text: str, insert: str = "", raw: bytes | None = None) -> bytes:
+    """The document with ``insert`` in the text of its first element that has text."""
+    match = re.search(r">([^<\s][^<]*)<", text)
+    assert match, "no element with text"
+    at = match.start(1)
+    if raw is not None:
+        return text[:at].encode() + raw + text[at:].encode()
+    return (text[:at] + insert + text[at:]).encode()
+
+
+# -- watching the log -----------------------------------------------------------------------
+
+class Watch(logging.Handler):
+    """Every record of level ERROR and every record that carries a stack trace."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR or record.exc_info:
+            self.records.append(record)
+
+    def take(self) -> list[str]:
+        found = [f"{r.name}: {r.getMessage()}" for r in self.records]
+        self.records.clear()
+        return found
+
+
+def _aws_xml_problem(response: httpx.Response) -> str | None:
+    try:
+        root = ElementTree.fromstring(response.content)
+    except ElementTree.ParseError:
+        return "not XML"
+    if not root.tag.endswith("}ErrorResponse") or root.find("{*}Error/{*}Code") is None:
+        return "not an AWS ErrorResponse"
+    return None
+
+
+def _web_problem(response: httpx.Response) -> str | None:
+    kind = response.headers.get("content-type", "")
+    if response.request.url.path == "/gateway/auth":
+        return None if not response.content else "a forward-auth refusal with a body"
+    if kind.startswith("text/html"):
+        found = re.search(r"Error id</dt><dd><code>[0-9a-f-]{36}</code>", response.text)
+        return None if found else "an HTML refusal without an error id"
+    if kind.startswith("application/json"):
+        try:
+            return None if json.loads(response.text)["Error"]["Code"] else "no code"
+        except (ValueError, KeyError, TypeError):
+            return "a JSON refusal without Error.Code"
+    return f"a refusal as {kind or 'nothing'}"
+
+
+# -- the broker and its world ----------------------------------------------------------------
+
+@dataclass
+class Surface:
+    broker: Broker
+    saml: SamlWorld
+    console: ConsoleWorld
+    good: dict[str, str]  # member name → an honest value (already on the wire)
+    json_members: dict[str, Any]
+    watch: Watch
+    http: httpx.Client
+    signer: Creds  # an IAM user allowed everything (root may not assume roles)
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, what: str, response: httpx.Response, *, query: bool = False) -> None:
+        """Record what is wrong with an answer: a 5xx, a log line, a cookie that is not
+        the broker's kind, or a refusal not in the interface's own format (AWS XML for the
+        Query protocol; an HTML page with an error id, or JSON with a code, on the web)."""
+        self.http.cookies.clear()  # every case says which cookies it sends
+        problems = []
+        status = response.status_code
+        if status >= 500:
+            problems.append(f"{status}: {response.text[:300]}")
+        elif status >= 400 and response.request.method != "HEAD":
+            problem = (_aws_xml_problem if query else _web_problem)(response)
+            if problem:
+                problems.append(f"{status}, {problem}: {response.text[:200]}")
+        for line in response.headers.get_list("set-cookie"):
+            attributes = [a.strip().lower() for a in line.split(";")[1:]]
+            if "path=/" not in attributes or "httponly" not in attributes or any(
+                    a.startswith("domain=") for a in attributes):
+                problems.append(f"a cookie that is not host-only, HttpOnly, Path=/: {line}")
+        problems += [f"logged: {line}" for line in self.watch.take()]
+        if problems:
+            self.failures.append(f"{what}: " + "; ".join(problems))
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres+redis"])
+def surface(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Surface]:
+    """The broker on each kind of store: what SQLite keeps, PostgreSQL may refuse (NUL)."""
+    env = console_env(BROKER_SERVER_DEV="true")
+    if request.param == "postgres+redis":
+        env.update(BROKER_STORE_DATABASE_URL=request.getfixturevalue("postgres_databases")(),
+                   BROKER_STORE_EPHEMERAL_URL=request.getfixturevalue("redis_url"),
+                   BROKER_STORE_REDIS_PREFIX=f"broker-surface-{uuid.uuid4().hex[:8]}:")
+    broker = start_broker(tmp_path_factory.mktemp("surface"), env=env)
+    watch = Watch()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]  # uvicorn.error: in uvicorn
+    for logger in loggers:
+        logger.addHandler(watch)
+    try:
+        world = _world(broker, watch)
+        with world.http:
+            yield world
+    finally:
+        for logger in loggers:
+            logger.removeHandler(watch)
+        broker.stop()
+
+
+POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Sid": "Surface", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*",
+    "Condition": {"StringEquals": {"aws:PrincipalTag/team": ["blue"]}}}]}
+
+
+def _world(broker: Broker, watch: Watch) -> Surface:
+    iam = broker.client("iam")
+    account = broker.account_id
+    saml = SamlWorld.make(broker)
+    console = ConsoleWorld.make(broker)
+    user = "surface-user"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    iam.create_group(GroupName="surface-group")
+    _, signer = broker.new_user(name="surface-admin")
+    oidc = iam.create_open_id_connect_provider(
+        Url="https://oidc.surface.example.test", ClientIDList=["client-1"],
+        ThumbprintList=["a" * 40])["OpenIDConnectProviderArn"]
+    # Every kind of principal, so that a hostile string after each reaches what resolves it.
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": [
+            f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:user/surface-admin",
+            console.role_arn]},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringLike": {"aws:PrincipalArn": "arn:aws:iam::*:user/surface-*"}}}, {
+        "Effect": "Allow", "Principal": {"Federated": [oidc, saml.provider_arn]},
+        "Action": ["sts:AssumeRoleWithWebIdentity", "sts:AssumeRoleWithSAML"]}, {
+        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName="surface-role", AssumeRolePolicyDocument=json.dumps(trust))
+    policy = iam.create_policy(PolicyName="surface-policy", PolicyDocument=json.dumps(POLICY))
+    resource_policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": account}, "Action": "s3:GetObject",
+        "Resource": "*"}]}
+    jwks = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+                      "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                      "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}
+    claims = {"iss": "https://oidc.surface.example.test", "sub": "surface", "aud": "client-1",
+              "exp": 4_000_000_000, "iat": 1_700_000_000, "email": "a@example.test"}
+    json_members: dict[str, Any] = {
+        "PolicyDocument": POLICY, "AssumeRolePolicyDocument": trust, "Policy": POLICY,
+        "PolicyInputList": POLICY, "PermissionsBoundaryPolicyInputList": POLICY,
+        "ServiceControlPolicyInputList": POLICY, "ResourcePolicy": resource_policy,
+        "Jwks": jwks, "WebIdentityToken": claims,
+    }
+    good = {
+        "UserName": user, "RoleName": "surface-role", "GroupName": "surface-group",
+        "PolicyName": "surface-inline", "PolicyArn": policy["Policy"]["Arn"],
+        "RoleArn": role["Role"]["Arn"], "PrincipalArn": saml.provider_arn,
+        "SAMLProviderArn": saml.provider_arn, "OpenIDConnectProviderArn": oidc,
+        "ProviderArn": oidc, "AccessKeyId": key, "PolicySourceArn":
+        f"arn:aws:iam::{account}:user/{user}", "CallerArn": f"arn:aws:iam::{account}:user/{user}",
+        "ActionNames": "s3:GetObject", "ResourceArns": "*", "ResourceOwner": account,
+        "Url": "https://oidc.surface.example.test", "ThumbprintList": "a" * 40,
+        "ClientIDList": "client-1", "ClientID": "client-1", "Name": "surface-name",
+        "VersionId": "v1", "Status": "Active", "Key": "team", "Value": "blue", "TagKeys": "team",
+        "TransitiveTagKeys": "team", "AccountAlias": "surface-alias",
+        "RoleSessionName": "surface", "SerialNumber": f"arn:aws:iam::{account}:mfa/surface",
+        "TokenCode": "123456", "Path": "/", "PathPrefix": "/", "NewPath": "/new/",
+        "Description": "surface", "ExternalId": "surface-1", "SourceIdentity": "surface",
+        "EncodedMessage": "c3VyZmFjZQ", "Password": "Surface-password-1",
+        "NewPassword": "Surface-password-2", "OldPassword": "Surface-password-1",
+        "SAMLMetadataDocument": wire(saml.idp.metadata()),
+        "SAMLAssertion": wire(encode(saml.response())), "ContextKeyName": "aws:username",
+        "ContextKeyValues": "surface", "Marker": "surface", "DurationSeconds": "900",
+        "MaxItems": "10", "MaxSessionDuration": "3600",
+        **{name: wire(json.dumps(value)) for name, value in json_members.items()
+           if name != "WebIdentityToken"},
+        "WebIdentityToken": wire(".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+            for part in ({"alg": "RS256", "kid": "k1"}, claims)) + ".c2ln"),
+    }
+    http = httpx.Client(base_url=broker.url, timeout=60)
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*",
+                                                          "Resource": "*"}]}
+    iam.put_user_policy(UserName="surface-admin", PolicyName="everything",
+                        PolicyDocument=json.dumps(everything))
+    return Surface(broker, saml, console, good, json_members, watch, http, signer)
+
+
+# -- the Query actions ------------------------------------------------------------------------
+
+def leaves(shape: shapes.Structure, prefix: str = "") -> Iterator[tuple[str, str, shapes.Shape]]:
+    """(wire name, member name, shape) of every scalar a structure flattens to; one member of
+    each list."""
+    for m in shape.members:
+        if isinstance(m.shape, shapes.ListOf):
+            if isinstance(m.shape.member, shapes.Structure):
+                yield from leaves(m.shape.member, f"{prefix}{m.name}.member.1.")
+            else:
+                yield f"{prefix}{m.name}.member.1", m.name, m.shape.member
+        elif isinstance(m.shape, shapes.Structure):
+            yield from leaves(m.shape, f"{prefix}{m.name}.")
+        else:
+            yield f"{prefix}{m.name}", m.name, m.shape
+
+
+def honest(surface: Surface, name: str, shape: shapes.Shape) -> str:
+    if name in surface.good:
+        return surface.good[name]
+    if isinstance(shape, shapes.Boolean):
+        return "true"
+    if isinstance(shape, shapes.Integer):
+        return str(max(shape.min or 1, 1))
+    if isinstance(shape, shapes.String) and shape.enum:
+        return shape.enum[0]
+    return "surface"
+
+
+def hostile(surface: Surface, name: str, shape: shapes.Shape) -> Iterator[tuple[str, str]]:
+    yield from ESCAPES.items()
+    if isinstance(shape, shapes.Integer | shapes.Boolean):
+        yield from (("huge", "9" * 400), ("negative", "-1"), ("fraction", "1.5"))
+    if name == "WebIdentityToken":
+        yield from jwt_variants(surface.json_members[name])
+    elif name in surface.json_members:
+        yield from json_variants(surface.json_members[name])
+    elif name == "SAMLMetadataDocument":
+        yield from xml_variants(surface.saml.idp.metadata().encode(), base64_encoded=False)
+    elif name == "SAMLAssertion":
+        yield from xml_variants(surface.saml.response(), base64_encoded=True)
+
+
+def _order(op: Operation) -> tuple[bool, str]:
+    # What deletes or detaches goes last, so the entities the others name still exist.
+    destructive = op.name.startswith(("Delete", "Remove", "Detach", "Untag", "Deactivate"))
+    return destructive, op.name
+
+
+def signed(surface: Surface, op: Operation, body: str, *,
+           headers: dict[str, Any] | None = None) -> httpx.Response:
+    data = f"Action={op.name}&Version={op.service.version}&{body}".encode()
+    request = AWSRequest(method="POST", url=f"{surface.broker.url}/", data=data, headers={
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    signer = surface.signer
+    SigV4Auth(Credentials(signer.access_key_id, signer.secret_access_key), op.service.name,
+              "us-east-1").add_auth(request)
+    sent: dict[str, Any] = dict(request.headers.items())
+    sent.update(headers or {})
+    return surface.http.post("/", content=data, headers=sent)
+
+
+def test_every_query_action_with_hostile_values(surface: Surface) -> None:
+    surface.failures.clear()
+    operations = sorted(surface.broker.runtime.protocol.operations, key=_order)
+    assert len(operations) > 100  # STS and IAM, the control that the surface was found
+    sent = 0
+    for op in operations:
+        all_leaves = list(leaves(op.input))
+        required = {m.name for m in op.input.members if m.required}
+        base = {wire_name: honest(surface, name, shape) for wire_name, name, shape in all_leaves
+                if wire_name.split(".", 1)[0] in required}
+        for wire_name, name, shape in all_leaves:
+            for what, value in hostile(surface, name, shape):
+                params = {**base, wire_name: value}
+                body = "&".join(f"{quote(k, safe='.')}={v}" for k, v in params.items())
+                surface.check(f"{op.name} {wire_name} = {what}", signed(surface, op, body),
+                              query=True)
+                sent += 1
+    assert sent > 3000
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
+def test_the_control_honest_values_reach_the_handlers(surface: Surface) -> None:
+    """The control of the test above: with honest values the same requests succeed, so what
+    it sends hostile values to is the handlers, not a signature check or a parser's door."""
+    ops = {op.name: op for op in surface.broker.runtime.protocol.operations}
+    for name in ("GetRole", "GetUser", "GetPolicy", "ListRoleTags", "GetSAMLProvider",
+                 "SimulatePrincipalPolicy", "AssumeRole", "GetOpenIDConnectProvider"):
+        op = ops[name]
+        required = {m.name for m in op.input.members if m.required}
+        body = "&".join(f"{w}={honest(surface, n, s)}" for w, n, s in leaves(op.input)
+                        if w.split(".", 1)[0] in required)
+        r = signed(surface, op, body)
+        assert r.status_code == 200, (name, r.text)
+    op = ops["AssumeRoleWithSAML"]
+    body = "&".join(f"{w}={honest(surface, n, s)}" for w, n, s in leaves(op.input)
+                    if n in ("RoleArn", "PrincipalArn", "SAMLAssertion"))
+    body = body.replace(wire(surface.good["RoleArn"]), wire(surface.saml.role_arn)).replace(
+        surface.good["RoleArn"], surface.saml.role_arn)
+    r = signed(surface, op, body)
+    assert r.status_code == 200, r.text
+
+
+def test_hostile_headers_on_query_actions(surface: Surface) -> None:
+    surface.failures.clear()
+    ops = {op.name: op for op in surface.broker.runtime.protocol.operations}
+    bad = [b"\xed\xa0\x80", b"\xff\xfe", b"a\xc0\xafb", "é".encode("latin-1")]
+    for value in bad:
+        for header in ("User-Agent", "X-Amz-Security-Token", "X-Forwarded-For", "Host"):
+            for name in ("GetCallerIdentity", "ListUsers"):
+                r = signed(surface, ops[name], "", headers={header: value})
+                surface.check(f"{name} with {header}: {value!r}", r, query=True)
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
+# -- the web routes -------------------------------------------------------------------------
+
+# Every route, with the query parameters and form fields it reads (the forms' fields are
+# checked against the templates below) and the cookies it looks at.
+ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
+    ("GET", "/healthz"): {},
+    ("GET", "/readyz"): {},
+    ("GET", "/saml/metadata"): {},
+    ("POST", "/saml"): {"form": ("SAMLResponse", "RelayState")},
+    ("POST", "/saml/choose"): {"form": ("csrf", "role"), "cookies": ("broker-saml-choice",)},
+    ("GET", "/saml/login"): {"query": ("provider", "account", "RelayState"),
+                            "cookies": ("broker-saml-request",)},
+    ("GET", "/console"): {"query": ("switched",), "cookies": ("broker-session",)},
+    ("POST", "/console/signout"): {"form": ("csrf",), "cookies": ("broker-session",)},
+    ("POST", "/console/switch-role"): {"form": ("csrf", "role_arn", "session_name"),
+                                      "cookies": ("broker-session",)},
+    ("GET", "/federation"): {"query": ("Action", "Session", "SessionDuration", "SigninToken",
+                                       "Destination", "Issuer"),
+                             "cookies": ("broker-session",)},
+    ("GET", "/gateway/auth"): {"headers": ("X-Original-URL",), "cookies": ("broker-session",)},
+    ("GET", "/dev/signin"): {"cookies": ("broker-demo-login",)},
+    ("POST", "/dev/signin"): {"form": ("csrf", "person", "password"),
+                             "cookies": ("broker-demo-login",)},
+    ("POST", "/dev/choose"): {"form": ("csrf", "role"), "cookies": ("broker-demo-choice",)},
+    ("GET", "/static"): {"path": ("style.css",)},
+}
+TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
+
+
+def test_the_table_covers_every_route_and_every_form_field(surface: Surface) -> None:
+    mounted = set()
+    for route in surface.broker.server.app.web.routes:
+        if isinstance(route, Mount):
+            mounted.add(("GET", route.path))
+        else:
+            assert isinstance(route, Route)
+            # Starlette answers HEAD wherever it answers GET (web_cases sends both).
+            mounted |= {(method, route.path) for method in route.methods or ()
+                        if method != "HEAD"}
+    assert mounted == set(ROUTES), "routes without hostile cases (or gone): " \
+        f"{sorted(mounted ^ set(ROUTES))}"
+    forms = 0
+    for template in TEMPLATES.glob("*.html"):
+        for form in lxml.html.fromstring(template.read_text()).iter("form"):
+            action, method = form.get("action"), (form.get("method") or "get").upper()
+            if "{{" in (action or ""):
+                continue
+            listed = ROUTES[(method, action)]
+            fields = {e.get("name") for e in form.iter("input", "select", "textarea", "button")
+                      if e.get("name")}
+            assert fields <= set(listed.get("form", ()) + listed.get("query", ())), \
+                (template.name, action, fields)
+            forms += 1
+    assert forms >= 5
+
+
+def _form_fields(response: httpx.Response, action: str) -> dict[str, str]:
+    doc = lxml.html.fromstring(response.text)
+    form = doc.xpath(f"//form[@action='{action}']")[0]
+    return {e.get("name"): e.get("value") or "" for e in form.iter("input") if e.get("name")}
+
+
+def _cookie_header(**cookies: str) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+ONCE = "(its own hostile value)"  # a case that carries its hostile value itself
+
+
+def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Response]]]:
+    """(what, send): ``send`` takes a hostile wire value and puts it in one place of one
+    route's request, everything else honest; a case whose name ends with ONCE carries its own
+    and is sent once."""
+    broker, http, saml, world = surface.broker, surface.http, surface.saml, surface.console
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def session() -> str:
+        """A fresh console session cookie (through the federation endpoint)."""
+        token = http.get("/federation", params={
+            "Action": "getSigninToken", "Session": session_param(world.assume())}).json()
+        r = http.get("/federation", params={"Action": "login", "Destination": "/console",
+                                            "SigninToken": token["SigninToken"]})
+        return set_cookies(r)["broker-session"].value
+
+    cookie = session()
+    console_page = http.get("/console", headers={"Cookie": f"broker-session={cookie}"})
+    csrf = _form_fields(console_page, "/console/signout")["csrf"]
+    honest_form = {"csrf": csrf, "role_arn": world.chained_arn, "session_name": "surface"}
+
+    def body(fields: dict[str, str], name: str, value: str) -> str:
+        return "&".join(f"{k}={value if k == name else wire(v)}" for k, v in fields.items())
+
+    for path in ("/healthz", "/readyz", "/saml/metadata", "/console", "/saml/login",
+                 "/dev/signin", "/gateway/auth", "/nowhere"):
+        yield f"GET {path}?x=", lambda v, p=path: http.get(f"{p}?x={v}&{v}={v}")
+        yield f"HEAD {path}?x=", lambda v, p=path: http.head(f"{p}?x={v}&{v}={v}")
+        yield f"GET {path} path", lambda v, p=path: http.get(f"{p}/{v}")
+        yield f"GET {path} cookie", lambda v, p=path: http.get(p, headers={
+            "Cookie": f"broker-session={v}; broker-saml-request={v}; broker-demo-login={v}"})
+    yield "GET /static/", lambda v: http.get(f"/static/{v}")
+    yield "GET /static/ cookie", lambda v: http.get("/static/style.css", headers={"Cookie": v})
+
+    # The federation endpoint.
+    creds = world.assume()
+    for name in ("sessionId", "sessionKey", "sessionToken"):
+        def spoiled(v: str, name: str = name, creds: Creds = creds) -> httpx.Response:
+            doc = json.loads(session_param(creds))
+            # As JSON text: what is not UTF-8 becomes lone surrogates, escaped by json.dumps.
+            text = _unwire(v).decode("utf-8", "surrogateescape")
+            doc[name] = text
+            return http.get("/federation?Action=getSigninToken&Session=" +
+                            wire(json.dumps(doc)))
+        yield f"getSigninToken Session.{name}", spoiled
+    for what, value in json_variants(json.loads(session_param(creds))):
+        yield f"getSigninToken Session {what} {ONCE}", lambda v, value=value: http.get(
+            f"/federation?Action=getSigninToken&Session={value}")
+    yield "getSigninToken Session=", lambda v: http.get(
+        f"/federation?Action=getSigninToken&Session={v}")
+    yield "getSigninToken SessionDuration=", lambda v: http.get(
+        f"/federation?Action=getSigninToken&SessionDuration={v}&Session="
+        f"{wire(session_param(creds))}")
+    for name in ("Action", "SigninToken", "Destination", "Issuer"):
+        params = {"Action": "login", "Destination": "/console", "SigninToken": "x" * 40,
+                  "Issuer": APP}
+        yield f"login {name}=", lambda v, name=name, params=params: http.get(
+            "/federation?" + body(params, name, v))
+    yield "logout Destination=", lambda v: http.get(f"/federation?Action=logout&Destination={v}",
+                                                    headers={"Cookie": f"broker-session={v}"})
+
+    # SAML.
+    provider = saml.provider_arn.rsplit("/", 1)[1]
+    for name in ("provider", "account", "RelayState"):
+        params = {"provider": provider, "account": broker.account_id, "RelayState": "/console"}
+        yield f"saml/login {name}=", lambda v, name=name, params=params: http.get(
+            "/saml/login?" + body(params, name, v))
+    yield "saml RelayState=", lambda v: http.post("/saml", headers=form_type, content=(
+        f"SAMLResponse={wire(encode(saml.response()))}&RelayState={v}"))
+    yield "saml SAMLResponse=", lambda v: http.post("/saml", headers=form_type,
+                                                    content=f"SAMLResponse={v}")
+    for what, value in xml_variants(saml.response(), base64_encoded=True):
+        yield f"saml SAMLResponse {what} {ONCE}", lambda v, value=value: http.post(
+            "/saml", headers=form_type, content=f"SAMLResponse={value}")
+    yield "saml with an answer's cookie", lambda v: http.post(
+        "/saml", headers={**form_type, "Cookie": f"broker-saml-request={v}"},
+        content=f"SAMLResponse={wire(encode(saml.response(in_response_to='_' + 'a' * 40)))}")
+    for name in ("csrf", "role"):
+        yield f"saml/choose {name}=", lambda v, name=name: http.post(
+            "/saml/choose", headers={**form_type, "Cookie": f"broker-saml-choice={v}"},
+            content=body({"csrf": "x" * 43, "role": f"{saml.role_arn},{saml.provider_arn}"},
+                         name, v))
+
+    # The console.
+    for name in honest_form:
+        yield f"switch-role {name}=", lambda v, name=name: http.post(
+            "/console/switch-role", headers={**form_type, "Cookie": f"broker-session={cookie}"},
+            content=body(honest_form, name, v))
+    yield "signout csrf=", lambda v: http.post(
+        "/console/signout", headers={**form_type, "Cookie": f"broker-session={cookie}"},
+        content=f"csrf={v}")
+    yield "console switched=", lambda v: http.get(
+        f"/console?switched={v}", headers={"Cookie": f"broker-session={cookie}"})
+
+    def header_value(v: str) -> bytes:
+        """The raw bytes a header can carry (HTTP allows any but CR, LF and NUL)."""
+        return f"{APP}/".encode() + _unwire(v)[:2000].translate(None, b"\r\n\x00")
+
+    for header in ("X-Original-URL", "X-Forwarded-Host", "X-Forwarded-Uri", "User-Agent"):
+        yield f"gateway {header}", lambda v, header=header: http.get(
+            "/gateway/auth", headers={"Cookie": f"broker-session={cookie}",
+                                      header: header_value(v)})
+        yield f"gateway HEAD {header}", lambda v, header=header: http.head(
+            "/gateway/auth", headers={"Cookie": f"broker-session={cookie}",
+                                      header: header_value(v)})
+        yield f"console {header}", lambda v, header=header: http.get(
+            "/console", headers={"Cookie": f"broker-session={cookie}",
+                                 header: header_value(v)})
+
+    # Development mode's sign-in.
+    http.cookies.clear()
+    page = http.get("/dev/signin")
+    login_cookie = set_cookies(page)["broker-demo-login"].value
+    demo = {**_form_fields(page, "/dev/signin")}
+    person = lxml.html.fromstring(page.text).xpath("//form[@action='/dev/signin']"
+                                                   "//*[@name='person']/@value")
+    demo.update({"person": person[0] if person else "alice", "password": "wrong-password"})
+    for name in ("csrf", "person", "password"):
+        yield f"dev/signin {name}=", lambda v, name=name: http.post(
+            "/dev/signin", headers={**form_type, "Cookie": f"broker-demo-login={login_cookie}"},
+            content=body(demo, name, v))
+    for name in ("csrf", "role"):
+        yield f"dev/choose {name}=", lambda v, name=name: http.post(
+            "/dev/choose", headers={**form_type, "Cookie": f"broker-demo-choice={v}"},
+            content=body({"csrf": "x" * 43, "role": "arn:aws:iam::1:role/x"}, name, v))
+    yield "a form that is not a form", lambda v: http.post(
+        "/saml", headers={"Content-Type": f"application/x-www-form-urlencoded; charset={v}"},
+        content=v)
+
+
+def test_every_web_route_with_hostile_values(surface: Surface) -> None:
+    surface.failures.clear()
+    sent = 0
+    # Values that go into URLs and headers as well as forms: a URL is at most 65,536
+    # characters for httpx, so "oversized" is what a URL can carry.
+    values = {**ESCAPES, "oversized": "a" * 16_000}
+    for what, send in web_cases(surface):
+        for kind, value in values.items() if not what.endswith(ONCE) else [("", "")]:
+            surface.check(f"{what} {kind}", send(value))
+            sent += 1
+    assert sent > 500
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
+def test_the_web_control_honest_values_sign_in(surface: Surface) -> None:
+    """The control of the test above: the same world, honest, signs in through each door."""
+    http, saml = surface.http, surface.saml
+    r = http.post("/saml", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                  content=f"SAMLResponse={wire(encode(saml.response()))}&RelayState=%2Fconsole")
+    assert r.status_code == 303, r.text
+    token = http.get("/federation", params={"Action": "getSigninToken", "Session":
+                                            session_param(surface.console.assume())})
+    assert token.status_code == 200, token.text
+    assert not surface.watch.take()
+
+
+def test_a_planted_defect_is_found(surface: Surface) -> None:
+    """The check itself can fail: a handler that raises on a lone surrogate (as three did
+    before) is reported, with the log line it wrote."""
+    before = len(surface.failures)
+    logging.getLogger("broker.query").exception("request x: unexpected failure",
+                                                exc_info=UnicodeEncodeError(
+                                                    "utf-8", "\ud800", 0, 1, "surrogates"))
+    request = httpx.Request("GET", f"{surface.broker.url}/nowhere")
+    surface.check("planted", httpx.Response(500, text="InternalFailure", request=request))
+    assert len(surface.failures) == before + 1
+    assert "500" in surface.failures[-1] and "logged" in surface.failures[-1]
+    # A refusal in no interface's format (Starlette's own plain "Not Found"), and a cookie
+    # for one path only, are found too.
+    surface.check("planted", httpx.Response(404, text="Not Found", request=request, headers={
+        "Content-Type": "text/plain", "Set-Cookie": "a=b; Path=/saml; HttpOnly"}))
+    assert len(surface.failures) == before + 2
+    assert "text/plain" in surface.failures[-1] and "Path=/saml" in surface.failures[-1]
+    del surface.failures[before:]
+
+
+# Pieces of a form body or query string: names the routes read, separators, escapes of bytes
+# that are not UTF-8, and the JSON escapes of lone surrogates.
+PIECES = st.sampled_from([
+    *sorted({f for spec in ROUTES.values() for f in spec.get("form", ()) + spec.get("query", ())}),
+    "=", "&", "+", "%", "%25", "%ED%A0%80", "%C0%AF", "%FF", "%E2%98", "%00", "%0D%0A",
+    "%22%5Cud800%22", "%7B%22sessionId%22%3A%22%5Cudc00%22%7D", "getSigninToken", "login",
+    "logout", "/console", "x" * 300, "\u00e9", "\u2603"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_arbitrary_forms_and_query_strings(surface: Surface, data: st.DataObject) -> None:
+    """Beside the cases above, hypothesis's: arbitrary bodies and query strings (put
+    together from what the routes read and what they must refuse) for every route that
+    reads either."""
+    surface.failures.clear()
+    text = data.draw(st.lists(PIECES, max_size=40).map("".join))
+    for (method, path), spec in ROUTES.items():
+        if "form" in spec:
+            surface.check(f"{method} {path} body {text!r}", surface.http.post(
+                path, content=text.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"}))
+        if "query" in spec or path == "/federation":
+            surface.check(f"{method} {path}?{text!r}", surface.http.request(
+                method, f"{path}?{text}"))
+    assert not surface.failures, "\n".join(surface.failures[:20])
