@@ -3,13 +3,14 @@
 #              development mode (a demo identity provider at /dev/signin);
 #              ARGS="--port 9000" passes flags to broker serve
 #   make test  every test, plus ruff and mypy
+#   make fast  the inner loop: ruff and the unit tests (ARGS="tests/..." runs those instead)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test typecheck bench clean
+.PHONY: run test fast typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ test: $(STAMP)
 	$(BIN)/ruff check broker tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+fast: $(STAMP)
+	$(BIN)/ruff check broker tests benchmarks examples
+	$(BIN)/python -m pytest -q $(or $(ARGS),tests/unit)
 
 # The benchmarks also need the bench extra (moto's server); `make test` does not install it.
 $(BENCH_STAMP): $(STAMP)

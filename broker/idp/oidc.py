@@ -306,7 +306,7 @@ def _json_object(data: bytes | str, what: str,
         value = jsontext.loads(data)
     except jsontext.JsonRefused as exc:
         reason = f"the {what} is not a JSON object ({exc})" if error is ValueError else \
-            f"The ID Token provided is not a valid JWT: its {what} is not JSON ({exc})."
+            f"The ID Token provided is not a valid JWT: its {what} is not a JSON object."
         raise error(reason) from None
     if not isinstance(value, dict):
         raise error(f"the {what} is not a JSON object" if error is ValueError else

@@ -105,8 +105,8 @@ class Federation:
             raise InvalidParameterValue("The Session parameter is too long.")
         try:
             value: Any = jsontext.loads(session_json)
-        except jsontext.JsonRefused:
-            raise InvalidParameterValue("The Session parameter is not JSON.") from None
+        except jsontext.JsonRefused as exc:
+            raise InvalidParameterValue(f"The Session parameter is not JSON: {exc}.") from None
         fields = ("sessionId", "sessionKey", "sessionToken")
         if not isinstance(value, dict) or not all(isinstance(value.get(f), str) and value[f]
                                                   for f in fields):

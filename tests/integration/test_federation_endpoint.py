@@ -194,6 +194,23 @@ def test_non_ascii_credentials_are_refused(world: ConsoleWorld) -> None:
         assert get_token(client, session_param(creds)).status_code == 200
 
 
+@pytest.mark.parametrize("field", ["sessionId", "sessionKey", "sessionToken"])
+@pytest.mark.parametrize("half", [chr(0xD800), chr(0xDC00)], ids=["high", "low"])
+def test_a_lone_surrogate_in_the_session_is_a_400_not_a_500(world: ConsoleWorld, field: str,
+                                                          half: str) -> None:
+    """Half a surrogate pair, as JSON writes it (``\\ud800``), after real credentials: a
+    400 in getSigninToken's JSON, before anything compares or encodes it (a sessionKey
+    carrying one answered 500, with a stack trace in the log, before). The control: the same
+    credentials, honest, get a token."""
+    creds = world.assume()
+    with browser(world.broker) as client:
+        spoiled = session_param(creds, **{field: json.loads(session_param(creds))[field] + half})
+        assert "\\ud" in spoiled  # json.dumps wrote the escape
+        message = json_error(get_token(client, spoiled), 400, "InvalidParameterValue")
+        assert get_token(client, session_param(creds)).status_code == 200
+    assert "surrogate" in message
+
+
 def test_a_missing_session_is_refused(world: ConsoleWorld) -> None:
     with browser(world.broker) as client:
         json_error(get_token(client, None), 400, "MissingParameter")

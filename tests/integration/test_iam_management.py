@@ -445,6 +445,41 @@ def test_a_trust_policy_must_name_principals_that_exist(broker: Broker) -> None:
     assert iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"] == trust_for(existing)
 
 
+@pytest.mark.parametrize("half", [chr(0xD800), chr(0xDC00)], ids=["high", "low"])
+@pytest.mark.parametrize("kind", ["user", "role", "Service", "Federated"])
+def test_a_lone_surrogate_in_a_principal_is_a_malformed_policy(broker: Broker, kind: str,
+                                                               half: str) -> None:
+    """A principal that names a real user or role, followed by half a surrogate pair as JSON
+    writes it: MalformedPolicyDocument, as AWS answers it (it answered 500, a stack trace in the
+    log, when the principal reached the lookup of its unique id). The control: the same
+    principal without it makes the role."""
+    iam = broker.client("iam")
+    honest = {"user": f"arn:aws:iam::{broker.account_id}:user/{make_user(iam)}",
+              "role": iam.get_role(RoleName=make_role(iam))["Role"]["Arn"],
+              "Service": "ec2.amazonaws.com",
+              "Federated": "cognito-identity.amazonaws.com"}[kind]
+    key = "AWS" if kind in ("user", "role") else kind
+
+    def trust(principal: str) -> str:
+        return json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {key: principal},
+            "Action": "sts:AssumeRoleWithWebIdentity" if kind == "Federated"
+            else "sts:AssumeRole"}]})
+
+    name = unique("role")
+    spoiled = trust(honest + half)
+    assert "\\ud" in spoiled
+    with pytest.raises(ClientError) as info:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=spoiled)
+    assert error_of(info)[0::2] == ("MalformedPolicyDocument", 400)
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust(honest))  # the control
+    with pytest.raises(ClientError) as info:
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=spoiled)
+    assert error_of(info)[0::2] == ("MalformedPolicyDocument", 400)
+    assert iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"] == \
+        json.loads(trust(honest))
+
+
 def test_trust_policy_grammar(broker: Broker) -> None:
     iam = broker.client("iam")
     with_resource = {"Version": "2012-10-17", "Statement": [{

@@ -736,6 +736,18 @@ def malformed_cases(key: IssuerKey, header: dict[str, Any],
                                  raw_json(*payload.items())), CRIT),
         "crit-b64": (sign_with(key, raw_json(*header.items(), ("b64", False), ("crit", ["b64"])),
                                raw_json(*payload.items())), CRIT),
+        # Half a surrogate pair on its own, as JSON's \u escapes can write it (json.dumps
+        # does): Python decodes it to text UTF-8 cannot carry. Signed honestly: it must be
+        # refused as JSON, not reach the provider lookup (an unauthenticated 500 and a stack
+        # trace in the log per request, before).
+        **{f"payload-lone-surrogate-in-{name}": (sign_with(key, raw_json(*header.items()),
+                                                           raw_json(*{**payload, name: (
+                                                               payload[name] + half)}.items())),
+                                                 PAYLOAD_NOT_JSON)
+           for name, half in (("iss", "\ud800"), ("sub", "\udc00"), ("aud", "\ud83d"))},
+        "header-lone-surrogate-in-kid": (sign_with(key, raw_json(*{
+            **header, "kid": header["kid"] + "\ud800"}.items()), raw_json(*payload.items())),
+            HEADER_NOT_JSON),
     }
 
 
@@ -745,7 +757,9 @@ MALFORMED = (
     "header-not-json", "header-not-utf8", "header-an-array", "payload-not-json",
     "payload-an-array", "payload-nan", "header-duplicate-alg", "header-duplicate-kid",
     "payload-duplicate-sub", "payload-duplicate-sub-honest-first", "payload-duplicate-aud",
-    "crit", "crit-empty", "crit-b64",
+    "crit", "crit-empty", "crit-b64", "payload-lone-surrogate-in-iss",
+    "payload-lone-surrogate-in-sub", "payload-lone-surrogate-in-aud",
+    "header-lone-surrogate-in-kid",
 )
 
 
