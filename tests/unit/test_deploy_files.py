@@ -38,3 +38,31 @@ def test_compose_file() -> None:
     result = CliRunner().invoke(main, [*broker["command"], "--help"])
     assert result.exit_code == 0, result.output
     assert set(broker["depends_on"]) == {"postgres", "redis"}
+
+
+def test_the_license_is_an_spdx_expression_with_its_file() -> None:
+    """setuptools deprecates the table form of project.license (builds stop after February
+    2027): an SPDX string, the file beside it, and a setuptools that reads both (77+)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    for name in project["project"]["license-files"]:
+        assert "Apache License" in (root / name).read_text()
+    assert "setuptools>=77" in project["build-system"]["requires"]
+
+
+def test_starting_the_cli_prints_no_warning() -> None:
+    """Every CLI start printed cryptography's DSA deprecation (idp/metadata.py named its DSA
+    classes at import): the installed command, in a fresh interpreter that turns every warning
+    into an error, starts clean."""
+    import subprocess
+    import sys
+
+    command = Path(sys.executable).parent / "broker"
+    done = subprocess.run([sys.executable, "-W", "error", str(command), "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "Usage" in done.stdout
