@@ -2,7 +2,7 @@
 # Run:  docker run -p 8000:8000 -v broker-data:/var/lib/broker broker
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY broker ./broker
 RUN pip install --no-cache-dir --prefix=/install .
 

@@ -6,21 +6,22 @@ JWKS and discovery documents — is read by ``loads``, which refuses what ``json
 through:
 
 * a member given twice (``{"sub": "a", "sub": "b"}`` could be read two ways);
-* ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON;
+* ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON, and numbers too large for a
+  float (``1e400``), which would be read as infinity and written back as ``Infinity``;
 * nesting too deep for the parser (a ``RecursionError`` otherwise);
 * half of a surrogate pair on its own (``"\\ud800"``): JSON's ``\\u`` escapes can spell it,
   Python decodes it to a ``str`` that cannot be encoded as UTF-8, and whatever then stores,
   hashes, signs or compares that text fails deep inside a request. No such string is text.
 
 Everything is refused with ``JsonRefused`` (a ``ValueError``), which each interface turns into
-its own error (``MalformedPolicyDocument``, ``InvalidIdentityToken``, a 400 page). ``is_text``
-is the same check for text that is not JSON: what the web layer reads from a form, a query
-string or a header.
+its own error (``MalformedPolicyDocument``, ``InvalidIdentityToken``, a 400 answer).
+``is_text`` is the check for a single string (``loads`` applies it to every string it reads).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -53,8 +54,18 @@ def _refuse_constant(name: str) -> Any:
     raise JsonRefused(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A number as a float, unless it is too large for one: 1e400 would be read as infinity,
+    which json.dumps writes back as Infinity, which is not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonRefused(f"the number {text[:32]} is too large")
+    return value
+
+
 # One decoder for every document: json.loads with hooks would build a new one per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_refuse_constant,
+                            parse_float=_finite)
 
 
 def loads(text: str | bytes) -> Any:

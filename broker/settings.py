@@ -78,7 +78,8 @@ def _http_url(value: Any) -> str:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
-    return text
+    # The scheme in lower case: "https://" decides the cookies' Secure flag and prefix.
+    return parts.scheme + text[len(parts.scheme):]
 
 
 def _database_url(value: Any) -> str:

@@ -46,6 +46,7 @@ from broker.iam.entities import (
 from broker.iam.policies import merge_tags
 from broker.iam.records import Entities, check_tags
 from broker.idp.metadata import IdpMetadata, MetadataError, SigningKey, parse_metadata, signing_key
+from broker.idp.sp import load_private_key
 from broker.keyring import Keyring
 from broker.store.base import Record
 
@@ -334,7 +335,7 @@ def _private_key_pem(pem: str) -> bytes:
     """An unencrypted PEM RSA private key of at least 2048 bits (PKCS#1 or PKCS#8), as PKCS#8
     PEM; InvalidInput otherwise."""
     try:
-        key = serialization.load_pem_private_key(pem.encode("latin-1"), password=None)
+        key = load_private_key(pem.encode("latin-1"))
     except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
         # Not PEM, not a private key, encrypted with a password, or of an unknown kind.
         raise InvalidInput(INVALID_PRIVATE_KEY) from None

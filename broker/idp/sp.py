@@ -10,14 +10,21 @@ administrator may bring their own key and certificate files instead (``saml.sp_k
 from __future__ import annotations
 
 import base64
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from broker.clock import Clock
@@ -92,17 +99,33 @@ async def sealed_with(store: EntityStore, keyring: Keyring, key_id: str) -> int:
     return int(keyring.key_id_of(base64.b64decode(record.data["key"])) == key_id)
 
 
+def load_private_key(pem: bytes) -> PrivateKeyTypes:
+    """A PEM private key (unencrypted), as cryptography loads it, but quietly: loading a DSA
+    key makes cryptography warn that DSA is deprecated, and every caller refuses anything but
+    RSA anyway. ValueError, TypeError or UnsupportedAlgorithm when it is not one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return serialization.load_pem_private_key(pem, password=None)
+
+
+def public_key_of(certificate: x509.Certificate) -> CertificatePublicKeyTypes:
+    """A certificate's public key, as quietly as load_private_key."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return certificate.public_key()
+
+
 def _from_files(key_file: str, cert_file: str) -> SpCredentials:
     if not (key_file and cert_file):
         raise ConfigError("saml.sp_key_file and saml.sp_certificate_file go together")
     try:
-        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+        key = load_private_key(Path(key_file).read_bytes())
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(f"saml.sp_key_file / saml.sp_certificate_file: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
         raise ConfigError("saml.sp_key_file: must be an RSA private key of at least 2048 bits")
-    public = cert.public_key()
+    public = public_key_of(cert)
     if not isinstance(public, rsa.RSAPublicKey) or \
             public.public_numbers() != key.public_key().public_numbers():
         raise ConfigError("saml.sp_certificate_file: the certificate is not for sp_key_file")

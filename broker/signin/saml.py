@@ -150,13 +150,13 @@ class SamlSignIn:
                                            "browser did not make (InResponseTo).")
             if not browser or len(browser) > 128:
                 raise foreign
-            # Taken before it is compared: a request is answered once, in its browser or
-            # nowhere.
-            raw = await self._ephemeral.take(_REQUEST + _digest(answered))
-            if raw is None:
-                raise foreign
-            asked = json.loads(raw)
-            if not _same(asked["browser"], _digest(browser)):
+            key = _REQUEST + _digest(answered)
+            asked = _pending(await self._ephemeral.get(key))
+            # Compared before it is taken, so that a wrong cookie spends nothing (whoever holds
+            # someone's answer cannot burn their request); taken atomically, so that of two
+            # posts with the right cookie one wins.
+            if asked is None or not _same(asked["browser"], _digest(browser)) or \
+                    await self._ephemeral.take(key) is None:
                 raise foreign
             # The answer must come from the provider the request went to.
             mine = tuple(v for v in offer.verified if v.provider.arn == asked["provider"])
@@ -323,6 +323,18 @@ def _named_providers(xml: bytes) -> tuple[list[str], str | None]:
     issuer = root.find(f"{{{saml.SAML}}}Issuer")
     return providers[:MAX_PROVIDERS], xmlsafe.text_of(issuer).strip() if issuer is not None \
         else None
+
+
+def _pending(raw: bytes | None) -> dict[str, str] | None:
+    """A pending request's record, or None for none (or one this version cannot read)."""
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str)
+                                              for k in ("provider", "browser")):
+        return None
+    return value
 
 
 def _same(a: str, b: str) -> bool:

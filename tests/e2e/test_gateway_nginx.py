@@ -306,6 +306,17 @@ def test_the_application_never_sees_the_console_session_cookie(gateway: Gateway)
     assert decoyed.status_code == 200
     passed = "; ".join(gateway.wiki.hits[-1].cookies)
     assert real not in passed and "broker-session=decoy" in passed
+    # The SAML sign-in cookies have Path=/ like every cookie of the broker, so the browser
+    # sends them to the applications too: nginx strips them, in any order and together.
+    for order in ((0, 1, 2), (2, 1, 0), (1, 0, 2)):
+        cookies = [f"{COOKIE}={real}", "__Host-broker-saml-request=request-secret",
+                   "__Host-broker-saml-choice=choice-handle"]
+        sent = "; ".join([cookies[i] for i in order] + ["wiki-theme=dark"])
+        assert browser.get("/app/", headers={"Cookie": sent}).status_code == 200
+        passed = "; ".join(gateway.wiki.hits[-1].cookies)
+        assert "wiki-theme=dark" in passed  # the control: the application's own cookie
+        for secret in (real, "request-secret", "choice-handle"):
+            assert secret not in passed, (order, passed)
 
 
 def test_a_mapped_application_opens_only_to_sessions_allowed_gateway_access(

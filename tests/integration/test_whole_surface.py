@@ -230,7 +230,16 @@ class Surface:
     watch: Watch
     http: httpx.Client
     signer: Creds  # an IAM user allowed everything (root may not assume roles)
+    chooser: SamlWorld  # a provider whose responses offer two roles (the role chooser)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def https(self) -> bool:
+        return self.broker.settings.public_url.startswith("https://")
+
+    def cookie(self, name: str) -> str:
+        """A cookie's name on the wire."""
+        return f"__Host-{name}" if self.https else name
 
     def check(self, what: str, response: httpx.Response, *, query: bool = False) -> None:
         """Record what is wrong with an answer: a 5xx, a log line, a cookie that is not
@@ -250,16 +259,21 @@ class Surface:
             if "path=/" not in attributes or "httponly" not in attributes or any(
                     a.startswith("domain=") for a in attributes):
                 problems.append(f"a cookie that is not host-only, HttpOnly, Path=/: {line}")
+            if self.https and (not line.startswith("__Host-") or "secure" not in attributes):
+                problems.append(f"a cookie without __Host- and Secure on https: {line}")
         problems += [f"logged: {line}" for line in self.watch.take()]
         if problems:
             self.failures.append(f"{what}: " + "; ".join(problems))
 
 
-@pytest.fixture(scope="module", params=["embedded", "postgres+redis"])
+@pytest.fixture(scope="module", params=["embedded", "postgres+redis", "https"])
 def surface(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Surface]:
-    """The broker on each kind of store: what SQLite keeps, PostgreSQL may refuse (NUL)."""
+    """The broker on each kind of store (what SQLite keeps, PostgreSQL may refuse: NUL), and
+    behind an https public URL (every cookie __Host- and Secure)."""
     env = console_env(BROKER_SERVER_DEV="true")
+    if request.param == "https":
+        env["BROKER_SERVER_PUBLIC_URL"] = "https://broker.example.test"
     if request.param == "postgres+redis":
         env.update(BROKER_STORE_DATABASE_URL=request.getfixturevalue("postgres_databases")(),
                    BROKER_STORE_EPHEMERAL_URL=request.getfixturevalue("redis_url"),
@@ -356,7 +370,8 @@ def _world(broker: Broker, watch: Watch) -> Surface:
                                                           "Resource": "*"}]}
     iam.put_user_policy(UserName="surface-admin", PolicyName="everything",
                         PolicyDocument=json.dumps(everything))
-    return Surface(broker, saml, console, good, json_members, watch, http, signer)
+    chooser = SamlWorld.make(broker, roles=("a", "b"))
+    return Surface(broker, saml, console, good, json_members, watch, http, signer, chooser)
 
 
 # -- the Query actions ------------------------------------------------------------------------
@@ -421,6 +436,7 @@ def signed(surface: Surface, op: Operation, body: str, *,
     return surface.http.post("/", content=data, headers=sent)
 
 
+@pytest.mark.timeout(900)  # thousands of requests on a shared machine
 def test_every_query_action_with_hostile_values(surface: Surface) -> None:
     surface.failures.clear()
     operations = sorted(surface.broker.runtime.protocol.operations, key=_order)
@@ -432,8 +448,13 @@ def test_every_query_action_with_hostile_values(surface: Surface) -> None:
         base = {wire_name: honest(surface, name, shape) for wire_name, name, shape in all_leaves
                 if wire_name.split(".", 1)[0] in required}
         for wire_name, name, shape in all_leaves:
+            # A leaf of a list of structures (Tags.member.1.Key) goes with honest siblings
+            # (its Value), or the shape parser refuses the element before anything reads it.
+            element = wire_name.rsplit(".", 1)[0] + "." if ".member." in wire_name else None
+            siblings = {w: honest(surface, n, sh) for w, n, sh in all_leaves
+                        if element and w.startswith(element)}
             for what, value in hostile(surface, name, shape):
-                params = {**base, wire_name: value}
+                params = {**base, **siblings, wire_name: value}
                 body = "&".join(f"{quote(k, safe='.')}={v}" for k, v in params.items())
                 surface.check(f"{op.name} {wire_name} = {what}", signed(surface, op, body),
                               query=True)
@@ -454,6 +475,13 @@ def test_the_control_honest_values_reach_the_handlers(surface: Surface) -> None:
                         if w.split(".", 1)[0] in required)
         r = signed(surface, op, body)
         assert r.status_code == 200, (name, r.text)
+    # A list of structures with honest siblings reaches the handler too.
+    op = ops["AssumeRole"]
+    r = signed(surface, op, "&".join(f"{w}={honest(surface, n, sh)}"
+                                     for w, n, sh in leaves(op.input)
+                                     if w.split(".", 1)[0] in ("RoleArn", "RoleSessionName",
+                                                               "Tags")))
+    assert r.status_code == 200, r.text
     op = ops["AssumeRoleWithSAML"]
     body = "&".join(f"{w}={honest(surface, n, s)}" for w, n, s in leaves(op.input)
                     if n in ("RoleArn", "PrincipalArn", "SAMLAssertion"))
@@ -463,12 +491,46 @@ def test_the_control_honest_values_reach_the_handlers(surface: Surface) -> None:
     assert r.status_code == 200, r.text
 
 
+# Strings XML can carry (it cannot carry NUL, lone surrogates or most control characters) that
+# a careless reader of a signed assertion could still trip over.
+XML_TEXT = ("é☃😀\u202e", "a\r\nSet-Cookie: x=y", "x" * 5_000, "a\tb", "<&>\"'", " ", "\ufeff",
+            "../../etc/passwd", "%ED%A0%80", "\\ud800", "arn:aws:iam::123456789012:role/x,y")
+
+
+@pytest.mark.timeout(600)
+def test_signed_saml_with_hostile_values(surface: Surface) -> None:
+    """Honestly signed assertions with hostile text where an identity provider writes it (the
+    session name, the subject, session tags, the source identity, any attribute), through
+    AssumeRoleWithSAML and the browser's /saml: past the signature, into what reads them."""
+    surface.failures.clear()
+    saml = surface.saml
+    ops = {op.name: op for op in surface.broker.runtime.protocol.operations}
+    for text in XML_TEXT:
+        for what, changes in (
+                ("session name", {"session_name": text}), ("NameID", {"name_id": text}),
+                ("tag value", {"principal_tags": {"team": text}}),
+                ("tag key", {"principal_tags": {text[:128]: "blue"}}),
+                ("source identity", {"source_identity": text}),
+                ("attribute", {"attributes": {text[:256]: [text]}}),
+                ("session duration", {"session_duration": text})):
+            response = saml.response(**changes)
+            body = (f"RoleArn={wire(saml.role_arn)}&PrincipalArn={wire(saml.provider_arn)}"
+                    f"&SAMLAssertion={wire(encode(response))}")
+            surface.check(f"AssumeRoleWithSAML {what} {text[:20]!r}",
+                          signed(surface, ops["AssumeRoleWithSAML"], body), query=True)
+            surface.check(f"/saml {what} {text[:20]!r}", surface.http.post(
+                "/saml", content=f"SAMLResponse={wire(encode(saml.response(**changes)))}",
+                headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
 def test_hostile_headers_on_query_actions(surface: Surface) -> None:
     surface.failures.clear()
     ops = {op.name: op for op in surface.broker.runtime.protocol.operations}
     bad = [b"\xed\xa0\x80", b"\xff\xfe", b"a\xc0\xafb", "é".encode("latin-1")]
     for value in bad:
-        for header in ("User-Agent", "X-Amz-Security-Token", "X-Forwarded-For", "Host"):
+        for header in ("User-Agent", "X-Amz-Security-Token", "X-Forwarded-For", "Host",
+                       "Authorization", "X-Amz-Date", "X-Amz-Content-Sha256"):
             for name in ("GetCallerIdentity", "ListUsers"):
                 r = signed(surface, ops[name], "", headers={header: value})
                 surface.check(f"{name} with {header}: {value!r}", r, query=True)
@@ -550,6 +612,10 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
     and is sent once."""
     broker, http, saml, world = surface.broker, surface.http, surface.saml, surface.console
     form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    session_cookie, request_cookie, choice_cookie, login_cookie_name, demo_choice = (
+        surface.cookie(name) for name in ("broker-session", "broker-saml-request",
+                                          "broker-saml-choice", "broker-demo-login",
+                                          "broker-demo-choice"))
 
     def session() -> str:
         """A fresh console session cookie (through the federation endpoint)."""
@@ -557,10 +623,10 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
             "Action": "getSigninToken", "Session": session_param(world.assume())}).json()
         r = http.get("/federation", params={"Action": "login", "Destination": "/console",
                                             "SigninToken": token["SigninToken"]})
-        return set_cookies(r)["broker-session"].value
+        return set_cookies(r)[session_cookie].value
 
     cookie = session()
-    console_page = http.get("/console", headers={"Cookie": f"broker-session={cookie}"})
+    console_page = http.get("/console", headers={"Cookie": f"{session_cookie}={cookie}"})
     csrf = _form_fields(console_page, "/console/signout")["csrf"]
     honest_form = {"csrf": csrf, "role_arn": world.chained_arn, "session_name": "surface"}
 
@@ -573,7 +639,7 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         yield f"HEAD {path}?x=", lambda v, p=path: http.head(f"{p}?x={v}&{v}={v}")
         yield f"GET {path} path", lambda v, p=path: http.get(f"{p}/{v}")
         yield f"GET {path} cookie", lambda v, p=path: http.get(p, headers={
-            "Cookie": f"broker-session={v}; broker-saml-request={v}; broker-demo-login={v}"})
+            "Cookie": f"{session_cookie}={v}; {request_cookie}={v}; {login_cookie_name}={v}"})
     yield "GET /static/", lambda v: http.get(f"/static/{v}")
     yield "GET /static/ cookie", lambda v: http.get("/static/style.css", headers={"Cookie": v})
 
@@ -602,7 +668,7 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         yield f"login {name}=", lambda v, name=name, params=params: http.get(
             "/federation?" + body(params, name, v))
     yield "logout Destination=", lambda v: http.get(f"/federation?Action=logout&Destination={v}",
-                                                    headers={"Cookie": f"broker-session={v}"})
+                                                    headers={"Cookie": f"{session_cookie}={v}"})
 
     # SAML.
     provider = saml.provider_arn.rsplit("/", 1)[1]
@@ -618,24 +684,38 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         yield f"saml SAMLResponse {what} {ONCE}", lambda v, value=value: http.post(
             "/saml", headers=form_type, content=f"SAMLResponse={value}")
     yield "saml with an answer's cookie", lambda v: http.post(
-        "/saml", headers={**form_type, "Cookie": f"broker-saml-request={v}"},
+        "/saml", headers={**form_type, "Cookie": f"{request_cookie}={v}"},
         content=f"SAMLResponse={wire(encode(saml.response(in_response_to='_' + 'a' * 40)))}")
+    def saml_chooser() -> tuple[str, dict[str, str]]:
+        """A fresh role chooser (it is taken once): its cookie and its honest form."""
+        r = http.post("/saml", headers=form_type,
+                      content=f"SAMLResponse={wire(encode(surface.chooser.response()))}")
+        assert r.status_code == 200, r.text
+        role = next(iter(surface.chooser.roles.values()))
+        return set_cookies(r)[choice_cookie].value, {
+            "csrf": _form_fields(r, "/saml/choose")["csrf"],
+            "role": f"{role},{surface.chooser.provider_arn}"}
+
     for name in ("csrf", "role"):
-        yield f"saml/choose {name}=", lambda v, name=name: http.post(
-            "/saml/choose", headers={**form_type, "Cookie": f"broker-saml-choice={v}"},
-            content=body({"csrf": "x" * 43, "role": f"{saml.role_arn},{saml.provider_arn}"},
-                         name, v))
+        def choose(v: str, name: str = name) -> httpx.Response:
+            handle, fields = saml_chooser()
+            return http.post("/saml/choose", content=body(fields, name, v), headers={
+                **form_type, "Cookie": f"{choice_cookie}={handle}"})
+        yield f"saml/choose {name}=", choose
+    yield "saml/choose cookie", lambda v: http.post(
+        "/saml/choose", headers={**form_type, "Cookie": f"{choice_cookie}={v}"},
+        content=body(saml_chooser()[1], "", ""))
 
     # The console.
     for name in honest_form:
         yield f"switch-role {name}=", lambda v, name=name: http.post(
-            "/console/switch-role", headers={**form_type, "Cookie": f"broker-session={cookie}"},
+            "/console/switch-role", headers={**form_type, "Cookie": f"{session_cookie}={cookie}"},
             content=body(honest_form, name, v))
     yield "signout csrf=", lambda v: http.post(
-        "/console/signout", headers={**form_type, "Cookie": f"broker-session={cookie}"},
+        "/console/signout", headers={**form_type, "Cookie": f"{session_cookie}={cookie}"},
         content=f"csrf={v}")
     yield "console switched=", lambda v: http.get(
-        f"/console?switched={v}", headers={"Cookie": f"broker-session={cookie}"})
+        f"/console?switched={v}", headers={"Cookie": f"{session_cookie}={cookie}"})
 
     def header_value(v: str) -> bytes:
         """The raw bytes a header can carry (HTTP allows any but CR, LF and NUL)."""
@@ -643,36 +723,50 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
 
     for header in ("X-Original-URL", "X-Forwarded-Host", "X-Forwarded-Uri", "User-Agent"):
         yield f"gateway {header}", lambda v, header=header: http.get(
-            "/gateway/auth", headers={"Cookie": f"broker-session={cookie}",
+            "/gateway/auth", headers={"Cookie": f"{session_cookie}={cookie}",
                                       header: header_value(v)})
         yield f"gateway HEAD {header}", lambda v, header=header: http.head(
-            "/gateway/auth", headers={"Cookie": f"broker-session={cookie}",
+            "/gateway/auth", headers={"Cookie": f"{session_cookie}={cookie}",
                                       header: header_value(v)})
         yield f"console {header}", lambda v, header=header: http.get(
-            "/console", headers={"Cookie": f"broker-session={cookie}",
+            "/console", headers={"Cookie": f"{session_cookie}={cookie}",
                                  header: header_value(v)})
 
     # Development mode's sign-in.
     http.cookies.clear()
     page = http.get("/dev/signin")
-    login_cookie = set_cookies(page)["broker-demo-login"].value
-    demo = {**_form_fields(page, "/dev/signin")}
-    person = lxml.html.fromstring(page.text).xpath("//form[@action='/dev/signin']"
-                                                   "//*[@name='person']/@value")
-    demo.update({"person": person[0] if person else "alice", "password": "wrong-password"})
+    login_cookie = set_cookies(page)[login_cookie_name].value
+    # An honest demo person and password, read from the page (development mode shows them).
+    cells = lxml.html.fromstring(page.text).xpath("//tbody/tr[1]/td/code/text()")
+    honest_demo = {**_form_fields(page, "/dev/signin"), "person": cells[0],
+                   "password": cells[1]}
     for name in ("csrf", "person", "password"):
         yield f"dev/signin {name}=", lambda v, name=name: http.post(
-            "/dev/signin", headers={**form_type, "Cookie": f"broker-demo-login={login_cookie}"},
-            content=body(demo, name, v))
+            "/dev/signin", headers={**form_type, "Cookie": f"{login_cookie_name}={login_cookie}"},
+            content=body(honest_demo, name, v))
+    def demo_chooser() -> tuple[str, dict[str, str]]:
+        """A fresh demo role chooser: its cookie and its honest form."""
+        http.cookies.clear()
+        r = http.post("/dev/signin", content=body(honest_demo, "", ""), headers={
+            **form_type, "Cookie": f"{login_cookie_name}={login_cookie}"})
+        assert r.status_code == 200, r.text
+        fields = _form_fields(r, "/dev/choose")
+        role = lxml.html.fromstring(r.text).xpath(
+            "//form[@action='/dev/choose']//*[@name='role']/@value")[0]
+        return set_cookies(r)[demo_choice].value, {"csrf": fields["csrf"], "role": role}
+
     for name in ("csrf", "role"):
-        yield f"dev/choose {name}=", lambda v, name=name: http.post(
-            "/dev/choose", headers={**form_type, "Cookie": f"broker-demo-choice={v}"},
-            content=body({"csrf": "x" * 43, "role": "arn:aws:iam::1:role/x"}, name, v))
+        def demo_choose(v: str, name: str = name) -> httpx.Response:
+            handle, fields = demo_chooser()
+            return http.post("/dev/choose", content=body(fields, name, v), headers={
+                **form_type, "Cookie": f"{demo_choice}={handle}"})
+        yield f"dev/choose {name}=", demo_choose
     yield "a form that is not a form", lambda v: http.post(
         "/saml", headers={"Content-Type": f"application/x-www-form-urlencoded; charset={v}"},
         content=v)
 
 
+@pytest.mark.timeout(900)  # thousands of requests on a shared machine
 def test_every_web_route_with_hostile_values(surface: Surface) -> None:
     surface.failures.clear()
     sent = 0
@@ -716,6 +810,10 @@ def test_a_planted_defect_is_found(surface: Surface) -> None:
         "Content-Type": "text/plain", "Set-Cookie": "a=b; Path=/saml; HttpOnly"}))
     assert len(surface.failures) == before + 2
     assert "text/plain" in surface.failures[-1] and "Path=/saml" in surface.failures[-1]
+    if surface.https:  # and, on https, a cookie without the prefix and Secure
+        surface.check("planted", httpx.Response(303, request=request, headers={
+            "Set-Cookie": "broker-session=x; Path=/; HttpOnly; SameSite=lax"}))
+        assert len(surface.failures) == before + 3 and "__Host-" in surface.failures[-1]
     del surface.failures[before:]
 
 

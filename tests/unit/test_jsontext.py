@@ -57,6 +57,13 @@ def test_a_lone_surrogate_anywhere_is_refused_and_the_control(value: Any, half: 
         jsontext.loads(json.dumps([value, "x" + half + "y"]))
 
 
+def test_numbers_read_back_as_written() -> None:
+    """The control of the too-large numbers: big integers and ordinary floats are kept."""
+    assert jsontext.loads('{"n": 1e300, "i": ' + "9" * 400 + "}") == {"n": 1e300,
+                                                                      "i": int("9" * 400)}
+    assert json.loads(json.dumps(jsontext.loads('[1.5, -0.0, 2e-300]'))) == [1.5, -0.0, 2e-300]
+
+
 def test_a_pair_written_as_escapes_is_one_character() -> None:
     assert jsontext.loads('"\\ud83d\\ude00"') == "\U0001F600"
     assert jsontext.loads('"\\uD83D\\uDE00"') == "\U0001F600"
@@ -69,6 +76,8 @@ def test_a_pair_written_as_escapes_is_one_character() -> None:
     ('{"sub": "a", "sub": "b"}', "appears twice"),
     ('{"exp": NaN}', "NaN is not JSON"),
     ('[Infinity]', "Infinity is not JSON"),
+    ('{"n": 1e400}', "too large"),
+    ('[-1.5e999]', "too large"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('{"a": ', "Expecting value"),
 ])

@@ -127,3 +127,13 @@ def test_gateway_applications_from_the_environment() -> None:
 def test_gateway_applications_are_checked(value: str, fault: str) -> None:
     with pytest.raises(ConfigError, match=fault):
         settings.load(None, environ={"BROKER_GATEWAY_APPLICATIONS": value})
+
+
+@pytest.mark.parametrize("written", ["HTTPS://broker.example.test", "Https://broker.example.test/"])
+def test_the_public_url_s_scheme_is_read_in_any_case(written: str) -> None:
+    """The cookies' Secure flag and __Host- prefix follow from "https://": a scheme written in
+    capitals must not quietly turn them off. The control: http stays http."""
+    s = settings.load(None, environ={"BROKER_SERVER_PUBLIC_URL": written})
+    assert s.public_url == "https://broker.example.test"
+    s = settings.load(None, environ={"BROKER_SERVER_PUBLIC_URL": "HTTP://broker.example.test"})
+    assert s.public_url == "http://broker.example.test"
