@@ -105,7 +105,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     ephemeral = open_ephemeral_store(settings, clock)
     audit = open_sink(settings.audit.sink, settings.audit.path)
     iam = IamService(store, keyring, clock,
-                     allow_http_loopback=settings.oidc.allow_http_loopback)
+                     allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
     permissions = Permissions(iam.entities, iam.policies,
                               cache_seconds=settings.iam.policy_cache_seconds,
                               writes=lambda: store.writes)

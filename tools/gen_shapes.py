@@ -69,6 +69,10 @@ OPERATIONS = {
         "AddClientIDToOpenIDConnectProvider", "RemoveClientIDFromOpenIDConnectProvider",
         "UpdateOpenIDConnectProviderThumbprint", "TagOpenIDConnectProvider",
         "UntagOpenIDConnectProvider", "ListOpenIDConnectProviderTags",
+        # MFA devices
+        "CreateVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
+        "DeleteVirtualMFADevice", "ResyncMFADevice", "ListMFADevices", "ListVirtualMFADevices",
+        "GetMFADevice", "TagMFADevice", "UntagMFADevice", "ListMFADeviceTags",
     ],
 }
 

@@ -36,6 +36,11 @@ def user(account: str, path: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:user{path}{name}"
 
 
+def mfa(account: str, path: str, name: str) -> str:
+    """A virtual MFA device's ARN, its serial number."""
+    return f"arn:{PARTITION}:iam::{account}:mfa{path}{name}"
+
+
 def group(account: str, path: str, name: str) -> str:
     return f"arn:{PARTITION}:iam::{account}:group{path}{name}"
 

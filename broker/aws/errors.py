@@ -185,6 +185,13 @@ class DeleteConflict(_SenderError):
     status = 409
 
 
+class InvalidAuthenticationCode(_SenderError):
+    """An MFA device's codes were not valid (EnableMFADevice, ResyncMFADevice)."""
+
+    code = "InvalidAuthenticationCode"
+    status = 403
+
+
 class ConcurrentModification(_SenderError):
     code = "ConcurrentModification"
     status = 409

@@ -34,6 +34,7 @@ POLICY = "policy"
 PASSWORD_POLICY = "password_policy"  # noqa: S105 (a record kind)
 SAML_PROVIDER = "saml_provider"
 OIDC_PROVIDER = "oidc_provider"
+MFA_DEVICE = "mfa_device"
 
 ACTIVE = "Active"
 INACTIVE = "Inactive"
@@ -430,6 +431,55 @@ class AccessKey:
     @staticmethod
     def ref(account_id: str, access_key_id: str) -> Ref:
         return Ref(ACCESS_KEY, account_id, access_key_id)
+
+
+# -- MFA devices --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MfaDevice:
+    """A virtual (TOTP) MFA device: made unassigned, enabled for one user or the root user."""
+
+    account_id: str
+    name: str
+    path: str
+    created: datetime
+    sealed_seed: str  # base64 of the keyring-sealed Base32 seed; never the seed itself
+    user_name: str | None = None  # the user it is enabled for (None: nobody, or root)
+    root: bool = False  # enabled for the account's root user
+    enabled: datetime | None = None
+    drift: int = 0  # time steps the device's clock is ahead (ResyncMFADevice)
+    tags: tuple[Tag, ...] = ()
+
+    kind = MFA_DEVICE
+
+    @property
+    def serial(self) -> str:
+        return arn.mfa(self.account_id, self.path, self.name)
+
+    @property
+    def assigned(self) -> bool:
+        return self.enabled is not None
+
+    def owned_by(self, user_name: str | None) -> bool:
+        """Enabled for this user (None: the root user)."""
+        if not self.assigned:
+            return False
+        if user_name is None:
+            return self.root
+        return self.user_name is not None and name_key(self.user_name) == name_key(user_name)
+
+    def record(self) -> Record:
+        return Record(kind=MFA_DEVICE, account=self.account_id, key=name_key(self.name),
+                      data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> MfaDevice:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, name: str) -> Ref:
+        return Ref(MFA_DEVICE, account_id, name_key(name))
 
 
 # -- identity providers -------------------------------------------------------------------------

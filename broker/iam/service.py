@@ -40,6 +40,7 @@ from broker.iam.entities import (
 )
 from broker.iam.groups import Groups
 from broker.iam.logins import Logins
+from broker.iam.mfa import MfaDevices
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
@@ -47,7 +48,7 @@ from broker.iam.roles import Roles
 from broker.iam.saml_providers import SamlProviders
 from broker.idp import sp
 from broker.keyring import Keyring
-from broker.store.base import GLOBAL, EntityStore, Record, Ref
+from broker.store.base import GLOBAL, EntityStore, EphemeralStore, Record, Ref
 
 SECRET_PURPOSE = "access-key-secret"  # noqa: S105 (a label, not a secret)
 
@@ -62,7 +63,8 @@ class NewAccessKey:
 
 class IamService:
     def __init__(self, store: EntityStore, keyring: Keyring, clock: Clock, *,
-                 allow_http_loopback: bool = False) -> None:
+                 allow_http_loopback: bool = False,
+                 ephemeral: EphemeralStore | None = None) -> None:
         self.store = store
         self.keyring = keyring
         self.clock = clock
@@ -74,6 +76,8 @@ class IamService:
         self.saml_providers = SamlProviders(self.entities, keyring, clock)
         self.oidc_providers = OidcProviders(self.entities, clock,
                                             allow_http_loopback=allow_http_loopback)
+        # Without the ephemeral store (the CLI) no MFA code can be spent, so none is accepted.
+        self.mfa = MfaDevices(self.entities, keyring, clock, ephemeral)
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -203,6 +207,8 @@ class IamService:
                 raise DeleteConflict("Cannot delete entity, must remove users from group first.")
 
         user = await self.get_user(account_id, name)
+        if await self.mfa.of_owner(account_id, user.name):
+            raise DeleteConflict("Cannot delete entity, must remove MFA device first.")
         if user.groups:
             # Forget groups deleted since the user joined them: they hold nobody any more.
             live = {g.group_id for g in await self.groups.of_user(user)}
@@ -310,13 +316,13 @@ class IamService:
             return  # deleted since it was used: nothing to record
 
     async def reseal_secrets(self) -> int:
-        """Seal every stored secret (access-key secrets, SAML providers' private keys, the
-        broker's own SAML key) with the
-        sealing key, so older keys can retire."""
+        """Seal every stored secret (access-key secrets, SAML providers' private keys, MFA
+        seeds, the broker's own SAML key) with the sealing key, so older keys can retire."""
         sealing = self.keyring.sealing.id
         count = await sp.reseal(self.store, self.keyring)
         for account in await self.list_accounts():
             count += await self.saml_providers.reseal(account.id)
+            count += await self.mfa.reseal(account.id)
             for record in await self.store.list(ACCESS_KEY, account.id):
                 key = AccessKey.of(record)
                 if self.keyring.key_id_of(base64.b64decode(key.sealed_secret)) == sealing:
@@ -337,6 +343,7 @@ class IamService:
         count = await sp.sealed_with(self.store, self.keyring, key_id)
         for account in await self.list_accounts():
             count += await self.saml_providers.sealed_with(account.id, key_id)
+            count += await self.mfa.sealed_with(account.id, key_id)
             for record in await self.store.list(ACCESS_KEY, account.id):
                 sealed = base64.b64decode(AccessKey.of(record).sealed_secret)
                 if self.keyring.key_id_of(sealed) == key_id:

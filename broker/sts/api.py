@@ -97,10 +97,16 @@ async def authorized_assume_role(
         return AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} "
                             f"on resource: {role_arn}")
 
+    # The code first, so that the trust policy sees aws:MultiFactorAuthPresent (a long-term
+    # key's request has the key only when it carries a valid code).
+    mfa = await sts.mfa(caller, serial_number, token_code)
     role = await sts.role(role_arn)
     if role is None:
         raise refused("sts:AssumeRole")
     context: dict[str, str | list[str]] = {"sts:RoleSessionName": session_name}
+    if mfa:
+        context["aws:MultiFactorAuthPresent"] = "true"
+        context["aws:MultiFactorAuthAge"] = "0"
     if external_id is not None:
         context["sts:ExternalId"] = external_id
     if source_identity is not None:
@@ -127,8 +133,7 @@ async def authorized_assume_role(
     return await sts.assume_role(
         caller, role, session_name, duration=duration, policy=policy,
         policy_arns=policy_arns, tags=tags, transitive_keys=transitive_keys,
-        source_identity=source_identity, serial_number=serial_number, token_code=token_code,
-        minimum_token_size=minimum_token_size)
+        source_identity=source_identity, mfa=mfa, minimum_token_size=minimum_token_size)
 
 
 def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,

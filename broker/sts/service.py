@@ -19,7 +19,7 @@ from broker.iam.entities import ROLE, Role, name_key
 from broker.iam.permissions import Permissions
 from broker.iam.service import IamService
 from broker.keyring import Keyring
-from broker.principal import Principal
+from broker.principal import Principal, PrincipalType
 from broker.store.base import Ref
 from broker.sts import sessions, tokens
 from broker.sts.tokens import Session, SessionKind
@@ -51,12 +51,12 @@ class StsService:
                                 serial_number: str | None = None,
                                 token_code: str | None = None,
                                 minimum_token_size: int = 0) -> IssuedCredentials:
-        _check_mfa(serial_number, token_code)
+        mfa = await self.mfa(caller, serial_number, token_code)
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
             SessionKind.SESSION_TOKEN, seconds, account=caller.account_id,
             arn_=caller.arn, user_id=caller.user_id, name=caller.name,
-            source_arn=caller.arn, source_id=caller.user_id,
+            source_arn=caller.arn, source_id=caller.user_id, mfa=mfa,
         )
         return IssuedCredentials(session, tokens.padded(session, self._keyring,
                                                         minimum_token_size))
@@ -78,6 +78,25 @@ class StsService:
         )
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
+
+    async def mfa(self, caller: Principal, serial_number: str | None,
+                   token_code: str | None) -> bool:
+        """Whether the request proves MFA: a code of a device enabled for the calling user (or
+        root), spent once across every process; AWS's AccessDenied for a wrong, reused or
+        foreign code, or for a caller that is no user."""
+        if not _both_or_neither(serial_number, token_code):
+            return False
+        assert serial_number is not None and token_code is not None
+        if caller.is_root:
+            user = None
+        elif caller.type is PrincipalType.USER:
+            user = caller.name
+        else:
+            raise AccessDenied(
+                "MultiFactorAuthentication failed, unable to validate MFA code. Please verify "
+                "your MFA serial number is valid and associated with this user.")
+        await self._iam.mfa.check_code(caller.account_id, user, serial_number, token_code)
+        return True
 
     async def role(self, role_arn: str) -> Role | None:
         """The role an ARN names, if it exists (at that path) in an account of this broker;
@@ -102,11 +121,11 @@ class StsService:
                           policy_arns: Sequence[str] = (),
                           tags: Sequence[tuple[str, str]] = (),
                           transitive_keys: Sequence[str] = (),
-                          source_identity: str | None = None,
-                          serial_number: str | None = None, token_code: str | None = None,
+                          source_identity: str | None = None, mfa: bool = False,
                           minimum_token_size: int = 0) -> IssuedCredentials:
-        """Credentials of the role, once the caller has been authorized to assume it."""
-        _check_mfa(serial_number, token_code)
+        """Credentials of the role, once the caller has been authorized to assume it; ``mfa``:
+        the request proved MFA (``authorized_assume_role`` checks the code with ``mfa`` before
+        the trust policy is evaluated)."""
         previous = caller.session
         chained = previous is not None and previous.kind is SessionKind.ASSUMED_ROLE
         seconds = DEFAULT_ROLE_DURATION if duration is None else duration
@@ -138,7 +157,7 @@ class StsService:
             tags=all_tags, transitive=all_transitive, source_identity=identity,
             policy=packed_policy, policy_arns=tuple(policy_arns),
             chain_depth=(previous.chain_depth + 1) if previous is not None else 1,
-            mfa=previous.mfa if previous is not None else False,
+            mfa=mfa or (previous.mfa if previous is not None else False),
         )
         token = tokens.padded(session, self._keyring, minimum_token_size)
         return IssuedCredentials(session, token, size)
@@ -248,16 +267,13 @@ def session_tags(previous: Session | None, tags: Sequence[tuple[str, str]],
     return tuple(inherited) + tuple(tags), tuple(transitive)
 
 
-def _check_mfa(serial_number: str | None, token_code: str | None) -> None:
+def _both_or_neither(serial_number: str | None, token_code: str | None) -> bool:
+    """Whether an MFA code was given; AWS's AccessDenied when only half of it was."""
     if serial_number is None and token_code is None:
-        return
+        return False
     if serial_number is None or token_code is None:
         raise AccessDenied(
             "MultiFactorAuthentication failed, must provide both MFA serial number and one "
             "time pass code."
         )
-    # No MFA device can be registered yet, so no serial number can be valid.
-    raise AccessDenied(
-        "MultiFactorAuthentication failed, unable to validate MFA code. Please verify your "
-        "MFA serial number is valid and associated with this user."
-    )
+    return True

@@ -8,11 +8,13 @@ every result uses only elements the model's output shape knows.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from xml.etree import ElementTree
 
 import botocore.session
 import httpx
+import pyotp
 import pytest
 
 from broker.aws import shapes
@@ -103,6 +105,8 @@ VALID = {  # a valid value for every member a request needs
     "WebIdentityToken": "a.b.c", "Url": "https://issuer.example",
     "OpenIDConnectProviderArn": "arn:aws:iam::123456789012:oidc-provider/issuer.example",
     "ClientID": "client", "ThumbprintList": "a" * 40,
+    "VirtualMFADeviceName": "device", "SerialNumber": "arn:aws:iam::123456789012:mfa/device",
+    "AuthenticationCode1": "123456", "AuthenticationCode2": "654321",
 }
 # A value longer than the broker accepts in a request body (server.max_body_bytes, 1 MiB by
 # default) is refused with RequestEntityTooLarge before validation: SAMLMetadataDocument's
@@ -404,6 +408,25 @@ def test_results_match_output_shapes(broker: Broker) -> None:
                  "ContextEntries.member.1.ContextKeyName": "aws:SourceIp",
                  "ContextEntries.member.1.ContextKeyValues.member.1": "10.0.0.1",
                  "ContextEntries.member.1.ContextKeyType": "ip"}),
+    ]
+    # MFA devices: one enabled (with codes pyotp computes from its seed), so that GetMFADevice
+    # and ListMFADevices answer with everything they can.
+    iam = broker.client("iam")
+    iam.create_user(UserName="shape-mfa-user")
+    device = iam.create_virtual_mfa_device(
+        VirtualMFADeviceName="shape-mfa", Tags=[{"Key": "a", "Value": "b"}])["VirtualMFADevice"]
+    totp = pyotp.TOTP(device["Base32StringSeed"].decode("ascii"))
+    iam.enable_mfa_device(UserName="shape-mfa-user", SerialNumber=device["SerialNumber"],
+                          AuthenticationCode1=totp.now(),
+                          AuthenticationCode2=totp.at(time.time(), counter_offset=1))
+    calls += [
+        ("iam", {"Action": "CreateVirtualMFADevice", "VirtualMFADeviceName": "shape-mfa-2",
+                 "Path": "/x/", "Tags.member.1.Key": "a", "Tags.member.1.Value": "b"}),
+        ("iam", {"Action": "ListVirtualMFADevices"}),
+        ("iam", {"Action": "ListMFADevices", "UserName": "shape-mfa-user"}),
+        ("iam", {"Action": "GetMFADevice", "SerialNumber": device["SerialNumber"],
+                 "UserName": "shape-mfa-user"}),
+        ("iam", {"Action": "ListMFADeviceTags", "SerialNumber": device["SerialNumber"]}),
     ]
     # AssumeRole, which the root user may not call: by a user the role's trust (the account)
     # and the user's own policy allow.

@@ -307,6 +307,8 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.create_user(UserName=user)
     key = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
     iam.create_group(GroupName="surface-group")
+    device = iam.create_virtual_mfa_device(
+        VirtualMFADeviceName="surface-mfa")["VirtualMFADevice"]["SerialNumber"]
     _, signer = broker.new_user(name="surface-admin")
     oidc = iam.create_open_id_connect_provider(
         Url="https://oidc.surface.example.test", ClientIDList=["client-1"],
@@ -350,7 +352,7 @@ def _world(broker: Broker, watch: Watch) -> Surface:
         "ClientIDList": "client-1", "ClientID": "client-1", "Name": "surface-name",
         "VersionId": "v1", "Status": "Active", "Key": "team", "Value": "blue", "TagKeys": "team",
         "TransitiveTagKeys": "team", "AccountAlias": "surface-alias",
-        "RoleSessionName": "surface", "SerialNumber": f"arn:aws:iam::{account}:mfa/surface",
+        "RoleSessionName": "surface", "SerialNumber": device,
         "TokenCode": "123456", "Path": "/", "PathPrefix": "/", "NewPath": "/new/",
         "Description": "surface", "ExternalId": "surface-1", "SourceIdentity": "surface",
         "EncodedMessage": "c3VyZmFjZQ", "Password": "Surface-password-1",
@@ -359,6 +361,8 @@ def _world(broker: Broker, watch: Watch) -> Surface:
         "SAMLAssertion": wire(encode(saml.response())), "ContextKeyName": "aws:username",
         "ContextKeyValues": "surface", "Marker": "surface", "DurationSeconds": "900",
         "MaxItems": "10", "MaxSessionDuration": "3600",
+        "VirtualMFADeviceName": "surface-device", "AuthenticationCode1": "123456",
+        "AuthenticationCode2": "654321",
         **{name: wire(json.dumps(value)) for name, value in json_members.items()
            if name != "WebIdentityToken"},
         "WebIdentityToken": wire(".".join(
