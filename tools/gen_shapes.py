@@ -73,6 +73,8 @@ OPERATIONS = {
         "CreateVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
         "DeleteVirtualMFADevice", "ResyncMFADevice", "ListMFADevices", "ListVirtualMFADevices",
         "GetMFADevice", "TagMFADevice", "UntagMFADevice", "ListMFADeviceTags",
+        # the credential report
+        "GenerateCredentialReport", "GetCredentialReport",
     ],
 }
 

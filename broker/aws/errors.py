@@ -192,6 +192,20 @@ class InvalidAuthenticationCode(_SenderError):
     status = 403
 
 
+class ReportNotPresent(_SenderError):
+    """GetCredentialReport before any report was generated."""
+
+    code = "ReportNotPresent"
+    status = 410
+
+
+class ReportExpired(_SenderError):
+    """GetCredentialReport more than four hours after the report was generated."""
+
+    code = "ReportExpired"
+    status = 410
+
+
 class ConcurrentModification(_SenderError):
     code = "ConcurrentModification"
     status = 409

@@ -135,7 +135,7 @@ class MfaDevices:
             if d.assigned:
                 raise EntityAlreadyExists("MFA Device is already in use.")
             return replace(d, user_name=user_name, root=user_name is None, enabled=now,
-                           drift=step - self._step())
+                           drift=0)  # only ResyncMFADevice moves a device's time
 
         # The two codes, seen once, open nothing more: spent before the device is enabled.
         if not (await self._spend(device, step) and await self._spend(device, step + 1)):

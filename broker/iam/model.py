@@ -642,3 +642,5 @@ ListMFADeviceTagsRequest = struct(
     optional('Marker', markerType),
     optional('MaxItems', maxItemsType),
 )
+GenerateCredentialReportRequest = struct()
+GetCredentialReportRequest = struct()

@@ -44,6 +44,7 @@ from broker.iam.mfa import MfaDevices
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.policies import Policies
 from broker.iam.records import Entities, Page, check_tags, missing_user, paginate
+from broker.iam.report import CredentialReports
 from broker.iam.roles import Roles
 from broker.iam.saml_providers import SamlProviders
 from broker.idp import sp
@@ -78,6 +79,7 @@ class IamService:
                                             allow_http_loopback=allow_http_loopback)
         # Without the ephemeral store (the CLI) no MFA code can be spent, so none is accepted.
         self.mfa = MfaDevices(self.entities, keyring, clock, ephemeral)
+        self.reports = CredentialReports(self.entities, self.logins, self.mfa, clock)
 
     # -- accounts -------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.e2e.support import aws
 from tests.helpers import Broker
 
@@ -95,3 +97,59 @@ def test_cli_roles_policies_and_refusals(broker: Broker) -> None:
     code, _, err = aws(broker.url, root, "sts", "assume-role", "--role-arn",
                        role["Role"]["Arn"], "--role-session-name", "root")
     assert code != 0 and "Roles may not be assumed by root accounts." in err
+
+
+def test_cli_mfa_device_and_mfa_flagged_session(broker: Broker, tmp_path: Path) -> None:
+    """docs/operations.md's MFA walk-through with the AWS CLI: a virtual device written to a
+    file (its seed), enabled with two codes an authenticator computes from it, and
+    get-session-token with a code, whose credentials pass a policy that denies everything
+    without MFA; the same user's plain session credentials do not (the control)."""
+    import json
+    import time
+
+    import pyotp
+
+    root = (broker.root.access_key_id, broker.root.secret_access_key)
+    account = broker.account_id
+    for args in (("create-user", "--user-name", "cli-mfa"),
+                 ("put-user-policy", "--user-name", "cli-mfa", "--policy-name", "mfa-only",
+                  "--policy-document", json.dumps({"Version": "2012-10-17", "Statement": [
+                      {"Effect": "Allow", "Action": "iam:ListUsers", "Resource": "*"},
+                      {"Effect": "Deny", "Action": "iam:ListUsers", "Resource": "*",
+                       "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}}}
+                  ]}))):
+        code, _, err = aws(broker.url, root, "iam", *args)
+        assert code == 0, err
+    code, key, err = aws(broker.url, root, "iam", "create-access-key", "--user-name", "cli-mfa")
+    user = (key["AccessKey"]["AccessKeyId"], key["AccessKey"]["SecretAccessKey"])
+    seed_file = tmp_path / "seed.txt"
+    code, device, err = aws(broker.url, root, "iam", "create-virtual-mfa-device",
+                            "--virtual-mfa-device-name", "cli-mfa", "--outfile", str(seed_file),
+                            "--bootstrap-method", "Base32StringSeed")
+    assert code == 0, err
+    serial = device["VirtualMFADevice"]["SerialNumber"]
+    assert serial == f"arn:aws:iam::{account}:mfa/cli-mfa"
+    totp, now = pyotp.TOTP(seed_file.read_text().strip()), time.time()
+    # The previous step's code and this one's (the broker accepts two steps of drift when a
+    # device is enabled), so that the next step's code is unspent and valid whenever the
+    # broker's clock crosses a step boundary during the test.
+    code, _, err = aws(broker.url, root, "iam", "enable-mfa-device", "--user-name", "cli-mfa",
+                       "--serial-number", serial,
+                       "--authentication-code1", totp.at(now, counter_offset=-1),
+                       "--authentication-code2", totp.at(now))
+    assert code == 0, err
+
+    code, plain, err = aws(broker.url, user, "sts", "get-session-token")
+    assert code == 0, err
+    c = plain["Credentials"]
+    code, _, err = aws(broker.url, (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]),
+                       "iam", "list-users")
+    assert code != 0 and "(AccessDenied)" in err
+    code, flagged, err = aws(broker.url, user, "sts", "get-session-token", "--serial-number",
+                             serial, "--token-code", totp.at(now, counter_offset=1))
+    assert code == 0, err
+    c = flagged["Credentials"]
+    code, listed, err = aws(broker.url, (c["AccessKeyId"], c["SecretAccessKey"],
+                                         c["SessionToken"]), "iam", "list-users")
+    assert code == 0, err
+    assert "cli-mfa" in [u["UserName"] for u in listed["Users"]]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from broker.aws.errors import NoSuchEntity
@@ -25,6 +26,22 @@ def _attached(entity: User | Group | Role) -> list[dict[str, str]]:
 def operations(ctx: IamContext) -> list[Operation]:
     iam = ctx.iam
     ops = Registry()
+
+    # -- the credential report ------------------------------------------------------------------
+
+    @ops.action("GenerateCredentialReport")
+    async def generate_report(call: Call) -> Result:
+        await ctx.allow(call, "GenerateCredentialReport", "*")
+        # The broker makes the report at once, so it is always COMPLETE (AWS may first say
+        # STARTED; clients poll until COMPLETE either way).
+        return {"State": await iam.reports.generate(call.principal.account_id)}
+
+    @ops.action("GetCredentialReport")
+    async def get_report(call: Call) -> Result:
+        await ctx.allow(call, "GetCredentialReport", "*")
+        report = await iam.reports.get(call.principal.account_id)
+        return {"Content": base64.b64encode(report.content).decode("ascii"),
+                "ReportFormat": "text/csv", "GeneratedTime": report.generated}
 
     # -- the alias ------------------------------------------------------------------------------
 
