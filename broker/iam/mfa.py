@@ -5,6 +5,8 @@ A device's code is RFC 6238 TOTP as AWS's virtual devices compute it (HMAC-SHA-1
 device's time (the broker's clock plus the drift ``ResyncMFADevice`` measured), and **at most
 once per device**: the step a code matched is spent in the ephemeral store every broker process
 shares (an atomic put-if-absent), so a code seen once, by any process, opens nothing again.
+After ``MAX_FAILURES`` wrong (or reused) codes within ``FAILURE_SECONDS`` a device accepts no
+code until that window ends, counted in the same store.
 
 Quotas and messages follow AWS: at most ``MAX_PER_OWNER`` (8) devices enabled for one user or
 root; a device enabled for someone cannot be enabled again or deleted; a user with a device
@@ -51,6 +53,10 @@ SEED_BYTES = 40  # a Base32 seed of 64 characters, as AWS's
 ENABLE_WINDOW = 2  # steps either side for EnableMFADevice's two codes
 RESYNC_WINDOW = 20  # ten minutes either side for ResyncMFADevice
 _SPENT = "mfa-spent:"
+_FAILED = "mfa-failed:"
+_LOCKED = "mfa-locked:"
+MAX_FAILURES = 5
+FAILURE_SECONDS = 300
 ISSUER = "Broker"
 
 FAILED = "MultiFactorAuthentication failed with invalid MFA one time pass code."
@@ -228,8 +234,18 @@ class MfaDevices:
             raise AccessDenied(
                 "MultiFactorAuthentication failed, unable to validate MFA code. Please verify "
                 "your MFA serial number is valid and associated with this user.")
+        # Guessing is slow: after MAX_FAILURES wrong codes within FAILURE_SECONDS the device
+        # accepts no code, right or wrong, until the window ends (a six-digit code has three
+        # chances in a million per guess; unthrottled, a stolen access key could try them all).
+        digest = hashlib.sha256(device.serial.encode()).hexdigest()
+        if self._ephemeral is None:
+            raise AccessDenied(FAILED)
+        if await self._ephemeral.get(_LOCKED + digest) is not None:
+            raise AccessDenied(FAILED)
         step = self._match(device, code, 1)
         if step is None or not await self._spend(device, step):
+            if await self._ephemeral.incr(_FAILED + digest, FAILURE_SECONDS) >= MAX_FAILURES:
+                await self._ephemeral.put_if_absent(_LOCKED + digest, b"1", FAILURE_SECONDS)
             raise AccessDenied(FAILED)
 
     def _totp(self, device: MfaDevice) -> pyotp.TOTP:

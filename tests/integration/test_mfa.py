@@ -16,11 +16,12 @@ from typing import Any
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
+import httpx
 import pyotp
 import pytest
 
 from broker.clock import FixedClock
-from tests.helpers import Broker, creds_of, start_broker
+from tests.helpers import Broker, creds_of, signed_request, start_broker
 
 ClientError = botocore.exceptions.ClientError
 STEP = 30
@@ -399,3 +400,30 @@ def test_resync_follows_a_device_whose_clock_has_drifted(broker: Broker,
     with pytest.raises(ClientError):
         person.sts().get_session_token(SerialNumber=person.serial, TokenCode=person.code(11))
     person.sts().get_session_token(SerialNumber=person.serial, TokenCode=person.code(12))
+
+
+def test_guessing_codes_locks_the_device_for_five_minutes(broker: Broker,
+                                                          clock: FixedClock) -> None:
+    """Five wrong codes within five minutes and the device takes no code, not even the right
+    one, until the window ends; the control: another user's device is not locked, and the
+    right code works again once the window is over."""
+    person, other = Person(broker, clock), Person(broker, clock)
+    person.enable()
+    other.enable()
+    right = person.code()
+    wrong = next(c for c in (f"{n:06d}" for n in range(1_000_000))
+                 if c not in {person.code(s) for s in (-1, 0, 1)})
+    for _ in range(5):
+        with pytest.raises(ClientError):
+            person.sts().get_session_token(SerialNumber=person.serial, TokenCode=wrong)
+    with pytest.raises(ClientError) as info:
+        person.sts().get_session_token(SerialNumber=person.serial, TokenCode=right)
+    assert error_of(info) == ("AccessDenied", REUSED, 403)
+    other.sts().get_session_token(SerialNumber=other.serial, TokenCode=other.code())
+    clock.advance(300)
+    # Signed at the broker's time, five minutes on (botocore signs with the real clock).
+    method, url, headers, body = signed_request(broker.url, {
+        "Action": "GetSessionToken", "Version": "2011-06-15", "SerialNumber": person.serial,
+        "TokenCode": person.code()}, person.creds, at=clock.now())
+    answer = httpx.request(method, url, headers=headers, content=body)
+    assert answer.status_code == 200, answer.text
