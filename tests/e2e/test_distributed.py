@@ -287,3 +287,38 @@ def test_saml_assertions_are_accepted_once_across_processes(
         outcomes = list(pool.map(lambda url: attempt(url, saml), [a.url, b.url] * 6))
     assert outcomes.count("issued") == 1
     assert set(outcomes) == {"issued", "The SAML assertion has already been used."}
+
+
+def test_an_mfa_code_opens_once_across_processes(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """A TOTP code spent on one process is spent on every process: twelve simultaneous
+    GetSessionToken calls with one code, across both workers of A and across B, issue once;
+    the others are refused with AWS's AccessDenied."""
+    import pyotp
+
+    a, b, root, _ = cluster
+    iam = client(a.url, "iam", root)
+    iam.create_user(UserName="mfa-everywhere")  # type: ignore[attr-defined]
+    key = iam.create_access_key(UserName="mfa-everywhere")["AccessKey"]  # type: ignore
+    device = iam.create_virtual_mfa_device(  # type: ignore[attr-defined]
+        VirtualMFADeviceName="mfa-everywhere")["VirtualMFADevice"]
+    totp, now = pyotp.TOTP(device["Base32StringSeed"].decode("ascii")), time.time()
+    iam.enable_mfa_device(  # type: ignore[attr-defined]
+        UserName="mfa-everywhere", SerialNumber=device["SerialNumber"],
+        AuthenticationCode1=totp.at(now, counter_offset=-1), AuthenticationCode2=totp.at(now))
+    user = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+
+    def attempt(url: str, code: str) -> str:
+        try:
+            client(url, "sts", user).get_session_token(  # type: ignore[attr-defined]
+                SerialNumber=device["SerialNumber"], TokenCode=code)
+        except botocore.exceptions.ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "issued"
+
+    # Devices are read from the shared database on every check: B knows it at once.
+    code = totp.at(now, counter_offset=1)
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(lambda url: attempt(url, code), [a.url, b.url] * 6))
+    assert outcomes.count("issued") == 1, outcomes
+    assert set(outcomes) == {"issued", "AccessDenied"}
