@@ -100,19 +100,47 @@ def main() -> None:
 # -- init and serve -----------------------------------------------------------------------------
 
 
+def root_options(command: Any) -> Any:
+    """--root-email and --root-password-file, for init and accounts create."""
+    command = click.option(
+        "--root-password-file", type=click.Path(dir_okay=False, exists=True),
+        help="A file whose first line is the root user's password (without it: asked for on "
+             "a terminal; with --json, or with no terminal, no password is set and root "
+             "console sign-in stays off).")(command)
+    return click.option("--root-email", metavar="EMAIL",
+                        help="The root user's email address (unique among accounts).")(command)
+
+
+def _root_password(path: str | None, as_json: bool, email: str | None) -> str | None:
+    """The root password from its file, or asked for on a terminal, or none."""
+    if path is not None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if not lines or not lines[0]:
+            _fail(f"--root-password-file {path}: the first line must be the password")
+        return lines[0]
+    if as_json or email is None or not sys.stdin.isatty():
+        return None
+    value: str = click.prompt("Root user's password", hide_input=True,
+                              confirmation_prompt=True)
+    return value
+
+
 @main.command()
 @common
 @click.option("--account-id", callback=_account_id,
               help="12-digit id of the first account (default: random).")
+@root_options
 @click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
 def init(config: str | None, data_dir: str | None, account_id: str | None,
-         as_json: bool) -> None:
+         root_email: str | None, root_password_file: str | None, as_json: bool) -> None:
     """Create a data directory: keyring, database, first account and its root access key."""
     try:
         settings = _settings(config, data_dir)
     except BrokerError as exc:
         _fail(str(exc))
-    account, key = _run(initialize(settings, account_id=account_id))
+    password = _root_password(root_password_file, as_json, root_email)
+    account, key = _run(initialize(settings, account_id=account_id, root_email=root_email,
+                                   root_password=password))
     click.echo(_credentials_json(account, key) if as_json else _credentials_text(account, key))
 
 
@@ -177,13 +205,17 @@ def accounts() -> None:
 @accounts.command("create")
 @common
 @click.option("--account-id", callback=_account_id, help="12-digit id (default: random).")
+@root_options
 @click.option("--json", "as_json", is_flag=True, help="Print the root credentials as JSON.")
 def accounts_create(config: str | None, data_dir: str | None, account_id: str | None,
+                    root_email: str | None, root_password_file: str | None,
                     as_json: bool) -> None:
     """Create an account with its root user; print its root access key once."""
+    password = _root_password(root_password_file, as_json, root_email)
 
     async def create(iam: IamService) -> tuple[Account, NewAccessKey]:
-        return await iam.create_account(account_id)
+        return await iam.create_account(account_id, root_email=root_email,
+                                        root_password=password)
 
     account, key = _with_iam(config, data_dir, create)
     audit_issued_locally(_settings(config, data_dir), SystemClock(), key, "accounts create")

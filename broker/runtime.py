@@ -147,7 +147,8 @@ def is_initialized(settings: Settings) -> bool:
 
 
 async def initialize(settings: Settings, *, account_id: str | None = None,
-                     clock: Clock | None = None) -> tuple[Account, NewAccessKey]:
+                     clock: Clock | None = None, root_email: str | None = None,
+                     root_password: str | None = None) -> tuple[Account, NewAccessKey]:
     """Create the data directory, keyring, schema and first account. Refuses to touch a
     directory or database that already holds a broker."""
     clock = clock or SystemClock()
@@ -171,7 +172,8 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         keyring = Keyring.generate(clock, path=settings.keyring_path)
         keyring.save()
         try:
-            account, key = await IamService(store, keyring, clock).create_account(account_id)
+            account, key = await IamService(store, keyring, clock).create_account(
+                account_id, root_email=root_email, root_password=root_password)
             await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
         except BaseException:
             settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory

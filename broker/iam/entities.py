@@ -25,6 +25,7 @@ from broker.store.base import GLOBAL, Record, Ref
 
 ACCOUNT = "account"
 ALIAS = "alias"
+ROOT_EMAIL = "root_email"
 ROOT = "root"
 USER = "user"
 ACCESS_KEY = "access_key"
@@ -128,10 +129,15 @@ class Account:
 
 @dataclass(frozen=True)
 class RootUser:
-    """The account's root user: it owns root access keys (and, later, a password and MFA)."""
+    """The account's root user: it owns root access keys, MFA devices and, when an
+    administrator set one, an email address (unique among accounts) and a password (argon2;
+    without one, root console sign-in is off)."""
 
     account_id: str
     created: datetime
+    email: str | None = None
+    password_hash: str | None = None
+    password_changed: datetime | None = None
 
     @property
     def arn(self) -> str:

@@ -117,33 +117,42 @@ class Logins:
                 f"The Password Policy with domain name {account} cannot be found.") from None
 
     async def check_password(self, account: str, password: str) -> None:
-        policy = await self.policy(account)
-        faults = []
-        if policy is None:
-            kinds = sum((_has(password, UPPERCASE), _has(password, LOWERCASE),
-                         _has(password, NUMBERS), _has(password, SYMBOLS)))
-            if len(password) < 8:
-                faults.append("Password should have a minimum length of 8")
-            if kinds < 3:
-                faults.append("Password should have at least three of: uppercase letters, "
-                              "lowercase letters, numbers, symbols")
-        else:
-            if len(password) < policy.minimum_length:
-                faults.append(f"Password should have a minimum length of "
-                              f"{policy.minimum_length}")
-            if policy.require_uppercase and not _has(password, UPPERCASE):
-                faults.append("Password should have at least one uppercase letter")
-            if policy.require_lowercase and not _has(password, LOWERCASE):
-                faults.append("Password should have at least one lowercase letter")
-            if policy.require_numbers and not _has(password, NUMBERS):
-                faults.append("Password should have at least one number")
-            if policy.require_symbols and not _has(password, SYMBOLS):
-                faults.append("Password should have at least one symbol")
-        if faults:
-            noun = "requirement" if len(faults) == 1 else "requirements"
-            raise PasswordPolicyViolation(
-                f"Password should meet {len(faults)} more of the following {noun}: "
-                + ", ".join(faults))
+        check_against(await self.policy(account), password)
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def check_against(policy: PasswordPolicy | None, password: str) -> None:
+    """PasswordPolicyViolation unless the password meets the policy (None: AWS's default,
+    which is also the root user's rule: eight characters of three of the four kinds)."""
+    faults = []
+    if policy is None:
+        kinds = sum((_has(password, UPPERCASE), _has(password, LOWERCASE),
+                     _has(password, NUMBERS), _has(password, SYMBOLS)))
+        if len(password) < 8:
+            faults.append("Password should have a minimum length of 8")
+        if kinds < 3:
+            faults.append("Password should have at least three of: uppercase letters, "
+                          "lowercase letters, numbers, symbols")
+    else:
+        if len(password) < policy.minimum_length:
+            faults.append(f"Password should have a minimum length of "
+                          f"{policy.minimum_length}")
+        if policy.require_uppercase and not _has(password, UPPERCASE):
+            faults.append("Password should have at least one uppercase letter")
+        if policy.require_lowercase and not _has(password, LOWERCASE):
+            faults.append("Password should have at least one lowercase letter")
+        if policy.require_numbers and not _has(password, NUMBERS):
+            faults.append("Password should have at least one number")
+        if policy.require_symbols and not _has(password, SYMBOLS):
+            faults.append("Password should have at least one symbol")
+    if faults:
+        noun = "requirement" if len(faults) == 1 else "requirements"
+        raise PasswordPolicyViolation(
+            f"Password should meet {len(faults)} more of the following {noun}: "
+            + ", ".join(faults))
 
 
 # The characters each Require* setting asks for, as UpdateAccountPasswordPolicy documents

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 from dataclasses import dataclass, replace
 
 from broker.aws import ids
@@ -28,6 +29,7 @@ from broker.iam.entities import (
     ACTIVE,
     ALIAS,
     MAX_ACCESS_KEYS,
+    ROOT_EMAIL,
     USER,
     AccessKey,
     Account,
@@ -39,7 +41,7 @@ from broker.iam.entities import (
     name_key,
 )
 from broker.iam.groups import Groups
-from broker.iam.logins import Logins
+from broker.iam.logins import Logins, check_against, hash_password
 from broker.iam.mfa import MfaDevices
 from broker.iam.oidc_providers import OidcProviders
 from broker.iam.policies import Policies
@@ -52,6 +54,18 @@ from broker.keyring import Keyring
 from broker.store.base import GLOBAL, EntityStore, EphemeralStore, Record, Ref
 
 SECRET_PURPOSE = "access-key-secret"  # noqa: S105 (a label, not a secret)
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+", re.ASCII)
+MAX_EMAIL = 64  # AWS's limit for an account's root email address
+
+
+def check_root_email(email: str) -> str:
+    """An email address a root user can sign in with (ASCII, one @, a dotted domain, at most
+    64 characters), or InvalidInput."""
+    email = email.strip()
+    if len(email) > MAX_EMAIL or not _EMAIL.fullmatch(email):
+        raise InvalidInput(f"The root email address must be an email address of at most "
+                           f"{MAX_EMAIL} characters (name@example.com).")
+    return email
 
 
 @dataclass(frozen=True)
@@ -83,15 +97,35 @@ class IamService:
 
     # -- accounts -------------------------------------------------------------------------------
 
-    async def create_account(self, account_id: str | None = None) -> tuple[Account, NewAccessKey]:
-        """A new account, its root user and one root access key."""
+    async def create_account(self, account_id: str | None = None, *,
+                             root_email: str | None = None,
+                             root_password: str | None = None) -> tuple[Account, NewAccessKey]:
+        """A new account, its root user (with its email address and password, when given)
+        and one root access key."""
         now = self.clock.now()
+        email = check_root_email(root_email) if root_email is not None else None
+        password_hash = None
+        if root_password is not None:
+            check_against(None, root_password)  # the root user's rule is AWS's default
+            password_hash = hash_password(root_password)
         account = Account(id=account_id or ids.new_account_id(), created=now)
+        if email is not None:
+            try:  # one account per root email address, as AWS
+                await self.store.create(Record(kind=ROOT_EMAIL, account=GLOBAL,
+                                               key=email.lower(), data={"account": account.id}))
+            except AlreadyExists:
+                raise EntityAlreadyExists(
+                    f"An account with the root email address {email} already exists.") from None
         try:
             await self.store.create(account.record())
         except AlreadyExists:
+            if email is not None:
+                await self.store.delete(Ref(ROOT_EMAIL, GLOBAL, email.lower()))
             raise EntityAlreadyExists(f"Account {account.id} already exists.") from None
-        await self.store.create(RootUser(account.id, now).record())
+        await self.store.create(RootUser(account.id, now, email=email,
+                                         password_hash=password_hash,
+                                         password_changed=now if password_hash else None
+                                         ).record())
         key = await self.create_access_key(account.id, None)
         return account, key
 

@@ -503,3 +503,65 @@ def test_check_names_oidc_provider_faults(tmp_path: Path, entry: str, fault: str
     text = f'[[accounts]]\nid = "123456789012"\n[[accounts.oidc_providers]]\n{entry}\n'
     code, out, err = run("check", str(write(tmp_path / "bad.toml", text)))
     assert code == 2 and out == "" and fault in err, err
+
+
+def root_user(data: Path, account: str) -> object:
+    """The root user record of an account, as the store keeps it."""
+    from broker.iam.entities import RootUser, decode
+    from broker.runtime import open_entity_store
+
+    settings = load(None, environ={"BROKER_SERVER_DATA_DIR": str(data)})
+
+    async def read() -> object:
+        store = open_entity_store(settings)
+        try:
+            record = await store.get(RootUser.ref(account))
+            return decode(RootUser, {**record.data, "account_id": account})
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_root_email_and_password_from_a_file(tmp_path: Path) -> None:
+    from broker.iam.logins import verify
+
+    password = tmp_path / "root-password"
+    password.write_text("Root-Passw0rd-1\n")
+    data = tmp_path / "d"
+    doc = init(data, "--root-email", "Ops@Example.com", "--root-password-file", str(password))
+    root = root_user(data, str(doc["account_id"]))
+    assert root.email == "Ops@Example.com"  # type: ignore[attr-defined]
+    stored = root.password_hash  # type: ignore[attr-defined]
+    assert stored.startswith("$argon2id$") and verify(stored, "Root-Passw0rd-1")
+    assert b"Root-Passw0rd-1" not in (data / "broker.db").read_bytes()  # hashed, never kept
+    # One account per root email address, whatever its case; the control: another address.
+    code, _, err = run("accounts", "create", "--data-dir", str(data), "--json",
+                       "--root-email", "ops@example.COM")
+    assert code == 2 and "root email address ops@example.COM already exists" in err
+    code, out, err = run("accounts", "create", "--data-dir", str(data), "--json",
+                         "--root-email", "billing@example.com")
+    assert code == 0, err
+    other = root_user(data, json.loads(out)["account_id"])
+    # --json and no file: no password, so root console sign-in stays off.
+    assert other.email == "billing@example.com" and other.password_hash is None  # type: ignore
+
+
+@pytest.mark.parametrize(("flags", "fault"), [
+    (("--root-email", "not-an-email"), "must be an email address"),
+    (("--root-email", "a@" + "b" * 70 + ".com"), "at most 64 characters"),
+    (("--root-email", "weak@example.com", "--root-password-file", "WEAK"),
+     "PasswordPolicyViolation"),
+])
+def test_bad_root_credentials_are_refused_and_nothing_is_made(tmp_path: Path,
+                                                              flags: tuple[str, ...],
+                                                              fault: str) -> None:
+    data = tmp_path / "d"
+    init(data)
+    weak = tmp_path / "weak"
+    weak.write_text("short\n")
+    flags = tuple(str(weak) if f == "WEAK" else f for f in flags)
+    code, _, err = run("accounts", "create", "--data-dir", str(data), "--json", *flags)
+    assert code == 2 and fault in err
+    code, out, _ = run("accounts", "list", "--data-dir", str(data), "--json")
+    assert code == 0 and len(json.loads(out)) == 1  # the first account only
