@@ -23,7 +23,7 @@ from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.signin.demo import DemoIdentityProvider
-from broker.web import dev, federation, saml, signin
+from broker.web import dev, federation, password, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.pages import DEV_MODE, http_error
@@ -99,6 +99,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/console/switch-role", signin.switch_role, methods=["POST"]),
         Route("/federation", federation.federation, methods=["GET"]),
         Route("/gateway/auth", signin.gateway_auth, methods=["GET", "HEAD"]),
+        Route("/signin", password.signin_page, methods=["GET"]),
+        Route("/signin", password.signin, methods=["POST"]),
+        Route("/signin/mfa", password.signin_mfa, methods=["POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

@@ -36,6 +36,7 @@ class AuditEvent:
     subject: str | None = None  # the identity the issued credentials speak for
     error_code: str | None = None
     error_message: str | None = None
+    mfa_used: str | None = None  # console sign-in: "Yes" or "No" (CloudTrail's MFAUsed)
 
     def line(self) -> str:
         # The members in alphabetical order, each value a JSON string: what json.dumps would

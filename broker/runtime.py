@@ -35,6 +35,7 @@ from broker.signin.console import Console
 from broker.signin.demo import DemoIdentityProvider
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
+from broker.signin.password import PasswordSignIn
 from broker.signin.saml import SamlSignIn
 from broker.signin.sessions import ConsoleSessions
 from broker.store.base import EntityStore, EphemeralStore
@@ -80,6 +81,7 @@ class Runtime:
     destinations: Destinations
     federation_endpoint: Federation
     console: Console
+    password_signin: PasswordSignIn
     signin_links: list[tuple[str, str]] = field(default_factory=list)
     demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
 
@@ -139,7 +141,12 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
                    Federation(ephemeral, keyring, sts, authz, clock),
-                   Console(sts, authz, keyring, clock, settings.gateway.applications))
+                   Console(sts, authz, keyring, clock, settings.gateway.applications),
+                   PasswordSignIn(iam, sts, console_sessions, ephemeral, clock,
+                                  root_mfa_required=settings.signin.root_mfa_required,
+                                  max_failures=settings.signin.max_failures,
+                                  lock_seconds=settings.signin.lock_seconds),
+                   signin_links=[("Sign in with a user name and password", "/signin")])
 
 
 def is_initialized(settings: Settings) -> bool:

@@ -332,6 +332,20 @@ class SigninSettings:
         "/dev/signin in development mode, otherwise a page saying the person is not signed "
         "in.",
     )
+    root_mfa_required: bool = setting(
+        True, _bool,
+        "Refuse console sign-in to a root user that has no MFA device (AWS now requires MFA "
+        "for root users).",
+    )
+    max_failures: int = setting(
+        5, _int(1, 1000),
+        "Failed sign-ins (wrong password or MFA code) of one user within lock_seconds after "
+        "which that user cannot sign in until the window ends; ten times as many from one "
+        "source address lock that address.",
+    )
+    lock_seconds: int = setting(
+        900, _int(1, 86400), "The window failed sign-ins are counted in, and the lock-out.",
+    )
 
 
 @dataclass(frozen=True)

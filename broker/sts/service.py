@@ -61,6 +61,19 @@ class StsService:
         return IssuedCredentials(session, tokens.padded(session, self._keyring,
                                                         minimum_token_size))
 
+    async def console_session(self, person: Principal, *, mfa: bool,
+                              seconds: int) -> IssuedCredentials:
+        """The credentials of an IAM user's or root user's console session, once the broker's
+        sign-in checked the password (and the code, ``mfa``): GetSessionToken's kind of
+        session, so that they act as the user, with AWS's limits on what such credentials
+        may call."""
+        session = self._session(
+            SessionKind.SESSION_TOKEN, seconds, account=person.account_id,
+            arn_=person.arn, user_id=person.user_id, name=person.name,
+            source_arn=person.arn, source_id=person.user_id, mfa=mfa,
+        )
+        return IssuedCredentials(session, tokens.seal(session, self._keyring))
+
     async def get_federation_token(self, caller: Principal, name: str, *,
                                    duration: int | None = None, policy: str | None = None,
                                    policy_arns: Sequence[str] = (),

@@ -191,7 +191,8 @@ def drop_cookie(request: Request, response: Response, name: str, *,
 
 def audit_browser(request: Request, event: str, request_id: str,
                   who: tuple[str, str, str] | None, *, error: AwsError | None = None,
-                  issued_key: str | None = None, subject: str | None = None) -> None:
+                  issued_key: str | None = None, subject: str | None = None,
+                  mfa_used: bool | None = None) -> None:
     """The audit line of something a browser endpoint issued or refused (a sign-in token, a
     console sign-in, a role switch): ``who`` is (ARN, account, access key id) of the
     credentials that asked, ``subject`` the identity issued (default: ``who``'s ARN)."""
@@ -205,7 +206,8 @@ def audit_browser(request: Request, event: str, request_id: str,
         caller_access_key_id=who[2] if who else None, access_key_id=issued_key,
         subject=None if error else (subject or (who[0] if who else None)),
         error_code=error.code if error else None,
-        error_message=error.message if error else None))
+        error_message=error.message if error else None,
+        mfa_used=None if mfa_used is None else ("Yes" if mfa_used else "No")))
 
 
 def guarded(handler: Callable[[Request], Awaitable[Response]]

@@ -32,6 +32,7 @@ import base64
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from xml.etree import ElementTree
 
 import httpx
 import lxml.html
+import pyotp
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -309,6 +311,15 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.create_group(GroupName="surface-group")
     device = iam.create_virtual_mfa_device(
         VirtualMFADeviceName="surface-mfa")["VirtualMFADevice"]["SerialNumber"]
+    # A user who signs in with a password and a device, for /signin and /signin/mfa.
+    iam.create_user(UserName="surface-signin")
+    iam.create_login_profile(UserName="surface-signin", Password="Surface-password-1")
+    signin_device = iam.create_virtual_mfa_device(
+        VirtualMFADeviceName="surface-signin")["VirtualMFADevice"]
+    totp = pyotp.TOTP(signin_device["Base32StringSeed"].decode("ascii"))
+    iam.enable_mfa_device(UserName="surface-signin", SerialNumber=signin_device["SerialNumber"],
+                          AuthenticationCode1=totp.now(),
+                          AuthenticationCode2=totp.at(time.time(), counter_offset=1))
     _, signer = broker.new_user(name="surface-admin")
     oidc = iam.create_open_id_connect_provider(
         Url="https://oidc.surface.example.test", ClientIDList=["client-1"],
@@ -566,6 +577,11 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
                              "cookies": ("broker-demo-login",)},
     ("POST", "/dev/choose"): {"form": ("csrf", "role"), "cookies": ("broker-demo-choice",)},
     ("GET", "/static"): {"path": ("style.css",)},
+    ("GET", "/signin"): {"cookies": ("broker-signin",)},
+    ("POST", "/signin"): {"form": ("csrf", "kind", "account", "username", "password", "email"),
+                         "cookies": ("broker-signin",)},
+    ("POST", "/signin/mfa"): {"form": ("csrf", "code"),
+                             "cookies": ("broker-signin", "broker-signin-mfa")},
 }
 TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
 
@@ -638,7 +654,7 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         return "&".join(f"{k}={value if k == name else wire(v)}" for k, v in fields.items())
 
     for path in ("/healthz", "/readyz", "/saml/metadata", "/console", "/saml/login",
-                 "/dev/signin", "/gateway/auth", "/nowhere"):
+                 "/dev/signin", "/gateway/auth", "/signin", "/nowhere"):
         yield f"GET {path}?x=", lambda v, p=path: http.get(f"{p}?x={v}&{v}={v}")
         yield f"HEAD {path}?x=", lambda v, p=path: http.head(f"{p}?x={v}&{v}={v}")
         yield f"GET {path} path", lambda v, p=path: http.get(f"{p}/{v}")
@@ -765,6 +781,33 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
             return http.post("/dev/choose", content=body(fields, name, v), headers={
                 **form_type, "Cookie": f"{demo_choice}={handle}"})
         yield f"dev/choose {name}=", demo_choose
+    # The broker's own sign-in: a user with a password and an MFA device.
+    signin_cookie = surface.cookie("broker-signin")
+    mfa_cookie = surface.cookie("broker-signin-mfa")
+    http.cookies.clear()
+    page = http.get("/signin")
+    browser_secret = set_cookies(page)[signin_cookie].value
+    honest_signin = {"csrf": _form_fields(page, "/signin")["csrf"], "kind": "iam",
+                     "account": broker.account_id, "username": "surface-signin",
+                     "password": "Surface-password-1", "email": "root@example.com"}
+    # The pending MFA step first: the hostile passwords below lock the user out.
+    http.cookies.clear()
+    pending = http.post("/signin", content=body(honest_signin, "", ""), headers={
+        **form_type, "Cookie": f"{signin_cookie}={browser_secret}"})
+    assert pending.status_code == 200, pending.text  # the MFA step
+    handle = set_cookies(pending)[mfa_cookie].value
+    honest_mfa = {"csrf": _form_fields(pending, "/signin/mfa")["csrf"], "code": "123456"}
+    for name in honest_signin:
+        yield f"signin {name}=", lambda v, name=name: http.post(
+            "/signin", content=body(honest_signin, name, v),
+            headers={**form_type, "Cookie": f"{signin_cookie}={browser_secret}"})
+    for name in honest_mfa:
+        yield f"signin/mfa {name}=", lambda v, name=name: http.post(
+            "/signin/mfa", content=body(honest_mfa, name, v), headers={
+                **form_type, "Cookie": f"{signin_cookie}={browser_secret}; {mfa_cookie}={handle}"})
+    yield "signin/mfa cookie", lambda v: http.post(
+        "/signin/mfa", content=body(honest_mfa, "", ""), headers={
+            **form_type, "Cookie": f"{signin_cookie}={v}; {mfa_cookie}={v}"})
     yield "a form that is not a form", lambda v: http.post(
         "/saml", headers={"Content-Type": f"application/x-www-form-urlencoded; charset={v}"},
         content=v)

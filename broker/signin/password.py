@@ -1,0 +1,232 @@
+"""The broker's own sign-in: an IAM user (account id or alias, user name, password) or a root
+user (email address, password), then, when the user has an MFA device, a code of it; then a
+console session of that user.
+
+Guessing is slow and tells nothing:
+
+* every refusal of the first step is the same sentence (``REFUSED``), whether the account, the
+  user or the login profile does not exist, the password is wrong or the user is locked out; an
+  unknown user costs the same Argon2id verification as a known one (against a hash made once);
+* failures are counted in the ephemeral store, which every process shares, per user and per
+  source address, for ``lock_seconds``; at ``max_failures`` for a user (ten times that for an
+  address) sign-in is refused until the window ends, the right password included;
+* the half-signed-in state between the password and the code is not a session: it is a record
+  behind a random handle, bound to the browser's sign-in cookie, taken once, for five minutes.
+
+``PasswordResetRequired``, expired passwords and the root user's MFA registration at sign-in are
+not built yet (docs/console.md says what happens instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+from broker.aws import arn
+from broker.aws.errors import AccessDenied, AwsError, NoSuchEntity
+from broker.clock import Clock
+from broker.errors import NotFound
+from broker.iam.entities import ALIAS, ROOT_EMAIL, RootUser, decode
+from broker.iam.logins import hash_password, verify
+from broker.iam.service import IamService
+from broker.principal import Principal, PrincipalType
+from broker.signin.sessions import ConsoleSessions
+from broker.store.base import GLOBAL, EphemeralStore, Ref
+from broker.sts.service import IssuedCredentials, StsService
+
+REFUSED = "Your authentication information is incorrect. Please try again."
+MFA_REFUSED = "The MFA code is not valid. Please try again."
+ROOT_NEEDS_MFA = ("The root user of this account has no MFA device, which this broker "
+                  "requires for root sign-in (signin.root_mfa_required). Ask an "
+                  "administrator.")
+PENDING_SECONDS = 300
+SESSION_SECONDS = 12 * 3600  # an IAM user's console session, as AWS's
+_PENDING = "signin-mfa:"
+_FAILED = "signin-failed:"
+_LOCKED = "signin-locked:"
+# Verified against when there is no user, so that an unknown name costs what a known one does.
+_NOBODY = hash_password(secrets.token_urlsafe(24))
+
+
+@dataclass(frozen=True)
+class Who:
+    """A signed-in (or half-signed-in) person: an IAM user, or a root user (name None)."""
+
+    account_id: str
+    user_name: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.account_id}:{(self.user_name or '').lower()}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """The first step's outcome: a console session at once, or an MFA code to ask for."""
+
+    who: Who
+    pending: str | None = None  # the MFA step's handle, when a code is needed
+    started: tuple[str, int] | None = None  # (console cookie, seconds), when signed in
+    arn: str = ""
+    access_key_id: str | None = None
+
+
+class PasswordSignIn:
+    def __init__(self, iam: IamService, sts: StsService, sessions: ConsoleSessions,
+                 ephemeral: EphemeralStore, clock: Clock, *, root_mfa_required: bool,
+                 max_failures: int, lock_seconds: int) -> None:
+        self._iam = iam
+        self._sts = sts
+        self._sessions = sessions
+        self._ephemeral = ephemeral
+        self._clock = clock
+        self._root_mfa_required = root_mfa_required
+        self._max_failures = max_failures
+        self._lock_seconds = lock_seconds
+
+    # -- the first step: the password ----------------------------------------------------------
+
+    async def password(self, *, account: str | None, user_name: str | None,
+                       email: str | None, password: str, source: str | None,
+                       browser: str) -> Step:
+        """Check the password; AccessDenied(REFUSED) for every failure alike."""
+        found = await self._find(account, user_name, email)
+        who = found[0] if found else Who(account or "", user_name if email is None else None)
+        locked = await self._locked(who, source)
+        hashed = found[1] if found and found[1] else _NOBODY
+        matches = verify(hashed, password)  # always run, so that every refusal costs the same
+        if locked or not found or not found[1] or not matches:
+            await self._failed(who, source)
+            raise AccessDenied(REFUSED)
+        devices = await self._iam.mfa.of_owner(who.account_id, who.user_name)
+        if who.user_name is None and not devices and self._root_mfa_required:
+            raise AccessDenied(ROOT_NEEDS_MFA)
+        if devices:
+            handle = secrets.token_urlsafe(32)
+            record = {"account": who.account_id, "user": who.user_name,
+                      "browser": _digest(browser)}
+            await self._ephemeral.set(_PENDING + _digest(handle), json.dumps(record).encode(),
+                                      PENDING_SECONDS)
+            return Step(who, pending=handle, arn=_arn(who))
+        return await self._signed_in(who, mfa=False)
+
+    # -- the second step: the code --------------------------------------------------------------
+
+    async def code(self, handle: str | None, browser: str | None, code: str,
+                   source: str | None) -> Step:
+        """A code of one of the user's devices, for the pending sign-in of this browser."""
+        expired = AccessDenied("The sign-in has expired or was already completed: sign in "
+                               "again.")
+        if not handle or not browser or len(handle) > 128:
+            raise expired
+        key = _PENDING + _digest(handle)
+        raw = await self._ephemeral.get(key)
+        pending = json.loads(raw) if raw is not None else None
+        if pending is None or pending.get("browser") != _digest(browser):
+            raise expired
+        who = Who(pending["account"], pending["user"])
+        if await self._locked(who, source):
+            await self._ephemeral.delete(key)
+            raise AccessDenied(MFA_REFUSED)
+        for device in await self._iam.mfa.of_owner(who.account_id, who.user_name):
+            try:
+                await self._iam.mfa.check_code(who.account_id, who.user_name, device.serial,
+                                               code)
+            except AccessDenied:
+                continue
+            if await self._ephemeral.take(key) is None:  # taken once
+                raise expired
+            return await self._signed_in(who, mfa=True)
+        await self._failed(who, source)
+        raise AccessDenied(MFA_REFUSED)
+
+    # -- what an administrator sees and clears --------------------------------------------------
+
+    async def failures(self, account: str, user_name: str | None) -> tuple[int, bool]:
+        """(failed sign-ins counted in the current window, whether the user is locked)."""
+        who = Who(account, user_name)
+        raw = await self._ephemeral.get(_LOCKED + _digest(who.key))
+        count = await self._ephemeral.get(_FAILED + "count:" + _digest(who.key))
+        return (int(count) if count else 0), raw is not None
+
+    async def unlock(self, account: str, user_name: str | None) -> None:
+        who = Who(account, user_name)
+        for key in (_LOCKED + _digest(who.key), _FAILED + _digest(who.key),
+                    _FAILED + "count:" + _digest(who.key)):
+            await self._ephemeral.delete(key)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _find(self, account: str | None, user_name: str | None,
+                    email: str | None) -> tuple[Who, str | None] | None:
+        """(who, password hash or None) for the named person, or None if there is none."""
+        store = self._iam.store
+        if email is not None:
+            try:
+                owner = (await store.get(Ref(ROOT_EMAIL, GLOBAL, email.strip().lower())))
+                account_id = str(owner.data["account"])
+                root = decode(RootUser, {**(await store.get(RootUser.ref(account_id))).data,
+                                         "account_id": account_id})
+            except NotFound:
+                return None
+            return Who(account_id, None), root.password_hash
+        if not account or not user_name:
+            return None
+        account_id = account
+        if not (account.isdigit() and len(account) == 12):
+            try:
+                account_id = str((await store.get(Ref(ALIAS, GLOBAL, account.lower()))).data[
+                    "account"])
+            except NotFound:
+                return None
+        try:
+            user = await self._iam.get_user(account_id, user_name)
+        except (NoSuchEntity, AwsError):
+            return None
+        return Who(account_id, user.name), user.login.password_hash if user.login else None
+
+    async def _locked(self, who: Who, source: str | None) -> bool:
+        if await self._ephemeral.get(_LOCKED + _digest(who.key)) is not None:
+            return True
+        return source is not None and \
+            await self._ephemeral.get(_LOCKED + _digest("source:" + source)) is not None
+
+    async def _failed(self, who: Who, source: str | None) -> None:
+        """Count a failure for the user and for the source address; lock at the limit."""
+        ttl = self._lock_seconds
+        count = await self._ephemeral.incr(_FAILED + _digest(who.key), ttl)
+        await self._ephemeral.set(_FAILED + "count:" + _digest(who.key), str(count).encode(),
+                                  ttl)
+        if count >= self._max_failures:
+            await self._ephemeral.put_if_absent(_LOCKED + _digest(who.key), b"1", ttl)
+        if source is not None:
+            key = _digest("source:" + source)
+            if await self._ephemeral.incr(_FAILED + key, ttl) >= 10 * self._max_failures:
+                await self._ephemeral.put_if_absent(_LOCKED + key, b"1", ttl)
+
+    async def _signed_in(self, who: Who, *, mfa: bool) -> Step:
+        principal = await self._principal(who)
+        issued: IssuedCredentials = await self._sts.console_session(principal, mfa=mfa,
+                                                                    seconds=SESSION_SECONDS)
+        cookie = await self._sessions.create(issued, issuer="signin")
+        return Step(who, started=(cookie, SESSION_SECONDS), arn=principal.arn,
+                    access_key_id=issued.session.access_key_id)
+
+    async def _principal(self, who: Who) -> Principal:
+        if who.user_name is None:
+            return Principal(type=PrincipalType.ACCOUNT, account_id=who.account_id,
+                             arn=arn.root(who.account_id), user_id=who.account_id,
+                             name="root", access_key_id="")
+        user = await self._iam.get_user(who.account_id, who.user_name)
+        return Principal(type=PrincipalType.USER, account_id=who.account_id, arn=user.arn,
+                         user_id=user.user_id, name=user.name, access_key_id="")
+
+
+def _arn(who: Who) -> str:
+    return arn.root(who.account_id) if who.user_name is None else ""
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

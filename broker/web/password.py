@@ -1,0 +1,117 @@
+"""The broker's own sign-in pages (broker.signin.password):
+
+* ``GET /signin``        the sign-in page: an IAM user (``account``, ``username``,
+                         ``password``) or the root user (``email``, ``password``); it sets
+                         the browser's sign-in cookie, which the forms' CSRF token is bound to;
+* ``POST /signin``       the password; a console session, or the MFA step;
+* ``POST /signin/mfa``   a code of the user's MFA device (``code``); a console session.
+
+Every page works without JavaScript. Parsing and rendering only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.aws.errors import AccessDenied, AwsError
+from broker.aws.ids import new_request_id
+from broker.signin.password import PasswordSignIn, Step
+from broker.web.pages import (
+    audit_browser,
+    drop_cookie,
+    form,
+    guarded,
+    page,
+    read_cookie,
+    set_cookie,
+)
+from broker.web.signin import start_session
+
+BROWSER_COOKIE = "broker-signin"
+MFA_COOKIE = "broker-signin-mfa"
+
+
+def _signin(request: Request) -> PasswordSignIn:
+    signin: PasswordSignIn = request.app.state.runtime.password_signin
+    return signin
+
+
+def _token(secret: str, purpose: bytes) -> str:
+    return hmac.new(secret.encode(), purpose, hashlib.sha256).hexdigest()
+
+
+def _check(fields: dict[str, str], secret: str | None, purpose: bytes) -> None:
+    if not secret or len(secret) > 128 or not hmac.compare_digest(
+            fields.get("csrf", "").encode(), _token(secret, purpose).encode()):
+        raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
+                           "open the sign-in page again.")
+
+
+def _source(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@guarded
+async def signin_page(request: Request) -> Response:
+    browser = read_cookie(request, BROWSER_COOKIE)
+    fresh = not browser or len(browser) > 128
+    if fresh:
+        browser = secrets.token_urlsafe(32)
+    assert browser is not None
+    response = page("signin.html", csrf=_token(browser, b"signin"))
+    if fresh:
+        set_cookie(request, response, BROWSER_COOKIE, browser, max_age=3600)
+    return response
+
+
+@guarded
+async def signin(request: Request) -> Response:
+    fields = await form(request)
+    browser = read_cookie(request, BROWSER_COOKIE)
+    _check(fields, browser, b"signin")
+    assert browser is not None
+    root = fields.get("kind") == "root"
+    request_id = new_request_id()
+    try:
+        step = await _signin(request).password(
+            account=None if root else fields.get("account", "").strip(),
+            user_name=None if root else fields.get("username", "").strip(),
+            email=fields.get("email", "").strip() if root else None,
+            password=fields.get("password", ""), source=_source(request), browser=browser)
+    except AwsError as exc:
+        audit_browser(request, "ConsoleLogin", request_id, None, error=exc, mfa_used=False)
+        raise
+    if step.pending is not None:
+        response = page("signin_mfa.html", csrf=_token(step.pending, b"signin-mfa"))
+        set_cookie(request, response, MFA_COOKIE, step.pending, max_age=300)
+        return response
+    return _signed_in(request, step, request_id, mfa=False)
+
+
+@guarded
+async def signin_mfa(request: Request) -> Response:
+    fields = await form(request)
+    handle = read_cookie(request, MFA_COOKIE)
+    _check(fields, handle, b"signin-mfa")
+    request_id = new_request_id()
+    try:
+        step = await _signin(request).code(handle, read_cookie(request, BROWSER_COOKIE),
+                                           fields.get("code", "").strip(), _source(request))
+    except AwsError as exc:
+        audit_browser(request, "ConsoleLogin", request_id, None, error=exc, mfa_used=True)
+        raise
+    return _signed_in(request, step, request_id, mfa=True)
+
+
+def _signed_in(request: Request, step: Step, request_id: str, *, mfa: bool) -> Response:
+    assert step.started is not None
+    audit_browser(request, "ConsoleLogin", request_id, None, issued_key=step.access_key_id,
+                  subject=step.arn, mfa_used=mfa)
+    response = start_session(request, step.started, "/console")
+    drop_cookie(request, response, MFA_COOKIE)
+    return response
