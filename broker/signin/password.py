@@ -20,6 +20,7 @@ not built yet (docs/console.md says what happens instead).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ class PasswordSignIn:
         key = _PENDING + _digest(handle)
         raw = await self._ephemeral.get(key)
         pending = json.loads(raw) if raw is not None else None
-        if pending is None or pending.get("browser") != _digest(browser):
+        if pending is None or not hmac.compare_digest(str(pending.get("browser")),
+                                                      _digest(browser)):
             raise expired
         who = Who(pending["account"], pending["user"])
         if await self._locked(who, source):
