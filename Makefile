@@ -48,6 +48,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/assume_role_with_web_identity.py $(ARGS)
 	$(BIN)/python benchmarks/in_process.py
 	$(BIN)/python benchmarks/json_reader.py
+	$(BIN)/python benchmarks/password_signin.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

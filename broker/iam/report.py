@@ -54,7 +54,7 @@ def _time(at: datetime | None) -> str:
 def _keys(keys: Sequence[AccessKey]) -> list[str]:
     """The two access-key column groups, oldest key first (AWS's order)."""
     cells: list[str] = []
-    ordered = sorted(keys, key=lambda k: k.created)[:2]
+    ordered = sorted(keys, key=lambda k: (k.created, k.access_key_id))[:2]
     for index in range(2):
         if index >= len(ordered):
             cells += ["false", NA, NA, NA, NA]

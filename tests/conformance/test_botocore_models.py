@@ -427,6 +427,8 @@ def test_results_match_output_shapes(broker: Broker) -> None:
         ("iam", {"Action": "GetMFADevice", "SerialNumber": device["SerialNumber"],
                  "UserName": "shape-mfa-user"}),
         ("iam", {"Action": "ListMFADeviceTags", "SerialNumber": device["SerialNumber"]}),
+        ("iam", {"Action": "GenerateCredentialReport"}),
+        ("iam", {"Action": "GetCredentialReport"}),
     ]
     # AssumeRole, which the root user may not call: by a user the role's trust (the account)
     # and the user's own policy allow.

@@ -72,6 +72,7 @@ def test_the_report_lists_root_and_every_user_with_aws_s_columns(broker: Broker,
     iam.create_user(UserName=full)
     iam.create_login_profile(UserName=full, Password="A-long-enough-Passw0rd")
     first = iam.create_access_key(UserName=full)["AccessKey"]
+    clock.advance(1)  # key 1 is the older key
     second = iam.create_access_key(UserName=full)["AccessKey"]
     iam.update_access_key(UserName=full, AccessKeyId=second["AccessKeyId"], Status="Inactive")
     device = iam.create_virtual_mfa_device(VirtualMFADeviceName=full)["VirtualMFADevice"]
