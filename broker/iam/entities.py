@@ -104,6 +104,13 @@ class LoginProfile:
     password_hash: str  # argon2; never the password
     created: datetime
     reset_required: bool = False
+    changed: datetime | None = None  # the password's last change (None: since created)
+    last_used: datetime | None = None  # the last console sign-in with it
+    history: tuple[str, ...] = ()  # earlier passwords' hashes, newest first (reuse prevention)
+
+    @property
+    def password_changed(self) -> datetime:
+        return self.changed or self.created
 
 
 # -- accounts -----------------------------------------------------------------------------------
@@ -138,6 +145,7 @@ class RootUser:
     email: str | None = None
     password_hash: str | None = None
     password_changed: datetime | None = None
+    password_last_used: datetime | None = None
 
     @property
     def arn(self) -> str:
@@ -213,6 +221,8 @@ class User:
             "Arn": self.arn,
             "CreateDate": self.created,
         }
+        if self.login is not None and self.login.last_used is not None:
+            out["PasswordLastUsed"] = self.login.last_used
         if listing:
             return out
         if self.boundary is not None:

@@ -26,6 +26,7 @@ from broker.iam.records import Entities, missing_user
 from broker.store.base import Record
 
 _HASHER = PasswordHasher()
+MAX_HISTORY = 24  # PasswordReusePrevention's maximum
 
 
 class Logins:
@@ -56,16 +57,27 @@ class Logins:
 
     async def update(self, account: str, user_name: str, password: str | None,
                      reset_required: bool | None) -> None:
+        policy = await self.policy(account)
         if password is not None:
-            await self.check_password(account, password)
+            check_against(policy, password)
+            if policy is not None and policy.reuse_prevention:
+                _, current = await self.get(account, user_name)
+                earlier = (current.password_hash, *current.history)
+                if any(verify(h, password) for h in earlier[:policy.reuse_prevention]):
+                    raise PasswordPolicyViolation(
+                        "Password should meet 1 more of the following requirement: Password "
+                        f"should not be one of your {policy.reuse_prevention} previous "
+                        "passwords")
         hashed = _HASHER.hash(password) if password is not None else None
+        now = self._clock.now()
 
         def change(user: User) -> User:
             if user.login is None:
                 raise _no_profile(user_name)
             login = user.login
             if hashed is not None:
-                login = replace(login, password_hash=hashed)
+                login = replace(login, password_hash=hashed, changed=now,
+                                history=(login.password_hash, *login.history)[:MAX_HISTORY])
             if reset_required is not None:
                 login = replace(login, reset_required=reset_required)
             return replace(user, login=login)
@@ -85,6 +97,17 @@ class Logins:
         if not verify(profile.password_hash, old):
             raise InvalidInput("The old password was incorrect.")
         await self.update(account, user_name, new, False)
+
+    async def used(self, account: str, user_name: str) -> None:
+        """Note a console sign-in with the user's password (PasswordLastUsed)."""
+        now = self._clock.now()
+
+        def note(user: User) -> User:
+            if user.login is None:
+                return user
+            return replace(user, login=replace(user.login, last_used=now))
+
+        await self._change(account, user_name, note)
 
     async def _change(self, account: str, user_name: str, change: object) -> User:
         return await self._entities.change(User, User.ref(account, user_name),

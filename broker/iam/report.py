@@ -125,7 +125,8 @@ class CredentialReports:
         root = decode(RootUser, {**(await self._store.get(RootUser.ref(account))).data,
                                  "account_id": account})
         writer.writerow([ROOT_NAME, arn.root(account), _time(root.created), "not_supported",
-                         "no_information", NA, NA, _mfa_active(devices, None),
+                         _time(root.password_last_used) if root.password_last_used
+                         else "no_information", NA, NA, _mfa_active(devices, None),
                          *_keys([k for k in keys if k.user_name is None]),
                          "false", NA, "false", NA])
         users = sorted(await self._entities.all(User, USER, account), key=lambda u: u.name)
@@ -133,14 +134,15 @@ class CredentialReports:
             login = user.login
             rotation = NA
             if login is not None and policy is not None and policy.max_age:
-                rotation = _time(login.created + timedelta(days=policy.max_age))
+                rotation = _time(login.password_changed + timedelta(days=policy.max_age))
             mine = [k for k in keys if k.user_name is not None and
                     k.user_name.lower() == user.name.lower()]
             writer.writerow([
                 user.name, user.arn, _time(user.created),
                 "true" if login is not None else "false",
-                "no_information" if login is not None else NA,
-                _time(login.created) if login is not None else NA, rotation,
+                (_time(login.last_used) if login.last_used else "no_information")
+                if login is not None else NA,
+                _time(login.password_changed) if login is not None else NA, rotation,
                 _mfa_active(devices, user.name), *_keys(mine), "false", NA, "false", NA])
         return out.getvalue().encode("utf-8")
 

@@ -210,11 +210,21 @@ class PasswordSignIn:
 
     async def _signed_in(self, who: Who, *, mfa: bool) -> Step:
         principal = await self._principal(who)
+        await self._note_used(who)
         issued: IssuedCredentials = await self._sts.console_session(principal, mfa=mfa,
                                                                     seconds=SESSION_SECONDS)
         cookie = await self._sessions.create(issued, issuer="signin")
         return Step(who, started=(cookie, SESSION_SECONDS), arn=principal.arn,
                     access_key_id=issued.session.access_key_id)
+
+    async def _note_used(self, who: Who) -> None:
+        """PasswordLastUsed (GetUser, the credential report): this sign-in."""
+        if who.user_name is not None:
+            await self._iam.logins.used(who.account_id, who.user_name)
+            return
+        now = self._clock.now().isoformat()
+        await self._iam.store.update(RootUser.ref(who.account_id),
+                                     lambda record: {**record.data, "password_last_used": now})
 
     async def _principal(self, who: Who) -> Principal:
         if who.user_name is None:

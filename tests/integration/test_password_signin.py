@@ -246,3 +246,27 @@ def test_every_attempt_is_audited_without_the_password(broker: Broker,
     mine = [d for d in lines if d.get("subject", "").endswith(f"user/{name}")]
     assert mine and mine[-1]["outcome"] == "issued" and mine[-1]["mfa_used"] == "Yes"
     assert any(d["outcome"] == "refused" for d in lines)
+
+
+def test_password_last_used_and_reuse_prevention(broker: Broker) -> None:
+    """A sign-in is PasswordLastUsed in GetUser and the credential report; with
+    PasswordReusePrevention a user's earlier passwords are refused, a new one is not."""
+    account, root = broker.new_account()
+    iam = broker.client("iam", root)
+    iam.create_user(UserName="reuser")
+    iam.create_login_profile(UserName="reuser", Password=PASSWORD)
+    assert "PasswordLastUsed" not in iam.get_user(UserName="reuser")["User"]
+    with browser(broker) as client:
+        signed_in(sign_in(client, account, "reuser"))
+    assert iam.get_user(UserName="reuser")["User"]["PasswordLastUsed"]
+    iam.generate_credential_report()
+    report = iam.get_credential_report()["Content"].decode()
+    row = next(line for line in report.splitlines() if line.startswith("reuser,"))
+    assert row.split(",")[4] not in ("no_information", "N/A")
+    iam.update_account_password_policy(MinimumPasswordLength=8, PasswordReusePrevention=2)
+    iam.update_login_profile(UserName="reuser", Password="Second-Passw0rd-22")
+    for earlier in (PASSWORD, "Second-Passw0rd-22"):
+        with pytest.raises(Exception) as info:
+            iam.update_login_profile(UserName="reuser", Password=earlier)
+        assert "PasswordPolicyViolation" in str(info.value)
+    iam.update_login_profile(UserName="reuser", Password="Third-Passw0rd-333")  # the control
