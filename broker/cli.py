@@ -31,8 +31,10 @@ from broker.runtime import (
     initialize,
     is_initialized,
     open_entity_store,
+    open_ephemeral_store,
 )
 from broker.settings import Settings
+from broker.signin.password import Throttle
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,6 +261,62 @@ def _with_iam(config: str | None, data_dir: str | None,
             await store.close()
 
     return _run(go())
+
+
+# -- sign-in lock-outs ---------------------------------------------------------------------------
+
+
+@main.group("signin")
+def signin_group() -> None:
+    """The broker's own sign-in: failed attempts and lock-outs (kept in the ephemeral store,
+    so these commands see a serving broker's counts only when that store is Redis)."""
+
+
+def _with_throttle(config: str | None, data_dir: str | None,
+                   action: Callable[[Throttle], Awaitable[T]]) -> T:
+    try:
+        settings = _settings(config, data_dir)
+    except BrokerError as exc:
+        _fail(str(exc))
+    if settings.store.ephemeral_url == "memory://":
+        _fail("the ephemeral store is in-process memory (store.ephemeral_url): a serving "
+              "broker's lock-outs live in that process (restart it to clear them); with "
+              "Redis these commands see and clear them")
+
+    async def go() -> T:
+        ephemeral = open_ephemeral_store(settings, SystemClock())
+        try:
+            return await action(Throttle(ephemeral, max_failures=settings.signin.max_failures,
+                                         lock_seconds=settings.signin.lock_seconds))
+        finally:
+            await ephemeral.close()
+
+    return _run(go())
+
+
+@signin_group.command("status")
+@common
+@click.option("--account", "account_id", required=True, help="The account's 12-digit id.")
+@click.option("--user", "user_name", help="The IAM user (default: the root user).")
+def signin_status(config: str | None, data_dir: str | None, account_id: str,
+                  user_name: str | None) -> None:
+    """How many sign-ins of a user failed in the current window, and whether it is locked."""
+    count, locked = _with_throttle(config, data_dir,
+                                   lambda t: t.failures(account_id, user_name))
+    who = user_name or "root"
+    click.echo(f"{account_id} {who}: {count} failed sign-ins in the current window; "
+               + ("locked out" if locked else "not locked"))
+
+
+@signin_group.command("unlock")
+@common
+@click.option("--account", "account_id", required=True, help="The account's 12-digit id.")
+@click.option("--user", "user_name", help="The IAM user (default: the root user).")
+def signin_unlock(config: str | None, data_dir: str | None, account_id: str,
+                  user_name: str | None) -> None:
+    """End a user's lock-out and forget its failed sign-ins."""
+    _with_throttle(config, data_dir, lambda t: t.unlock(account_id, user_name))
+    click.echo(f"{account_id} {user_name or 'root'}: unlocked")
 
 
 # -- keys ---------------------------------------------------------------------------------------

@@ -84,8 +84,8 @@ class PasswordSignIn:
         self._ephemeral = ephemeral
         self._clock = clock
         self._root_mfa_required = root_mfa_required
-        self._max_failures = max_failures
-        self._lock_seconds = lock_seconds
+        self.throttle = Throttle(ephemeral, max_failures=max_failures,
+                                 lock_seconds=lock_seconds)
 
     # -- the first step: the password ----------------------------------------------------------
 
@@ -95,11 +95,11 @@ class PasswordSignIn:
         """Check the password; AccessDenied(REFUSED) for every failure alike."""
         found = await self._find(account, user_name, email)
         who = found[0] if found else Who(account or "", user_name if email is None else None)
-        locked = await self._locked(who, source)
+        locked = await self.throttle.locked(who, source)
         hashed = found[1] if found and found[1] else _NOBODY
         matches = verify(hashed, password)  # always run, so that every refusal costs the same
         if locked or not found or not found[1] or not matches:
-            await self._failed(who, source)
+            await self.throttle.failed(who, source)
             raise AccessDenied(REFUSED)
         devices = await self._iam.mfa.of_owner(who.account_id, who.user_name)
         if who.user_name is None and not devices and self._root_mfa_required:
@@ -129,7 +129,7 @@ class PasswordSignIn:
                                                       _digest(browser)):
             raise expired
         who = Who(pending["account"], pending["user"])
-        if await self._locked(who, source):
+        if await self.throttle.locked(who, source):
             await self._ephemeral.delete(key)
             raise AccessDenied(MFA_REFUSED)
         for device in await self._iam.mfa.of_owner(who.account_id, who.user_name):
@@ -141,23 +141,8 @@ class PasswordSignIn:
             if await self._ephemeral.take(key) is None:  # taken once
                 raise expired
             return await self._signed_in(who, mfa=True)
-        await self._failed(who, source)
+        await self.throttle.failed(who, source)
         raise AccessDenied(MFA_REFUSED)
-
-    # -- what an administrator sees and clears --------------------------------------------------
-
-    async def failures(self, account: str, user_name: str | None) -> tuple[int, bool]:
-        """(failed sign-ins counted in the current window, whether the user is locked)."""
-        who = Who(account, user_name)
-        raw = await self._ephemeral.get(_LOCKED + _digest(who.key))
-        count = await self._ephemeral.get(_FAILED + "count:" + _digest(who.key))
-        return (int(count) if count else 0), raw is not None
-
-    async def unlock(self, account: str, user_name: str | None) -> None:
-        who = Who(account, user_name)
-        for key in (_LOCKED + _digest(who.key), _FAILED + _digest(who.key),
-                    _FAILED + "count:" + _digest(who.key)):
-            await self._ephemeral.delete(key)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -189,25 +174,6 @@ class PasswordSignIn:
             return None
         return Who(account_id, user.name), user.login.password_hash if user.login else None
 
-    async def _locked(self, who: Who, source: str | None) -> bool:
-        if await self._ephemeral.get(_LOCKED + _digest(who.key)) is not None:
-            return True
-        return source is not None and \
-            await self._ephemeral.get(_LOCKED + _digest("source:" + source)) is not None
-
-    async def _failed(self, who: Who, source: str | None) -> None:
-        """Count a failure for the user and for the source address; lock at the limit."""
-        ttl = self._lock_seconds
-        count = await self._ephemeral.incr(_FAILED + _digest(who.key), ttl)
-        await self._ephemeral.set(_FAILED + "count:" + _digest(who.key), str(count).encode(),
-                                  ttl)
-        if count >= self._max_failures:
-            await self._ephemeral.put_if_absent(_LOCKED + _digest(who.key), b"1", ttl)
-        if source is not None:
-            key = _digest("source:" + source)
-            if await self._ephemeral.incr(_FAILED + key, ttl) >= 10 * self._max_failures:
-                await self._ephemeral.put_if_absent(_LOCKED + key, b"1", ttl)
-
     async def _signed_in(self, who: Who, *, mfa: bool) -> Step:
         principal = await self._principal(who)
         await self._note_used(who)
@@ -234,6 +200,50 @@ class PasswordSignIn:
         user = await self._iam.get_user(who.account_id, who.user_name)
         return Principal(type=PrincipalType.USER, account_id=who.account_id, arn=user.arn,
                          user_id=user.user_id, name=user.name, access_key_id="")
+
+
+class Throttle:
+    """Failed sign-ins, counted per user and per source address in the ephemeral store, and the
+    lock-outs they lead to: what the sign-in checks, and what an administrator sees and
+    clears (``broker signin status|unlock``)."""
+
+    def __init__(self, ephemeral: EphemeralStore, *, max_failures: int,
+                 lock_seconds: int) -> None:
+        self._ephemeral = ephemeral
+        self._max_failures = max_failures
+        self._lock_seconds = lock_seconds
+
+    async def locked(self, who: Who, source: str | None) -> bool:
+        if await self._ephemeral.get(_LOCKED + _digest(who.key)) is not None:
+            return True
+        return source is not None and \
+            await self._ephemeral.get(_LOCKED + _digest("source:" + source)) is not None
+
+    async def failed(self, who: Who, source: str | None) -> None:
+        """Count a failure for the user and for the source address; lock at the limit."""
+        ttl = self._lock_seconds
+        count = await self._ephemeral.incr(_FAILED + _digest(who.key), ttl)
+        await self._ephemeral.set(_FAILED + "count:" + _digest(who.key), str(count).encode(),
+                                  ttl)
+        if count >= self._max_failures:
+            await self._ephemeral.put_if_absent(_LOCKED + _digest(who.key), b"1", ttl)
+        if source is not None:
+            key = _digest("source:" + source)
+            if await self._ephemeral.incr(_FAILED + key, ttl) >= 10 * self._max_failures:
+                await self._ephemeral.put_if_absent(_LOCKED + key, b"1", ttl)
+
+    async def failures(self, account: str, user_name: str | None) -> tuple[int, bool]:
+        """(failed sign-ins counted in the current window, whether the user is locked)."""
+        who = Who(account, user_name)
+        raw = await self._ephemeral.get(_LOCKED + _digest(who.key))
+        count = await self._ephemeral.get(_FAILED + "count:" + _digest(who.key))
+        return (int(count) if count else 0), raw is not None
+
+    async def unlock(self, account: str, user_name: str | None) -> None:
+        who = Who(account, user_name)
+        for key in (_LOCKED + _digest(who.key), _FAILED + _digest(who.key),
+                    _FAILED + "count:" + _digest(who.key)):
+            await self._ephemeral.delete(key)
 
 
 def _arn(who: Who) -> str:

@@ -565,3 +565,40 @@ def test_bad_root_credentials_are_refused_and_nothing_is_made(tmp_path: Path,
     assert code == 2 and fault in err
     code, out, _ = run("accounts", "list", "--data-dir", str(data), "--json")
     assert code == 0 and len(json.loads(out)) == 1  # the first account only
+
+
+def test_signin_status_and_unlock_on_redis(tmp_path: Path, redis_url: str) -> None:
+    """An administrator sees a user's failed sign-ins and lock-out, and clears it, in the
+    Redis every broker process shares; with in-process memory the command says why it
+    cannot (the control of the refusal)."""
+    import uuid
+
+    from broker.runtime import open_ephemeral_store
+    from broker.signin.password import Throttle, Who
+
+    data = tmp_path / "d"
+    init(data)
+    env = {"BROKER_STORE_EPHEMERAL_URL": redis_url,
+           "BROKER_STORE_REDIS_PREFIX": f"broker-cli-{uuid.uuid4().hex[:8]}:"}
+    settings = load(None, environ={"BROKER_SERVER_DATA_DIR": str(data), **env})
+
+    async def fail_five_times() -> None:
+        ephemeral = open_ephemeral_store(settings, SystemClock())
+        try:
+            throttle = Throttle(ephemeral, max_failures=5, lock_seconds=900)
+            for _ in range(5):
+                await throttle.failed(Who("123456789012", "alice"), "192.0.2.1")
+        finally:
+            await ephemeral.close()
+
+    asyncio.run(fail_five_times())
+    args = ("--data-dir", str(data), "--account", "123456789012", "--user", "alice")
+    code, out, err = run("signin", "status", *args, env=env)
+    assert code == 0, err
+    assert "5 failed sign-ins" in out and "locked out" in out
+    code, out, err = run("signin", "unlock", *args, env=env)
+    assert code == 0 and "unlocked" in out, err
+    code, out, _ = run("signin", "status", *args, env=env)
+    assert "0 failed sign-ins" in out and "not locked" in out
+    code, _, err = run("signin", "status", *args)
+    assert code == 2 and "in-process memory" in err
