@@ -13,8 +13,10 @@ Guessing is slow and tells nothing:
 * the half-signed-in state between the password and the code is not a session: it is a record
   behind a random handle, bound to the browser's sign-in cookie, taken once, for five minutes.
 
-``PasswordResetRequired``, expired passwords and the root user's MFA registration at sign-in are
-not built yet (docs/console.md says what happens instead).
+A login profile that requires a reset, or a password older than the policy's MaxPasswordAge,
+leads to a forced change (the current password again, the new one twice, ChangePassword's own
+checks) before the MFA step; with HardExpiry an expired password is refused. The root user's
+MFA registration at sign-in is not built yet (docs/console.md says what happens instead).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
+from broker.authz import Authorizer
 from broker.aws import arn
-from broker.aws.errors import AccessDenied, AwsError, NoSuchEntity
+from broker.aws.errors import AccessDenied, AwsError, InvalidInput, NoSuchEntity
 from broker.clock import Clock
 from broker.errors import NotFound
 from broker.iam.entities import ALIAS, ROOT_EMAIL, RootUser, decode
@@ -42,9 +46,12 @@ MFA_REFUSED = "The MFA code is not valid. Please try again."
 ROOT_NEEDS_MFA = ("The root user of this account has no MFA device, which this broker "
                   "requires for root sign-in (signin.root_mfa_required). Ask an "
                   "administrator.")
+HARD_EXPIRED = ("Your password has expired, and only an administrator can reset it "
+                "(the account's password policy has HardExpiry).")
 PENDING_SECONDS = 300
 SESSION_SECONDS = 12 * 3600  # an IAM user's console session, as AWS's
 _PENDING = "signin-mfa:"
+_CHANGE = "signin-change:"
 _FAILED = "signin-failed:"
 _LOCKED = "signin-locked:"
 # Verified against when there is no user, so that an unknown name costs what a known one does.
@@ -69,17 +76,20 @@ class Step:
 
     who: Who
     pending: str | None = None  # the MFA step's handle, when a code is needed
+    change: str | None = None  # the forced password change's handle
     started: tuple[str, int] | None = None  # (console cookie, seconds), when signed in
     arn: str = ""
     access_key_id: str | None = None
 
 
 class PasswordSignIn:
-    def __init__(self, iam: IamService, sts: StsService, sessions: ConsoleSessions,
-                 ephemeral: EphemeralStore, clock: Clock, *, root_mfa_required: bool,
+    def __init__(self, iam: IamService, sts: StsService, authz: Authorizer,
+                 sessions: ConsoleSessions, ephemeral: EphemeralStore, clock: Clock, *,
+                 root_mfa_required: bool,
                  max_failures: int, lock_seconds: int) -> None:
         self._iam = iam
         self._sts = sts
+        self._authz = authz
         self._sessions = sessions
         self._ephemeral = ephemeral
         self._clock = clock
@@ -101,6 +111,17 @@ class PasswordSignIn:
         if locked or not found or not found[1] or not matches:
             await self.throttle.failed(who, source)
             raise AccessDenied(REFUSED)
+        if who.user_name is not None and await self._must_change(who):
+            handle = secrets.token_urlsafe(32)
+            record = {"account": who.account_id, "user": who.user_name,
+                      "browser": _digest(browser)}
+            await self._ephemeral.set(_CHANGE + _digest(handle), json.dumps(record).encode(),
+                                      PENDING_SECONDS)
+            return Step(who, change=handle)
+        return await self._after_password(who, browser)
+
+    async def _after_password(self, who: Who, browser: str) -> Step:
+        """The password is right (and current): the MFA step, or a session at once."""
         devices = await self._iam.mfa.of_owner(who.account_id, who.user_name)
         if who.user_name is None and not devices and self._root_mfa_required:
             raise AccessDenied(ROOT_NEEDS_MFA)
@@ -112,6 +133,60 @@ class PasswordSignIn:
                                       PENDING_SECONDS)
             return Step(who, pending=handle, arn=_arn(who))
         return await self._signed_in(who, mfa=False)
+
+    # -- a forced password change ---------------------------------------------------------------
+
+    async def _must_change(self, who: Who) -> bool:
+        """Whether the user must choose a new password before signing in: the login profile
+        requires a reset, or the password is older than the policy's MaxPasswordAge (with
+        HardExpiry: refused, only an administrator can reset it)."""
+        assert who.user_name is not None
+        _, profile = await self._iam.logins.get(who.account_id, who.user_name)
+        policy = await self._iam.logins.policy(who.account_id)
+        expired = policy is not None and policy.max_age is not None and \
+            self._clock.now() >= profile.password_changed + timedelta(days=policy.max_age)
+        if expired and policy is not None and policy.hard_expiry and not profile.reset_required:
+            raise AccessDenied(HARD_EXPIRED)
+        return profile.reset_required or expired
+
+    async def change(self, handle: str | None, browser: str | None, current: str, new: str,
+                     confirm: str) -> Step:
+        """The forced password change of this browser's pending sign-in: the current
+        password again, the new one twice; then the MFA step or a session."""
+        expired = AccessDenied("The sign-in has expired or was already completed: sign in "
+                               "again.")
+        if not handle or not browser or len(handle) > 128:
+            raise expired
+        key = _CHANGE + _digest(handle)
+        raw = await self._ephemeral.get(key)
+        pending = json.loads(raw) if raw is not None else None
+        if pending is None or not hmac.compare_digest(str(pending.get("browser")),
+                                                      _digest(browser)):
+            raise expired
+        who = Who(pending["account"], pending["user"])
+        if new != confirm:
+            raise InvalidInput("The new password and its confirmation differ.")
+        policy = await self._iam.logins.policy(who.account_id)
+        # AllowUsersToChangePassword, or the user's own iam:ChangePassword (AWS's rule; with
+        # no password policy, only the permission).
+        if not (policy is not None and policy.allow_users_to_change) and \
+                not await self._may_change(who):
+            raise AccessDenied("Your password must be changed, but you may not change it: "
+                               "ask your administrator to reset it.")
+        # ChangePassword's own checks: the current password, the policy, earlier passwords.
+        await self._iam.logins.change_password(who.account_id, pending["user"], current, new)
+        if await self._ephemeral.take(key) is None:
+            raise expired
+        return await self._after_password(who, browser)
+
+    async def _may_change(self, who: Who) -> bool:
+        """iam:ChangePassword on the user's own ARN, by the user's policies."""
+        principal = await self._principal(who)
+        try:
+            await self._authz.check(principal, "iam:ChangePassword", principal.arn)
+        except AccessDenied:
+            return False
+        return True
 
     # -- the second step: the code --------------------------------------------------------------
 

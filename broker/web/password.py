@@ -4,6 +4,8 @@
                          ``password``) or the root user (``email``, ``password``); it sets
                          the browser's sign-in cookie, which the forms' CSRF token is bound to;
 * ``POST /signin``       the password; a console session, or the MFA step;
+* ``POST /signin/change`` a forced password change (``password``, ``new_password``,
+                         ``confirm_password``); then the MFA step or a console session;
 * ``POST /signin/mfa``   a code of the user's MFA device (``code``); a console session.
 
 Every page works without JavaScript. Parsing and rendering only.
@@ -34,6 +36,7 @@ from broker.web.signin import start_session
 
 BROWSER_COOKIE = "broker-signin"
 MFA_COOKIE = "broker-signin-mfa"
+CHANGE_COOKIE = "broker-signin-change"
 
 
 def _signin(request: Request) -> PasswordSignIn:
@@ -86,11 +89,37 @@ async def signin(request: Request) -> Response:
     except AwsError as exc:
         audit_browser(request, "ConsoleLogin", request_id, None, error=exc, mfa_used=False)
         raise
+    return _next(request, step, request_id)
+
+
+def _next(request: Request, step: Step, request_id: str) -> Response:
+    """After a step: the change-password page, the MFA page, or the console."""
+    if step.change is not None:
+        response = page("signin_change.html", csrf=_token(step.change, b"signin-change"))
+        set_cookie(request, response, CHANGE_COOKIE, step.change, max_age=300)
+        return response
     if step.pending is not None:
         response = page("signin_mfa.html", csrf=_token(step.pending, b"signin-mfa"))
         set_cookie(request, response, MFA_COOKIE, step.pending, max_age=300)
+        drop_cookie(request, response, CHANGE_COOKIE)
         return response
     return _signed_in(request, step, request_id, mfa=False)
+
+
+@guarded
+async def signin_change(request: Request) -> Response:
+    fields = await form(request)
+    handle = read_cookie(request, CHANGE_COOKIE)
+    _check(fields, handle, b"signin-change")
+    request_id = new_request_id()
+    try:
+        step = await _signin(request).change(
+            handle, read_cookie(request, BROWSER_COOKIE), fields.get("password", ""),
+            fields.get("new_password", ""), fields.get("confirm_password", ""))
+    except AwsError as exc:
+        audit_browser(request, "ChangePassword", request_id, None, error=exc)
+        raise
+    return _next(request, step, request_id)
 
 
 @guarded
@@ -114,4 +143,5 @@ def _signed_in(request: Request, step: Step, request_id: str, *, mfa: bool) -> R
                   subject=step.arn, mfa_used=mfa)
     response = start_session(request, step.started, "/console")
     drop_cookie(request, response, MFA_COOKIE)
+    drop_cookie(request, response, CHANGE_COOKIE)
     return response

@@ -270,3 +270,93 @@ def test_password_last_used_and_reuse_prevention(broker: Broker) -> None:
         with pytest.raises(botocore.exceptions.ClientError, match="PasswordPolicyViolation"):
             iam.update_login_profile(UserName="reuser", Password=earlier)
     iam.update_login_profile(UserName="reuser", Password="Third-Passw0rd-333")  # the control
+
+
+def change_page(response: httpx.Response) -> str:
+    """The forced change's page: its CSRF token, after checking its fields."""
+    assert response.status_code == 200, response.text
+    assert SESSION not in set_cookies(response)
+    doc = lxml.html.fromstring(response.text)
+    fields = {e.get("name"): e.get("autocomplete") for e in doc.iter("input") if e.get("name")}
+    assert fields == {"csrf": None, "password": "current-password",
+                      "new_password": "new-password", "confirm_password": "new-password"}
+    return str(doc.xpath("//form[@action='/signin/change']//input[@name='csrf']/@value")[0])
+
+
+def test_a_required_reset_leads_to_a_password_change(broker: Broker) -> None:
+    """PasswordResetRequired: the password opens the change page, not a session; the new
+    password must meet the policy and be typed twice; then the user is signed in, and the
+    next sign-in needs the new password alone."""
+    account, root = broker.new_account()
+    iam = broker.client("iam", root)
+    iam.update_account_password_policy(MinimumPasswordLength=12, AllowUsersToChangePassword=True)
+    iam.create_user(UserName="resetter")
+    iam.create_login_profile(UserName="resetter", Password=PASSWORD, PasswordResetRequired=True)
+    with browser(broker) as client:
+        csrf = change_page(sign_in(client, account, "resetter"))
+        for new, confirm, text in (("Short-1a", "Short-1a", "PasswordPolicyViolation"),
+                                   ("A-new-Passw0rd-1", "A-new-Passw0rd-2", "differ")):
+            r = client.post("/signin/change", data={"csrf": csrf, "password": PASSWORD,
+                                                    "new_password": new,
+                                                    "confirm_password": confirm})
+            assert r.status_code == 400 and text in r.text, r.text
+        wrong_current = client.post("/signin/change", data={
+            "csrf": csrf, "password": "Wrong-Passw0rd-1", "new_password": "A-new-Passw0rd-1",
+            "confirm_password": "A-new-Passw0rd-1"})
+        assert wrong_current.status_code == 400 and "old password was incorrect" in \
+            wrong_current.text
+    with browser(broker) as client:
+        csrf = change_page(sign_in(client, account, "resetter"))
+        signed_in(client.post("/signin/change", data={
+            "csrf": csrf, "password": PASSWORD, "new_password": "A-new-Passw0rd-1",
+            "confirm_password": "A-new-Passw0rd-1"}))
+        signed_in(sign_in(client, account, "resetter", "A-new-Passw0rd-1"))
+
+
+def test_an_expired_password_is_changed_or_with_hard_expiry_refused(broker: Broker,
+                                                                   clock: FixedClock) -> None:
+    account, root = broker.new_account()
+    iam = broker.client("iam", root)
+    iam.update_account_password_policy(MinimumPasswordLength=8, MaxPasswordAge=30,
+                                       AllowUsersToChangePassword=True)
+    iam.create_user(UserName="ager")
+    iam.create_login_profile(UserName="ager", Password=PASSWORD)
+    other, other_root = broker.new_account()
+    hard = broker.client("iam", other_root)
+    hard.update_account_password_policy(MinimumPasswordLength=8, MaxPasswordAge=30,
+                                        HardExpiry=True)
+    hard.create_user(UserName="ager")
+    hard.create_login_profile(UserName="ager", Password=PASSWORD)
+    with browser(broker) as client:
+        signed_in(sign_in(client, account, "ager"))  # the control: not yet expired
+    clock.advance(31 * 86400)  # the web sign-in needs no signature, so the clock may run ahead
+    try:
+        with browser(broker) as client:
+            change_page(sign_in(client, account, "ager"))
+            r = sign_in(client, other, "ager")
+            assert r.status_code == 403 and "only an administrator can reset it" in r.text
+    finally:
+        clock.advance(-31 * 86400)
+
+
+def test_without_permission_to_change_the_forced_change_is_refused(broker: Broker) -> None:
+    """No AllowUsersToChangePassword and no iam:ChangePassword of their own: the user cannot
+    complete a required reset (AWS's rule); the control: with IAMUserChangePassword's
+    permission, the same user can."""
+    account, root = broker.new_account()
+    iam = broker.client("iam", root)
+    iam.create_user(UserName="stuck")
+    iam.create_login_profile(UserName="stuck", Password=PASSWORD, PasswordResetRequired=True)
+    form = {"password": PASSWORD, "new_password": "A-new-Passw0rd-1",
+            "confirm_password": "A-new-Passw0rd-1"}
+    with browser(broker) as client:
+        csrf = change_page(sign_in(client, account, "stuck"))
+        r = client.post("/signin/change", data={"csrf": csrf, **form})
+        assert r.status_code == 403 and "you may not change it" in r.text
+    iam.put_user_policy(UserName="stuck", PolicyName="change-own", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "iam:ChangePassword",
+            "Resource": "arn:aws:iam::*:user/${aws:username}"}]}))
+    with browser(broker) as client:
+        csrf = change_page(sign_in(client, account, "stuck"))
+        signed_in(client.post("/signin/change", data={"csrf": csrf, **form}))

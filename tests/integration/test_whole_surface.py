@@ -311,6 +311,10 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.create_group(GroupName="surface-group")
     device = iam.create_virtual_mfa_device(
         VirtualMFADeviceName="surface-mfa")["VirtualMFADevice"]["SerialNumber"]
+    # A user whose login profile requires a reset, for /signin/change.
+    iam.create_user(UserName="surface-reset")
+    iam.create_login_profile(UserName="surface-reset", Password="Surface-password-1",
+                             PasswordResetRequired=True)
     # A user who signs in with a password and a device, for /signin and /signin/mfa.
     iam.create_user(UserName="surface-signin")
     iam.create_login_profile(UserName="surface-signin", Password="Surface-password-1")
@@ -582,6 +586,9 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
                          "cookies": ("broker-signin",)},
     ("POST", "/signin/mfa"): {"form": ("csrf", "code"),
                              "cookies": ("broker-signin", "broker-signin-mfa")},
+    ("POST", "/signin/change"): {"form": ("csrf", "password", "new_password",
+                                          "confirm_password"),
+                                "cookies": ("broker-signin", "broker-signin-change")},
 }
 TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
 
@@ -797,6 +804,22 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
     assert pending.status_code == 200, pending.text  # the MFA step
     handle = set_cookies(pending)[mfa_cookie].value
     honest_mfa = {"csrf": _form_fields(pending, "/signin/mfa")["csrf"], "code": "123456"}
+    # A forced password change, pending for a user whose profile requires a reset.
+    http.cookies.clear()
+    changing = http.post("/signin", content=body(
+        {**honest_signin, "username": "surface-reset"}, "", ""),
+        headers={**form_type, "Cookie": f"{signin_cookie}={browser_secret}"})
+    assert changing.status_code == 200, changing.text
+    change_cookie = surface.cookie("broker-signin-change")
+    change_handle = set_cookies(changing)[change_cookie].value
+    honest_change = {"csrf": _form_fields(changing, "/signin/change")["csrf"],
+                     "password": "Surface-password-1", "new_password": "Surface-password-2",
+                     "confirm_password": "Surface-password-2x"}  # never completes
+    for name in honest_change:
+        yield f"signin/change {name}=", lambda v, name=name: http.post(
+            "/signin/change", content=body(honest_change, name, v), headers={
+                **form_type,
+                "Cookie": f"{signin_cookie}={browser_secret}; {change_cookie}={change_handle}"})
     for name in honest_signin:
         yield f"signin {name}=", lambda v, name=name: http.post(
             "/signin", content=body(honest_signin, name, v),
