@@ -46,6 +46,7 @@ MFA_REFUSED = "The MFA code is not valid. Please try again."
 ROOT_NEEDS_MFA = ("The root user of this account has no MFA device, which this broker "
                   "requires for root sign-in (signin.root_mfa_required). Ask an "
                   "administrator.")
+EXPIRED = "The sign-in has expired or was already completed: sign in again."
 HARD_EXPIRED = ("Your password has expired, and only an administrator can reset it "
                 "(the account's password policy has HardExpiry).")
 PENDING_SECONDS = 300
@@ -153,17 +154,8 @@ class PasswordSignIn:
                      confirm: str) -> Step:
         """The forced password change of this browser's pending sign-in: the current
         password again, the new one twice; then the MFA step or a session."""
-        expired = AccessDenied("The sign-in has expired or was already completed: sign in "
-                               "again.")
-        if not handle or not browser or len(handle) > 128:
-            raise expired
-        key = _CHANGE + _digest(handle)
-        raw = await self._ephemeral.get(key)
-        pending = json.loads(raw) if raw is not None else None
-        if pending is None or not hmac.compare_digest(str(pending.get("browser")),
-                                                      _digest(browser)):
-            raise expired
-        who = Who(pending["account"], pending["user"])
+        key, who = await self._pending(_CHANGE, handle, browser)
+        assert browser is not None
         if new != confirm:
             raise InvalidInput("The new password and its confirmation differ.")
         policy = await self._iam.logins.policy(who.account_id)
@@ -174,9 +166,10 @@ class PasswordSignIn:
             raise AccessDenied("Your password must be changed, but you may not change it: "
                                "ask your administrator to reset it.")
         # ChangePassword's own checks: the current password, the policy, earlier passwords.
-        await self._iam.logins.change_password(who.account_id, pending["user"], current, new)
+        assert who.user_name is not None
+        await self._iam.logins.change_password(who.account_id, who.user_name, current, new)
         if await self._ephemeral.take(key) is None:
-            raise expired
+            raise AccessDenied(EXPIRED)
         return await self._after_password(who, browser)
 
     async def _may_change(self, who: Who) -> bool:
@@ -193,17 +186,7 @@ class PasswordSignIn:
     async def code(self, handle: str | None, browser: str | None, code: str,
                    source: str | None) -> Step:
         """A code of one of the user's devices, for the pending sign-in of this browser."""
-        expired = AccessDenied("The sign-in has expired or was already completed: sign in "
-                               "again.")
-        if not handle or not browser or len(handle) > 128:
-            raise expired
-        key = _PENDING + _digest(handle)
-        raw = await self._ephemeral.get(key)
-        pending = json.loads(raw) if raw is not None else None
-        if pending is None or not hmac.compare_digest(str(pending.get("browser")),
-                                                      _digest(browser)):
-            raise expired
-        who = Who(pending["account"], pending["user"])
+        key, who = await self._pending(_PENDING, handle, browser)
         if await self.throttle.locked(who, source):
             await self._ephemeral.delete(key)
             raise AccessDenied(MFA_REFUSED)
@@ -214,12 +197,26 @@ class PasswordSignIn:
             except AccessDenied:
                 continue
             if await self._ephemeral.take(key) is None:  # taken once
-                raise expired
+                raise AccessDenied(EXPIRED)
             return await self._signed_in(who, mfa=True)
         await self.throttle.failed(who, source)
         raise AccessDenied(MFA_REFUSED)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    async def _pending(self, prefix: str, handle: str | None,
+                       browser: str | None) -> tuple[str, Who]:
+        """(its key, who) of this browser's pending step behind ``handle``; EXPIRED for a
+        missing handle, one that is gone, or one another browser began."""
+        if not handle or not browser or len(handle) > 128:
+            raise AccessDenied(EXPIRED)
+        key = prefix + _digest(handle)
+        raw = await self._ephemeral.get(key)
+        pending = json.loads(raw) if raw is not None else None
+        if pending is None or not hmac.compare_digest(str(pending.get("browser")),
+                                                      _digest(browser)):
+            raise AccessDenied(EXPIRED)
+        return key, Who(pending["account"], pending["user"])
 
     async def _find(self, account: str | None, user_name: str | None,
                     email: str | None) -> tuple[Who, str | None] | None:

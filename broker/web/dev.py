@@ -11,9 +11,7 @@ development mode.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +23,8 @@ from broker.web.pages import (
     audit_browser,
     drop_cookie,
     form,
+    form_page,
+    form_token,
     guarded,
     page,
     read_cookie,
@@ -43,21 +43,10 @@ def _demo(request: Request) -> DemoIdentityProvider:
     return demo
 
 
-def _login_token(cookie: str) -> str:
-    return hmac.new(cookie.encode(), b"demo-login", hashlib.sha256).hexdigest()
-
-
 @guarded
 async def signin_page(request: Request) -> Response:
-    cookie = read_cookie(request, LOGIN_COOKIE)
-    fresh = not cookie or len(cookie) > 128
-    if fresh:
-        cookie = secrets.token_urlsafe(32)
-    assert cookie is not None
-    response = page("dev_signin.html", people=_demo(request).people, csrf=_login_token(cookie))
-    if fresh:
-        set_cookie(request, response, LOGIN_COOKIE, cookie, max_age=3600)
-    return response
+    return form_page(request, LOGIN_COOKIE, b"demo-login", "dev_signin.html",
+                     people=_demo(request).people)
 
 
 @guarded
@@ -65,7 +54,7 @@ async def signin(request: Request) -> Response:
     fields = await form(request)
     cookie = read_cookie(request, LOGIN_COOKIE)
     if not cookie or not hmac.compare_digest(fields.get("csrf", "").encode(),
-                                             _login_token(cookie).encode()):
+                                             form_token(cookie, b"demo-login").encode()):
         raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
                            "open the sign-in page again.")
     demo = _demo(request)

@@ -9,7 +9,10 @@ error id the person can quote; the same id is in the log line.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -177,6 +180,26 @@ def set_cookie(request: Request, response: Response, name: str, value: str, *, m
                         secure=secure, httponly=True,
                         samesite=same_site if secure or same_site != "none"
                         else None)  # type: ignore[arg-type]
+
+
+def form_page(request: Request, cookie: str, purpose: bytes, template: str,
+              **values: Any) -> HTMLResponse:
+    """A page whose form's CSRF token (``csrf``) is an HMAC keyed by a cookie of this browser
+    (kept, or made and set for an hour): a page of another site cannot know it, so it cannot
+    post the form from someone's browser (login CSRF)."""
+    secret = read_cookie(request, cookie)
+    fresh = not secret or len(secret) > 128
+    if fresh:
+        secret = secrets.token_urlsafe(32)
+    assert secret is not None
+    response = page(template, csrf=form_token(secret, purpose), **values)
+    if fresh:
+        set_cookie(request, response, cookie, secret, max_age=3600)
+    return response
+
+
+def form_token(secret: str, purpose: bytes) -> str:
+    return hmac.new(secret.encode(), purpose, hashlib.sha256).hexdigest()
 
 
 def drop_cookie(request: Request, response: Response, name: str, *,

@@ -13,9 +13,7 @@ Every page works without JavaScript. Parsing and rendering only.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +25,8 @@ from broker.web.pages import (
     audit_browser,
     drop_cookie,
     form,
+    form_page,
+    form_token,
     guarded,
     page,
     read_cookie,
@@ -44,13 +44,9 @@ def _signin(request: Request) -> PasswordSignIn:
     return signin
 
 
-def _token(secret: str, purpose: bytes) -> str:
-    return hmac.new(secret.encode(), purpose, hashlib.sha256).hexdigest()
-
-
 def _check(fields: dict[str, str], secret: str | None, purpose: bytes) -> None:
     if not secret or len(secret) > 128 or not hmac.compare_digest(
-            fields.get("csrf", "").encode(), _token(secret, purpose).encode()):
+            fields.get("csrf", "").encode(), form_token(secret, purpose).encode()):
         raise AccessDenied("The sign-in form is not this browser's (CSRF token mismatch): "
                            "open the sign-in page again.")
 
@@ -61,15 +57,7 @@ def _source(request: Request) -> str | None:
 
 @guarded
 async def signin_page(request: Request) -> Response:
-    browser = read_cookie(request, BROWSER_COOKIE)
-    fresh = not browser or len(browser) > 128
-    if fresh:
-        browser = secrets.token_urlsafe(32)
-    assert browser is not None
-    response = page("signin.html", csrf=_token(browser, b"signin"))
-    if fresh:
-        set_cookie(request, response, BROWSER_COOKIE, browser, max_age=3600)
-    return response
+    return form_page(request, BROWSER_COOKIE, b"signin", "signin.html")
 
 
 @guarded
@@ -95,11 +83,11 @@ async def signin(request: Request) -> Response:
 def _next(request: Request, step: Step, request_id: str) -> Response:
     """After a step: the change-password page, the MFA page, or the console."""
     if step.change is not None:
-        response = page("signin_change.html", csrf=_token(step.change, b"signin-change"))
+        response = page("signin_change.html", csrf=form_token(step.change, b"signin-change"))
         set_cookie(request, response, CHANGE_COOKIE, step.change, max_age=300)
         return response
     if step.pending is not None:
-        response = page("signin_mfa.html", csrf=_token(step.pending, b"signin-mfa"))
+        response = page("signin_mfa.html", csrf=form_token(step.pending, b"signin-mfa"))
         set_cookie(request, response, MFA_COOKIE, step.pending, max_age=300)
         drop_cookie(request, response, CHANGE_COOKIE)
         return response
