@@ -260,3 +260,69 @@ def test_screenshots_are_kept_where_the_artifacts_go(tmp_path: Path,
     path = screenshot(page, "artifact")
     assert path == tmp_path / "browser" / "artifact.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_iam_user_and_a_root_user_sign_in_with_password_and_totp(
+        context: BrowserContext, broker: Broker) -> None:
+    """The broker's own sign-in in Chromium, without JavaScript of its own: an IAM user (by
+    account alias) and a root user (by email) give their password, then a code their
+    authenticator computes from the seed the IAM API handed out, and land in the console as
+    themselves. A wrong code first: refused, and no session."""
+    import time
+    import uuid
+
+    import pyotp
+
+    password = "Correct-Horse-9-Battery"
+    email = f"root-{uuid.uuid4().hex[:6]}@example.com"
+    made_account, _ = broker.server.call(broker.runtime.iam.create_account(
+        root_email=email, root_password=password))
+    account = made_account.id
+    iam = broker.client("iam")  # the first account's root: makes the IAM user there
+    alias = f"browser-{uuid.uuid4().hex[:6]}"
+    iam.create_account_alias(AccountAlias=alias)
+    iam.create_user(UserName="erin")
+    iam.create_login_profile(UserName="erin", Password=password)
+
+    def device(user: str | None, owner_account: str) -> pyotp.TOTP:
+        made, seed, _ = broker.server.call(broker.runtime.iam.mfa.create_virtual(
+            owner_account, user or "root-device", "/"))
+        totp, now = pyotp.TOTP(seed), time.time()
+        broker.server.call(broker.runtime.iam.mfa.enable(
+            owner_account, user, made.serial, totp.at(now, counter_offset=-1), totp.at(now)))
+        return totp
+
+    erin, root = device("erin", broker.account_id), device(None, account)
+    page = context.new_page()
+
+    def as_erin() -> None:
+        page.goto(f"{broker.url}/signin")
+        page.fill("#account", alias)
+        page.fill("#username", "erin")
+        page.fill("#password", password)
+        page.click("form:has(input[value='iam']) button")
+        assert heading(page) == "Multi-factor authentication"
+
+    as_erin()
+    assert page.get_attribute("#code", "autocomplete") == "one-time-code"
+    assert session_cookies(context) == []
+    page.fill("#code", "000000" if erin.now() != "000000" else "111111")
+    page.click("form[action='/signin/mfa'] button")
+    assert "MFA code is not valid" in page.content() and session_cookies(context) == []
+    as_erin()
+    page.fill("#code", erin.at(time.time(), counter_offset=1))
+    page.click("form[action='/signin/mfa'] button")
+    page.wait_for_url(f"{broker.url}/console")
+    assert "user/erin" in page.content() and len(session_cookies(context)) == 1
+    screenshot(page, "console-iam-user")
+
+    context.clear_cookies()
+    page.goto(f"{broker.url}/signin")
+    page.fill("#email", email)
+    page.fill("#root-password", password)
+    page.click("form:has(input[value='root']) button")
+    assert heading(page) == "Multi-factor authentication"
+    page.fill("#code", root.at(time.time(), counter_offset=1))
+    page.click("form[action='/signin/mfa'] button")
+    page.wait_for_url(f"{broker.url}/console")
+    assert f"arn:aws:iam::{account}:root" in page.content()
