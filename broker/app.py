@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/signin", password.signin, methods=["POST"]),
         Route("/signin/mfa", password.signin_mfa, methods=["POST"]),
         Route("/signin/change", password.signin_change, methods=["POST"]),
+        Route("/signin/enrol", password.signin_enrol, methods=["POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

@@ -15,12 +15,14 @@ Guessing is slow and tells nothing:
 
 A login profile that requires a reset, or a password older than the policy's MaxPasswordAge,
 leads to a forced change (the current password again, the new one twice, ChangePassword's own
-checks) before the MFA step; with HardExpiry an expired password is refused. The root user's
-MFA registration at sign-in is not built yet (docs/console.md says what happens instead).
+checks) before the MFA step; with HardExpiry an expired password is refused. A root user
+without a device, where ``root_mfa_required``, registers one before reaching the console: a
+new virtual device, its seed shown once, enabled by two consecutive codes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,11 +32,18 @@ from datetime import timedelta
 
 from broker.authz import Authorizer
 from broker.aws import arn
-from broker.aws.errors import AccessDenied, AwsError, InvalidInput, NoSuchEntity
+from broker.aws.errors import (
+    AccessDenied,
+    AwsError,
+    InvalidAuthenticationCode,
+    InvalidInput,
+    NoSuchEntity,
+)
 from broker.clock import Clock
 from broker.errors import NotFound
 from broker.iam.entities import ALIAS, ROOT_EMAIL, RootUser, decode
 from broker.iam.logins import hash_password, verify
+from broker.iam.mfa import otpauth_uri
 from broker.iam.service import IamService
 from broker.principal import Principal, PrincipalType
 from broker.signin.sessions import ConsoleSessions
@@ -43,9 +52,6 @@ from broker.sts.service import IssuedCredentials, StsService
 
 REFUSED = "Your authentication information is incorrect. Please try again."
 MFA_REFUSED = "The MFA code is not valid. Please try again."
-ROOT_NEEDS_MFA = ("The root user of this account has no MFA device, which this broker "
-                  "requires for root sign-in (signin.root_mfa_required). Ask an "
-                  "administrator.")
 EXPIRED = "The sign-in has expired or was already completed: sign in again."
 HARD_EXPIRED = ("Your password has expired, and only an administrator can reset it "
                 "(the account's password policy has HardExpiry).")
@@ -53,6 +59,7 @@ PENDING_SECONDS = 300
 SESSION_SECONDS = 12 * 3600  # an IAM user's console session, as AWS's
 _PENDING = "signin-mfa:"
 _CHANGE = "signin-change:"
+_ENROL = "signin-enrol:"
 _FAILED = "signin-failed:"
 _LOCKED = "signin-locked:"
 # Verified against when there is no user, so that an unknown name costs what a known one does.
@@ -78,6 +85,9 @@ class Step:
     who: Who
     pending: str | None = None  # the MFA step's handle, when a code is needed
     change: str | None = None  # the forced password change's handle
+    enrol: str | None = None  # the root user's MFA registration's handle
+    seed: str | None = None  # the new device's Base32 seed, shown once (enrolment)
+    uri: str | None = None  # its otpauth:// URI (enrolment)
     started: tuple[str, int] | None = None  # (console cookie, seconds), when signed in
     arn: str = ""
     access_key_id: str | None = None
@@ -125,7 +135,7 @@ class PasswordSignIn:
         """The password is right (and current): the MFA step, or a session at once."""
         devices = await self._iam.mfa.of_owner(who.account_id, who.user_name)
         if who.user_name is None and not devices and self._root_mfa_required:
-            raise AccessDenied(ROOT_NEEDS_MFA)
+            return await self._enrolment(who, browser)
         if devices:
             handle = secrets.token_urlsafe(32)
             record = {"account": who.account_id, "user": who.user_name,
@@ -134,6 +144,42 @@ class PasswordSignIn:
                                       PENDING_SECONDS)
             return Step(who, pending=handle, arn=_arn(who))
         return await self._signed_in(who, mfa=False)
+
+    # -- a root user's MFA device, registered at sign-in ------------------------------------------
+
+    async def _enrolment(self, who: Who, browser: str) -> Step:
+        """A root user without a device, where one is required: a new virtual device to
+        register before the console (AWS's rule for root users). Its seed is shown once."""
+        name = f"root-{who.account_id}"
+        serial = arn.mfa(who.account_id, "/", name)
+        with contextlib.suppress(NoSuchEntity):  # an enrolment begun earlier and left
+            old = await self._iam.mfa.get(who.account_id, serial)
+            if not old.assigned:
+                await self._iam.mfa.delete(who.account_id, serial)
+        device, seed, _ = await self._iam.mfa.create_virtual(who.account_id, name, "/")
+        handle = secrets.token_urlsafe(32)
+        record = {"account": who.account_id, "user": None, "browser": _digest(browser),
+                  "serial": device.serial}
+        await self._ephemeral.set(_ENROL + _digest(handle), json.dumps(record).encode(),
+                                  PENDING_SECONDS)
+        return Step(who, enrol=handle, seed=seed, uri=otpauth_uri(seed, f"root@{who.account_id}"))
+
+    async def enrol(self, handle: str | None, browser: str | None, code1: str,
+                    code2: str) -> Step:
+        """Two consecutive codes of the device the enrolment made: it is enabled for the root
+        user, and the root user is signed in with MFA."""
+        key, who = await self._pending(_ENROL, handle, browser)
+        raw = await self._ephemeral.get(key)
+        serial = json.loads(raw)["serial"] if raw else ""
+        try:
+            await self._iam.mfa.enable(who.account_id, None, serial, code1, code2)
+        except InvalidAuthenticationCode:
+            await self.throttle.failed(who, None)
+            raise AccessDenied("Those are not two consecutive codes of the new device: "
+                               "enter the code it shows, then the next one.") from None
+        if await self._ephemeral.take(key) is None:
+            raise AccessDenied(EXPIRED)
+        return await self._signed_in(who, mfa=True)
 
     # -- a forced password change ---------------------------------------------------------------
 

@@ -6,7 +6,9 @@
 * ``POST /signin``       the password; a console session, or the MFA step;
 * ``POST /signin/change`` a forced password change (``password``, ``new_password``,
                          ``confirm_password``); then the MFA step or a console session;
-* ``POST /signin/mfa``   a code of the user's MFA device (``code``); a console session.
+* ``POST /signin/mfa``   a code of the user's MFA device (``code``); a console session;
+* ``POST /signin/enrol`` a root user without a device registers the one the page shows
+                         (``code1``, ``code2``: two consecutive codes); a console session.
 
 Every page works without JavaScript. Parsing and rendering only.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import hmac
 
+import segno
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,6 +41,7 @@ from broker.web.signin import start_session
 BROWSER_COOKIE = "broker-signin"
 MFA_COOKIE = "broker-signin-mfa"
 CHANGE_COOKIE = "broker-signin-change"
+ENROL_COOKIE = "broker-signin-enrol"
 
 
 def _signin(request: Request) -> PasswordSignIn:
@@ -81,7 +86,20 @@ async def signin(request: Request) -> Response:
 
 
 def _next(request: Request, step: Step, request_id: str) -> Response:
-    """After a step: the change-password page, the MFA page, or the console."""
+    """After a step: the change-password page, the MFA page (or a root user's device to
+    register), or the console."""
+    if step.enrol is not None:
+        assert step.seed is not None and step.uri is not None
+        # The QR code inline (SVG markup segno writes from the URI): the page's
+        # Content-Security-Policy loads no image from anywhere, data: URLs included.
+        response = page("signin_enrol.html", csrf=form_token(step.enrol, b"signin-enrol"),
+                        seed=step.seed, uri=step.uri,
+                        # segno's markup of the broker's own URI (a Base32 seed, an
+                        # account id): nothing in it comes from the request.
+                        qr=Markup(segno.make(step.uri,  # noqa: S704
+                                             error="m").svg_inline(scale=4)))
+        set_cookie(request, response, ENROL_COOKIE, step.enrol, max_age=300)
+        return response
     if step.change is not None:
         response = page("signin_change.html", csrf=form_token(step.change, b"signin-change"))
         set_cookie(request, response, CHANGE_COOKIE, step.change, max_age=300)
@@ -92,6 +110,22 @@ def _next(request: Request, step: Step, request_id: str) -> Response:
         drop_cookie(request, response, CHANGE_COOKIE)
         return response
     return _signed_in(request, step, request_id, mfa=False)
+
+
+@guarded
+async def signin_enrol(request: Request) -> Response:
+    fields = await form(request)
+    handle = read_cookie(request, ENROL_COOKIE)
+    _check(fields, handle, b"signin-enrol")
+    request_id = new_request_id()
+    try:
+        step = await _signin(request).enrol(handle, read_cookie(request, BROWSER_COOKIE),
+                                            fields.get("code1", "").strip(),
+                                            fields.get("code2", "").strip())
+    except AwsError as exc:
+        audit_browser(request, "EnableMFADevice", request_id, None, error=exc)
+        raise
+    return _signed_in(request, step, request_id, mfa=True)
 
 
 @guarded
@@ -130,6 +164,6 @@ def _signed_in(request: Request, step: Step, request_id: str, *, mfa: bool) -> R
     audit_browser(request, "ConsoleLogin", request_id, None, issued_key=step.access_key_id,
                   subject=step.arn, mfa_used=mfa)
     response = start_session(request, step.started, "/console")
-    drop_cookie(request, response, MFA_COOKIE)
-    drop_cookie(request, response, CHANGE_COOKIE)
+    for name in (MFA_COOKIE, CHANGE_COOKIE, ENROL_COOKIE):
+        drop_cookie(request, response, name)
     return response

@@ -311,6 +311,9 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.create_group(GroupName="surface-group")
     device = iam.create_virtual_mfa_device(
         VirtualMFADeviceName="surface-mfa")["VirtualMFADevice"]["SerialNumber"]
+    # A root user with a password and no MFA device, for /signin/enrol.
+    broker.server.call(broker.runtime.iam.create_account(
+        root_email="surface-root@example.com", root_password="Surface-password-1"))
     # A user whose login profile requires a reset, for /signin/change.
     iam.create_user(UserName="surface-reset")
     iam.create_login_profile(UserName="surface-reset", Password="Surface-password-1",
@@ -586,6 +589,8 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
                          "cookies": ("broker-signin",)},
     ("POST", "/signin/mfa"): {"form": ("csrf", "code"),
                              "cookies": ("broker-signin", "broker-signin-mfa")},
+    ("POST", "/signin/enrol"): {"form": ("csrf", "code1", "code2"),
+                               "cookies": ("broker-signin", "broker-signin-enrol")},
     ("POST", "/signin/change"): {"form": ("csrf", "password", "new_password",
                                           "confirm_password"),
                                 "cookies": ("broker-signin", "broker-signin-change")},
@@ -815,6 +820,21 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
     honest_change = {"csrf": _form_fields(changing, "/signin/change")["csrf"],
                      "password": "Surface-password-1", "new_password": "Surface-password-2",
                      "confirm_password": "Surface-password-2x"}  # never completes
+    # A root user without an MFA device, registering one (root_mfa_required).
+    http.cookies.clear()
+    enrolling = http.post("/signin", content=body(
+        {**honest_signin, "kind": "root", "email": "surface-root@example.com"}, "", ""),
+        headers={**form_type, "Cookie": f"{signin_cookie}={browser_secret}"})
+    assert enrolling.status_code == 200, enrolling.text
+    enrol_cookie = surface.cookie("broker-signin-enrol")
+    enrol_handle = set_cookies(enrolling)[enrol_cookie].value
+    honest_enrol = {"csrf": _form_fields(enrolling, "/signin/enrol")["csrf"],
+                    "code1": "123456", "code2": "654321"}
+    for name in honest_enrol:
+        yield f"signin/enrol {name}=", lambda v, name=name: http.post(
+            "/signin/enrol", content=body(honest_enrol, name, v), headers={
+                **form_type,
+                "Cookie": f"{signin_cookie}={browser_secret}; {enrol_cookie}={enrol_handle}"})
     for name in honest_change:
         yield f"signin/change {name}=", lambda v, name=name: http.post(
             "/signin/change", content=body(honest_change, name, v), headers={
