@@ -34,7 +34,6 @@ from broker.authz import Authorizer
 from broker.aws import arn
 from broker.aws.errors import (
     AccessDenied,
-    AwsError,
     InvalidAuthenticationCode,
     InvalidInput,
     NoSuchEntity,
@@ -288,7 +287,7 @@ class PasswordSignIn:
                 return None
         try:
             user = await self._iam.get_user(account_id, user_name)
-        except (NoSuchEntity, AwsError):
+        except NoSuchEntity:
             return None
         return Who(account_id, user.name), user.login.password_hash if user.login else None
 

@@ -322,3 +322,57 @@ def test_an_mfa_code_opens_once_across_processes(
         outcomes = list(pool.map(lambda url: attempt(url, code), [a.url, b.url] * 6))
     assert outcomes.count("issued") == 1, outcomes
     assert set(outcomes) == {"issued", "AccessDenied"}
+
+
+def test_sign_in_lock_outs_and_pending_steps_hold_across_processes(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """Failed sign-ins counted on A and on B add up to one lock-out, seen by both; the
+    control: another user signs in on either. A pending MFA step begun on A completes on B
+    (one store), once."""
+    import re
+
+    import pyotp
+
+    a, b, root, _ = cluster
+    iam = client(a.url, "iam", root)
+    password = "Correct-Horse-9-Battery"
+    account = iam.get_user()["User"]["Arn"].split(":")[4]  # type: ignore[attr-defined]
+    for name in ("lockme", "other", "withmfa"):
+        iam.create_user(UserName=name)  # type: ignore[attr-defined]
+        iam.create_login_profile(UserName=name, Password=password)  # type: ignore
+    device = iam.create_virtual_mfa_device(  # type: ignore[attr-defined]
+        VirtualMFADeviceName="withmfa")["VirtualMFADevice"]
+    totp, now = pyotp.TOTP(device["Base32StringSeed"].decode("ascii")), time.time()
+    iam.enable_mfa_device(  # type: ignore[attr-defined]
+        UserName="withmfa", SerialNumber=device["SerialNumber"],
+        AuthenticationCode1=totp.at(now, counter_offset=-1), AuthenticationCode2=totp.at(now))
+
+    def attempt(url: str, user: str, secret: str, jar: httpx.Client | None = None
+                ) -> httpx.Response:
+        if jar is None:
+            with httpx.Client(base_url=url, follow_redirects=False) as fresh:
+                return attempt(url, user, secret, fresh)
+        c = jar
+        page = c.get(f"{url}/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text
+        return c.post(f"{url}/signin", data={"csrf": csrf.group(1), "kind": "iam",
+                                             "account": account, "username": user,
+                                             "password": secret})
+
+    for url in (a.url, a.url, a.url, b.url, b.url):  # five failures, split across processes
+        assert attempt(url, "lockme", "Wrong-Passw0rd-1").status_code == 403
+    for url in (a.url, b.url):
+        assert attempt(url, "lockme", password).status_code == 403  # locked everywhere
+        assert attempt(url, "other", password).status_code == 303  # the control
+    with httpx.Client(base_url=a.url, follow_redirects=False) as jar:
+        pending = attempt(a.url, "withmfa", password, jar)
+        cookies = "; ".join(f"{k}={v}" for k, v in jar.cookies.items())
+    assert pending.status_code == 200, pending.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', pending.text)
+    assert csrf
+    form = {"csrf": csrf.group(1), "code": totp.at(now, counter_offset=1)}
+    done = httpx.post(f"{b.url}/signin/mfa", data=form, headers={"Cookie": cookies})
+    assert done.status_code == 303, done.text
+    again = httpx.post(f"{a.url}/signin/mfa", data=form, headers={"Cookie": cookies})
+    assert again.status_code == 403
