@@ -23,7 +23,7 @@ from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.signin.demo import DemoIdentityProvider
-from broker.web import dev, federation, password, saml, signin
+from broker.web import credentials, dev, federation, password, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.pages import DEV_MODE, http_error
@@ -97,6 +97,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/console", signin.console, methods=["GET"]),
         Route("/console/signout", signin.sign_out, methods=["POST"]),
         Route("/console/switch-role", signin.switch_role, methods=["POST"]),
+        Route(credentials.PAGE, credentials.show, methods=["GET"]),
+        Route(f"{credentials.PAGE}/password", credentials.password, methods=["POST"]),
+        Route(f"{credentials.PAGE}/keys", credentials.keys, methods=["POST"]),
+        Route(f"{credentials.PAGE}/mfa", credentials.new_device, methods=["POST"]),
+        Route(f"{credentials.PAGE}/mfa/enable", credentials.enable_device, methods=["POST"]),
+        Route(f"{credentials.PAGE}/mfa/remove", credentials.remove_device, methods=["POST"]),
+        Route(f"{credentials.PAGE}/cli", credentials.command_line, methods=["POST"]),
+        Route(f"{credentials.PAGE}/webauthn/options", credentials.webauthn_options,
+              methods=["POST"]),
+        Route(f"{credentials.PAGE}/webauthn", credentials.webauthn_register, methods=["POST"]),
         Route("/federation", federation.federation, methods=["GET"]),
         Route("/gateway/auth", signin.gateway_auth, methods=["GET", "HEAD"]),
         Route("/signin", password.signin_page, methods=["GET"]),

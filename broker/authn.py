@@ -90,6 +90,10 @@ class Authenticator:
         if not claim.security_token:
             raise InvalidClientTokenId()
         session = self._tokens.open(claim.security_token, claim.access_key_id, now=now)
+        if session.kind is tokens.SessionKind.CONSOLE:
+            # A console session's credentials never leave the broker: presented here, they
+            # were taken from it.
+            raise InvalidClientTokenId()
         principal = self._principals.get(session.access_key_id)
         if principal is None or principal.session is not session:
             principal = Principal.of_session(session)

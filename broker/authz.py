@@ -14,6 +14,10 @@ Before any policy, the rules AWS fixes for temporary credentials apply:
 * GetFederationToken credentials may call no IAM action and no STS action but
   GetCallerIdentity.
 
+A console session of the broker's own sign-in (``SessionKind.CONSOLE``) acts as its user, as
+AWS's console does: the user's policies decide, with aws:MultiFactorAuthPresent saying whether
+the sign-in used MFA.
+
 The account's root user may do everything (service control policies, when they arrive, bind it
 too).
 """
@@ -108,7 +112,7 @@ class Authorizer:
         if session is None:
             side = await self.permissions.of_user(caller.account_id, caller.user_id)
             return (_set(side), _tags(side)) if side.exists else None
-        if session.kind is SessionKind.SESSION_TOKEN:
+        if session.kind in (SessionKind.SESSION_TOKEN, SessionKind.CONSOLE):
             side = await self.permissions.of_user(caller.account_id, session.source_id)
             return (_set(side), _tags(side)) if side.exists else None
         if session.kind is SessionKind.FEDERATED_USER:

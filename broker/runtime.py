@@ -35,9 +35,11 @@ from broker.signin.console import Console
 from broker.signin.demo import DemoIdentityProvider
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
+from broker.signin.own import OwnCredentials
 from broker.signin.password import PasswordSignIn
 from broker.signin.saml import SamlSignIn
 from broker.signin.sessions import ConsoleSessions
+from broker.signin.webauthn import SecurityKeys
 from broker.store.base import EntityStore, EphemeralStore
 from broker.store.memory import MemoryEphemeralStore
 from broker.store.redis import RedisEphemeralStore
@@ -82,6 +84,8 @@ class Runtime:
     federation_endpoint: Federation
     console: Console
     password_signin: PasswordSignIn
+    own: OwnCredentials
+    security_keys: SecurityKeys
     signin_links: list[tuple[str, str]] = field(default_factory=list)
     demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
 
@@ -137,15 +141,19 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
          *iam_api.operations(iam, authz, last_used)],
         authenticator, audit, clock,
     )
+    security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
+                                 public_url=settings.public_url)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
                    Federation(ephemeral, keyring, sts, authz, clock),
                    Console(sts, authz, keyring, clock, settings.gateway.applications),
                    PasswordSignIn(iam, sts, authz, console_sessions, ephemeral, clock,
+                                  security_keys,
                                   root_mfa_required=settings.signin.root_mfa_required,
                                   max_failures=settings.signin.max_failures,
                                   lock_seconds=settings.signin.lock_seconds),
+                   OwnCredentials(protocol, iam, sts, authz), security_keys,
                    signin_links=[("Sign in with a user name and password", "/signin")])
 
 

@@ -147,18 +147,45 @@ class QueryProtocol:
             log.exception("request %s: unexpected failure", request_id)
             error = internal_failure(request_id)
             return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
-        if op.issued is not None and result is not None:
-            key_id, subject = op.issued(result)
-            self._audit.emit(AuditEvent(
-                time=self._clock.now(), event=op.name, outcome="issued",
-                request_id=request_id, source_ip=source_ip, user_agent=user_agent,
-                principal=caller.arn if caller else None,
-                account=caller.account_id if caller else None,
-                caller_access_key_id=caller.access_key_id if caller else None,
-                access_key_id=key_id, subject=subject,
-            ))
+        self._issued(op, result, caller, request_id, source_ip, user_agent)
         body = xml.result_document(op.name, namespace, result, request_id)
         return QueryResponse(200, body, request_id)
+
+    async def invoke(self, caller: Principal, action: str, params: Mapping[str, str], *,
+                     source_ip: str | None, user_agent: str | None,
+                     secure: bool) -> Result:
+        """An action for a caller the broker authenticated itself — the console, acting for
+        its signed-in user — with the parameters a Query request would carry: validated by
+        the action's input shape and run by its handler, authorization included, exactly as
+        a signed request is (and audited as one). Raises the action's AwsError."""
+        op = self._by_name[action]
+        request_id = ids.new_request_id()
+        try:
+            call = Call(action=op.name, params=shapes.parse(op.input, params), caller=caller,
+                        request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+                        secure=secure)
+            result = await op.handler(call)
+        except AwsError as exc:
+            self._error(exc, op, caller, op.service.namespace, request_id, source_ip,
+                        user_agent)
+            raise
+        self._issued(op, result, caller, request_id, source_ip, user_agent)
+        return result
+
+    def _issued(self, op: Operation, result: Result, caller: Principal | None,
+                request_id: str, source_ip: str | None, user_agent: str | None) -> None:
+        """The audit line of an operation that issues credentials."""
+        if op.issued is None or result is None:
+            return
+        key_id, subject = op.issued(result)
+        self._audit.emit(AuditEvent(
+            time=self._clock.now(), event=op.name, outcome="issued",
+            request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+            principal=caller.arn if caller else None,
+            account=caller.account_id if caller else None,
+            caller_access_key_id=caller.access_key_id if caller else None,
+            access_key_id=key_id, subject=subject,
+        ))
 
     def _operation(self, params: Mapping[str, str]) -> Operation:
         action = params.get("Action")

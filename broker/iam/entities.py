@@ -36,6 +36,7 @@ PASSWORD_POLICY = "password_policy"  # noqa: S105 (a record kind)
 SAML_PROVIDER = "saml_provider"
 OIDC_PROVIDER = "oidc_provider"
 MFA_DEVICE = "mfa_device"
+SECURITY_KEY = "security_key"
 
 ACTIVE = "Active"
 INACTIVE = "Inactive"
@@ -496,6 +497,48 @@ class MfaDevice:
     @staticmethod
     def ref(account_id: str, name: str) -> Ref:
         return Ref(MFA_DEVICE, account_id, name_key(name))
+
+
+@dataclass(frozen=True)
+class SecurityKey:
+    """A FIDO2 / WebAuthn security key or passkey, registered from the console for one user
+    or the root user: ListMFADevices lists it with its credential id as serial number."""
+
+    account_id: str
+    credential_id: str  # base64url, unpadded, as the browser gives it: the serial number
+    name: str
+    public_key: str  # base64 of the COSE public key
+    sign_count: int
+    created: datetime
+    user_name: str | None = None  # None: the root user
+    aaguid: str = ""
+
+    kind = SECURITY_KEY
+
+    @property
+    def serial(self) -> str:
+        return self.credential_id
+
+    @property
+    def enabled(self) -> datetime:
+        return self.created
+
+    def owned_by(self, user_name: str | None) -> bool:
+        if user_name is None:
+            return self.user_name is None
+        return self.user_name is not None and name_key(self.user_name) == name_key(user_name)
+
+    def record(self) -> Record:
+        return Record(kind=SECURITY_KEY, account=self.account_id, key=self.credential_id,
+                      data=encode(self, skip=("account_id",)))
+
+    @classmethod
+    def of(cls, record: Record) -> SecurityKey:
+        return decode(cls, {**record.data, "account_id": record.account})
+
+    @staticmethod
+    def ref(account_id: str, credential_id: str) -> Ref:
+        return Ref(SECURITY_KEY, account_id, credential_id)
 
 
 # -- identity providers -------------------------------------------------------------------------

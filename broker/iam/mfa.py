@@ -39,11 +39,11 @@ from broker.aws.errors import (
 )
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
-from broker.iam.entities import MFA_DEVICE, MfaDevice, Tag, User
+from broker.iam.entities import MFA_DEVICE, SECURITY_KEY, MfaDevice, SecurityKey, Tag, User
 from broker.iam.policies import merge_tags
 from broker.iam.records import Entities, check_tags, missing_user
 from broker.keyring import Keyring
-from broker.store.base import EphemeralStore, Ref
+from broker.store.base import EphemeralStore, Record, Ref
 
 SEED_PURPOSE = "mfa-seed"
 STEP_SECONDS = 30
@@ -121,6 +121,75 @@ class MfaDevices:
         return sorted((d for d in await self.listing(account) if d.owned_by(user_name)),
                       key=lambda d: (d.enabled, d.serial))
 
+    async def owned(self, account: str, user_name: str | None) -> int:
+        """How many devices — virtual ones and security keys — are enabled for the user (None:
+        root): what MAX_PER_OWNER bounds."""
+        return len(await self.of_owner(account, user_name)) + \
+            len(await self.keys_of(account, user_name))
+
+    # -- security keys (FIDO2 / WebAuthn; the ceremonies are broker.signin.webauthn's) ----------
+
+    async def keys_of(self, account: str, user_name: str | None) -> list[SecurityKey]:
+        """The security keys registered for a user (None: the root user), oldest first."""
+        keys = await self._entities.all(SecurityKey, SECURITY_KEY, account)
+        return sorted((k for k in keys if k.owned_by(user_name)),
+                      key=lambda k: (k.created, k.credential_id))
+
+    async def add_key(self, key: SecurityKey) -> None:
+        """Register a verified security key, within the owner's quota of devices."""
+        if len(key.credential_id) > MAX_SERIAL:
+            raise InvalidInput(f"The security key's credential id is longer than {MAX_SERIAL} "
+                               "characters, the longest serial number IAM takes.")
+        if key.user_name is not None:
+            await self._entities.get(User, User.ref(key.account_id, key.user_name),
+                                     lambda: missing_user(key.user_name or ""))
+        if await self.owned(key.account_id, key.user_name) >= MAX_PER_OWNER:
+            raise LimitExceeded(f"Cannot exceed quota for MFADevicesPerUser: {MAX_PER_OWNER}")
+        try:
+            await self._entities.store.create(key.record())
+        except AlreadyExists:
+            raise EntityAlreadyExists("MFA Device is already in use.") from None
+
+    async def key(self, account: str, user_name: str | None,
+                  credential_id: str) -> SecurityKey | None:
+        """The user's security key with this credential id, if it is theirs."""
+        if not credential_id or len(credential_id) > MAX_SERIAL:
+            return None
+        try:
+            found = SecurityKey.of(await self._entities.store.get(
+                SecurityKey.ref(account, credential_id)))
+        except NotFound:
+            return None
+        return found if found.owned_by(user_name) else None
+
+    async def counted(self, key: SecurityKey, sign_count: int) -> None:
+        """Store an assertion's signature counter, which must have grown (when the key keeps
+        one): checked again inside the update, so two assertions with one counter value
+        cannot both pass."""
+
+        def grow(record: Record) -> dict[str, object]:
+            stored = int(record.data.get("sign_count", 0))
+            if (sign_count or stored) and sign_count <= stored:
+                raise AccessDenied(FAILED)
+            return {**record.data, "sign_count": sign_count}
+
+        try:
+            await self._entities.store.update(SecurityKey.ref(key.account_id,
+                                                              key.credential_id), grow)
+        except NotFound:
+            raise AccessDenied(FAILED) from None
+
+    async def remove_key(self, account: str, user_name: str | None,
+                         credential_id: str) -> bool:
+        """Remove the user's security key (DeactivateMFADevice); False if there is none."""
+        if await self.key(account, user_name, credential_id) is None:
+            return False
+        try:
+            await self._entities.store.delete(SecurityKey.ref(account, credential_id))
+        except NotFound:
+            return False
+        return True
+
     async def enable(self, account: str, user_name: str | None, serial: str, code1: str,
                      code2: str) -> None:
         """EnableMFADevice: two consecutive codes of the device, for a user who exists."""
@@ -130,7 +199,7 @@ class MfaDevices:
         device = await self.get(account, serial)
         if device.assigned:
             raise EntityAlreadyExists("MFA Device is already in use.")
-        if len(await self.of_owner(account, user_name)) >= MAX_PER_OWNER:
+        if await self.owned(account, user_name) >= MAX_PER_OWNER:
             raise LimitExceeded(f"Cannot exceed quota for MFADevicesPerUser: {MAX_PER_OWNER}")
         step = self._consecutive(device, code1, code2, ENABLE_WINDOW)
         if step is None:
@@ -165,6 +234,9 @@ class MfaDevices:
                                     lambda: missing_device(serial))
 
     async def deactivate(self, account: str, user_name: str | None, serial: str) -> None:
+        """Deactivate a virtual device (it stays, unassigned), or remove a security key."""
+        if arn.parse(serial) is None and await self.remove_key(account, user_name, serial):
+            return
         device = await self.get(account, serial)
         if not device.owned_by(user_name):
             raise NoSuchEntity(f"MFA Device with serial number {serial} does not exist.")

@@ -20,7 +20,17 @@ from broker.aws import arn
 from broker.aws.errors import ReportExpired, ReportNotPresent
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
-from broker.iam.entities import ACCESS_KEY, USER, AccessKey, MfaDevice, RootUser, User, decode
+from broker.iam.entities import (
+    ACCESS_KEY,
+    SECURITY_KEY,
+    USER,
+    AccessKey,
+    MfaDevice,
+    RootUser,
+    SecurityKey,
+    User,
+    decode,
+)
 from broker.iam.logins import Logins
 from broker.iam.mfa import MfaDevices
 from broker.iam.records import Entities
@@ -118,7 +128,9 @@ class CredentialReports:
     async def _render(self, account: str, now: datetime) -> bytes:
         policy = await self._logins.policy(account)
         keys = [AccessKey.of(r) for r in await self._store.list(ACCESS_KEY, account)]
-        devices = await self._mfa.listing(account)
+        devices: list[MfaDevice | SecurityKey] = [
+            *await self._mfa.listing(account),
+            *await self._entities.all(SecurityKey, SECURITY_KEY, account)]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(COLUMNS)
@@ -147,7 +159,7 @@ class CredentialReports:
         return out.getvalue().encode("utf-8")
 
 
-def _mfa_active(devices: Sequence[MfaDevice], user_name: str | None) -> str:
+def _mfa_active(devices: Sequence[MfaDevice | SecurityKey], user_name: str | None) -> str:
     return "true" if any(d.owned_by(user_name) for d in devices) else "false"
 
 

@@ -243,7 +243,7 @@ class IamService:
                 raise DeleteConflict("Cannot delete entity, must remove users from group first.")
 
         user = await self.get_user(account_id, name)
-        if await self.mfa.of_owner(account_id, user.name):
+        if await self.mfa.owned(account_id, user.name):
             raise DeleteConflict("Cannot delete entity, must remove MFA device first.")
         if user.groups:
             # Forget groups deleted since the user joined them: they hold nobody any more.

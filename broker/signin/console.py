@@ -113,6 +113,18 @@ class Console:
             return None
         return principal
 
+    async def alive(self, session: ConsoleSession) -> Principal | None:
+        """Who the session speaks for while its credentials open and its user or role exists,
+        whatever policies deny: the security credentials page of the broker's own sign-in
+        needs no more, as each of its actions is authorized as the IAM action it is (so AWS's
+        policy that denies everything but MFA self-management without MFA leaves a user who
+        signed in without MFA that page, and a policy that denies everything leaves nothing
+        on it)."""
+        principal = self.principal(session)
+        if principal is None or await self._authz.policy_set(principal) is None:
+            return None
+        return principal
+
     async def may_open(self, principal: Principal, app: Application,
                        origin: Origin = NOWHERE) -> bool:
         """Whether a session in standing may open ``app``: always, unless the application

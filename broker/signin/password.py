@@ -46,6 +46,7 @@ from broker.iam.mfa import otpauth_uri
 from broker.iam.service import IamService
 from broker.principal import Principal, PrincipalType
 from broker.signin.sessions import ConsoleSessions
+from broker.signin.webauthn import SecurityKeys
 from broker.store.base import GLOBAL, EphemeralStore, Ref
 from broker.sts.service import IssuedCredentials, StsService
 
@@ -90,12 +91,14 @@ class Step:
     started: tuple[str, int] | None = None  # (console cookie, seconds), when signed in
     arn: str = ""
     access_key_id: str | None = None
+    totp: bool = False  # the MFA step may take a code (the user has a virtual device)
+    webauthn: str | None = None  # the MFA step's security key options (JSON), if any
 
 
 class PasswordSignIn:
     def __init__(self, iam: IamService, sts: StsService, authz: Authorizer,
-                 sessions: ConsoleSessions, ephemeral: EphemeralStore, clock: Clock, *,
-                 root_mfa_required: bool,
+                 sessions: ConsoleSessions, ephemeral: EphemeralStore, clock: Clock,
+                 keys: SecurityKeys, *, root_mfa_required: bool,
                  max_failures: int, lock_seconds: int) -> None:
         self._iam = iam
         self._sts = sts
@@ -103,6 +106,7 @@ class PasswordSignIn:
         self._sessions = sessions
         self._ephemeral = ephemeral
         self._clock = clock
+        self._keys = keys
         self._root_mfa_required = root_mfa_required
         self.throttle = Throttle(ephemeral, max_failures=max_failures,
                                  lock_seconds=lock_seconds)
@@ -133,15 +137,20 @@ class PasswordSignIn:
     async def _after_password(self, who: Who, browser: str) -> Step:
         """The password is right (and current): the MFA step, or a session at once."""
         devices = await self._iam.mfa.of_owner(who.account_id, who.user_name)
-        if who.user_name is None and not devices and self._root_mfa_required:
+        keys = await self._keys.authentication_options(who.account_id, who.user_name)
+        if who.user_name is None and not devices and keys is None and self._root_mfa_required:
             return await self._enrolment(who, browser)
-        if devices:
+        if devices or keys is not None:
             handle = secrets.token_urlsafe(32)
             record = {"account": who.account_id, "user": who.user_name,
-                      "browser": _digest(browser)}
+                      "browser": _digest(browser),
+                      # A security key's assertion must sign this challenge: it is used at
+                      # most once, as the record is taken once.
+                      "challenge": keys[1] if keys else ""}
             await self._ephemeral.set(_PENDING + _digest(handle), json.dumps(record).encode(),
                                       PENDING_SECONDS)
-            return Step(who, pending=handle, arn=_arn(who))
+            return Step(who, pending=handle, arn=_arn(who), totp=bool(devices),
+                        webauthn=keys[0] if keys else None)
         return await self._signed_in(who, mfa=False)
 
     # -- a root user's MFA device, registered at sign-in ------------------------------------------
@@ -229,12 +238,24 @@ class PasswordSignIn:
     # -- the second step: the code --------------------------------------------------------------
 
     async def code(self, handle: str | None, browser: str | None, code: str,
-                   source: str | None) -> Step:
-        """A code of one of the user's devices, for the pending sign-in of this browser."""
+                   source: str | None, assertion: str = "") -> Step:
+        """A code of one of the user's devices, or a security key's assertion over the
+        step's challenge, for the pending sign-in of this browser."""
         key, who = await self._pending(_PENDING, handle, browser)
         if await self.throttle.locked(who, source):
             await self._ephemeral.delete(key)
             raise AccessDenied(MFA_REFUSED)
+        if assertion:
+            raw = await self._ephemeral.get(key)
+            challenge = str(json.loads(raw).get("challenge", "")) if raw else ""
+            try:
+                await self._keys.verify(who.account_id, who.user_name, assertion, challenge)
+            except AccessDenied:
+                await self.throttle.failed(who, source)
+                raise AccessDenied(MFA_REFUSED) from None
+            if await self._ephemeral.take(key) is None:  # taken once
+                raise AccessDenied(EXPIRED)
+            return await self._signed_in(who, mfa=True)
         for device in await self._iam.mfa.of_owner(who.account_id, who.user_name):
             try:
                 await self._iam.mfa.check_code(who.account_id, who.user_name, device.serial,

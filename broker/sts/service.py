@@ -52,6 +52,13 @@ class StsService:
                                 token_code: str | None = None,
                                 minimum_token_size: int = 0) -> IssuedCredentials:
         mfa = await self.mfa(caller, serial_number, token_code)
+        return self.session_token(caller, mfa=mfa, duration=duration,
+                                  minimum_token_size=minimum_token_size)
+
+    def session_token(self, caller: Principal, *, mfa: bool, duration: int | None = None,
+                      minimum_token_size: int = 0) -> IssuedCredentials:
+        """GetSessionToken's credentials for the user (or root), once ``mfa`` is settled:
+        proved by the request's code, or by the console sign-in they are made for."""
         seconds = sessions.duration(duration, root=caller.is_root)
         session = self._session(
             SessionKind.SESSION_TOKEN, seconds, account=caller.account_id,
@@ -64,11 +71,10 @@ class StsService:
     async def console_session(self, person: Principal, *, mfa: bool,
                               seconds: int) -> IssuedCredentials:
         """The credentials of an IAM user's or root user's console session, once the broker's
-        sign-in checked the password (and the code, ``mfa``): GetSessionToken's kind of
-        session, so that they act as the user, with AWS's limits on what such credentials
-        may call."""
+        sign-in checked the password (and the code, ``mfa``): they act as the user, and
+        never leave the broker (SessionKind.CONSOLE)."""
         session = self._session(
-            SessionKind.SESSION_TOKEN, seconds, account=person.account_id,
+            SessionKind.CONSOLE, seconds, account=person.account_id,
             arn_=person.arn, user_id=person.user_id, name=person.name,
             source_arn=person.arn, source_id=person.user_id, mfa=mfa,
         )

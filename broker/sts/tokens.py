@@ -43,6 +43,10 @@ class SessionKind(StrEnum):
     # GetSessionToken: the root user or an IAM user, as itself
     SESSION_TOKEN = "session-token"  # noqa: S105
     FEDERATED_USER = "federated-user"  # GetFederationToken
+    # The broker's own sign-in: the root or an IAM user, as itself, in the console. Its
+    # credentials never leave the broker (a signed request with them is refused): the console
+    # acts with them as the user, as AWS's console does.
+    CONSOLE = "console"
     ASSUMED_ROLE = "assumed-role"  # AssumeRole*
 
 

@@ -6,11 +6,14 @@
 * ``POST /signin``       the password; a console session, or the MFA step;
 * ``POST /signin/change`` a forced password change (``password``, ``new_password``,
                          ``confirm_password``); then the MFA step or a console session;
-* ``POST /signin/mfa``   a code of the user's MFA device (``code``); a console session;
+* ``POST /signin/mfa``   a code of the user's MFA device (``code``), or a security key's
+                         assertion (``assertion``, JSON; the page's script makes it); a
+                         console session;
 * ``POST /signin/enrol`` a root user without a device registers the one the page shows
                          (``code1``, ``code2``: two consecutive codes); a console session.
 
-Every page works without JavaScript. Parsing and rendering only.
+Every page works without JavaScript, except a security key's assertion. Parsing and
+rendering only.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def _next(request: Request, step: Step, request_id: str) -> Response:
         set_cookie(request, response, CHANGE_COOKIE, step.change, max_age=300)
         return response
     if step.pending is not None:
-        response = page("signin_mfa.html", csrf=form_token(step.pending, b"signin-mfa"))
+        response = page("signin_mfa.html", csrf=form_token(step.pending, b"signin-mfa"),
+                        totp=step.totp, webauthn=step.webauthn)
         set_cookie(request, response, MFA_COOKIE, step.pending, max_age=300)
         drop_cookie(request, response, CHANGE_COOKIE)
         return response
@@ -152,7 +156,8 @@ async def signin_mfa(request: Request) -> Response:
     request_id = new_request_id()
     try:
         step = await _signin(request).code(handle, read_cookie(request, BROWSER_COOKIE),
-                                           fields.get("code", "").strip(), _source(request))
+                                           fields.get("code", "").strip(), _source(request),
+                                           fields.get("assertion", ""))
     except AwsError as exc:
         audit_browser(request, "ConsoleLogin", request_id, None, error=exc, mfa_used=True)
         raise

@@ -22,6 +22,7 @@ from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
 from broker.signin.console import Console, Origin
 from broker.signin.sessions import ConsoleSession, ConsoleSessions
+from broker.sts.tokens import SessionKind
 from broker.web.pages import (
     audit_browser,
     drop_cookie,
@@ -124,6 +125,13 @@ async def console(request: Request) -> Response:
     cookie, session = found
     origin = origin_of(request)
     principal = await _console(request).standing(session, origin)
+    restricted = False
+    if principal is None and session.issuer == "signin":
+        # A user of the broker's own sign-in whom policy denies the console (AWS's "deny all
+        # but MFA self-management without MFA") keeps the security credentials page, whose
+        # every action is authorized on its own; nothing else.
+        principal = await _console(request).alive(session)
+        restricted = principal is not None
     if principal is None:
         await _sessions(request).revoke(cookie)
         response = page("signed_out.html", 401, heading="Your session has ended",
@@ -136,12 +144,16 @@ async def console(request: Request) -> Response:
     iam = request.app.state.runtime.iam
     with contextlib.suppress(AwsError):  # the account was deleted meanwhile
         alias = (await iam.get_account(session.account_id)).alias
-    exports, profile = credentials_text(session)
+    # A session of the broker's own sign-in keeps its credentials to itself (they act as the
+    # user in the console); the user gets their own from the security credentials page.
+    own = principal.session is not None and principal.session.kind is SessionKind.CONSOLE
+    exports, profile = ("", "") if own else credentials_text(session)
     identity = _console(request).identity(session)
-    return page("console.html", session=session, alias=alias, identity=identity,
+    return page("console.html", session=session, alias=alias, identity=identity, own=own,
                 expires=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 expires_at=session.expires_at, exports=exports, profile=profile,
-                applications=await _console(request).open_applications(principal, origin),
+                applications=[] if restricted else await _console(request).open_applications(
+                    principal, origin), restricted=restricted,
                 csrf=csrf_token(cookie), switched=bool(query(request).get("switched")))
 
 
@@ -152,7 +164,7 @@ async def switch_role(request: Request) -> Response:
     if found is None:
         raise AccessDenied("You are not signed in.")
     cookie, session = found
-    _check_csrf(fields, cookie)
+    check_csrf(fields, cookie)
     if await _console(request).standing(session, origin_of(request)) is None:
         await _sessions(request).revoke(cookie)
         raise AccessDenied("Your console session has ended: its credentials were revoked, or "
@@ -187,7 +199,7 @@ async def sign_out(request: Request) -> Response:
     fields = await form(request)
     cookie = session_cookie(request)
     if cookie:
-        _check_csrf(fields, cookie)
+        check_csrf(fields, cookie)
         await _sessions(request).revoke(cookie)
     response = page("signed_out.html", heading="Signed out",
                     message="Your console session has ended.",
@@ -234,7 +246,7 @@ def _original_url(request: Request) -> str | None:
     return f"{proto}://{host}{request.headers.get('x-forwarded-uri', '/')}"
 
 
-def _check_csrf(fields: dict[str, str], cookie: str) -> None:
+def check_csrf(fields: dict[str, str], cookie: str) -> None:
     if not hmac.compare_digest(fields.get("csrf", "").encode(), csrf_token(cookie).encode()):
         raise AccessDenied("The form is not this browser's (CSRF token mismatch).")
 

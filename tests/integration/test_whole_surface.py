@@ -318,6 +318,14 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.create_user(UserName="surface-reset")
     iam.create_login_profile(UserName="surface-reset", Password="Surface-password-1",
                              PasswordResetRequired=True)
+    # A user who signs in with a password alone, for the security credentials page.
+    iam.create_user(UserName="surface-own")
+    iam.create_login_profile(UserName="surface-own", Password="Surface-password-1")
+    iam.put_user_policy(UserName="surface-own", PolicyName="own", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": ["iam:*AccessKey*", "iam:*MFADevice*", "iam:GetUser",
+                                          "iam:ChangePassword"], "Resource": "*"}]}))
+    iam.create_access_key(UserName="surface-own")
     # A user who signs in with a password and a device, for /signin and /signin/mfa.
     iam.create_user(UserName="surface-signin")
     iam.create_login_profile(UserName="surface-signin", Password="Surface-password-1")
@@ -575,6 +583,25 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("POST", "/console/signout"): {"form": ("csrf",), "cookies": ("broker-session",)},
     ("POST", "/console/switch-role"): {"form": ("csrf", "role_arn", "session_name"),
                                       "cookies": ("broker-session",)},
+    ("GET", "/console/security-credentials"): {"query": ("done",),
+                                              "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/password"): {
+        "form": ("csrf", "username", "current_password", "new_password", "confirm_password"),
+        "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/keys"): {"form": ("csrf", "action", "key_id"),
+                                                    "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/mfa"): {"form": ("csrf", "name"),
+                                                   "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/mfa/enable"): {
+        "form": ("csrf", "serial", "code1", "code2"), "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/mfa/remove"): {"form": ("csrf", "serial"),
+                                                          "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/cli"): {"form": ("csrf",),
+                                                   "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/webauthn/options"): {
+        "form": ("csrf",), "cookies": ("broker-session",)},
+    ("POST", "/console/security-credentials/webauthn"): {
+        "form": ("csrf", "name", "credential"), "cookies": ("broker-session",)},
     ("GET", "/federation"): {"query": ("Action", "Session", "SessionDuration", "SigninToken",
                                        "Destination", "Issuer"),
                              "cookies": ("broker-session",)},
@@ -587,7 +614,7 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("GET", "/signin"): {"cookies": ("broker-signin",)},
     ("POST", "/signin"): {"form": ("csrf", "kind", "account", "username", "password", "email"),
                          "cookies": ("broker-signin",)},
-    ("POST", "/signin/mfa"): {"form": ("csrf", "code"),
+    ("POST", "/signin/mfa"): {"form": ("csrf", "code", "assertion"),
                              "cookies": ("broker-signin", "broker-signin-mfa")},
     ("POST", "/signin/enrol"): {"form": ("csrf", "code1", "code2"),
                                "cookies": ("broker-signin", "broker-signin-enrol")},
@@ -763,6 +790,52 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         yield f"console {header}", lambda v, header=header: http.get(
             "/console", headers={"Cookie": f"{session_cookie}={cookie}",
                                  header: header_value(v)})
+
+    # The security credentials page of a user signed in with the broker's own sign-in (before
+    # the hostile sign-ins below count against this address).
+    http.cookies.clear()
+    signin_page = http.get("/signin")
+    own = http.post("/signin", headers={**form_type, "Cookie": "{}={}".format(
+        surface.cookie("broker-signin"), set_cookies(signin_page)[
+            surface.cookie("broker-signin")].value)}, content=body({
+        "csrf": _form_fields(signin_page, "/signin")["csrf"], "kind": "iam",
+        "account": broker.account_id, "username": "surface-own",
+        "password": "Surface-password-1"}, "", ""))
+    assert own.status_code == 303, own.text
+    own_cookie = {"Cookie": f"{session_cookie}={set_cookies(own)[session_cookie].value}"}
+    shown = http.get("/console/security-credentials", headers=own_cookie)
+    assert shown.status_code == 200, shown.text
+    own_csrf = _form_fields(shown, "/console/security-credentials/cli")["csrf"]
+    own_key = lxml.html.fromstring(shown.text).xpath(
+        "//form[@action='/console/security-credentials/keys']//input[@name='key_id']/@value")[0]
+    serial = f"arn:aws:iam::{broker.account_id}:mfa/surface-own-none"
+    own_forms = {
+        "password": {"csrf": own_csrf, "username": "surface-own",
+                     "current_password": "Wrong-password-1", "new_password": "Surface-pw-2x",
+                     "confirm_password": "Surface-pw-2x"},
+        "keys": {"csrf": own_csrf, "action": "deactivate", "key_id": own_key},
+        "mfa": {"csrf": own_csrf, "name": "surface-own-device"},
+        "mfa/enable": {"csrf": own_csrf, "serial": serial, "code1": "123456",
+                       "code2": "654321"},
+        "mfa/remove": {"csrf": own_csrf, "serial": serial},
+        "cli": {"csrf": own_csrf},
+        "webauthn/options": {"csrf": own_csrf},
+        "webauthn": {"csrf": own_csrf, "name": "key",
+                     "credential": json.dumps({"id": "AAAA", "type": "public-key"})},
+    }
+    for route, fields in own_forms.items():
+        for name in fields:
+            yield f"security-credentials/{route} {name}=", \
+                lambda v, route=route, fields=fields, name=name: http.post(
+                    f"/console/security-credentials/{route}", headers={**form_type, **own_cookie},
+                    content=body(fields, name, v))
+        yield f"security-credentials/{route} cookie", lambda v, route=route: http.post(
+            f"/console/security-credentials/{route}", headers={
+                **form_type, "Cookie": f"{session_cookie}={v}"}, content=f"csrf={own_csrf}")
+    yield "security-credentials done=", lambda v: http.get(
+        f"/console/security-credentials?done={v}", headers=own_cookie)
+    yield "security-credentials cookie", lambda v: http.get(
+        "/console/security-credentials", headers={"Cookie": f"{session_cookie}={v}"})
 
     # Development mode's sign-in.
     http.cookies.clear()

@@ -21,7 +21,7 @@ from broker.iam.api.common import (
     resource_tags,
     tags_of,
 )
-from broker.iam.entities import USER, MfaDevice
+from broker.iam.entities import USER, MfaDevice, SecurityKey
 from broker.iam.records import paginate
 from broker.principal import PrincipalType
 
@@ -52,8 +52,9 @@ def operations(ctx: IamContext) -> list[Operation]:
         await ctx.allow(call, action, device.serial, resource_tags(device.tags))
         return device
 
-    def listed(device: MfaDevice) -> dict[str, Any]:
-        return {"UserName": device.user_name if not device.root else "root",
+    def listed(device: MfaDevice | SecurityKey) -> dict[str, Any]:
+        root = device.user_name is None if isinstance(device, SecurityKey) else device.root
+        return {"UserName": "root" if root else device.user_name,
                 "SerialNumber": device.serial, "EnableDate": device.enabled}
 
     @ops.action("CreateVirtualMFADevice")
@@ -107,7 +108,9 @@ def operations(ctx: IamContext) -> list[Operation]:
     async def list_devices(call: Call) -> Result:
         p = call.params
         name = await owner(call, "ListMFADevices", p.get("UserName"))
-        devices = await iam.mfa.of_owner(call.principal.account_id, name)
+        account = call.principal.account_id
+        devices: list[MfaDevice | SecurityKey] = [*await iam.mfa.of_owner(account, name),
+                                                  *await iam.mfa.keys_of(account, name)]
         page = paginate(devices, lambda d: d.serial, p.get("Marker"), p.get("MaxItems"))
         return paged(page, "MFADevices", listed)
 

@@ -20,6 +20,7 @@ from broker.iam.api.common import (
 )
 from broker.iam.entities import ACTIVE, INACTIVE, USER, AccessKey
 from broker.principal import Principal, PrincipalType
+from broker.sts.tokens import SessionKind
 
 
 def _key_metadata(key: AccessKey) -> dict[str, Any]:
@@ -231,7 +232,10 @@ def operations(ctx: IamContext) -> list[Operation]:
     @ops.action("ChangePassword")
     async def change_password(call: Call) -> Result:
         caller, p = call.principal, call.params
-        if caller.type is not PrincipalType.USER or caller.temporary:
+        # The user's own long-term keys, or its console session (the console changes a
+        # password this way); no other temporary credentials.
+        console = caller.session is not None and caller.session.kind is SessionKind.CONSOLE
+        if caller.type is not PrincipalType.USER or (caller.temporary and not console):
             raise InvalidInput("Only IAM users can change their own password with "
                                "ChangePassword.")
         await ctx.allow(call, "ChangePassword", caller.arn)
