@@ -355,7 +355,8 @@ def test_switch_role_from_a_user_s_session_carries_mfa(broker: Broker,
     person = Person(broker, clock, policy={"Version": "2012-10-17",
                                            "Statement": SELF_MANAGE["Statement"][:-1]})
     iam = broker.client("iam")
-    role = iam.create_role(RoleName=f"needs-mfa-{person.name}", AssumeRolePolicyDocument=json.dumps({
+    role = iam.create_role(RoleName=f"needs-mfa-{person.name}",
+                           AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": "sts:AssumeRole",
             "Principal": {"AWS": f"arn:aws:iam::{broker.account_id}:user/{person.name}"},
