@@ -43,6 +43,10 @@ class AuditEvent:
         # write (ASCII, escaped by json's own C routine), without building a dict to encode.
         members = []
         for name in _ORDER:
+            if name in _CONSOLE_LOGIN:
+                if self.event == "ConsoleLogin":
+                    members.append(f'"{name}":{self._console_login(name)}')
+                continue
             if name == "time":
                 value = iso8601(self.time)
             elif name == "type":
@@ -61,9 +65,22 @@ class AuditEvent:
         return "{" + ",".join(members) + "}"
 
 
+    def _console_login(self, name: str) -> str:
+        """A ConsoleLogin event's members shaped as CloudTrail's: the outcome in
+        responseElements, MFAUsed in additionalEventData, signin.amazonaws.com as source."""
+        if name == "eventSource":
+            return '"signin.amazonaws.com"'
+        if name == "responseElements":
+            outcome = "Failure" if self.outcome == "refused" else "Success"
+            return '{"ConsoleLogin":"' + outcome + '"}'
+        return '{"MFAUsed":"' + (self.mfa_used or "No") + '"}'
+
+
+# CloudTrail's members of a ConsoleLogin event (written only for ConsoleLogin).
+_CONSOLE_LOGIN = frozenset({"additionalEventData", "eventSource", "responseElements"})
 _FIELDS = tuple(f.name for f in fields(AuditEvent) if f.name != "time")
 # Every line's members in alphabetical order, as before, without json's sort on every line.
-_ORDER = tuple(sorted((*_FIELDS, "time", "type")))
+_ORDER = tuple(sorted((*_FIELDS, "time", "type", *_CONSOLE_LOGIN)))
 _quote: Callable[[str], str] = encode_basestring_ascii  # json.dumps's quoting, ensure_ascii
 
 

@@ -247,6 +247,15 @@ def test_every_attempt_is_audited_without_the_password(broker: Broker,
     mine = [d for d in lines if d.get("subject", "").endswith(f"user/{name}")]
     assert mine and mine[-1]["outcome"] == "issued" and mine[-1]["mfa_used"] == "Yes"
     assert any(d["outcome"] == "refused" for d in lines)
+    # Shaped as CloudTrail's ConsoleLogin: the outcome and MFAUsed where CloudTrail has them.
+    assert mine[-1]["responseElements"] == {"ConsoleLogin": "Success"}
+    assert mine[-1]["additionalEventData"] == {"MFAUsed": "Yes"}
+    assert mine[-1]["eventSource"] == "signin.amazonaws.com"
+    failed = [d for d in lines if d["outcome"] == "refused"]
+    assert failed[-1]["responseElements"] == {"ConsoleLogin": "Failure"}
+    assert failed[-1]["additionalEventData"] == {"MFAUsed": "No"}
+    others = [json.loads(line) for line in text.splitlines() if '"ConsoleLogin"' not in line]
+    assert others and not any("responseElements" in d for d in others)
 
 
 def test_password_last_used_and_reuse_prevention(broker: Broker) -> None:
