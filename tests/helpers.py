@@ -155,8 +155,9 @@ class Broker:
 
 
 def start_broker(data_dir: Path, *, clock: Clock | None = None,
-                 env: dict[str, str] | None = None, init_clock: Clock | None = None) -> Broker:
-    port = free_port()
+                 env: dict[str, str] | None = None, init_clock: Clock | None = None,
+                 port: int | None = None) -> Broker:
+    port = port or free_port()
     # The broker's public URL is the one the tests reach it at: the SAML ACS URL and every
     # sign-in redirect are built from it.
     environ = {"BROKER_SERVER_DATA_DIR": str(data_dir), "BROKER_AUDIT_SINK": "file",
