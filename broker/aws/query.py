@@ -166,8 +166,7 @@ class QueryProtocol:
                         secure=secure)
             result = await op.handler(call)
         except AwsError as exc:
-            self._error(exc, op, caller, op.service.namespace, request_id, source_ip,
-                        user_agent)
+            self._refused(exc, op, caller, request_id, source_ip, user_agent)
             raise
         self._issued(op, result, caller, request_id, source_ip, user_agent)
         return result
@@ -205,8 +204,15 @@ class QueryProtocol:
     def _error(self, error: AwsError, op: Operation | None, caller: Principal | None,
                namespace: str, request_id: str, source_ip: str | None,
                user_agent: str | None) -> QueryResponse:
-        # Credentials refused: to a signed caller, or to anyone asking an unsigned action
-        # (AssumeRoleWithSAML) — an identity provider's evidence refused is worth a line too.
+        self._refused(error, op, caller, request_id, source_ip, user_agent)
+        return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
+                             request_id)
+
+    def _refused(self, error: AwsError, op: Operation | None, caller: Principal | None,
+                 request_id: str, source_ip: str | None, user_agent: str | None) -> None:
+        """The audit line of credentials refused: to a signed caller, or to anyone asking an
+        unsigned action (AssumeRoleWithSAML) — an identity provider's evidence refused is
+        worth a line too."""
         if op is not None and op.issued is not None and (caller is not None or not op.signed):
             self._audit.emit(AuditEvent(
                 time=self._clock.now(), event=op.name, outcome="refused",
@@ -216,8 +222,6 @@ class QueryProtocol:
                 caller_access_key_id=caller.access_key_id if caller else None,
                 error_code=error.code, error_message=error.message,
             ))
-        return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
-                             request_id)
 
     def _refused_auth(self, error: AwsError, req: HttpRequest, query: list[tuple[str, str]],
                       request_id: str, source_ip: str | None, user_agent: str | None) -> None:

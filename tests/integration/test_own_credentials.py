@@ -109,15 +109,19 @@ class Person:
         self.totp: pyotp.TOTP | None = None
         self.password = PASSWORD
 
-    def sign_in(self) -> str:
-        """Sign in (with the device's code, once there is one); the session cookie."""
+    def password_step(self) -> httpx.Response:
+        """A fresh browser's sign-in page and password: the answer (console or MFA step)."""
         self.client.cookies.clear()
         page = self.client.get("/signin")
         csrf = lxml.html.fromstring(page.text).xpath(
             "//form[@action='/signin']//input[@name='csrf']/@value")[0]
-        r = self.client.post("/signin", data={
+        return self.client.post("/signin", data={
             "csrf": csrf, "kind": "iam", "account": self.broker.account_id,
             "username": self.name, "password": self.password})
+
+    def sign_in(self) -> str:
+        """Sign in (with the device's code, once there is one); the session cookie."""
+        r = self.password_step()
         if self.totp is not None:
             assert r.status_code == 200, r.text
             csrf = lxml.html.fromstring(r.text).xpath(

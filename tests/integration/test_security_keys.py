@@ -39,13 +39,7 @@ def register(person: Person, key: Authenticator, name: str = "yubikey") -> httpx
 
 def password_step(person: Person) -> tuple[str, dict]:
     """The password step of a sign-in: the MFA form's CSRF token and the key options."""
-    person.client.cookies.clear()
-    page = person.client.get("/signin")
-    csrf = lxml.html.fromstring(page.text).xpath(
-        "//form[@action='/signin']//input[@name='csrf']/@value")[0]
-    r = person.client.post("/signin", data={
-        "csrf": csrf, "kind": "iam", "account": person.broker.account_id,
-        "username": person.name, "password": person.password})
+    r = person.password_step()
     assert r.status_code == 200, r.text
     doc = lxml.html.fromstring(r.text)
     token = doc.xpath("//form[@action='/signin/mfa']//input[@name='csrf']/@value")[0]
