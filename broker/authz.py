@@ -18,8 +18,13 @@ A console session of the broker's own sign-in (``SessionKind.CONSOLE``) acts as 
 AWS's console does: the user's policies decide, with aws:MultiFactorAuthPresent saying whether
 the sign-in used MFA.
 
-The account's root user may do everything (service control policies, when they arrive, bind it
-too).
+The account's root user may do everything in its account — but service control policies bind
+it: a member account of an organization with SCPs enabled has, for every principal, root
+included, the SCPs of each level from the organization's root down to the account (never the
+management account's). Requests on a role (STS's AssumeRole*) meet the resource control
+policies of the role's account likewise. The organization condition keys (aws:PrincipalOrgID,
+aws:PrincipalOrgPaths, aws:ResourceOrgID, aws:ResourceOrgPaths, aws:ResourceAccount) are in
+every request's context where they apply.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from broker.aws.errors import AccessDenied
 from broker.clock import Clock, iso8601
@@ -40,6 +47,9 @@ from broker.policy.evaluate import Decision, Outcome, PolicySet, Request, evalua
 from broker.principal import Principal, PrincipalType
 from broker.sts.tokens import Session, SessionKind
 
+if TYPE_CHECKING:
+    from broker.organizations.guard import Governed, OrgGuard
+
 UNCHECKED = frozenset({"sts:GetCallerIdentity", "sts:GetSessionToken"})
 NOT_WITH_SESSIONS = frozenset({"sts:GetSessionToken", "sts:GetFederationToken"})
 SESSION_TOKEN_STS = frozenset({"sts:GetCallerIdentity", "sts:AssumeRole"})
@@ -51,6 +61,12 @@ class Authorizer:
         self.permissions = permissions
         self._keyring = keyring
         self._clock = clock
+        # Organizations' answers (SCPs, RCPs, the organization keys); None: no organizations.
+        self.guard: OrgGuard | None = None
+
+    async def governed(self, account: str) -> Governed | None:
+        """The account's place in an organization, if it has one."""
+        return None if self.guard is None else await self.guard.of(account)
 
     async def check(self, caller: Principal, action: str, resource: str, *,
                     source_ip: str | None = None, user_agent: str | None = None,
@@ -72,14 +88,20 @@ class Authorizer:
         policies, tags = found
         ctx = request_context(caller, self._clock.now(), tags, source_ip=source_ip,
                               user_agent=user_agent, secure=secure)
+        rcp = None
+        if self.guard is not None:
+            ctx = ctx.with_values(await self._org_keys(caller, resource_account))
+            if action.startswith("sts:") and ":role/" in resource:
+                owner = await self.governed(resource_account or caller.account_id)
+                rcp = owner.rcp if owner is not None else None
         if context:
             ctx = ctx.with_values(context)
         request = Request(principal=request_principal(caller), action=action,
                           resource=resource, context=ctx, resource_account=resource_account,
                           requires_resource_policy=requires_resource_policy)
         policies = PolicySet(identity=policies.identity, boundary=policies.boundary,
-                             session=policies.session, scp=policies.scp, root=policies.root,
-                             resource=resource_policies)
+                             session=policies.session, scp=policies.scp, rcp=rcp,
+                             root=policies.root, resource=resource_policies)
         decision = evaluate(policies, request)
         if not decision.allowed:
             raise self.denied(caller, request, decision)
@@ -98,14 +120,43 @@ class Authorizer:
         policies, tags = found
         ctx = request_context(caller, self._clock.now(), tags, source_ip=source_ip,
                               user_agent=user_agent, secure=secure)
+        if self.guard is not None:
+            ctx = ctx.with_values(await self._org_keys(caller, None))
         decision = evaluate(policies, Request(principal=request_principal(caller),
                                               action=action, resource=resource, context=ctx))
-        return decision.outcome is Outcome.EXPLICIT_DENY
+        # An SCP that does not allow the action binds as surely as one that denies it.
+        return decision.outcome is Outcome.EXPLICIT_DENY or \
+            decision.decided_by is PolicyKind.SCP
+
+    async def _org_keys(self, caller: Principal, resource_account: str | None
+                        ) -> dict[str, str | list[str]]:
+        """aws:PrincipalOrgID and …Paths, aws:ResourceAccount, aws:ResourceOrgID and …Paths."""
+        keys: dict[str, str | list[str]] = {}
+        mine = await self.governed(caller.account_id)
+        if mine is not None:
+            keys.update(mine.principal_keys())
+        owner_account = resource_account or caller.account_id
+        keys["aws:ResourceAccount"] = owner_account
+        owner = mine if owner_account == caller.account_id else \
+            await self.governed(owner_account)
+        if owner is not None:
+            keys.update(owner.resource_keys())
+        return keys
 
     async def policy_set(self, caller: Principal
                          ) -> tuple[PolicySet, tuple[tuple[str, str], ...]] | None:
         """The caller's identity side as a PolicySet, and the tags aws:PrincipalTag reads;
         None when the user or role the caller speaks for no longer exists."""
+        found = await self._identity_set(caller)
+        if found is None or self.guard is None:
+            return found
+        governed = await self.governed(caller.account_id)
+        if governed is None or governed.scp is None:
+            return found
+        return replace(found[0], scp=governed.scp), found[1]
+
+    async def _identity_set(self, caller: Principal
+                            ) -> tuple[PolicySet, tuple[tuple[str, str], ...]] | None:
         session = caller.session
         if caller.type is PrincipalType.ACCOUNT:
             return PolicySet(root=True), ()

@@ -17,6 +17,7 @@ from broker.authn import Authenticator
 from broker.authz import Authorizer
 from broker.aws import arn
 from broker.aws.ids import new_request_id
+from broker.aws.jsonproto import JsonProtocol
 from broker.aws.query import QueryProtocol
 from broker.clock import Clock, SystemClock
 from broker.errors import ConfigError
@@ -30,6 +31,9 @@ from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
+from broker.organizations import api as org_api
+from broker.organizations.guard import OrgGuard
+from broker.organizations.service import OrganizationsService
 from broker.settings import Settings
 from broker.signin.console import Console
 from broker.signin.demo import DemoIdentityProvider
@@ -86,10 +90,13 @@ class Runtime:
     password_signin: PasswordSignIn
     own: OwnCredentials
     security_keys: SecurityKeys
+    organizations: OrganizationsService
+    json_protocol: JsonProtocol
     signin_links: list[tuple[str, str]] = field(default_factory=list)
     demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
 
     async def close(self) -> None:
+        await self.organizations.wait()
         await self.store.close()
         await self.ephemeral.close()
         self.audit.close()
@@ -116,6 +123,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                               cache_seconds=settings.iam.policy_cache_seconds,
                               writes=lambda: store.writes)
     authz = Authorizer(permissions, keyring, clock)
+    organizations = OrganizationsService(iam, clock)
+    authz.guard = OrgGuard(organizations, permissions)
     sts = StsService(iam, permissions, keyring, clock)
     last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
     authenticator = Authenticator(iam, permissions, keyring, clock, last_used,
@@ -143,6 +152,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     )
     security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
                                  public_url=settings.public_url)
+    json_protocol = JsonProtocol(org_api.operations(organizations, authz), authenticator,
+                                 audit, clock)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
@@ -154,6 +165,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                   max_failures=settings.signin.max_failures,
                                   lock_seconds=settings.signin.lock_seconds),
                    OwnCredentials(protocol, iam, sts, authz), security_keys,
+                   organizations, json_protocol,
                    signin_links=[("Sign in with a user name and password", "/signin")])
 
 

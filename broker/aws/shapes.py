@@ -64,6 +64,24 @@ class ListOf(Shape):
 
 
 @dataclass(frozen=True)
+class MapOf(Shape):
+    """A JSON object of keys to values (JSON protocols only)."""
+
+    key: Shape
+    value: Shape
+    min: int | None = None
+    max: int | None = None
+    type_name = "map"
+
+
+@dataclass(frozen=True)
+class Timestamp(Shape):
+    """A point in time: epoch seconds in the JSON protocols (ISO 8601 in the Query one)."""
+
+    type_name = "timestamp"
+
+
+@dataclass(frozen=True)
 class Member:
     name: str
     shape: Shape
@@ -297,3 +315,153 @@ def _show_list(items: list[Any]) -> str:
         return str(item)
 
     return "[" + ", ".join(one(i) for i in items) + "]"
+
+
+# -- JSON documents (JSON 1.0/1.1 and rest-json protocols) --------------------------------------
+
+
+class SerializationFault(Exception):
+    """A JSON value of the wrong type for its member: AWS's SerializationException."""
+
+
+def parse_document(shape: Structure, doc: Any) -> dict[str, Any]:
+    """Typed, validated input from a request's JSON body (``jsontext.loads``'s result).
+
+    A value of the wrong JSON type is a SerializationFault (raised at once, as AWS's
+    deserializer stops at the first); every constraint a well-typed value breaks is
+    collected and raised as one ``ShapeFaults``, in the words of ``parse``. Members the
+    model does not know are ignored, and ``null`` is a member left out, as on AWS."""
+    faults: list[Fault] = []
+    value = _doc_struct(shape, doc, "", faults)
+    if faults:
+        raise ShapeFaults(faults)
+    return value
+
+
+@dataclass(frozen=True)
+class Fault:
+    reason: str  # INPUT_REQUIRED, INVALID_PATTERN, MIN_LENGTH_EXCEEDED, ... (AWS's reasons)
+    text: str
+
+
+class ShapeFaults(Exception):
+    def __init__(self, faults: list[Fault]) -> None:
+        super().__init__(faults)
+        self.faults = faults
+
+    def message(self) -> str:
+        noun = "error" if len(self.faults) == 1 else "errors"
+        return f"{len(self.faults)} validation {noun} detected: " + \
+            "; ".join(f.text for f in self.faults)
+
+
+_JSON_TYPES = {"string": "STRING_VALUE", "integer": "NUMBER_VALUE", "boolean": "BOOLEAN_VALUE",
+               "list": "START_ARRAY", "structure": "START_OBJECT", "map": "START_OBJECT",
+               "timestamp": "NUMBER_VALUE"}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOLEAN_VALUE"
+    if isinstance(value, (int, float)):
+        return "NUMBER_VALUE"
+    if isinstance(value, str):
+        return "STRING_VALUE"
+    if isinstance(value, list):
+        return "START_ARRAY"
+    return "START_OBJECT"
+
+
+def _wrong_type(shape: Shape, value: Any, at: str) -> SerializationFault:
+    return SerializationFault(
+        f"{_json_kind(value)} can not be converted to {_JSON_TYPES[shape.type_name]}"
+        f" at '{at or 'input'}'")
+
+
+def _doc_struct(shape: Structure, doc: Any, at: str, faults: list[Fault]) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise _wrong_type(shape, doc, at)
+    result: dict[str, Any] = {}
+    for member in shape.members:
+        where = _error_path(at, member.name)
+        raw = doc.get(member.name)
+        if raw is None:
+            if member.required:
+                faults.append(Fault("INPUT_REQUIRED", f"Value null at '{where}' failed to "
+                                    "satisfy constraint: Member must not be null"))
+            continue
+        result[member.name] = _doc_value(member.shape, raw, where, faults)
+    return result
+
+
+def _doc_value(shape: Shape, raw: Any, at: str, faults: list[Fault]) -> Any:
+    if isinstance(shape, String):
+        if not isinstance(raw, str):
+            raise _wrong_type(shape, raw, at)
+        found: list[str] = []
+        _scalar(shape, raw, at, found)
+        faults += [Fault(_reason(text), text) for text in found]
+        return raw
+    if isinstance(shape, Integer):
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            if isinstance(raw, float) and raw.is_integer() and abs(raw) < 2**53:
+                raw = int(raw)
+            else:
+                raise _wrong_type(shape, raw, at)
+        found = []
+        _scalar(shape, str(raw), at, found)
+        faults += [Fault(_reason(text), text) for text in found]
+        return raw
+    if isinstance(shape, Boolean):
+        if not isinstance(raw, bool):
+            raise _wrong_type(shape, raw, at)
+        return raw
+    if isinstance(shape, Timestamp):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise _wrong_type(shape, raw, at)
+        return raw
+    if isinstance(shape, ListOf):
+        if not isinstance(raw, list):
+            raise _wrong_type(shape, raw, at)
+        items = []
+        for index, item in enumerate(raw, start=1):
+            where = f"{at}.{index}.member"
+            if item is None:
+                faults.append(Fault("INPUT_REQUIRED", f"Value null at '{where}' failed to "
+                                    "satisfy constraint: Member must not be null"))
+                continue
+            items.append(_doc_value(shape.member, item, where, faults))
+        found = []
+        _check_length(items, shape.min, shape.max, at, found, shown=_show_list(items))
+        faults += [Fault(_reason(text), text) for text in found]
+        return items
+    if isinstance(shape, MapOf):
+        if not isinstance(raw, dict):
+            raise _wrong_type(shape, raw, at)
+        out = {}
+        for key, item in raw.items():
+            _doc_value(shape.key, key, f"{at}.key", faults)
+            if item is None:
+                continue
+            out[key] = _doc_value(shape.value, item, f"{at}.{key}", faults)
+        return out
+    if isinstance(shape, Structure):
+        return _doc_struct(shape, raw, at, faults)
+    raise TypeError(f"no JSON reader for {shape!r}")
+
+
+_REASONS = (
+    ("Member must satisfy regular expression pattern", "INVALID_PATTERN"),
+    ("Member must have length greater than or equal to", "MIN_LENGTH_EXCEEDED"),
+    ("Member must have length less than or equal to", "MAX_LENGTH_EXCEEDED"),
+    ("Member must satisfy enum value set", "INVALID_ENUM"),
+    ("Member must have value greater than or equal to", "MIN_VALUE_EXCEEDED"),
+    ("Member must have value less than or equal to", "MAX_VALUE_EXCEEDED"),
+)
+
+
+def _reason(text: str) -> str:
+    for phrase, reason in _REASONS:
+        if phrase in text:
+            return reason
+    return "INVALID_INPUT"

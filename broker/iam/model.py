@@ -644,3 +644,8 @@ ListMFADeviceTagsRequest = struct(
 )
 GenerateCredentialReportRequest = struct()
 GetCredentialReportRequest = struct()
+EnableOrganizationsRootCredentialsManagementRequest = struct()
+EnableOrganizationsRootSessionsRequest = struct()
+DisableOrganizationsRootCredentialsManagementRequest = struct()
+DisableOrganizationsRootSessionsRequest = struct()
+ListOrganizationsFeaturesRequest = struct()

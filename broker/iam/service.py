@@ -102,6 +102,16 @@ class IamService:
                              root_password: str | None = None) -> tuple[Account, NewAccessKey]:
         """A new account, its root user (with its email address and password, when given)
         and one root access key."""
+        account = await self.create_bare_account(account_id, root_email=root_email,
+                                                 root_password=root_password)
+        key = await self.create_access_key(account.id, None)
+        return account, key
+
+    async def create_bare_account(self, account_id: str | None = None, *,
+                                  root_email: str | None = None,
+                                  root_password: str | None = None) -> Account:
+        """A new account and its root user, with no access key: Organizations' CreateAccount
+        (the root user has its email address and no credentials at all)."""
         now = self.clock.now()
         email = check_root_email(root_email) if root_email is not None else None
         password_hash = None
@@ -126,14 +136,30 @@ class IamService:
                                          password_hash=password_hash,
                                          password_changed=now if password_hash else None
                                          ).record())
-        key = await self.create_access_key(account.id, None)
-        return account, key
+        return account
 
     async def get_account(self, account_id: str) -> Account:
         try:
             return Account.of(await self.store.get(Account.ref(account_id)))
         except NotFound:
             raise NoSuchEntity(f"The account {account_id} cannot be found.") from None
+
+    async def root_email(self, account_id: str) -> str | None:
+        """The root user's email address, if it has one."""
+        try:
+            record = await self.store.get(RootUser.ref(account_id))
+        except NotFound:
+            return None
+        email = record.data.get("email")
+        return str(email) if email else None
+
+    async def account_of_root_email(self, email: str) -> str | None:
+        """The account whose root user has this email address (in any case)."""
+        try:
+            record = await self.store.get(Ref(ROOT_EMAIL, GLOBAL, email.strip().lower()))
+        except NotFound:
+            return None
+        return str(record.data["account"])
 
     async def list_accounts(self) -> list[Account]:
         return [Account.of(r) for r in await self.store.list(ACCOUNT, GLOBAL)]

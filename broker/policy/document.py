@@ -36,12 +36,13 @@ class PolicyKind(StrEnum):
     BOUNDARY = "boundary"  # permissions boundary
     SESSION = "session"  # session policy passed to an STS action
     SCP = "scp"  # service control policy
+    RCP = "rcp"  # resource control policy (Principal "*" only)
     RESOURCE = "resource"  # resource-based policy
     TRUST = "trust"  # a role's trust policy (a resource-based policy for sts:AssumeRole*)
 
     @property
     def names_principal(self) -> bool:
-        return self in (PolicyKind.RESOURCE, PolicyKind.TRUST)
+        return self in (PolicyKind.RESOURCE, PolicyKind.TRUST, PolicyKind.RCP)
 
 
 class Effect(StrEnum):
@@ -266,6 +267,8 @@ def _statement(item: Any, index: int, kind: PolicyKind, *, variables: bool) -> S
     actions, not_actions = _one_of(item, "Action", "NotAction")
     if actions is None:
         raise MalformedPolicyDocument("Policy statement must contain actions.")
+    if kind is PolicyKind.RCP and not_actions:
+        raise MalformedPolicyDocument("A resource control policy cannot hold NotAction.")
     action_list = _strings(actions, "Action")
     for action in action_list:
         _check_action(action)
@@ -283,6 +286,10 @@ def _statement(item: Any, index: int, kind: PolicyKind, *, variables: bool) -> S
                 "Invalid principal in policy: The passed in policy has a statement with no "
                 "principals!")
         principals = _principals(principal_raw)
+        if kind is PolicyKind.RCP and (not_principal or not principals.everyone
+                                       or principal_raw != "*"):
+            raise MalformedPolicyDocument(
+                'The Principal element of a resource control policy must be "*".')
     elif principal_raw is not None:
         raise MalformedPolicyDocument("Policy document should not specify a principal.")
 

@@ -1,15 +1,20 @@
 """Policy evaluation, as AWS documents it.
 
-1. An explicit Deny in any applicable policy wins: service control policies, resource-based
-   policies, identity-based policies, the permissions boundary, session policies.
-2. Service control policies, when the account has them, must allow (the root user included).
-3. Within one account, a resource-based policy that names the caller directly (the user, the
+1. An explicit Deny in any applicable policy wins: service control policies, resource control
+   policies, resource-based policies, identity-based policies, the permissions boundary,
+   session policies.
+2. Service control policies, when the principal's account has them, must allow (the root user
+   included) — at every level of the organization: the root, each OU on the path to the
+   account, and the account itself each need an Allow of their own.
+3. Resource control policies, when the resource's account has them, must allow likewise at
+   every level.
+4. Within one account, a resource-based policy that names the caller directly (the user, the
    session, everyone) allows on its own; one that names the caller's role allows within the
    session's boundary and session policies; one that names the whole account delegates to the
    account, whose identity-based policies must then allow. Otherwise the identity-based
    policies must allow, and the permissions boundary and session policies (where there are any)
    too.
-4. Across accounts both sides must allow: the caller's identity side (with its boundary and
+5. Across accounts both sides must allow: the caller's identity side (with its boundary and
    session policies) and the resource's resource-based policy.
 
 Some resources can only be used through their resource-based policy (a role through its trust
@@ -43,6 +48,7 @@ _PHRASE = {
     PolicyKind.BOUNDARY: "permissions boundary",
     PolicyKind.SESSION: "session policy",
     PolicyKind.SCP: "service control policy",
+    PolicyKind.RCP: "resource control policy",
 }
 
 
@@ -74,8 +80,7 @@ class Decision:
             return ""
         phrase = _PHRASE[self.decided_by]
         article = "an" if phrase[0] in "aeiou" else "a"
-        # AWS words a service control policy's refusal alike, explicit or not.
-        if self.outcome is Outcome.EXPLICIT_DENY or self.decided_by is PolicyKind.SCP:
+        if self.outcome is Outcome.EXPLICIT_DENY:
             return f"with an explicit deny in {article} {phrase}"
         return f"because no {phrase} allows the {action} action"
 
@@ -87,7 +92,12 @@ class PolicySet:
     identity: tuple[Policy, ...] = ()
     boundary: Policy | None = None
     session: tuple[Policy, ...] | None = None  # None: not a session with session policies
-    scp: tuple[Policy, ...] | None = None  # None: the account belongs to no organization
+    # Service control policies by level (the root, each OU down the path, the account):
+    # None when the principal's account is governed by none (no organization, the management
+    # account, SCPs not enabled).
+    scp: tuple[tuple[Policy, ...], ...] | None = None
+    # Resource control policies of the resource's account, by level likewise.
+    rcp: tuple[tuple[Policy, ...], ...] | None = None
     root: bool = False  # the account's root user: its identity side allows everything
     resource: tuple[Policy, ...] = ()
 
@@ -109,7 +119,8 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     denies: list[Matched] = []
     denied_by: PolicyKind | None = None
     for kind, group in (
-        (PolicyKind.SCP, policies.scp),
+        (PolicyKind.SCP, _flat(policies.scp)),
+        (PolicyKind.RCP, _flat(policies.rcp)),
         (PolicyKind.RESOURCE, policies.resource),
         (PolicyKind.IDENTITY, policies.identity),
         (PolicyKind.BOUNDARY, (policies.boundary,) if policies.boundary else None),
@@ -125,8 +136,10 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     if denies:
         return _decision(Outcome.EXPLICIT_DENY, missing, denies, denied_by)
 
-    if policies.scp is not None and not _matching(policies.scp, request, Effect.ALLOW, missing):
-        return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.SCP)
+    for kind, levels in ((PolicyKind.SCP, policies.scp), (PolicyKind.RCP, policies.rcp)):
+        if levels is not None and not all([_matching(level, request, Effect.ALLOW, missing)
+                                           for level in levels]):
+            return _decision(Outcome.IMPLICIT_DENY, missing, by=kind)
 
     grants = _matching(policies.resource, request, Effect.ALLOW, missing)
     direct = any(g is Grant.DIRECT for _, g in grants)
@@ -157,6 +170,12 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     if not grants:
         return _decision(Outcome.IMPLICIT_DENY, missing, by=PolicyKind.RESOURCE)
     return _decision(Outcome.ALLOW, missing, allowing)
+
+
+def _flat(levels: tuple[tuple[Policy, ...], ...] | None) -> tuple[Policy, ...] | None:
+    if levels is None:
+        return None
+    return tuple(p for level in levels for p in level)
 
 
 def _decision(outcome: Outcome, missing: set[str], statements: Iterable[Matched] = (),

@@ -106,3 +106,11 @@ AssumeRoleWithWebIdentityRequest = struct(
     optional('DurationSeconds', roleDurationSecondsType),
     optional('MinimumSessionTokenSize', minimumSessionTokenSizeType),
 )
+TargetPrincipalType = String(min=12, max=2048)
+RootDurationSecondsType = Integer(min=0, max=900)
+AssumeRootRequest = struct(
+    required('TargetPrincipal', TargetPrincipalType),
+    required('TaskPolicyArn', PolicyDescriptorType),
+    optional('DurationSeconds', RootDurationSecondsType),
+    optional('MinimumSessionTokenSize', minimumSessionTokenSizeType),
+)

@@ -1,4 +1,5 @@
-"""The AWS Query endpoint: turn the HTTP request into an HttpRequest, hand it to the protocol.
+"""The AWS endpoint: turn the HTTP request into an HttpRequest, hand it to its protocol
+(JSON 1.1 when it names an ``X-Amz-Target``, the Query protocol otherwise).
 
 A plain ASGI app rather than a Starlette endpoint (app.py routes to it first): this is the hot
 path of every SDK call, and the protocol needs nothing from Starlette's Request and Response
@@ -12,7 +13,7 @@ import logging
 from starlette.datastructures import State
 from starlette.types import Message, Receive, Scope, Send
 
-from broker.aws import xml
+from broker.aws import jsonproto, xml
 from broker.aws.errors import (
     AwsError,
     MalformedQueryString,
@@ -52,6 +53,7 @@ class QueryApp:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self._state.runtime
         protocol: QueryProtocol = runtime.protocol
+        is_json = any(name == b"x-amz-target" for name, _ in scope["headers"])
         try:
             body = await _body(scope, receive, runtime.settings.server.max_body_bytes)
             http = _http_request(scope, body)
@@ -59,14 +61,34 @@ class QueryApp:
             return  # nobody is left to read an answer
         except AwsError as exc:
             request_id = new_request_id()
+            if is_json:
+                error = jsonproto.error_response(exc, request_id)
+                await _send(send, error.status, error.body, error.headers)
+                return
             document = xml.error_document(exc, STS.namespace, request_id)
             await _respond(send, exc.status, document, request_id)
             return
         client = scope.get("client")
-        answer = await protocol.handle(http, source_ip=client[0] if client else None,
-                                       secure=scope["scheme"] == "https")
+        source_ip = client[0] if client else None
+        secure = scope["scheme"] == "https"
+        if is_json:
+            # JSON 1.1 (X-Amz-Target): Organizations and the services after it.
+            reply = await runtime.json_protocol.handle(http, source_ip=source_ip, secure=secure)
+            await _send(send, reply.status, reply.body, reply.headers)
+            return
+        answer = await protocol.handle(http, source_ip=source_ip, secure=secure)
         await _respond(send, answer.status, answer.body, answer.request_id)
 
+
+
+async def _send(send: Send, status: int, body: bytes,
+                headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _respond(send: Send, status: int, body: bytes, request_id: str) -> None:

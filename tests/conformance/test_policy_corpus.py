@@ -19,7 +19,8 @@ from broker.policy.evaluate import PolicySet, Request, evaluate
 
 CASES_DIR = Path(__file__).parent / "policy_cases"
 KINDS = {"identity": PolicyKind.IDENTITY, "resource": PolicyKind.RESOURCE,
-         "boundary": PolicyKind.BOUNDARY, "session": PolicyKind.SESSION, "scp": PolicyKind.SCP}
+         "boundary": PolicyKind.BOUNDARY, "session": PolicyKind.SESSION, "scp": PolicyKind.SCP,
+         "rcp": PolicyKind.RCP}
 
 
 def load_cases() -> list[tuple[str, dict[str, Any]]]:
@@ -40,6 +41,16 @@ def policy_set(case: dict[str, Any]) -> PolicySet:
         return tuple(compile_document(doc, KINDS[section], name=f"{section}[{i}]")
                      for i, doc in enumerate(raw.get(section, [])))
 
+    def levels(kind: str) -> tuple[tuple[Any, ...], ...] | None:
+        # "scp" / "rcp": the policies of one level; "scp_levels" / "rcp_levels": a list of
+        # levels (the root, the OUs down the path, the account), each a list of policies.
+        if f"{kind}_levels" in raw:
+            return tuple(
+                tuple(compile_document(doc, KINDS[kind], name=f"{kind}[{i}][{j}]")
+                      for j, doc in enumerate(level))
+                for i, level in enumerate(raw[f"{kind}_levels"]))
+        return (compiled(kind),) if kind in raw else None
+
     boundary = compiled("boundary")
     assert len(boundary) <= 1
     return PolicySet(
@@ -47,7 +58,8 @@ def policy_set(case: dict[str, Any]) -> PolicySet:
         resource=compiled("resource"),
         boundary=boundary[0] if boundary else None,
         session=compiled("session") if "session" in raw else None,
-        scp=compiled("scp") if "scp" in raw else None,
+        scp=levels("scp"),
+        rcp=levels("rcp"),
         root=case["request"]["principal"]["type"] == "Account",
     )
 

@@ -1,0 +1,213 @@
+"""The AWS JSON 1.1 protocol: a JSON body in, a JSON body out, the action in ``X-Amz-Target``.
+
+It shares the one endpoint URL with the Query protocol (``POST /``); a request that carries an
+``X-Amz-Target`` header is a JSON request, and its prefix (``AWSOrganizationsV20161128``)
+names the service. ``JsonProtocol.handle`` does what ``QueryProtocol.handle`` does, in the same
+order and with the same guarantees:
+
+1. the operation from the target (``UnknownOperationException`` otherwise);
+2. SigV4 authentication, for the service the target names;
+3. the body read by ``jsontext.loads`` (``SerializationException`` for anything else) and
+   validated against the operation's input shape from botocore's model
+   (``shapes.parse_document``), each service turning constraint faults into its own error
+   (Organizations: ``InvalidInputException`` with AWS's reason);
+4. the handler, its result rendered as JSON (timestamps as epoch seconds), or its AwsError
+   as ``{"__type": CODE, "Message": ...}`` with the ``x-amzn-ErrorType`` header.
+
+Errors the broker's shared layers raise under Query names (AccessDenied,
+InvalidClientTokenId, ...) take the names JSON services give them. Store outages are
+``ServiceUnavailableException`` (503); anything unexpected is logged once with the request id
+and answered with the service's internal error, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from broker import jsontext
+from broker.audit import AuditSink
+from broker.authn import Authenticator
+from broker.aws import ids, shapes
+from broker.aws.errors import AwsError
+from broker.aws.http import HttpRequest, parse_query
+from broker.aws.query import Call, Result, internal_failure
+from broker.clock import Clock
+from broker.errors import StoreUnavailable
+
+log = logging.getLogger("broker.json")
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+# The names JSON services give the errors of the layers every protocol shares.
+_JSON_NAMES = {
+    "AccessDenied": "AccessDeniedException",
+    "InvalidClientTokenId": "UnrecognizedClientException",
+    "SignatureDoesNotMatch": "InvalidSignatureException",
+    "MissingAuthenticationToken": "MissingAuthenticationTokenException",
+    "IncompleteSignature": "IncompleteSignatureException",
+    "ExpiredToken": "ExpiredTokenException",
+    "RequestEntityTooLarge": "RequestEntityTooLargeException",
+    "ServiceUnavailable": "ServiceUnavailableException",
+    "InternalFailure": "InternalFailure",
+}
+
+
+class JsonError(AwsError):
+    """An error of a JSON service, with the members its model gives it beyond the message."""
+
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+
+class SerializationException(JsonError):
+    code = "SerializationException"
+    status = 400
+    sender_fault = True
+
+
+class UnknownOperationException(JsonError):
+    code = "UnknownOperationException"
+    status = 400
+    sender_fault = True
+
+
+@dataclass(frozen=True)
+class JsonService:
+    name: str  # the SigV4 service name
+    target: str  # the X-Amz-Target prefix
+    invalid_input: Callable[[shapes.ShapeFaults], AwsError]  # constraint faults, as this service says them
+    internal_error: str = "InternalFailure"  # the code of an unexpected failure
+    renames: Mapping[str, str] = field(default_factory=dict)  # per service, over _JSON_NAMES
+
+
+@dataclass(frozen=True)
+class JsonOperation:
+    service: JsonService
+    name: str
+    input: shapes.Structure
+    handler: Callable[[Call], Awaitable[Result]]
+    signed: bool = True
+
+
+class JsonResponse(NamedTuple):
+    status: int
+    body: bytes
+    request_id: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+class JsonProtocol:
+    def __init__(self, operations: Iterable[JsonOperation], authenticator: Authenticator,
+                 audit: AuditSink, clock: Clock) -> None:
+        self._ops = {f"{op.service.target}.{op.name}": op for op in operations}
+        self._services = {op.service.target: op.service for op in self._ops.values()}
+        self._authn = authenticator
+        self._audit = audit
+        self._clock = clock
+
+    @property
+    def operations(self) -> list[JsonOperation]:
+        return list(self._ops.values())
+
+    def serves(self, target: str) -> bool:
+        return target.partition(".")[0] in self._services
+
+    async def handle(self, req: HttpRequest, *, source_ip: str | None,
+                     secure: bool = False) -> JsonResponse:
+        request_id = ids.new_request_id()
+        target = req.header("x-amz-target") or ""
+        service = self._services.get(target.partition(".")[0])
+        try:
+            op = self._ops.get(target)
+            if op is None:
+                raise UnknownOperationException(
+                    f"The operation {target[:128]} is not one this endpoint knows.")
+            caller = None
+            if op.signed:
+                query = parse_query(req.query) if req.query else []
+                caller = await self._authn.authenticate(req, query, op.service.name)
+            params = _input(op, req.body)
+            result = await op.handler(Call(
+                action=op.name, params=params, caller=caller, request_id=request_id,
+                source_ip=source_ip, user_agent=req.header("user-agent"), secure=secure))
+        except AwsError as exc:
+            return _error(exc, service, request_id)
+        except StoreUnavailable as exc:
+            log.error("request %s: store unavailable: %s", request_id, exc)
+            return _error(_Unavailable("The service is unavailable. Please try again later."),
+                          service, request_id)
+        except Exception:
+            log.exception("request %s: unexpected failure", request_id)
+            return _error(internal_failure(request_id), service, request_id)
+        body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
+        return JsonResponse(200, body, request_id, _headers(request_id))
+
+
+class _Unavailable(AwsError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+def _input(op: JsonOperation, body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        doc: Any = {}
+    else:
+        try:
+            doc = jsontext.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise SerializationException("The request body is not a JSON document.") from None
+    try:
+        return shapes.parse_document(op.input, doc)
+    except shapes.SerializationFault as exc:
+        raise SerializationException(str(exc)) from None
+    except shapes.ShapeFaults as exc:
+        raise op.service.invalid_input(exc) from None
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return round(value.timestamp(), 3)
+    if isinstance(value, Mapping):
+        return {k: _wire(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _headers(request_id: str, error: str | None = None) -> tuple[tuple[bytes, bytes], ...]:
+    headers = [(b"content-type", CONTENT_TYPE.encode()),
+               (b"x-amzn-requestid", request_id.encode())]
+    if error is not None:
+        headers.append((b"x-amzn-errortype", error.encode()))
+    return tuple(headers)
+
+
+def json_code(error: AwsError, service: JsonService | None) -> str:
+    """The code a JSON service answers an error with."""
+    if isinstance(error, JsonError):
+        return error.code
+    if service is None:
+        return _JSON_NAMES.get(error.code, error.code)
+    if error.code == "InternalFailure":
+        return service.internal_error
+    return service.renames.get(error.code) or _JSON_NAMES.get(error.code, error.code)
+
+
+def _error(error: AwsError, service: JsonService | None, request_id: str) -> JsonResponse:
+    code = json_code(error, service)
+    doc: dict[str, Any] = {"__type": code, "Message": error.message}
+    if isinstance(error, JsonError):
+        doc.update(error.fields())
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return JsonResponse(error.status, body, request_id, _headers(request_id, code))
+
+
+def error_response(error: AwsError, request_id: str) -> JsonResponse:
+    """A JSON error for a request that failed before any service was chosen (its body too
+    large to read, its path not UTF-8)."""
+    return _error(error, None, request_id)
