@@ -41,6 +41,7 @@ from broker.clock import Clock, iso8601
 from broker.errors import SealError
 from broker.iam.permissions import IdentitySide, Permissions
 from broker.keyring import Keyring
+from broker.organizations import root_tasks
 from broker.policy.context import Context
 from broker.policy.document import Policy, PolicyKind, RequestPrincipal
 from broker.policy.evaluate import Decision, Outcome, PolicySet, Request, evaluate
@@ -166,6 +167,13 @@ class Authorizer:
         if session.kind in (SessionKind.SESSION_TOKEN, SessionKind.CONSOLE):
             side = await self.permissions.of_user(caller.account_id, session.source_id)
             return (_set(side), _tags(side)) if side.exists else None
+        if session.kind is SessionKind.ROOT_TASK:
+            # The member account's root user, narrowed to its task policy.
+            task = root_tasks.TASKS.get(session.policy_arns[0]) if session.policy_arns else None
+            if task is None:
+                return None
+            return (PolicySet(root=True, session=(self.permissions.compile(
+                task, PolicyKind.SESSION, session.policy_arns[0]),)), ())
         if session.kind is SessionKind.FEDERATED_USER:
             if session.source_id == session.account_id:  # made by the root user
                 base = PolicySet(root=True)

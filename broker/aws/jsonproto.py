@@ -80,7 +80,8 @@ class UnknownOperationException(JsonError):
 class JsonService:
     name: str  # the SigV4 service name
     target: str  # the X-Amz-Target prefix
-    invalid_input: Callable[[shapes.ShapeFaults], AwsError]  # constraint faults, as this service says them
+    # Constraint faults, in this service's words (Organizations: InvalidInputException).
+    invalid_input: Callable[[shapes.ShapeFaults], AwsError]
     internal_error: str = "InternalFailure"  # the code of an unexpected failure
     renames: Mapping[str, str] = field(default_factory=dict)  # per service, over _JSON_NAMES
 

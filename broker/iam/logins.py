@@ -21,7 +21,7 @@ from broker.aws.errors import (
 )
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
-from broker.iam.entities import LoginProfile, PasswordPolicy, User, decode, encode
+from broker.iam.entities import LoginProfile, PasswordPolicy, RootUser, User, decode, encode
 from broker.iam.records import Entities, missing_user
 from broker.store.base import Record
 
@@ -91,6 +91,37 @@ class Logins:
             return replace(user, login=None)
 
         await self._change(account, user_name, drop)
+
+    # -- the root user's password (centralized root access's tasks) ----------------------------
+
+    async def root_profile(self, account: str) -> RootUser:
+        """The root user, if it has a password; NoSuchEntity otherwise."""
+        root = await self._entities.get(RootUser, RootUser.ref(account),
+                                        lambda: _no_profile("root"))
+        if root.password_hash is None:
+            raise _no_profile("root")
+        return root
+
+    async def create_root(self, account: str, password: str) -> RootUser:
+        check_against(None, password)  # the root user's rule is AWS's default
+        hashed, now = _HASHER.hash(password), self._clock.now()
+
+        def add(root: RootUser) -> RootUser:
+            if root.password_hash is not None:
+                raise EntityAlreadyExists("Login Profile for the root user already exists.")
+            return replace(root, password_hash=hashed, password_changed=now)
+
+        return await self._entities.change(RootUser, RootUser.ref(account), add,
+                                           lambda: _no_profile("root"))
+
+    async def delete_root(self, account: str) -> None:
+        def drop(root: RootUser) -> RootUser:
+            if root.password_hash is None:
+                raise _no_profile("root")
+            return replace(root, password_hash=None, password_changed=None)
+
+        await self._entities.change(RootUser, RootUser.ref(account), drop,
+                                    lambda: _no_profile("root"))
 
     async def change_password(self, account: str, user_name: str, old: str, new: str) -> None:
         _, profile = await self.get(account, user_name)

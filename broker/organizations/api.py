@@ -9,7 +9,7 @@ and answer the invitations sent to them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from broker.authz import Authorizer
@@ -26,7 +26,7 @@ Handler = Callable[[Call], Awaitable[Result]]
 MAX_RESULTS = 20
 
 
-def page(items: list[Any], params: dict[str, Any], name: str) -> dict[str, Any]:
+def page(items: list[Any], params: Mapping[str, Any], name: str) -> dict[str, Any]:
     """One page: NextToken is the index of the first item not shown yet."""
     token = params.get("NextToken")
     start = 0
@@ -252,7 +252,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
         found = await orgs.handshake(call.principal.account_id, call.params["HandshakeId"])
         return {"Handshake": orgs.handshake_wire(found)}
 
-    def handshake_filter(p: dict[str, Any], found: list[dict[str, Any]]
+    def handshake_filter(p: Mapping[str, Any], found: list[dict[str, Any]]
                          ) -> list[dict[str, Any]]:
         wanted = p.get("Filter") or {}
         if wanted.get("ActionType") not in (None, "INVITE"):

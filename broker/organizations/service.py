@@ -147,7 +147,7 @@ class Org:
         return attached
 
     def enabled(self, policy_type: str) -> bool:
-        return self.root["types"].get(policy_type) == "ENABLED"
+        return bool(self.root["types"].get(policy_type) == "ENABLED")
 
     # ARNs, as AWS writes them
     @property
@@ -735,7 +735,7 @@ class OrganizationsService:
         if not re.fullmatch(r"[\w+=,.@-]{1,64}", role_name):
             raise invalid_input("The role name is not a valid IAM role name.",
                                 "INVALID_ROLE_NAME")
-        request = {
+        request: dict[str, Any] = {
             "id": "car-" + _random(32), "org": org.id, "management": org.management,
             "name": name, "email": email, "role": role_name, "tags": tags,
             "state": "IN_PROGRESS", "requested": _now_text(self._clock.now()),
@@ -750,7 +750,7 @@ class OrganizationsService:
     async def _complete_quietly(self, request_id: str) -> None:
         try:
             await self.complete(request_id)
-        except Exception:  # noqa: BLE001 - the next DescribeCreateAccountStatus resumes it
+        except Exception:  # the next DescribeCreateAccountStatus resumes it
             log.exception("account creation %s: will resume on the next status request",
                           request_id)
 

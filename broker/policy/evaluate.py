@@ -137,8 +137,11 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
         return _decision(Outcome.EXPLICIT_DENY, missing, denies, denied_by)
 
     for kind, levels in ((PolicyKind.SCP, policies.scp), (PolicyKind.RCP, policies.rcp)):
-        if levels is not None and not all([_matching(level, request, Effect.ALLOW, missing)
-                                           for level in levels]):
+        if levels is None:
+            continue
+        # Every level is evaluated (its missing keys are part of the decision); each must allow.
+        allowed = [bool(_matching(level, request, Effect.ALLOW, missing)) for level in levels]
+        if not all(allowed):
             return _decision(Outcome.IMPLICIT_DENY, missing, by=kind)
 
     grants = _matching(policies.resource, request, Effect.ALLOW, missing)

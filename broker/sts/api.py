@@ -15,6 +15,7 @@ from broker.aws.errors import (
     ValidationError,
 )
 from broker.aws.query import STS, Call, Operation, Result
+from broker.organizations import root_tasks
 from broker.principal import Principal
 from broker.sts import model
 from broker.sts.saml import RolePair, SamlFederation, decode, name_qualifier, subject_type
@@ -275,6 +276,48 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
             "SessionTokenSize": len(issued.token),
         }
 
+    async def assume_root(call: Call) -> Result:
+        p, caller = call.params, call.principal
+        target = p["TargetPrincipal"]
+        parsed = arn.parse(target)
+        member = parsed.account if parsed is not None else target
+        if not (member.isascii() and member.isdigit() and len(member) == 12):
+            raise ValidationError("The TargetPrincipal must be a member account's id or its "
+                                  "root user's ARN.")
+        task = p["TaskPolicyArn"].get("arn")
+        resource = arn.root(member)
+        if caller.is_root:
+            raise AccessDenied("You cannot use root user credentials to call AssumeRoot: use "
+                               "an IAM user or role of the management account.")
+        await allow(call, "sts:AssumeRoot", resource,
+                    context={"sts:TaskPolicyArn": task or ""})
+        mine = await authz.governed(caller.account_id)
+        theirs = await authz.governed(member)
+        if mine is None or not mine.is_management or \
+                "RootSessions" not in mine.root_features:
+            raise AccessDenied(f"User: {caller.arn} is not authorized to perform: "
+                               f"sts:AssumeRoot on resource: {resource}: root sessions of "
+                               "centralized root access are not enabled for its organization")
+        if theirs is None or theirs.org_id != mine.org_id or theirs.is_management:
+            raise AccessDenied(f"User: {caller.arn} is not authorized to perform: "
+                               f"sts:AssumeRoot on resource: {resource}: it is not a member "
+                               "account of the caller's organization")
+        if task in root_tasks.WITHOUT_MEANING:
+            raise ValidationError(f"The task policy {task} unlocks a resource policy of a "
+                                  "service this broker does not have.")
+        if task not in root_tasks.TASKS:
+            raise ValidationError(
+                f"Value '{task}' at 'taskPolicyArn.arn' failed to satisfy constraint: Member "
+                f"must be one of AWS's root task policies ({root_tasks.PREFIX}...)")
+        seconds = p.get("DurationSeconds") or root_tasks.DEFAULT_SECONDS
+        issued = sts.root_task_session(caller, member, task, seconds=seconds)
+        return {
+            "Credentials": credentials(issued),
+            "SourceIdentity": issued.session.source_identity,
+            "SessionTokenUtilization": issued.token_utilization,
+            "SessionTokenSize": len(issued.token),
+        }
+
     async def get_access_key_info(call: Call) -> Result:
         await allow(call, "sts:GetAccessKeyInfo", "*")
         account = await sts.get_access_key_info(call.params["AccessKeyId"])
@@ -300,6 +343,7 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
                   assume_role_with_saml, signed=False, issued=_assumed),
         Operation(STS, "AssumeRoleWithWebIdentity", model.AssumeRoleWithWebIdentityRequest,
                   assume_role_with_web_identity, signed=False, issued=_assumed),
+        Operation(STS, "AssumeRoot", model.AssumeRootRequest, assume_root, issued=_session),
         Operation(STS, "GetAccessKeyInfo", model.GetAccessKeyInfoRequest, get_access_key_info),
         Operation(STS, "DecodeAuthorizationMessage", model.DecodeAuthorizationMessageRequest,
                   decode_authorization_message),

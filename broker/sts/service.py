@@ -80,6 +80,16 @@ class StsService:
         )
         return IssuedCredentials(session, tokens.seal(session, self._keyring))
 
+    def root_task_session(self, caller: Principal, account: str, task_arn: str, *,
+                          seconds: int) -> IssuedCredentials:
+        """AssumeRoot's credentials: the member account's root user, for the task policy's
+        actions only (SessionKind.ROOT_TASK); the caller is who made it (source)."""
+        session = self._session(
+            SessionKind.ROOT_TASK, seconds, account=account, arn_=arn.root(account),
+            user_id=account, name=account, source_arn=caller.arn, source_id=caller.user_id,
+            policy_arns=(task_arn,))
+        return IssuedCredentials(session, tokens.seal(session, self._keyring))
+
     async def get_federation_token(self, caller: Principal, name: str, *,
                                    duration: int | None = None, policy: str | None = None,
                                    policy_arns: Sequence[str] = (),

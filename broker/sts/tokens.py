@@ -48,6 +48,9 @@ class SessionKind(StrEnum):
     # acts with them as the user, as AWS's console does.
     CONSOLE = "console"
     ASSUMED_ROLE = "assumed-role"  # AssumeRole*
+    # AssumeRoot: a member account's root user, for one task of centralized root access (its
+    # task policy is the session's one policy ARN); bound by the account's SCPs.
+    ROOT_TASK = "root-task"
 
 
 @frozen

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from broker.aws.errors import NoSuchEntity
+from broker.aws.errors import AwsError, NoSuchEntity
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry
 from broker.iam.entities import Group, PasswordPolicy, Role, User, boundary_wire
 from broker.iam.policies import encoded
 from broker.iam.records import paginate
+from broker.organizations.service import IAM_PRINCIPAL, ServiceAccessNotEnabled
 
 
 def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
@@ -21,6 +22,17 @@ def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
 
 def _attached(entity: User | Group | Role) -> list[dict[str, str]]:
     return [ref.wire() for ref in entity.attached]
+
+
+class _OrgFeatureError(AwsError):
+    """The errors IAM's centralized root access actions share with no other action."""
+
+    status = 400
+    sender_fault = True
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def operations(ctx: IamContext) -> list[Operation]:
@@ -175,5 +187,42 @@ def operations(ctx: IamContext) -> list[Operation]:
         for _, section, detail in page.items:
             out[section].append(detail)
         return out
+
+    # -- centralized root access ----------------------------------------------------------------
+
+    async def features(call: Call, feature: str | None, enable: bool) -> Result:
+        await ctx.allow(call, call.action, "*")
+        guard = ctx.authz.guard
+        account = call.principal.account_id
+        org = await guard.organizations.org_of(account) if guard is not None else None
+        if org is None:
+            raise _OrgFeatureError("OrganizationNotFoundException",
+                                   "The request was rejected because no organization is "
+                                   "associated with your account.")
+        if org.management != account:
+            code = "CallerIsNotManagementAccountException" if enable and feature \
+                else "AccountNotManagementOrDelegatedAdministratorException"
+            raise _OrgFeatureError(code, "The request was rejected because the account "
+                                   "making the request is not the management account of "
+                                   "the organization.")
+        if IAM_PRINCIPAL not in org.data["services"]:
+            raise ServiceAccessNotEnabled()
+        written = await guard.organizations.root_features(account, feature,  # type: ignore[union-attr]
+                                                          enable)
+        return {"OrganizationId": written.id,
+                "EnabledFeatures": list(written.data.get("root_features", []))}
+
+    for name, feature, enable in (
+            ("EnableOrganizationsRootCredentialsManagement", "RootCredentialsManagement", True),
+            ("DisableOrganizationsRootCredentialsManagement", "RootCredentialsManagement",
+             False),
+            ("EnableOrganizationsRootSessions", "RootSessions", True),
+            ("DisableOrganizationsRootSessions", "RootSessions", False),
+            ("ListOrganizationsFeatures", None, False)):
+        async def handler(call: Call, feature: str | None = feature,
+                          enable: bool = enable) -> Result:
+            return await features(call, feature, enable)
+
+        ops.action(name)(handler)
 
     return ops.operations

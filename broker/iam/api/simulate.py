@@ -27,6 +27,9 @@ _DECISION = {Outcome.ALLOW: "allowed", Outcome.EXPLICIT_DENY: "explicitDeny",
 
 def _source(match: Matched) -> dict[str, str]:
     name = match.policy
+    if match.kind in (PolicyKind.SCP, PolicyKind.RCP):
+        # PolicySourceType has no value for an organization's policies: "none", by its ARN.
+        return {"SourcePolicyId": name, "SourcePolicyType": "none"}
     if match.kind is PolicyKind.RESOURCE:
         return {"SourcePolicyId": "ResourcePolicy", "SourcePolicyType": "resource"}
     if name.startswith("PolicyInputList") or name.startswith("PermissionsBoundary"):
@@ -51,7 +54,8 @@ def operations(ctx: IamContext) -> list[Operation]:
                      for i, doc in enumerate(documents, 1))
 
     def simulate(call: Call, identity: tuple[Policy, ...], boundary: Policy | None,
-                 principal_arn: str) -> Result:
+                 principal_arn: str,
+                 scp: tuple[tuple[Policy, ...], ...] | None = None) -> Result:
         p = call.params
         account = call.principal.account_id
         resource_policy = None
@@ -70,7 +74,7 @@ def operations(ctx: IamContext) -> list[Operation]:
                 raise InvalidInput(f"Invalid ResourceOwner {p['ResourceOwner']}: it must be "
                                    "the ARN of an account, such as arn:aws:iam::ACCOUNT:root.")
             owner = parsed_owner.account
-        policies = PolicySet(identity=identity, boundary=boundary,
+        policies = PolicySet(identity=identity, boundary=boundary, scp=scp,
                              resource=(resource_policy,) if resource_policy else ())
         results = []
         for action in p["ActionNames"]:
@@ -86,6 +90,10 @@ def operations(ctx: IamContext) -> list[Operation]:
                     "PermissionsBoundaryDecisionDetail": None if boundary is None else {
                         "AllowedByPermissionsBoundary":
                             decision.decided_by is not PolicyKind.BOUNDARY},
+                    # The SCPs over the simulated principal's account (AWS's simulator
+                    # includes them for SimulatePrincipalPolicy).
+                    "OrganizationsDecisionDetail": None if scp is None else {
+                        "AllowedByOrganizations": decision.decided_by is not PolicyKind.SCP},
                 })
         page = paginate(list(enumerate(results)), lambda r: f"{r[0]:08d}", p.get("Marker"),
                         p.get("MaxItems"))
@@ -105,7 +113,9 @@ def operations(ctx: IamContext) -> list[Operation]:
                                           "PolicyInputList")
         boundaries = inputs(p.get("PermissionsBoundaryPolicyInputList", []),
                             PolicyKind.BOUNDARY, "PermissionsBoundaryPolicyInputList")
-        return simulate(call, identity, boundaries[0] if boundaries else side.boundary, source)
+        governed = await ctx.authz.governed(account)
+        return simulate(call, identity, boundaries[0] if boundaries else side.boundary, source,
+                        governed.scp if governed is not None else None)
 
     @ops.action("SimulateCustomPolicy")
     async def simulate_custom(call: Call) -> Result:

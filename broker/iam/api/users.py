@@ -195,9 +195,23 @@ def operations(ctx: IamContext) -> list[Operation]:
             raise ValidationError("Must specify userName when calling with non-User credentials")
         return call.principal.name
 
+    def for_root(call: Call) -> bool:
+        """A login action naming no user, called as a root user: about the root user's own
+        password (an AssumeRoot session's task)."""
+        return call.params.get("UserName") is None and \
+            call.principal.type is PrincipalType.ACCOUNT
+
     @ops.action("CreateLoginProfile")
     async def create_login_profile(call: Call) -> Result:
         p = call.params
+        if for_root(call):
+            await ctx.allow(call, "CreateLoginProfile", call.principal.arn)
+            if "Password" not in p:
+                raise InvalidInput("A password is required: this broker does not make them "
+                                   "up.")
+            root = await iam.logins.create_root(call.principal.account_id, p["Password"])
+            return {"LoginProfile": {"UserName": "", "CreateDate": root.password_changed,
+                                     "PasswordResetRequired": False}}
         name = await allow_on_user(call, "CreateLoginProfile", own_name(call))
         if "Password" not in p:
             raise InvalidInput("A password is required: this broker does not make them up.")
@@ -210,6 +224,12 @@ def operations(ctx: IamContext) -> list[Operation]:
     @ops.action("GetLoginProfile")
     async def get_login_profile(call: Call) -> Result:
         caller = call.principal
+        if for_root(call):
+            await ctx.allow(call, "GetLoginProfile", caller.arn)
+            root = await iam.logins.root_profile(caller.account_id)
+            return {"LoginProfile": {"UserName": "",
+                                     "CreateDate": root.password_changed or root.created,
+                                     "PasswordResetRequired": False}}
         name = await allow_on_user(call, "GetLoginProfile", own_name(call))
         user, profile = await iam.logins.get(caller.account_id, name)
         return {"LoginProfile": {"UserName": user.name, "CreateDate": profile.created,
@@ -225,6 +245,10 @@ def operations(ctx: IamContext) -> list[Operation]:
 
     @ops.action("DeleteLoginProfile")
     async def delete_login_profile(call: Call) -> Result:
+        if for_root(call):
+            await ctx.allow(call, "DeleteLoginProfile", call.principal.arn)
+            await iam.logins.delete_root(call.principal.account_id)
+            return None
         name = await allow_on_user(call, "DeleteLoginProfile", own_name(call))
         await iam.logins.delete(call.principal.account_id, name)
         return None
