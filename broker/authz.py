@@ -159,7 +159,8 @@ class Authorizer:
     async def _identity_set(self, caller: Principal
                             ) -> tuple[PolicySet, tuple[tuple[str, str], ...]] | None:
         session = caller.session
-        if caller.type is PrincipalType.ACCOUNT:
+        if caller.type is PrincipalType.ACCOUNT and (
+                session is None or session.kind is not SessionKind.ROOT_TASK):
             return PolicySet(root=True), ()
         if session is None:
             side = await self.permissions.of_user(caller.account_id, caller.user_id)

@@ -514,8 +514,9 @@ class OrganizationsService:
         check_tags(tags)
         invited = await self._resolve_target(target)
         if invited in org.accounts:
-            raise OrgError("DuplicateAccountException",
-                           "That account is already present in the specified destination.")
+            raise OrgError("HandshakeConstraintViolationException",
+                           "The account is already a member of this organization.",
+                           "ALREADY_IN_AN_ORGANIZATION")
         now = self._clock.now()
         for existing in await self._handshakes():
             if existing["org"] == org.id and existing["account"] == invited and \
@@ -541,12 +542,12 @@ class OrganizationsService:
             try:
                 await self._iam.get_account(value)
             except AwsError:
-                raise errors.account_not_found(value) from None
+                raise _no_such_party() from None
             return value
         if kind == "EMAIL":
             account = await self._iam.account_of_root_email(value)
             if account is None:
-                raise errors.account_not_found(value)
+                raise _no_such_party()
             return account
         raise invalid_input("You can invite an account by its id (ACCOUNT) or its root "
                             "user's email address (EMAIL).", "INVALID_PARTY_TYPE_TARGET")
@@ -640,7 +641,7 @@ class OrganizationsService:
         except NotFound:
             raise OrgError("HandshakeConstraintViolationException",
                            "The organization that sent this invitation no longer exists.",
-                           "ORGANIZATION_IS_ALREADY_PENDING_ALL_FEATURES_MIGRATION") from None
+                           "TARGET_ACCOUNT_VALIDATION_FAILURE") from None
         settled = await self._settle(account, handshake_id, "ACCEPTED", by_invited=True)
         await self._join(Org(dict(org_record.data)), account, "INVITED",
                          email=await self._root_email(account),
@@ -1068,6 +1069,11 @@ class OrganizationsService:
     async def _account_name(self, account: str) -> str:
         found = await self._iam.get_account(account)
         return found.alias or account
+
+
+def _no_such_party() -> OrgError:
+    return invalid_input("You can invite only an account this broker holds: no account has "
+                         "that id or root email address.", "INVALID_PARTY_TYPE_TARGET")
 
 
 class _NotOurs(Exception):
