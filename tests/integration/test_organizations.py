@@ -10,7 +10,11 @@ from typing import Any
 
 import botocore.exceptions
 import botocore.session
+import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from broker.principal import Principal, PrincipalType
 from tests.helpers import Broker, Creds, allow_policy, creds_of
@@ -31,6 +35,46 @@ def code_of(exc: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
 
 
+def conforms(value: Any, shape: Any, where: str) -> None:
+    """A JSON value of an answer holds only what botocore's output shape has, typed so."""
+    kind = shape.type_name
+    if kind == "structure":
+        assert isinstance(value, dict), where
+        unknown = set(value) - set(shape.members)
+        assert not unknown, f"{where}: members the model does not have: {unknown}"
+        for name, item in value.items():
+            conforms(item, shape.members[name], f"{where}.{name}")
+    elif kind == "list":
+        assert isinstance(value, list), where
+        for i, item in enumerate(value):
+            conforms(item, shape.member, f"{where}[{i}]")
+    elif kind == "timestamp":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+    elif kind == "boolean":
+        assert isinstance(value, bool), where
+    elif kind in ("integer", "long"):
+        assert isinstance(value, int) and not isinstance(value, bool), where
+    else:
+        assert isinstance(value, str), where
+        if shape.enum:
+            assert value in shape.enum, f"{where}: {value!r} not in the model's enum"
+
+
+def strict(client: Any) -> Any:
+    """A client whose every successful answer is checked against the model's output shape."""
+    def check(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
+        if response_dict["status_code"] == 200 and operation_model.output_shape is not None:
+            body = json.loads(response_dict["body"] or b"{}")
+            conforms(body, operation_model.output_shape, operation_model.name)
+            CHECKED.add(operation_model.name)
+
+    client.meta.events.register("before-parse.organizations.*", check)
+    return client
+
+
+CHECKED: set[str] = set()  # the actions whose answers were checked against the model
+
+
 @dataclass
 class Estate:
     """A management account with an organization (SCPs enabled), and one member account that
@@ -45,7 +89,7 @@ class Estate:
     root_id: str
 
     def orgs(self, creds: Creds | None = None) -> Any:
-        return self.broker.client("organizations", creds or self.management_root)
+        return strict(self.broker.client("organizations", creds or self.management_root))
 
     def iam(self, creds: Creds) -> Any:
         return self.broker.client("iam", creds)
@@ -65,7 +109,7 @@ class Estate:
 def make_estate(broker: Broker, *, rcp: bool = False) -> Estate:
     management, management_root = broker.new_account()
     member, member_root = broker.new_account()
-    orgs = broker.client("organizations", management_root)
+    orgs = strict(broker.client("organizations", management_root))
     org = orgs.create_organization(FeatureSet="ALL")["Organization"]
     root_id = orgs.list_roots()["Roots"][0]["Id"]
     orgs.enable_policy_type(RootId=root_id, PolicyType=SCP)
@@ -73,12 +117,12 @@ def make_estate(broker: Broker, *, rcp: bool = False) -> Estate:
         orgs.enable_policy_type(RootId=root_id, PolicyType=RCP)
     handshake = orgs.invite_account_to_organization(
         Target={"Id": member, "Type": "ACCOUNT"})["Handshake"]
-    broker.client("organizations", member_root).accept_handshake(HandshakeId=handshake["Id"])
+    strict(broker.client("organizations", member_root)).accept_handshake(HandshakeId=handshake["Id"])
     return Estate(broker, management, management_root, member, member_root, org["Id"],
                   root_id)
 
 
-@pytest.fixture()
+@pytest.fixture
 def estate(broker: Broker) -> Estate:
     return make_estate(broker)
 
@@ -235,7 +279,7 @@ def test_rcpfullawsaccess_is_attached_and_cannot_be_detached(broker: Broker) -> 
 
 
 def test_principal_org_id_in_a_trust_policy(estate: Estate) -> None:
-    outsider_account, outsider_root = estate.broker.new_account()
+    _, outsider_root = estate.broker.new_account()
     trust = doc({"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": "*"},
                  "Condition": {"StringEquals": {"aws:PrincipalOrgID": estate.org_id}}})
     role = estate.iam(estate.member_root).create_role(
@@ -496,7 +540,7 @@ def test_policy_lifecycle_and_tags(estate: Estate) -> None:
 def test_handshakes(broker: Broker) -> None:
     management, management_root = broker.new_account()
     invited, invited_root = broker.new_account()
-    orgs = broker.client("organizations", management_root)
+    orgs = strict(broker.client("organizations", management_root))
     org = orgs.create_organization()["Organization"]
     handshake = orgs.invite_account_to_organization(
         Target={"Id": invited, "Type": "ACCOUNT"}, Notes="welcome")["Handshake"]
@@ -506,7 +550,7 @@ def test_handshakes(broker: Broker) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         orgs.invite_account_to_organization(Target={"Id": invited, "Type": "ACCOUNT"})
     assert code_of(refused) == "DuplicateHandshakeException"
-    theirs = broker.client("organizations", invited_root)
+    theirs = strict(broker.client("organizations", invited_root))
     listed = theirs.list_handshakes_for_account()["Handshakes"]
     assert [h["Id"] for h in listed] == [handshake["Id"]]
     declined = theirs.decline_handshake(HandshakeId=handshake["Id"])["Handshake"]
@@ -543,11 +587,11 @@ def test_handshakes(broker: Broker) -> None:
 def test_an_account_belongs_to_one_organization(broker: Broker) -> None:
     _, first_root = broker.new_account()
     _, second_root = broker.new_account()
-    broker.client("organizations", first_root).create_organization()
+    strict(broker.client("organizations", first_root)).create_organization()
     with pytest.raises(botocore.exceptions.ClientError) as refused:
-        broker.client("organizations", first_root).create_organization()
+        strict(broker.client("organizations", first_root)).create_organization()
     assert code_of(refused) == "AlreadyInOrganizationException"
-    broker.client("organizations", second_root).create_organization()  # control
+    strict(broker.client("organizations", second_root)).create_organization()  # control
 
 
 def test_every_error_is_one_the_model_lists_for_its_action(estate: Estate) -> None:
@@ -618,3 +662,89 @@ def test_every_error_is_one_the_model_lists_for_its_action(estate: Estate) -> No
         documented = {e.name for e in MODEL.operation_model(action).error_shapes}
         assert code in documented, f"{action}: {code} is not among {sorted(documented)}"
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, action
+
+
+def test_the_remaining_answers(estate: Estate) -> None:
+    orgs = estate.orgs()
+    orgs.enable_aws_service_access(ServicePrincipal="iam.amazonaws.com")
+    services = orgs.list_aws_service_access_for_organization()["EnabledServicePrincipals"]
+    assert [s["ServicePrincipal"] for s in services] == ["iam.amazonaws.com"]
+    ou = estate.ou("Answers")
+    assert orgs.describe_organizational_unit(OrganizationalUnitId=ou)[
+        "OrganizationalUnit"]["Name"] == "Answers"
+    orgs.update_organizational_unit(OrganizationalUnitId=ou, Name="Renamed")
+    assert [o["Name"] for o in orgs.list_organizational_units_for_parent(
+        ParentId=estate.root_id)["OrganizationalUnits"]] == ["Renamed"]
+    _, other_root = estate.broker.new_account()
+    other = estate.broker.client("sts", other_root).get_caller_identity()["Account"]
+    sent = orgs.invite_account_to_organization(Target={"Id": other, "Type": "ACCOUNT"})
+    handshake = sent["Handshake"]["Id"]
+    assert orgs.describe_handshake(HandshakeId=handshake)["Handshake"]["State"] == "OPEN"
+    assert [h["Id"] for h in orgs.list_handshakes_for_organization()["Handshakes"]
+            if h["State"] == "OPEN"] == [handshake]
+    assert orgs.cancel_handshake(HandshakeId=handshake)["Handshake"]["State"] == "CANCELED"
+    orgs.list_create_account_status()
+    orgs.list_tags_for_resource(ResourceId=ou)
+    orgs.describe_policy(PolicyId="p-FullAWSAccess")
+    root = orgs.disable_policy_type(RootId=estate.root_id, PolicyType=SCP)["Root"]
+    assert root["PolicyTypes"] == []
+    # With SCPs disabled nothing binds the member: the control of every SCP test.
+    estate.iam(estate.member_root).create_user(UserName="no-scps")
+
+
+def test_the_answers_of_every_action_were_checked_against_the_model(broker: Broker) -> None:
+    """The control of ``strict``: every action with an answer was seen answering (this
+    module's other tests run first), and each answer held only what the model has."""
+    with_output = {op.name for op in broker.runtime.json_protocol.operations
+                   if MODEL.operation_model(op.name).output_shape is not None}
+    assert with_output - CHECKED == set()
+
+
+# -- the JSON 1.1 protocol on the one endpoint -------------------------------------------------
+
+
+def _post(broker: Broker, target: str, body: bytes, creds: Creds | None,
+          *, tamper: bool = False) -> httpx.Response:
+    request = AWSRequest(method="POST", url=f"{broker.url}/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
+    if creds is not None:
+        SigV4Auth(Credentials(creds.access_key_id, creds.secret_access_key),
+                  "organizations", "us-east-1").add_auth(request)
+    sent = dict(request.headers.items())
+    if tamper:
+        body = body + b" "
+    return httpx.post(f"{broker.url}/", content=body, headers=sent)
+
+
+def test_the_json_protocol_answers_in_its_own_format(broker: Broker) -> None:
+    target = "AWSOrganizationsV20161128.DescribeOrganization"
+    _, root = broker.new_account()
+    ok = _post(broker, target, b"{}", root)
+    assert ok.status_code == 400  # no organization: the control reached the handler
+    assert ok.json()["__type"] == "AWSOrganizationsNotInUseException"
+    assert ok.headers["content-type"] == "application/x-amz-json-1.1"
+    assert ok.headers["x-amzn-errortype"] == "AWSOrganizationsNotInUseException"
+    assert ok.headers["x-amzn-requestid"]
+    cases = [
+        (_post(broker, target, b"{}", None), "MissingAuthenticationTokenException"),
+        (_post(broker, target, b"{}", root, tamper=True), "InvalidSignatureException"),
+        (_post(broker, target, b"{}", Creds("AKIAIOSFODNN7EXAMPLE", "x" * 40)),
+         "UnrecognizedClientException"),
+        (_post(broker, "AWSOrganizationsV20161128.Nothing", b"{}", root),
+         "UnknownOperationException"),
+        (_post(broker, "AWSOrganizationsV20161128.ListRoots", b'{"MaxResults": "5"}', root),
+         "SerializationException"),
+        (_post(broker, "AWSOrganizationsV20161128.ListRoots", b"{not json", root),
+         "SerializationException"),
+        (_post(broker, "AWSOrganizationsV20161128.ListRoots", b'{"MaxResults": 50}', root),
+         "InvalidInputException"),
+        (_post(broker, "AWSOrganizationsV20161128.DescribeAccount", b"{}", root),
+         "InvalidInputException"),
+    ]
+    for response, code in cases:
+        assert response.status_code in (400, 403), response.text
+        assert response.json()["__type"] == code, response.text
+    reasons = [r.json().get("Reason") for r, c in cases if c == "InvalidInputException"]
+    assert reasons == ["MAX_VALUE_EXCEEDED", "INPUT_REQUIRED"]
+    # The Query protocol is untouched beside it on the same URL.
+    assert broker.client("sts", root).get_caller_identity()["Account"]

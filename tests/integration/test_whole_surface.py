@@ -233,6 +233,7 @@ class Surface:
     http: httpx.Client
     signer: Creds  # an IAM user allowed everything (root may not assume roles)
     chooser: SamlWorld  # a provider whose responses offer two roles (the role chooser)
+    json_good: dict[str, Any] = field(default_factory=dict)  # JSON members' honest values
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -242,6 +243,19 @@ class Surface:
     def cookie(self, name: str) -> str:
         """A cookie's name on the wire."""
         return f"__Host-{name}" if self.https else name
+
+    def check_json(self, what: str, response: httpx.Response) -> None:
+        """As ``check``, for the JSON 1.1 protocol: a refusal is AWS's JSON error."""
+        problems = []
+        if response.status_code >= 500:
+            problems.append(f"{response.status_code}: {response.text[:300]}")
+        elif response.status_code >= 400:
+            problem = _aws_json_problem(response)
+            if problem:
+                problems.append(f"{response.status_code}, {problem}: {response.text[:200]}")
+        problems += [f"logged: {line}" for line in self.watch.take()]
+        if problems:
+            self.failures.append(f"{what}: " + "; ".join(problems))
 
     def check(self, what: str, response: httpx.Response, *, query: bool = False) -> None:
         """Record what is wrong with an answer: a 5xx, a log line, a cookie that is not
@@ -401,7 +415,38 @@ def _world(broker: Broker, watch: Watch) -> Surface:
     iam.put_user_policy(UserName="surface-admin", PolicyName="everything",
                         PolicyDocument=json.dumps(everything))
     chooser = SamlWorld.make(broker, roles=("a", "b"))
-    return Surface(broker, saml, console, good, json_members, watch, http, signer, chooser)
+    return Surface(broker, saml, console, good, json_members, watch, http, signer, chooser,
+                   _organization(broker))
+
+
+def _organization(broker: Broker) -> dict[str, Any]:
+    """The broker's first account as an organization's management account, with an OU, an
+    SCP and a member: honest values for every Organizations member the actions name."""
+    orgs = broker.client("organizations")
+    orgs.create_organization(FeatureSet="ALL")
+    root = orgs.list_roots()["Roots"][0]["Id"]
+    orgs.enable_policy_type(RootId=root, PolicyType="SERVICE_CONTROL_POLICY")
+    ou = orgs.create_organizational_unit(ParentId=root, Name="Surface")["OrganizationalUnit"]
+    policy = orgs.create_policy(
+        Name="surface", Description="surface", Type="SERVICE_CONTROL_POLICY",
+        Content=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Action": "iam:CreateUser", "Resource": "*"}]}))["Policy"]
+    member, member_root = broker.new_account()
+    handshake = orgs.invite_account_to_organization(
+        Target={"Id": member, "Type": "ACCOUNT"})["Handshake"]
+    broker.client("organizations", member_root).accept_handshake(HandshakeId=handshake["Id"])
+    return {
+        "ParentId": root, "RootId": root, "OrganizationalUnitId": ou["Id"],
+        "PolicyId": policy["PolicySummary"]["Id"], "TargetId": member, "AccountId": member,
+        "ChildId": member, "ResourceId": member, "SourceParentId": root,
+        "DestinationParentId": ou["Id"], "HandshakeId": handshake["Id"],
+        "Content": json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Action": "iam:DeleteUser", "Resource": "*"}]}),
+        "Email": "surface-member@example.com", "ServicePrincipal": "iam.amazonaws.com",
+        "Type": "SERVICE_CONTROL_POLICY", "Filter": "SERVICE_CONTROL_POLICY",
+        "PolicyType": "SERVICE_CONTROL_POLICY", "ChildType": "ACCOUNT",
+        "Target": {"Id": member, "Type": "ACCOUNT"},
+    }
 
 
 # -- the Query actions ------------------------------------------------------------------------
@@ -519,6 +564,150 @@ def test_the_control_honest_values_reach_the_handlers(surface: Surface) -> None:
         surface.good["RoleArn"], surface.saml.role_arn)
     r = signed(surface, op, body)
     assert r.status_code == 200, r.text
+
+
+# -- the JSON 1.1 actions (Organizations) -----------------------------------------------------
+
+
+def _aws_json_problem(response: httpx.Response) -> str | None:
+    if not response.headers.get("content-type", "").startswith("application/x-amz-json-1.1"):
+        return "not application/x-amz-json-1.1"
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(body, dict) or not body.get("__type") or "Message" not in body:
+        return "no __type and Message"
+    if response.headers.get("x-amzn-errortype") != body["__type"]:
+        return "x-amzn-ErrorType differs from __type"
+    return None
+
+
+def signed_json(surface: Surface, target: str, service: str, body: bytes, *,
+                headers: dict[str, str] | None = None) -> httpx.Response:
+    request = AWSRequest(method="POST", url=f"{surface.broker.url}/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
+    signer = surface.signer
+    SigV4Auth(Credentials(signer.access_key_id, signer.secret_access_key), service,
+              "us-east-1").add_auth(request)
+    sent: dict[str, Any] = dict(request.headers.items())
+    sent.update(headers or {})
+    return surface.http.post("/", content=body, headers=sent)
+
+
+def json_honest(shape: shapes.Shape, name: str, good: dict[str, Any]) -> Any:
+    if name in good:
+        return good[name]
+    if isinstance(shape, shapes.Structure):
+        return {m.name: json_honest(m.shape, m.name, good) for m in shape.members
+                if m.required}
+    if isinstance(shape, shapes.ListOf):
+        return [json_honest(shape.member, name, good)]
+    if isinstance(shape, shapes.Boolean):
+        return True
+    if isinstance(shape, shapes.Integer):
+        return max(shape.min or 1, 1)
+    if isinstance(shape, shapes.String) and shape.enum:
+        return shape.enum[0]
+    return "surface"
+
+
+# Values of the wrong JSON type, and strings no store keeps, for any member.
+JSON_HOSTILE: tuple[tuple[str, Any], ...] = (
+    *((f"string {s!r}", s) for s in BAD_STRINGS), ("oversized", "a" * 70_000),
+    ("a number", 1e308), ("a huge integer", 10 ** 400), ("negative", -1), ("a fraction", 1.5),
+    ("a boolean", True), ("a list", ["x"]), ("an object", {"x": "y"}), ("null", None),
+    ("a list of nulls", [None]), ("non-ASCII", "é☃😀\u202e"), ("CR LF", "a\r\nb"))
+
+
+def json_paths(shape: shapes.Structure, path: tuple[str, ...] = ()
+               ) -> Iterator[tuple[tuple[str, ...], shapes.Shape]]:
+    """Every member of the input (one element of each list, "0"), with its shape."""
+    for m in shape.members:
+        here = (*path, m.name)
+        yield here, m.shape
+        inner = m.shape.member if isinstance(m.shape, shapes.ListOf) else m.shape
+        if isinstance(inner, shapes.Structure):
+            yield from json_paths(inner, (*here, "0") if inner is not m.shape else here)
+
+
+def _with(document: dict[str, Any], path: tuple[str, ...], value: Any,
+          shape: shapes.Structure, good: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(document))
+    node: Any = out
+    current: shapes.Shape = shape
+    for step in path[:-1]:
+        if step == "0":
+            if not node:
+                node.append({})
+            node = node[0]
+            continue
+        member = current.member(step) if isinstance(current, shapes.Structure) else None
+        assert member is not None
+        current = member.shape.member if isinstance(member.shape, shapes.ListOf) \
+            else member.shape
+        if step not in node:
+            node[step] = [] if isinstance(member.shape, shapes.ListOf) else {}
+            if isinstance(member.shape, shapes.ListOf) and isinstance(current,
+                                                                      shapes.Structure):
+                node[step].append(json_honest(current, step, good))
+        node = node[step]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_every_json_action_with_hostile_values(surface: Surface) -> None:
+    surface.failures.clear()
+    protocol = surface.broker.runtime.json_protocol
+    operations = sorted(protocol.operations, key=lambda op: _order(op))  # type: ignore[arg-type]
+    assert len(operations) >= 40  # Organizations, the control that the surface was found
+    good = surface.json_good
+    sent = 0
+    for op in operations:
+        target = f"{op.service.target}.{op.name}"
+        base = json_honest(op.input, "", good)
+        for path, _ in json_paths(op.input):
+            for what, value in JSON_HOSTILE:
+                try:
+                    body = json.dumps(_with(base, path, value, op.input, good)).encode()
+                except ValueError:
+                    continue
+                surface.check_json(f"{op.name} {'.'.join(path)} = {what}",
+                                   signed_json(surface, target, op.service.name, body))
+                sent += 1
+        # The document as a whole: not JSON, not UTF-8, repeated members, NaN, deep nesting.
+        for what, body in (("not JSON", b"{not json"), ("not UTF-8", b'{"a": "\xff"}'),
+                           ("repeated member", b'{"Name": "a", "Name": "b"}'),
+                           ("NaN", b'{"MaxResults": NaN}'), ("an array", b"[]"),
+                           ("deep", b"[" * 100_000 + b"]" * 100_000),
+                           ("lone surrogate escape", b'{"Name": "\\ud800"}')):
+            surface.check_json(f"{op.name} body {what}",
+                               signed_json(surface, target, op.service.name, body))
+            sent += 1
+    for what, target in (("unknown action", "AWSOrganizationsV20161128.Nothing"),
+                         ("unknown service", "Nobody.Nothing"), ("empty", "")):
+        surface.check_json(f"target {what}",
+                           signed_json(surface, target, "organizations", b"{}"))
+    # A target that is not UTF-8 (unsigned: a signer cannot carry it).
+    surface.check_json("target not UTF-8", surface.http.post("/", content=b"{}", headers={
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": b"AWSOrganizationsV20161128.\xff"}))
+    assert sent > 2000
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
+def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> None:
+    """The control: the same requests with honest values succeed."""
+    good = surface.json_good
+    ops = {op.name: op for op in surface.broker.runtime.json_protocol.operations}
+    for name in ("DescribeOrganization", "ListRoots", "DescribeOrganizationalUnit",
+                 "DescribePolicy", "ListPoliciesForTarget", "ListChildren", "DescribeAccount",
+                 "ListTagsForResource"):
+        op = ops[name]
+        body = json.dumps(json_honest(op.input, "", good)).encode()
+        r = signed_json(surface, f"{op.service.target}.{name}", "organizations", body)
+        assert r.status_code == 200, (name, r.text)
 
 
 # Strings XML can carry (it cannot carry NUL, lone surrogates or most control characters) that
@@ -977,6 +1166,12 @@ def test_a_planted_defect_is_found(surface: Surface) -> None:
         surface.check("planted", httpx.Response(303, request=request, headers={
             "Set-Cookie": "broker-session=x; Path=/; HttpOnly; SameSite=lax"}))
         assert len(surface.failures) == before + 3 and "__Host-" in surface.failures[-1]
+    # The JSON protocol's check finds a 5xx, and a refusal in another interface's format.
+    count = len(surface.failures)
+    surface.check_json("planted", httpx.Response(500, text="{}", request=request))
+    surface.check_json("planted", httpx.Response(400, text="<ErrorResponse/>", request=request,
+                                                 headers={"Content-Type": "text/xml"}))
+    assert len(surface.failures) == count + 2
     del surface.failures[before:]
 
 
