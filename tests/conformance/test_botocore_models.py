@@ -20,6 +20,7 @@ import pytest
 from broker.aws import shapes
 from broker.aws.query import Operation
 from broker.iam import api as iam_api
+from broker.organizations import api as org_api
 from broker.sts import api as sts_api
 from tests import saml_metadata
 from tests.helpers import Broker, signed_request
@@ -66,6 +67,10 @@ def compare(ours: shapes.Shape, theirs: Any, where: str) -> None:
     elif isinstance(ours, shapes.ListOf):
         assert (ours.min, ours.max) == (meta.get("min"), meta.get("max")), where
         compare(ours.member, theirs.member, f"{where}.member")
+    elif isinstance(ours, shapes.MapOf):
+        assert (ours.min, ours.max) == (meta.get("min"), meta.get("max")), where
+        compare(ours.key, theirs.key, f"{where}.key")
+        compare(ours.value, theirs.value, f"{where}.value")
     elif isinstance(ours, shapes.Structure):
         assert [m.name for m in ours.members] == list(theirs.members), f"{where}: members"
         required = {m.name for m in ours.members if m.required}
@@ -83,6 +88,22 @@ def test_declared_input_is_the_model(op: Operation) -> None:
         assert op.input.members == ()
     else:
         compare(op.input, model.input_shape, op.name)
+
+
+JSON_OPERATIONS = org_api.operations(None, None)  # type: ignore[arg-type]  # not called here
+JSON_MODELS = {"organizations": SESSION.get_service_model("organizations")}
+
+
+@pytest.mark.parametrize("op", JSON_OPERATIONS, ids=[op.name for op in JSON_OPERATIONS])
+def test_declared_json_input_is_the_model(op: Any) -> None:
+    model = JSON_MODELS[op.service.name]
+    assert op.service.target == model.metadata["targetPrefix"]
+    assert model.metadata["protocol"] == "json" and model.metadata["jsonVersion"] == "1.1"
+    theirs = model.operation_model(op.name).input_shape
+    if theirs is None:
+        assert op.input.members == ()
+    else:
+        compare(op.input, theirs, op.name)
 
 
 # -- constraints enforced over the wire ---------------------------------------------------------
@@ -107,6 +128,7 @@ VALID = {  # a valid value for every member a request needs
     "ClientID": "client", "ThumbprintList": "a" * 40,
     "VirtualMFADeviceName": "device", "SerialNumber": "arn:aws:iam::123456789012:mfa/device",
     "AuthenticationCode1": "123456", "AuthenticationCode2": "654321",
+    "TargetPrincipal": "123456789012",
 }
 # A value longer than the broker accepts in a request body (server.max_body_bytes, 1 MiB by
 # default) is refused with RequestEntityTooLarge before validation: SAMLMetadataDocument's
@@ -122,6 +144,8 @@ def valid_member(name: str, shape: shapes.Shape) -> dict[str, str]:
             return {f"{name}.member.1.{m.name}": VALID[m.name] for m in item.members
                     if m.required}
         return {f"{name}.member.1": VALID[name]}
+    if isinstance(shape, shapes.Structure):  # a structure member (AssumeRoot's TaskPolicyArn)
+        return {f"{name}.{m.name}": VALID[m.name] for m in shape.members if m.required}
     return {name: VALID[name]}
 
 
@@ -451,8 +475,35 @@ def test_results_match_output_shapes(broker: Broker) -> None:
             "RoleSessionName": "shape", "WebIdentityToken": issuer.token(**{
                 "https://aws.amazon.com/source_identity": "shape",
                 "https://aws.amazon.com/tags": {"principal_tags": {"a": ["b"]}}})})
-        seen = _check_results(broker, [*calls, assume, saml, web_identity], assumer_creds)
+        seen = _check_results(broker, [*calls, assume, saml, web_identity,
+                                       *_centralized_root_access(broker, assumer)],
+                              assumer_creds)
     _check_decoded_message(broker, seen)
+
+
+def _centralized_root_access(broker: Broker, assumer: str) -> list[tuple[str, dict[str, str]]]:
+    """An organization with a member, IAM's trusted access, and the assumer allowed
+    sts:AssumeRoot: the calls of centralized root access, with AssumeRoot last."""
+    orgs = broker.client("organizations")
+    orgs.create_organization()
+    orgs.enable_aws_service_access(ServicePrincipal="iam.amazonaws.com")
+    member, member_root = broker.new_account()
+    invited = orgs.invite_account_to_organization(Target={"Id": member, "Type": "ACCOUNT"})
+    broker.client("organizations", member_root).accept_handshake(
+        HandshakeId=invited["Handshake"]["Id"])
+    broker.client("iam").put_user_policy(
+        UserName=assumer, PolicyName="assume-root", PolicyDocument=(
+            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+            '"Action":"sts:AssumeRoot","Resource":"*"}]}'))
+    return [
+        ("iam", {"Action": "EnableOrganizationsRootCredentialsManagement"}),
+        ("iam", {"Action": "EnableOrganizationsRootSessions"}),
+        ("iam", {"Action": "ListOrganizationsFeatures"}),
+        ("sts", {"Action": "AssumeRoot", "TargetPrincipal": member, "TaskPolicyArn.arn":
+                 "arn:aws:iam::aws:policy/root-task/IAMAuditRootUserCredentials"}),
+        ("iam", {"Action": "DisableOrganizationsRootSessions"}),
+        ("iam", {"Action": "DisableOrganizationsRootCredentialsManagement"}),
+    ]
 
 
 def _check_results(broker: Broker, calls: list[tuple[str, dict[str, str]]],
@@ -461,7 +512,8 @@ def _check_results(broker: Broker, calls: list[tuple[str, dict[str, str]]],
     for service, params in calls:
         model = MODELS[service]
         full = {**params, "Version": model.api_version}
-        signer = assumer_creds if params["Action"] == "AssumeRole" else broker.root
+        signer = assumer_creds if params["Action"] in ("AssumeRole", "AssumeRoot") \
+            else broker.root
         method, url, headers, body = signed_request(broker.url, full, signer, service=service)
         resp = httpx.request(method, url, headers=headers, content=body)
         assert resp.status_code == 200, resp.text
