@@ -139,6 +139,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     web_identity = WebIdentityFederation(
         iam.oidc_providers, permissions, sts, KeySource(settings.oidc), clock,
         skew_seconds=settings.oidc.clock_skew_seconds)
+    federation.organizations = web_identity.organizations = authz.guard
     console_sessions = ConsoleSessions(ephemeral, keyring, clock)
     destinations = Destinations(settings.public_url, (
         *settings.signin.destinations, *(a.url for a in settings.gateway.applications)))

@@ -12,6 +12,7 @@ from broker.aws.errors import AccessDenied
 from broker.clock import iso8601
 from broker.iam.entities import Role
 from broker.iam.permissions import Permissions
+from broker.organizations.guard import Governed
 from broker.policy.context import Context
 from broker.policy.document import Policy, RequestPrincipal
 from broker.policy.evaluate import PolicySet, Request, evaluate
@@ -20,12 +21,15 @@ from broker.policy.evaluate import PolicySet, Request, evaluate
 def authorize(permissions: Permissions, role: Role, *, provider_arn: str, provider_account: str,
               principal_type: str, action: str, refusal: str, now: datetime,
               keys: Mapping[str, str | list[str]], tags: Sequence[tuple[str, str]],
-              transitive: Sequence[str], identity: str | None) -> None:
+              transitive: Sequence[str], identity: str | None,
+              organization: Governed | None = None) -> None:
     """AccessDenied(``refusal``) unless the role's trust policy allows ``action`` (and the
-    tagging and source-identity actions the session needs) for the provider, with ``keys``."""
+    tagging and source-identity actions the session needs) for the provider, with ``keys`` —
+    and, when the role's account is in an organization, its resource control policies too."""
     context: dict[str, str | list[str]] = {
         "aws:CurrentTime": iso8601(now), "aws:EpochTime": str(int(now.timestamp())),
-        "aws:FederatedProvider": provider_arn, **keys}
+        "aws:FederatedProvider": provider_arn, "aws:ResourceAccount": role.account_id,
+        **(organization.resource_keys() if organization is not None else {}), **keys}
     if tags:
         context["aws:TagKeys"] = [k for k, _ in tags]
         context.update({f"aws:RequestTag/{k}": v for k, v in tags})
@@ -36,6 +40,8 @@ def authorize(permissions: Permissions, role: Role, *, provider_arn: str, provid
     compiled = Context(context)
     who = _principal(provider_arn, provider_account, principal_type)
     policies = _trust_set(permissions.trust_of(role))
+    if organization is not None and organization.rcp is not None:
+        policies = PolicySet(resource=policies.resource, rcp=organization.rcp)
     needed = [action]
     if tags:
         needed.append("sts:TagSession")

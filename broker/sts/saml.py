@@ -45,6 +45,7 @@ from broker.iam.saml_providers import SamlProviders, signing_keys
 from broker.idp import saml
 from broker.idp.saml import IdentityProvider, Refusal, SamlRefused, ServiceProvider
 from broker.idp.sp import SpCredentials
+from broker.organizations.guard import Governed, OrgGuard
 from broker.store.base import EphemeralStore
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
@@ -248,6 +249,8 @@ class SamlFederation:
                  ephemeral: EphemeralStore, sp: ServiceProvider, credentials: SpCredentials,
                  clock: Clock) -> None:
         self._providers = providers
+        # The organizations' answers (RCPs over the role's account); set by the runtime.
+        self.organizations: OrgGuard | None = None
         self._permissions = permissions
         self._sts = sts
         self._ephemeral = ephemeral
@@ -328,6 +331,11 @@ class SamlFederation:
             raise AccessDenied(NOT_AUTHORIZED)
         return role
 
+    async def _organization(self, role: Role) -> Governed | None:
+        """The role's account's place in an organization (its RCPs), if it has one."""
+        return None if self.organizations is None else \
+            await self.organizations.of(role.account_id)
+
     async def assume(self, verified: Verified, role: Role, *, duration: int | None = None,
                      policy: str | None = None, policy_arns: Sequence[str] = (),
                      extra_context: Mapping[str, str] | None = None,
@@ -336,7 +344,8 @@ class SamlFederation:
         name = session_name(a)
         identity = source_identity(a)
         tags, transitive = session_tags(a)
-        self._authorize(verified, role, tags, transitive, identity, extra_context or {})
+        self._authorize(verified, role, tags, transitive, identity, extra_context or {},
+                        await self._organization(role))
         if duration is not None and duration > role.max_session:
             raise ValidationError("The requested DurationSeconds exceeds the MaxSessionDuration "
                                   "set for this role.")
@@ -355,14 +364,15 @@ class SamlFederation:
 
     def _authorize(self, verified: Verified, role: Role, tags: Sequence[tuple[str, str]],
                    transitive: Sequence[str], identity: str | None,
-                   extra: Mapping[str, str]) -> None:
+                   extra: Mapping[str, str], organization: Governed | None) -> None:
         provider = verified.provider
         federated.authorize(
             self._permissions, role, provider_arn=provider.arn,
             provider_account=provider.account_id, principal_type="SAMLUser", action=ACTION,
             refusal=NOT_AUTHORIZED, now=self._clock.now(),
             keys={**extra, **trust_context(verified)}, tags=tags, transitive=transitive,
-            identity=identity)
+            identity=identity,
+            organization=organization)
 
 
 def decode(encoded: str) -> bytes:

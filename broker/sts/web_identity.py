@@ -37,6 +37,7 @@ from broker.iam.permissions import Permissions
 from broker.idp import oidc
 from broker.idp.jwks import Issuer, KeySource, KeysUnavailable, url_problem
 from broker.idp.oidc import Claims, Refusal, TokenRefused
+from broker.organizations.guard import Governed, OrgGuard
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
 
@@ -128,6 +129,8 @@ class WebIdentityFederation:
     def __init__(self, providers: OidcProviders, permissions: Permissions, sts: StsService,
                  keys: KeySource, clock: Clock, *, skew_seconds: int) -> None:
         self._providers = providers
+        # The organizations' answers (RCPs over the role's account); set by the runtime.
+        self.organizations: OrgGuard | None = None
         self._permissions = permissions
         self._sts = sts
         self.keys = keys
@@ -179,6 +182,11 @@ class WebIdentityFederation:
             raise AccessDenied(NOT_AUTHORIZED)
         return role
 
+    async def _organization(self, role: Role) -> Governed | None:
+        """The role's account's place in an organization (its RCPs), if it has one."""
+        return None if self.organizations is None else \
+            await self.organizations.of(role.account_id)
+
     async def assume(self, verified: VerifiedToken, role: Role, session_name: str, *,
                      duration: int | None = None, policy: str | None = None,
                      policy_arns: Sequence[str] = (),
@@ -187,7 +195,7 @@ class WebIdentityFederation:
         tags, transitive = session_tags(verified.claims)
         identity = source_identity(verified.claims)
         self._authorize(verified, role, session_name, tags, transitive, identity,
-                        extra_context or {})
+                        extra_context or {}, await self._organization(role))
         if duration is not None and duration > role.max_session:
             raise ValidationError("The requested DurationSeconds exceeds the MaxSessionDuration "
                                   "set for this role.")
@@ -199,11 +207,13 @@ class WebIdentityFederation:
 
     def _authorize(self, verified: VerifiedToken, role: Role, session_name: str,
                    tags: Sequence[tuple[str, str]], transitive: Sequence[str],
-                   identity: str | None, extra: Mapping[str, str]) -> None:
+                   identity: str | None, extra: Mapping[str, str],
+                   organization: Governed | None) -> None:
         provider = verified.provider
         federated.authorize(
             self._permissions, role, provider_arn=provider.arn,
             provider_account=provider.account_id, principal_type="WebIdentityUser",
             action=ACTION, refusal=NOT_AUTHORIZED, now=self._clock.now(),
             keys={"sts:RoleSessionName": session_name, **extra, **trust_context(verified)},
-            tags=tags, transitive=transitive, identity=identity)
+            tags=tags, transitive=transitive, identity=identity,
+            organization=organization)

@@ -18,6 +18,8 @@ from botocore.credentials import Credentials
 
 from broker.principal import Principal, PrincipalType
 from tests.helpers import Broker, Creds, allow_policy, creds_of
+from tests.oidc_issuer import TestIssuer
+from tests.oidc_world import OidcWorld, identifier
 
 SCP = "SERVICE_CONTROL_POLICY"
 RCP = "RESOURCE_CONTROL_POLICY"
@@ -117,7 +119,8 @@ def make_estate(broker: Broker, *, rcp: bool = False) -> Estate:
         orgs.enable_policy_type(RootId=root_id, PolicyType=RCP)
     handshake = orgs.invite_account_to_organization(
         Target={"Id": member, "Type": "ACCOUNT"})["Handshake"]
-    strict(broker.client("organizations", member_root)).accept_handshake(HandshakeId=handshake["Id"])
+    strict(broker.client("organizations", member_root)).accept_handshake(
+        HandshakeId=handshake["Id"])
     return Estate(broker, management, management_root, member, member_root, org["Id"],
                   root_id)
 
@@ -748,3 +751,31 @@ def test_the_json_protocol_answers_in_its_own_format(broker: Broker) -> None:
     assert reasons == ["MAX_VALUE_EXCEEDED", "INPUT_REQUIRED"]
     # The Query protocol is untouched beside it on the same URL.
     assert broker.client("sts", root).get_caller_identity()["Account"]
+
+
+def test_an_rcp_binds_assume_role_with_web_identity(broker: Broker) -> None:
+    """RCPs bind the roles of web identity federation too: the RCP refuses a token whose
+    subject is not the one it names, whatever the role's trust policy (audience only) says."""
+    management, management_root = broker.new_account()
+    orgs = strict(broker.client("organizations", management_root))
+    orgs.create_organization()
+    root_id = orgs.list_roots()["Roots"][0]["Id"]
+    orgs.enable_policy_type(RootId=root_id, PolicyType=RCP)
+    invited = orgs.invite_account_to_organization(
+        Target={"Id": broker.account_id, "Type": "ACCOUNT"})["Handshake"]
+    strict(broker.client("organizations")).accept_handshake(HandshakeId=invited["Id"])
+    with TestIssuer(path="/rcp") as issuer:
+        world = OidcWorld.make(broker, issuer)
+        world.assume(world.token(sub="deploy-bot"))  # before the RCP: the trust policy decides
+        world.assume(world.token(sub="someone-else"))
+        subject_key = f"{identifier(issuer.url)}:sub"
+        rcp = orgs.create_policy(Name="only-the-bot", Description="", Type=RCP, Content=doc({
+            "Effect": "Deny", "Principal": "*", "Action": "sts:AssumeRoleWithWebIdentity",
+            "Resource": "*",
+            "Condition": {"StringNotEquals": {subject_key: "deploy-bot"}}}))
+        orgs.attach_policy(PolicyId=rcp["Policy"]["PolicySummary"]["Id"],
+                           TargetId=broker.account_id)
+        world.assume(world.token(sub="deploy-bot"))
+        code, _, status = world.refused(world.token(sub="someone-else"))
+        assert (code, status) == ("AccessDenied", 403)
+    strict(broker.client("organizations")).leave_organization()
