@@ -376,3 +376,57 @@ def test_sign_in_lock_outs_and_pending_steps_hold_across_processes(
     assert done.status_code == 303, done.text
     again = httpx.post(f"{a.url}/signin/mfa", data=form, headers={"Cookie": cookies})
     assert again.status_code == 403
+
+
+def test_an_scp_reaches_every_process_and_binds_the_member_root(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """The walk-through of docs/organizations.md over two processes: an SCP attached to an OU
+    through one process denies iam:CreateUser to the member account's root user on the other
+    within iam.policy_cache_seconds; the management account is not bound; detached, the
+    member's root may again."""
+    a, b, management_root, env = cluster
+    made = subprocess.run([str(BIN / "broker"), "accounts", "create", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    member = json.loads(made.stdout)
+    member_root = {"AccessKeyId": member["root"]["access_key_id"],
+                   "SecretAccessKey": member["root"]["secret_access_key"]}
+    orgs = client(a.url, "organizations", management_root)
+    orgs.create_organization(FeatureSet="ALL")  # type: ignore[attr-defined]
+    root_id = orgs.list_roots()["Roots"][0]["Id"]  # type: ignore[attr-defined]
+    orgs.enable_policy_type(RootId=root_id,  # type: ignore[attr-defined]
+                            PolicyType="SERVICE_CONTROL_POLICY")
+    handshake = orgs.invite_account_to_organization(  # type: ignore[attr-defined]
+        Target={"Id": member["account_id"], "Type": "ACCOUNT"})["Handshake"]
+    client(b.url, "organizations", member_root).accept_handshake(  # type: ignore
+        HandshakeId=handshake["Id"])
+    ou = orgs.create_organizational_unit(  # type: ignore[attr-defined]
+        ParentId=root_id, Name="Workloads")["OrganizationalUnit"]["Id"]
+    orgs.move_account(AccountId=member["account_id"],  # type: ignore[attr-defined]
+                      SourceParentId=root_id, DestinationParentId=ou)
+    policy = orgs.create_policy(  # type: ignore[attr-defined]
+        Name="deny-create-user", Description="no new users", Type="SERVICE_CONTROL_POLICY",
+        Content=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Action": "iam:CreateUser", "Resource": "*"}]}))
+    policy_id = policy["Policy"]["PolicySummary"]["Id"]
+    iam_b_member = client(b.url, "iam", member_root)
+    names = iter(f"u{i}" for i in range(1000))
+
+    def member_may() -> bool:
+        try:
+            iam_b_member.create_user(UserName=next(names))  # type: ignore[attr-defined]
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDenied"
+            assert "explicit deny in a service control policy" in \
+                exc.response["Error"]["Message"]
+            return False
+        return True
+
+    assert member_may()  # the control: nothing attached yet
+    orgs.attach_policy(PolicyId=policy_id, TargetId=ou)  # type: ignore[attr-defined]
+    settles(member_may, False)
+    orgs.attach_policy(PolicyId=policy_id, TargetId=root_id)  # type: ignore[attr-defined]
+    client(b.url, "iam", management_root).create_user(  # type: ignore[attr-defined]
+        UserName="management-is-never-bound")
+    orgs.detach_policy(PolicyId=policy_id, TargetId=ou)  # type: ignore[attr-defined]
+    orgs.detach_policy(PolicyId=policy_id, TargetId=root_id)  # type: ignore[attr-defined]
+    settles(member_may, True)
