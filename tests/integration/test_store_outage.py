@@ -20,6 +20,7 @@ def test_database_outage(tmp_path: Path, postgres_databases: Callable[[], str]) 
     try:
         session = creds_of(broker.client("sts").get_session_token())
         broker.client("iam").create_user(UserName="before-outage")  # the control
+        broker.client("organizations").create_organization()  # and for the JSON protocol
         assert httpx.get(broker.url + "/readyz").status_code == 200
 
         admin = sa.create_engine(DATABASE_URL.replace("postgresql://", "postgresql+psycopg://"),
@@ -33,6 +34,12 @@ def test_database_outage(tmp_path: Path, postgres_databases: Callable[[], str]) 
         error = info.value.response
         assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
             "ServiceUnavailable", 503)
+        # The JSON protocol fails closed in its own format.
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            broker.client("organizations", session).describe_organization()
+        error = info.value.response
+        assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
+            "ServiceUnavailableException", 503)
         with pytest.raises(botocore.exceptions.ClientError) as info:
             broker.client("sts").get_caller_identity()  # a long-term key needs the store
         assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
