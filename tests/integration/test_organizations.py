@@ -17,6 +17,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from broker.principal import Principal, PrincipalType
+from broker.settings import Application
+from broker.sts.tokens import open_token
 from tests.helpers import Broker, Creds, allow_policy, creds_of
 from tests.oidc_issuer import TestIssuer
 from tests.oidc_world import OidcWorld, identifier
@@ -756,7 +758,7 @@ def test_the_json_protocol_answers_in_its_own_format(broker: Broker) -> None:
 def test_an_rcp_binds_assume_role_with_web_identity(broker: Broker) -> None:
     """RCPs bind the roles of web identity federation too: the RCP refuses a token whose
     subject is not the one it names, whatever the role's trust policy (audience only) says."""
-    management, management_root = broker.new_account()
+    _, management_root = broker.new_account()
     orgs = strict(broker.client("organizations", management_root))
     orgs.create_organization()
     root_id = orgs.list_roots()["Roots"][0]["Id"]
@@ -779,3 +781,22 @@ def test_an_rcp_binds_assume_role_with_web_identity(broker: Broker) -> None:
         code, _, status = world.refused(world.token(sub="someone-else"))
         assert (code, status) == ("AccessDenied", 403)
     strict(broker.client("organizations")).leave_organization()
+
+
+def test_an_scp_binds_the_gateway(estate: Estate) -> None:
+    """gateway:Access, the one action the broker's own console decides, is bound like any: a
+    member's session the identity side allows loses the application under a denying SCP."""
+    runtime = estate.broker.runtime
+    name, user = estate.broker.new_user(estate.member_root)
+    estate.iam(estate.member_root).put_user_policy(
+        UserName=name, PolicyName="apps", PolicyDocument=allow_policy("gateway:Access", "*"))
+    session = creds_of(estate.broker.client("sts", user).get_session_token())
+    assert session.session_token is not None
+    who = Principal.of_session(open_token(session.session_token, session.access_key_id,
+                                          runtime.keyring, now=runtime.clock.now()))
+    app = Application("wiki", "https://wiki.example.test", "arn:aws:gateway:::app/wiki")
+    assert estate.broker.server.call(runtime.console.may_open(who, app))  # control
+    estate.orgs().attach_policy(PolicyId=estate.policy(doc(
+        {"Effect": "Deny", "Action": "gateway:Access", "Resource": "*"})),
+        TargetId=estate.member)
+    assert not estate.broker.server.call(runtime.console.may_open(who, app))
