@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
@@ -235,3 +236,85 @@ def signed_call(broker: InProcess, op: Operation, params: dict[str, str]) -> tup
                                                 service=op.service.name)
     query = url.split("//", 1)[1].partition("/")[2].partition("?")[2]
     return broker.handle(HttpRequest(method, "/", query, [("Host", "b"), *headers.items()], body))
+
+
+# -- the JSON 1.1 protocol ---------------------------------------------------------------------
+
+
+def _json_ops() -> list[Any]:
+    from broker.organizations import api as org_api
+
+    return org_api.operations(None, None)  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+              st.text(st.characters(codec=None, exclude_categories=()), max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
+
+
+def _member_names(shape: shapes.Shape) -> list[str]:
+    names: list[str] = []
+    inner = shape.member if isinstance(shape, shapes.ListOf) else shape
+    if isinstance(inner, shapes.Structure):
+        for m in inner.members:
+            names.append(m.name)
+            names += _member_names(m.shape)
+    return names
+
+
+@FUZZ
+@given(data=st.data(), op=st.sampled_from(_json_ops()))
+def test_document_parser_only_raises_its_faults(data: st.DataObject, op: Any) -> None:
+    """Any JSON value for any member: parse_document answers, or raises SerializationFault or
+    ShapeFaults (which the protocol turns into SerializationException and the service's
+    InvalidInputException) — never anything else."""
+    names = _member_names(op.input) or ["x"]
+    document = data.draw(st.one_of(
+        json_values, st.dictionaries(st.sampled_from(names), json_values, max_size=6)))
+    try:
+        shapes.parse_document(op.input, document)
+    except shapes.SerializationFault:
+        pass
+    except shapes.ShapeFaults as exc:
+        assert exc.faults and exc.message().split(" ", 1)[0].isdigit()
+
+
+@FUZZ
+@given(data=st.data(), op=st.sampled_from(_json_ops()))
+def test_signed_json_requests_with_arbitrary_bodies(broker: InProcess, data: st.DataObject,
+                                                    op: Any) -> None:
+    names = _member_names(op.input) or ["x"]
+    document = data.draw(st.dictionaries(st.sampled_from(names), json_values, max_size=6))
+    body = json.dumps(document).encode()
+    status, answer = signed_json_call(broker, op, body)
+    assert status < 500, answer
+    if status >= 400:
+        assert json.loads(answer)["__type"]
+
+
+def test_signed_json_calls_reach_the_handlers(broker: InProcess) -> None:
+    """The control: the JSON requests above authenticate and reach the handlers."""
+    ops = {op.name: op for op in _json_ops()}
+    status, answer = signed_json_call(broker, ops["DescribeOrganization"], b"{}")
+    assert status == 400 and json.loads(answer)["__type"] == "AWSOrganizationsNotInUseException"
+    status, answer = signed_json_call(broker, ops["ListRoots"], b'{"MaxResults": 0}')
+    assert status == 400 and json.loads(answer)["__type"] == "InvalidInputException"
+
+
+def signed_json_call(broker: InProcess, op: Any, body: bytes) -> tuple[int, bytes]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="POST", url="http://b/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"{op.service.target}.{op.name}"})
+    SigV4Auth(Credentials(broker.root.access_key_id, broker.root.secret_access_key),
+              op.service.name, "us-east-1").add_auth(request)
+    headers = [("Host", "b"), *request.headers.items()]
+    answer = broker.loop.run_until_complete(broker.runtime.json_protocol.handle(
+        HttpRequest("POST", "/", "", headers, body), source_ip="127.0.0.1"))
+    return answer.status, answer.body
