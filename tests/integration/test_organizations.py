@@ -600,10 +600,12 @@ def test_an_account_belongs_to_one_organization(broker: Broker) -> None:
 
 
 def test_every_error_is_one_the_model_lists_for_its_action(estate: Estate) -> None:
-    """Many wrong requests, each answered with an error botocore's model documents for that
-    action (a whole-surface check: a new refusal under another name fails here)."""
+    """A wrong request to every action, each answered with an error botocore's model
+    documents for that action (a whole-surface check: a new refusal under another name fails
+    here, and so does an action added without a wrong request of its own)."""
     orgs = estate.orgs()
     member = estate.orgs(estate.member_root)
+    outsider = estate.orgs(estate.broker.new_account()[1])
     missing_ou = f"ou-{estate.root_id[2:]}-zzzzzzzz"
     wrong: list[tuple[Any, str, dict[str, Any]]] = [
         (orgs, "DescribeOrganizationalUnit", {"OrganizationalUnitId": missing_ou}),
@@ -658,7 +660,20 @@ def test_every_error_is_one_the_model_lists_for_its_action(estate: Estate) -> No
                                   "Content": DENY_CREATE_USER}),
         (member, "DeleteOrganization", {}),
         (member, "AcceptHandshake", {"HandshakeId": "h-zzzzzzzzzz"}),
+        (member, "DeclineHandshake", {"HandshakeId": "h-zzzzzzzzzz"}),
+        (member, "CreateAccount", {"Email": "x@example.com", "AccountName": "x"}),
+        (member, "EnableAWSServiceAccess", {"ServicePrincipal": "iam.amazonaws.com"}),
+        (member, "DisableAWSServiceAccess", {"ServicePrincipal": "iam.amazonaws.com"}),
+        (member, "ListAWSServiceAccessForOrganization", {}),
+        (member, "ListCreateAccountStatus", {}),
+        (member, "ListHandshakesForOrganization", {}),
+        (member, "ListPolicies", {"Filter": SCP}),
+        (orgs, "UpdatePolicy", {"PolicyId": "p-zzzzzzzz", "Name": "x"}),
+        (orgs, "ListHandshakesForAccount", {"NextToken": "not-a-token"}),
+        (outsider, "DescribeOrganization", {}),
     ]
+    assert {action for _, action, _ in wrong} == \
+        {op.name for op in estate.broker.runtime.json_protocol.operations}
     for client, action, params in wrong:
         method = getattr(client, botocore.xform_name(action))
         with pytest.raises(botocore.exceptions.ClientError) as refused:
