@@ -4,7 +4,8 @@
 ``iam.policy_cache_seconds`` and dropped at once after any write by this process — so that
 every broker process sees an SCP attached, detached or changed within that time, and a busy
 principal costs no store read per request. The answer holds the policies compiled, level by
-level (the root, each OU down the path, the account), and the organization condition keys.
+level (the root, each OU down the path, the account) as ``Levels``, which remember what each
+action meets in them for as long as the answer is kept, and the organization condition keys.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from dataclasses import dataclass
 
 from broker.iam.permissions import Permissions
 from broker.organizations.service import OrganizationsService, Standing
-from broker.policy.document import Policy, PolicyKind
-
-Levels = tuple[tuple[Policy, ...], ...]
+from broker.policy.document import PolicyKind
+from broker.policy.evaluate import Levels
 
 
 @dataclass(frozen=True)
@@ -63,5 +63,5 @@ class OrgGuard:
         raw = standing.scp if kind is PolicyKind.SCP else standing.rcp
         if raw is None:
             return None
-        return tuple(tuple(self._permissions.compile(content, kind, policy_arn)
-                           for policy_arn, content in level) for level in raw)
+        return Levels(tuple(self._permissions.compile(content, kind, policy_arn)
+                            for policy_arn, content in level) for level in raw)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from broker.frozen import frozen
+from broker.policy import conditions
 from broker.policy.context import Context
 from broker.policy.document import Effect, Grant, Policy, PolicyKind, RequestPrincipal, Statement
 
@@ -85,6 +86,73 @@ class Decision:
         return f"because no {phrase} allows the {action} action"
 
 
+class Levels:
+    """Service or resource control policies by organization level (the root, each OU down the
+    path, the account), with what each action meets in them worked out once.
+
+    Most of an organization's statements never concern a given action: for each action (any
+    case) the levels keep which of their Deny statements name it, which Allow statements of
+    each level name it, and whether a level allows it unconditionally (an Allow of it on ``*``
+    with no condition, as FullAWSAccess is). A decision then reads only those statements. The
+    views are bounded; ``OrgGuard`` keeps one Levels per account for
+    ``iam.policy_cache_seconds``, so they are worked out again after every change."""
+
+    __slots__ = ("_views", "levels")
+
+    def __init__(self, levels: Iterable[Iterable[Policy]]) -> None:
+        self.levels: tuple[tuple[Policy, ...], ...] = tuple(tuple(level) for level in levels)
+        self._views: dict[str, _View] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Levels) and other.levels == self.levels
+
+    def __hash__(self) -> int:
+        return hash(self.levels)
+
+    def __repr__(self) -> str:
+        return f"Levels({self.levels!r})"
+
+    def view(self, action: str) -> _View:
+        key = action.lower()
+        found = self._views.get(key)
+        if found is None:
+            if len(self._views) >= 512:
+                self._views.clear()
+            found = self._views[key] = _View.of(self.levels, action)
+        return found
+
+
+@dataclass(frozen=True)
+class _View:
+    denies: tuple[tuple[Policy, Statement], ...]
+    allows: tuple[tuple[tuple[Policy, Statement], ...], ...]  # per level
+    open: tuple[bool, ...]  # per level: an unconditional Allow of the action on everything
+
+    @classmethod
+    def of(cls, levels: tuple[tuple[Policy, ...], ...], action: str) -> _View:
+        denies = []
+        allows = []
+        for level in levels:
+            here = []
+            for policy in level:
+                for statement in policy.statements:
+                    if not statement.matches_action(action):
+                        continue
+                    if statement.effect is Effect.DENY:
+                        denies.append((policy, statement))
+                    else:
+                        here.append((policy, statement))
+            allows.append(tuple(here))
+        return cls(tuple(denies), tuple(allows),
+                   tuple(any(_everywhere(s) for _, s in level) for level in allows))
+
+
+def _everywhere(statement: Statement) -> bool:
+    return (not statement.conditions and not statement.not_resources
+            and statement.resources == ("*",)
+            and (statement.principals is None or statement.principals.everyone))
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """Every policy that applies to one principal (and, per request, to one resource)."""
@@ -94,12 +162,18 @@ class PolicySet:
     session: tuple[Policy, ...] | None = None  # None: not a session with session policies
     # Service control policies by level (the root, each OU down the path, the account):
     # None when the principal's account is governed by none (no organization, the management
-    # account, SCPs not enabled).
-    scp: tuple[tuple[Policy, ...], ...] | None = None
+    # account, SCPs not enabled). A tuple of levels is made into Levels.
+    scp: Levels | None = None
     # Resource control policies of the resource's account, by level likewise.
-    rcp: tuple[tuple[Policy, ...], ...] | None = None
+    rcp: Levels | None = None
     root: bool = False  # the account's root user: its identity side allows everything
     resource: tuple[Policy, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("scp", "rcp"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Levels):
+                object.__setattr__(self, name, Levels(value))
 
 
 @frozen
@@ -118,9 +192,19 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     missing: set[str] = set()
     denies: list[Matched] = []
     denied_by: PolicyKind | None = None
+    views = []
+    for kind, levels in ((PolicyKind.SCP, policies.scp), (PolicyKind.RCP, policies.rcp)):
+        if levels is None:
+            continue
+        view = levels.view(request.action)
+        views.append((kind, view))
+        found_here = [_matched(policy, statement) for policy, statement in view.denies
+                      if _statement_applies(policy, statement, request, missing)]
+        if found_here:
+            if denied_by is None:
+                denied_by = kind
+            denies += found_here
     for kind, group in (
-        (PolicyKind.SCP, _flat(policies.scp)),
-        (PolicyKind.RCP, _flat(policies.rcp)),
         (PolicyKind.RESOURCE, policies.resource),
         (PolicyKind.IDENTITY, policies.identity),
         (PolicyKind.BOUNDARY, (policies.boundary,) if policies.boundary else None),
@@ -136,11 +220,12 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     if denies:
         return _decision(Outcome.EXPLICIT_DENY, missing, denies, denied_by)
 
-    for kind, levels in ((PolicyKind.SCP, policies.scp), (PolicyKind.RCP, policies.rcp)):
-        if levels is None:
-            continue
-        # Every level is evaluated (its missing keys are part of the decision); each must allow.
-        allowed = [bool(_matching(level, request, Effect.ALLOW, missing)) for level in levels]
+    for kind, view in views:
+        # Each level must allow. A level that allows the action unconditionally is not
+        # searched further; every other level is evaluated in full (its missing keys are part
+        # of the decision).
+        allowed = [open_ or _level_allows(level, request, missing)
+                   for open_, level in zip(view.open, view.allows, strict=True)]
         if not all(allowed):
             return _decision(Outcome.IMPLICIT_DENY, missing, by=kind)
 
@@ -175,10 +260,22 @@ def evaluate(policies: PolicySet, request: Request) -> Decision:
     return _decision(Outcome.ALLOW, missing, allowing)
 
 
-def _flat(levels: tuple[tuple[Policy, ...], ...] | None) -> tuple[Policy, ...] | None:
-    if levels is None:
-        return None
-    return tuple(p for level in levels for p in level)
+def _level_allows(level: tuple[tuple[Policy, Statement], ...], request: Request,
+                  missing: set[str]) -> bool:
+    allowed = False
+    for policy, statement in level:  # all of them: each one's missing keys are noted
+        allowed = _statement_applies(policy, statement, request, missing) or allowed
+    return allowed
+
+
+def _statement_applies(policy: Policy, statement: Statement, request: Request,
+                       missing: set[str]) -> bool:
+    """A statement whose action already matched: its principal (an RCP's), resource and
+    conditions."""
+    if policy.kind in _NAMES_PRINCIPAL and statement.grant(request.principal) is None:
+        return False
+    return statement.matches_resource(request.resource, request.context) and \
+        conditions.holds(statement.conditions, request.context, missing)
 
 
 def _decision(outcome: Outcome, missing: set[str], statements: Iterable[Matched] = (),

@@ -91,3 +91,25 @@ def test_case(name: str, case: dict[str, Any]) -> None:
         f"({decision.reason(case['request']['action'])})")
     if "matched" in case:
         assert sorted(m.sid or "" for m in decision.statements) == sorted(case["matched"])
+
+
+SCP_CASES = [(name, case) for name, case in CASES
+             if {"scp", "scp_levels", "rcp", "rcp_levels"} & set(case["policies"])]
+
+
+def test_organization_levels_decide_alike_when_their_views_are_kept() -> None:
+    """Levels remember, per action, which statements concern it: one Levels object asked
+    every case's request (in any case of the action's name) decides each exactly as a fresh
+    one does, so a view kept from one request never leaks into another's decision."""
+    assert len(SCP_CASES) >= 40
+    for name, case in SCP_CASES:
+        shared = policy_set(case)
+        for _, other in SCP_CASES:  # fill the shared views with every other request first
+            evaluate(shared, request(other))
+        for variant in (case["request"]["action"], case["request"]["action"].upper()):
+            asked = {**case, "request": {**case["request"], "action": variant}}
+            kept = evaluate(shared, request(asked))
+            fresh = evaluate(policy_set(case), request(asked))
+            assert (kept.outcome, kept.statements, kept.decided_by) == (
+                fresh.outcome, fresh.statements, fresh.decided_by), name
+            assert kept.outcome.value == case["expect"], name

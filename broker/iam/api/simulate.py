@@ -19,7 +19,15 @@ from broker.iam.permissions import IdentitySide
 from broker.iam.records import paginate
 from broker.policy.context import Context
 from broker.policy.document import Policy, PolicyKind, RequestPrincipal
-from broker.policy.evaluate import Decision, Matched, Outcome, PolicySet, Request, evaluate
+from broker.policy.evaluate import (
+    Decision,
+    Levels,
+    Matched,
+    Outcome,
+    PolicySet,
+    Request,
+    evaluate,
+)
 
 _DECISION = {Outcome.ALLOW: "allowed", Outcome.EXPLICIT_DENY: "explicitDeny",
              Outcome.IMPLICIT_DENY: "implicitDeny"}
@@ -55,7 +63,7 @@ def operations(ctx: IamContext) -> list[Operation]:
 
     def simulate(call: Call, identity: tuple[Policy, ...], boundary: Policy | None,
                  principal_arn: str,
-                 scp: tuple[tuple[Policy, ...], ...] | None = None) -> Result:
+                 scp: Levels | None = None) -> Result:
         p = call.params
         account = call.principal.account_id
         resource_policy = None
