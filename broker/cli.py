@@ -26,6 +26,7 @@ from broker.iam import declarative
 from broker.iam.entities import Account
 from broker.iam.service import IamService, NewAccessKey
 from broker.keyring import Keyring
+from broker.organizations.service import Org, OrganizationsService
 from broker.runtime import (
     audit_issued_locally,
     initialize,
@@ -228,18 +229,28 @@ def accounts_create(config: str | None, data_dir: str | None, account_id: str | 
 @common
 @click.option("--json", "as_json", is_flag=True)
 def accounts_list(config: str | None, data_dir: str | None, as_json: bool) -> None:
-    """List the accounts."""
+    """List the accounts: id, alias, creation date, and the organization each belongs to
+    (its id, management or member, and the OU path by names), or - - - for none."""
 
-    async def listing(iam: IamService) -> list[Account]:
-        return await iam.list_accounts()
+    async def listing(iam: IamService) -> list[tuple[Account, Org | None]]:
+        organizations = OrganizationsService(iam, SystemClock())
+        return [(a, await organizations.org_of(a.id)) for a in await iam.list_accounts()]
 
     found = _with_iam(config, data_dir, listing)
     if as_json:
         click.echo(json.dumps([{"account_id": a.id, "alias": a.alias,
-                                "created": a.created.isoformat()} for a in found]))
+                                "created": a.created.isoformat(),
+                                "organization": None if org is None else {
+                                    "id": org.id, "management": org.management == a.id,
+                                    "path": org.names_path(a.id)}}
+                               for a, org in found]))
         return
-    for account in found:
-        click.echo(f"{account.id}  {account.alias or '-'}  created {account.created:%Y-%m-%d}")
+    for account, org in found:
+        place = "-  -  -" if org is None else (
+            f"{org.id}  {'management' if org.management == account.id else 'member'}  "
+            f"{org.names_path(account.id)}")
+        click.echo(f"{account.id}  {account.alias or '-'}  created {account.created:%Y-%m-%d}  "
+                   f"{place}")
 
 
 def _with_iam(config: str | None, data_dir: str | None,
@@ -423,14 +434,15 @@ def _keyring_path(config: str | None, data_dir: str | None) -> Path:
 @common
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 def apply(config: str | None, data_dir: str | None, file: str) -> None:
-    """Make IAM match a declarative TOML file (idempotent; prints what changes)."""
+    """Make IAM and organizations match a declarative TOML file (idempotent; prints what
+    changes)."""
     try:
         plan = declarative.load(Path(file))
     except BrokerError as exc:
         _fail(str(exc))
 
     async def go(iam: IamService) -> list[str]:
-        return await declarative.apply(plan, iam)
+        return await declarative.apply(plan, iam, OrganizationsService(iam, SystemClock()))
 
     lines = _with_iam(config, data_dir, go)
     for line in lines:
@@ -448,7 +460,12 @@ def check(file: str) -> None:
     except BrokerError as exc:
         _fail(str(exc))
     policies = sum(len(a.policies) for a in plan.accounts)
+    orgs = [a.organization for a in plan.accounts if a.organization is not None]
+    org_text = "" if not orgs else (
+        f", {len(orgs)} organization(s) with {sum(len(o.ous) for o in orgs)} OU(s), "
+        f"{sum(len(o.policies) for o in orgs)} SCP(s) and RCP(s), "
+        f"{sum(len(o.accounts) for o in orgs)} placed account(s)")
     click.echo(f"{file}: valid ({len(plan.accounts)} account(s), {plan.count('user')} user(s), "
                f"{plan.count('group')} group(s), {plan.count('role')} role(s), {policies} "
                f"managed policies, {sum(len(a.oidc_providers) for a in plan.accounts)} OIDC "
-               "provider(s)).")
+               f"provider(s){org_text}).")

@@ -33,6 +33,10 @@
       tags = { owner = "platform" }
       jwks = '''{"keys": [...]}'''          # a static JWKS: the issuer is never called
 
+      [accounts.organization]                # the organization this account manages: OUs,
+                                             # SCPs, RCPs, members' OUs (the table
+                                             # broker.organizations.declarative reads)
+
 ``apply`` is idempotent: it creates what is missing and brings what exists to what the file says
 — for every entity it names, its path, tags, description, trust policy, boundary, group
 memberships and its attached and inline policies exactly (attachments and inline policies the
@@ -42,6 +46,10 @@ managed policy whose document changed gets a new default version. It prints one 
 (``+`` created, ``~`` changed with what, ``=`` unchanged) and never deletes an entity the file
 does not mention. Every value is validated
 exactly as the IAM API validates it, and the whole file is validated before anything changes.
+
+An organization is declared under its management account; broker.organizations.declarative
+reads that table and converges it, after every IAM entity of the file (and checks it, with the
+rest of the file, before anything changes).
 """
 
 from __future__ import annotations
@@ -71,6 +79,19 @@ from broker.iam.oidc_providers import check_client_ids, check_jwks, check_thumbp
 from broker.iam.policies import INLINE_SIZE, MANAGED_SIZE, MAX_ATTACHED
 from broker.iam.records import check_tags, policy_size
 from broker.iam.service import IamService
+from broker.organizations.declarative import (
+    OrganizationSpec,
+    apply_organization,
+    check_keys,
+    check_memberships,
+    check_organization,
+    check_unique,
+    read_organization,
+    same_document,
+    strings,
+    tables,
+)
+from broker.organizations.service import OrganizationsService
 from broker.policy.document import PolicyKind, parse
 from broker.settings import read_toml
 
@@ -113,6 +134,7 @@ class AccountSpec:
     policies: tuple[PolicySpec, ...]
     principals: tuple[PrincipalSpec, ...]
     oidc_providers: tuple[OidcProviderSpec, ...] = ()
+    organization: OrganizationSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,7 @@ class Plan:
         return sum(1 for a in self.accounts for p in a.principals if p.kind == kind)
 
 
-_ACCOUNT_KEYS = {"id", "users", "groups", "roles", "policies", "oidc_providers"}
+_ACCOUNT_KEYS = {"id", "users", "groups", "roles", "policies", "oidc_providers", "organization"}
 _OIDC_KEYS = {"url", "client_ids", "thumbprints", "tags", "jwks"}
 _KEYS = {
     USER: {"name", "path", "tags", "policies", "inline", "groups", "boundary"},
@@ -143,9 +165,9 @@ def load(path: Path) -> Plan:
                           "(this file holds [[accounts]])")
     accounts = []
     seen_accounts: set[str] = set()
-    for i, raw in enumerate(_list(doc.get("accounts", []), f"{path}: accounts")):
+    for i, raw in enumerate(tables(doc.get("accounts", []), f"{path}: accounts")):
         where = f"{path}: accounts[{i}]"
-        _keys(raw, _ACCOUNT_KEYS, where)
+        check_keys(raw, _ACCOUNT_KEYS, where)
         account_id = raw.get("id")
         if not isinstance(account_id, str) or not ids.ACCOUNT_ID.fullmatch(account_id):
             raise ConfigError(f"{where}.id: must be a 12-digit account id in quotes")
@@ -153,14 +175,14 @@ def load(path: Path) -> Plan:
             raise ConfigError(f"{where}.id: account {account_id} is listed twice")
         seen_accounts.add(account_id)
         policies = tuple(_policy(p, f"{where}.policies[{j}]")
-                         for j, p in enumerate(_list(raw.get("policies", []),
+                         for j, p in enumerate(tables(raw.get("policies", []),
                                                      f"{where}.policies")))
-        _unique([p.name for p in policies], f"{where}.policies", "policy")
+        check_unique([p.name for p in policies], f"{where}.policies", "policy")
         principals: list[PrincipalSpec] = []
         for kind, table in ((GROUP, "groups"), (USER, "users"), (ROLE, "roles")):
             specs = [_principal(kind, p, f"{where}.{table}[{j}]")
-                     for j, p in enumerate(_list(raw.get(table, []), f"{where}.{table}"))]
-            _unique([s.name for s in specs], f"{where}.{table}", kind)
+                     for j, p in enumerate(tables(raw.get(table, []), f"{where}.{table}"))]
+            check_unique([s.name for s in specs], f"{where}.{table}", kind)
             principals += specs
         local = {p.name.lower() for p in policies}
         for spec in principals:
@@ -169,16 +191,20 @@ def load(path: Path) -> Plan:
                     raise ConfigError(f"{where}: {spec.kind} {spec.name} names policy {ref}, "
                                       "which is neither an ARN nor a policy of this file")
         providers = tuple(_oidc_provider(p, f"{where}.oidc_providers[{j}]")
-                          for j, p in enumerate(_list(raw.get("oidc_providers", []),
+                          for j, p in enumerate(tables(raw.get("oidc_providers", []),
                                                       f"{where}.oidc_providers")))
-        _unique([oidc_identifier(p.url) for p in providers], f"{where}.oidc_providers",
+        check_unique([oidc_identifier(p.url) for p in providers], f"{where}.oidc_providers",
                 "OIDC provider")
-        accounts.append(AccountSpec(account_id, policies, tuple(principals), providers))
+        organization = (read_organization(raw["organization"], f"{where}.organization")
+                        if "organization" in raw else None)
+        accounts.append(AccountSpec(account_id, policies, tuple(principals), providers,
+                                    organization))
+    check_memberships([(a.id, a.organization) for a in accounts], path)
     return Plan(tuple(accounts))
 
 
 def _oidc_provider(raw: Any, where: str) -> OidcProviderSpec:
-    _keys(raw, _OIDC_KEYS, where)
+    check_keys(raw, _OIDC_KEYS, where)
     url = raw.get("url")
     if not isinstance(url, str):
         raise ConfigError(f"{where}.url: must be the issuer's URL")
@@ -190,8 +216,8 @@ def _oidc_provider(raw: Any, where: str) -> OidcProviderSpec:
     if jwks is not None and not isinstance(jwks, str):
         raise ConfigError(f"{where}.jwks: a JWKS is a JSON string or a table")
     spec = OidcProviderSpec(
-        url=url, client_ids=tuple(_strings(raw.get("client_ids", []), f"{where}.client_ids")),
-        thumbprints=tuple(_strings(raw.get("thumbprints", []), f"{where}.thumbprints")),
+        url=url, client_ids=tuple(strings(raw.get("client_ids", []), f"{where}.client_ids")),
+        thumbprints=tuple(strings(raw.get("thumbprints", []), f"{where}.thumbprints")),
         tags=tuple(Tag(k, v) for k, v in tags_raw.items()), jwks=jwks)
     flat: dict[str, Any] = {"Url": url}
     for n, client_id in enumerate(spec.client_ids, 1):
@@ -212,7 +238,7 @@ def _oidc_provider(raw: Any, where: str) -> OidcProviderSpec:
 
 
 def _policy(raw: Any, where: str) -> PolicySpec:
-    _keys(raw, _POLICY_KEYS, where)
+    check_keys(raw, _POLICY_KEYS, where)
     name, path = raw.get("name"), raw.get("path", "/")
     document = _document(raw.get("document"), f"{where}.document")
     spec = PolicySpec(name, path, document, raw.get("description"))
@@ -228,7 +254,7 @@ def _policy(raw: Any, where: str) -> PolicySpec:
 
 
 def _principal(kind: str, raw: Any, where: str) -> PrincipalSpec:
-    _keys(raw, _KEYS[kind], where)
+    check_keys(raw, _KEYS[kind], where)
     name, path = raw.get("name"), raw.get("path", "/")
     if not isinstance(name, str) or not isinstance(path, str):
         raise ConfigError(f"{where}: name and path must be strings")
@@ -236,10 +262,10 @@ def _principal(kind: str, raw: Any, where: str) -> PrincipalSpec:
     if not isinstance(tags_raw, dict) or not all(isinstance(v, str) for v in tags_raw.values()):
         raise ConfigError(f"{where}.tags: must be a table of string values")
     tags = tuple(Tag(k, v) for k, v in tags_raw.items())
-    policies = tuple(_strings(raw.get("policies", []), f"{where}.policies"))
+    policies = tuple(strings(raw.get("policies", []), f"{where}.policies"))
     if len(policies) > MAX_ATTACHED:
         raise ConfigError(f"{where}.policies: at most {MAX_ATTACHED} managed policies")
-    groups = tuple(_strings(raw.get("groups", []), f"{where}.groups"))
+    groups = tuple(strings(raw.get("groups", []), f"{where}.groups"))
     if len(groups) > 10:
         raise ConfigError(f"{where}.groups: at most 10 groups per user")
     inline_raw = raw.get("inline", {})
@@ -304,34 +330,6 @@ def _parse(document: str, kind: PolicyKind, where: str) -> None:
         raise ConfigError(f"{where}: MalformedPolicyDocument: {exc.message}") from None
 
 
-def _strings(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: must be a list of strings")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: must be an array of tables ([[...]])")
-    return value
-
-
-def _keys(raw: Any, allowed: set[str], where: str) -> None:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
-
-
-def _unique(names: list[str], where: str, kind: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name.lower() in seen:
-            raise ConfigError(f"{where}: {kind} {name} is listed twice")
-        seen.add(name.lower())
-
-
 # -- applying -----------------------------------------------------------------------------------
 
 
@@ -342,11 +340,15 @@ _TRUSTS_NOBODY = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
 
 
-async def apply(plan: Plan, iam: IamService) -> list[str]:
-    """Make the store match the plan. Returns one line per entity: managed policies, then
-    groups and users, then roles, each in the file's order."""
+async def apply(plan: Plan, iam: IamService, organizations: OrganizationsService) -> list[str]:
+    """Make the store match the plan. Returns one line per entity: OIDC providers, managed
+    policies, then groups and users, then roles, then each organization (itself, its OUs, its
+    policies, its accounts), each in the file's order."""
     for account in plan.accounts:
         await iam.get_account(account.id)  # NoSuchEntity if it was never created
+    for account in plan.accounts:
+        if account.organization is not None:
+            await check_organization(organizations, account.id, account.organization)
     # Before any change: every policy ARN and group the file names but does not hold exists,
     # and every trust policy names principals that exist or are in the file.
     for account in plan.accounts:
@@ -406,6 +408,9 @@ async def apply(plan: Plan, iam: IamService) -> list[str]:
                     iam, account.id, spec, arn_of[account.id],
                     created=(account.id, spec.name) in created_roles,
                     moved=moved_roles.get((account.id, spec.name))))
+    for account in plan.accounts:
+        if account.organization is not None:
+            lines += await apply_organization(organizations, account.id, account.organization)
     return lines
 
 
@@ -444,7 +449,7 @@ async def _apply_policy(iam: IamService, account: str, spec: PolicySpec) -> str:
         await iam.policies.create(account, spec.name, spec.document, path=spec.path,
                                   description=spec.description)
         return f"+ {label}"
-    if _same_document(current.document, spec.document):
+    if same_document(current.document, spec.document):
         return f"= {label}"
     if len(current.versions) >= 5:
         oldest = next(v for v in current.versions if v.id != current.default_version)
@@ -511,7 +516,7 @@ async def _apply_principal(iam: IamService, account: str, spec: PrincipalSpec,
             fields["groups"] = group_ids
             changes.append("groups")
         if isinstance(entity, Role):
-            if not _same_document(entity.trust, spec.trust or "") or \
+            if not same_document(entity.trust, spec.trust or "") or \
                     entity.trust_ids != trust_ids:
                 # The document, or an identity it names (deleted and made again since).
                 fields["trust"], fields["trust_ids"] = spec.trust, trust_ids
@@ -536,10 +541,3 @@ async def _ref(iam: IamService, account: str, name_or_arn: str,
                arn_of: dict[str, str]) -> PolicyRef:
     policy_arn = name_or_arn if name_or_arn.startswith("arn:") else arn_of[name_or_arn.lower()]
     return await iam.policies.reference(account, policy_arn)
-
-
-def _same_document(a: str, b: str) -> bool:
-    try:
-        return bool(json.loads(a) == json.loads(b))
-    except ValueError:
-        return a == b

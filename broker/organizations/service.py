@@ -225,6 +225,17 @@ class Org:
             chain = chain[:-1]
         return "/".join([self.id, *chain]) + "/"
 
+    def names(self, target: str) -> list[str]:
+        """The names of the OUs from the root down to an OU, or to an account's parent."""
+        chain = self.chain(target)[1:]
+        if target in self.accounts:
+            chain = chain[:-1]
+        return [self.ous[ou]["name"] for ou in chain]
+
+    def names_path(self, target: str) -> str:
+        """Where an OU or an account sits, by names from the root: ``Root/Workloads/Prod``."""
+        return "/".join([self.root["name"], *self.names(target)])
+
     def is_target(self, target: str) -> bool:
         return target == self.root_id or target in self.ous or target in self.accounts
 
