@@ -26,7 +26,8 @@ from broker.iam import declarative
 from broker.iam.entities import Account
 from broker.iam.service import IamService, NewAccessKey
 from broker.keyring import Keyring
-from broker.organizations.service import Org, OrganizationsService
+from broker.organizations.document import Org
+from broker.organizations.service import OrganizationsService
 from broker.runtime import (
     audit_issued_locally,
     initialize,

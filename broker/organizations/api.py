@@ -16,8 +16,9 @@ from broker.authz import Authorizer
 from broker.aws.jsonproto import JsonOperation, JsonService
 from broker.aws.query import Call, Result
 from broker.organizations import errors, model
+from broker.organizations.document import AWS_MANAGED, Org, when
 from broker.organizations.errors import invalid_input
-from broker.organizations.service import AWS_MANAGED, Org, OrganizationsService, when
+from broker.organizations.service import OrganizationsService
 
 ORGANIZATIONS = JsonService("organizations", "AWSOrganizationsV20161128",
                             invalid_input=errors.from_faults, internal_error="ServiceException")

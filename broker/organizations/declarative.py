@@ -50,7 +50,7 @@ from broker.aws import ids, shapes
 from broker.aws.errors import AwsError
 from broker.errors import ConfigError
 from broker.organizations import model as org_model
-from broker.organizations.service import (
+from broker.organizations.document import (
     AWS_MANAGED,
     FULL_ACCESS,
     MAX_OU_DEPTH,
@@ -60,9 +60,9 @@ from broker.organizations.service import (
     RCP_FULL_ACCESS,
     SCP,
     Org,
-    OrganizationsService,
     check_content,
 )
+from broker.organizations.service import OrganizationsService
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.iam.permissions import Permissions
-from broker.organizations.service import OrganizationsService, Standing
+from broker.organizations.document import Standing
+from broker.organizations.service import OrganizationsService
 from broker.policy.document import PolicyKind
 from broker.policy.evaluate import Levels
 

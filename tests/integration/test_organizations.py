@@ -330,7 +330,7 @@ def test_create_account_gives_an_access_role_bound_by_the_scps(estate: Estate) -
     status = orgs.create_account(Email=f"new-{time.monotonic_ns()}@example.com",
                                  AccountName="workload")["CreateAccountStatus"]
     assert status["State"] in ("IN_PROGRESS", "SUCCEEDED")
-    for _ in range(100):
+    for _ in range(600):
         status = orgs.describe_create_account_status(
             CreateAccountRequestId=status["Id"])["CreateAccountStatus"]
         if status["State"] != "IN_PROGRESS":
@@ -358,7 +358,7 @@ def test_create_account_with_a_used_email_fails(estate: Estate) -> None:
     first = orgs.create_account(Email=email, AccountName="one")["CreateAccountStatus"]
     second = orgs.create_account(Email=email, AccountName="two")["CreateAccountStatus"]
     states = {}
-    for _ in range(100):
+    for _ in range(600):
         states = {s["Id"]: s for s in
                   orgs.list_create_account_status()["CreateAccountStatuses"]}
         if all(states[i]["State"] != "IN_PROGRESS" for i in (first["Id"], second["Id"])):

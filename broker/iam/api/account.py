@@ -12,7 +12,7 @@ from broker.iam.api.common import IamContext, Registry
 from broker.iam.entities import Group, PasswordPolicy, Role, User, boundary_wire
 from broker.iam.policies import encoded
 from broker.iam.records import paginate
-from broker.organizations.service import IAM_PRINCIPAL, ServiceAccessNotEnabled
+from broker.organizations.document import IAM_PRINCIPAL, ServiceAccessNotEnabled
 
 
 def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
