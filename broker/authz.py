@@ -125,9 +125,10 @@ class Authorizer:
             ctx = ctx.with_values(await self._org_keys(caller, None))
         decision = evaluate(policies, Request(principal=request_principal(caller),
                                               action=action, resource=resource, context=ctx))
-        # An SCP that does not allow the action binds as surely as one that denies it.
-        return decision.outcome is Outcome.EXPLICIT_DENY or \
-            decision.decided_by is PolicyKind.SCP
+        # Only an explicit deny revokes, an SCP's included: signin:UseConsole is the broker's
+        # own action, which no allow-list SCP written for AWS names (and AWS's SCPs do not
+        # govern authentication either).
+        return decision.outcome is Outcome.EXPLICIT_DENY
 
     async def _org_keys(self, caller: Principal, resource_account: str | None
                         ) -> dict[str, str | list[str]]:
@@ -261,6 +262,12 @@ def _fixed_rules(caller: Principal, action: str, resource: str) -> None:
     service = action.split(":", 1)[0]
     if session is None or action == "sts:GetCallerIdentity":
         return
+    if session.kind is SessionKind.ROOT_TASK and service == "iam" and \
+            resource not in ("*", f"arn:aws:iam::{caller.account_id}:root"):
+        # A root task is about the root user's own credentials, whatever its policy names.
+        raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on "
+                           f"resource: {resource} because an AssumeRoot session acts on the "
+                           "root user's own credentials only")
     if session.kind is SessionKind.FEDERATED_USER and service in ("iam", "sts"):
         raise AccessDenied(f"User: {caller.arn} is not authorized to perform: {action} on "
                            f"resource: {resource}")
@@ -329,4 +336,6 @@ def request_context(caller: Principal, now: datetime,
             ctx.set("aws:MultiFactorAuthAge", str(int(now.timestamp()) - session.issued_at))
         if session.source_identity:
             ctx.set("aws:SourceIdentity", session.source_identity)
+        if session.kind is SessionKind.ROOT_TASK:
+            ctx.set("aws:AssumedRoot", "true")
     return ctx

@@ -153,8 +153,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     )
     security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
                                  public_url=settings.public_url)
-    json_protocol = JsonProtocol(org_api.operations(organizations, authz), authenticator,
-                                 audit, clock)
+    json_protocol = JsonProtocol(org_api.operations(organizations, authz), authenticator)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,

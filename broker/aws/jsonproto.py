@@ -25,18 +25,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from broker import jsontext
-from broker.audit import AuditSink
 from broker.authn import Authenticator
 from broker.aws import ids, shapes
 from broker.aws.errors import AwsError
 from broker.aws.http import HttpRequest, parse_query
 from broker.aws.query import Call, Result, internal_failure
-from broker.clock import Clock
 from broker.errors import StoreUnavailable
 
 log = logging.getLogger("broker.json")
@@ -55,6 +53,9 @@ _JSON_NAMES = {
     "ServiceUnavailable": "ServiceUnavailableException",
     "InternalFailure": "InternalFailure",
 }
+# AWS's JSON services answer AccessDeniedException with 400 (their common errors), where the
+# Query services answer AccessDenied with 403.
+_JSON_STATUS = {"AccessDeniedException": 400}
 
 
 class JsonError(AwsError):
@@ -83,7 +84,6 @@ class JsonService:
     # Constraint faults, in this service's words (Organizations: InvalidInputException).
     invalid_input: Callable[[shapes.ShapeFaults], AwsError]
     internal_error: str = "InternalFailure"  # the code of an unexpected failure
-    renames: Mapping[str, str] = field(default_factory=dict)  # per service, over _JSON_NAMES
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,11 @@ class JsonResponse(NamedTuple):
 
 
 class JsonProtocol:
-    def __init__(self, operations: Iterable[JsonOperation], authenticator: Authenticator,
-                 audit: AuditSink, clock: Clock) -> None:
+    def __init__(self, operations: Iterable[JsonOperation],
+                 authenticator: Authenticator) -> None:
         self._ops = {f"{op.service.target}.{op.name}": op for op in operations}
         self._services = {op.service.target: op.service for op in self._ops.values()}
         self._authn = authenticator
-        self._audit = audit
-        self._clock = clock
 
     @property
     def operations(self) -> list[JsonOperation]:
@@ -192,11 +190,9 @@ def json_code(error: AwsError, service: JsonService | None) -> str:
     """The code a JSON service answers an error with."""
     if isinstance(error, JsonError):
         return error.code
-    if service is None:
-        return _JSON_NAMES.get(error.code, error.code)
-    if error.code == "InternalFailure":
+    if service is not None and error.code == "InternalFailure":
         return service.internal_error
-    return service.renames.get(error.code) or _JSON_NAMES.get(error.code, error.code)
+    return _JSON_NAMES.get(error.code, error.code)
 
 
 def _error(error: AwsError, service: JsonService | None, request_id: str) -> JsonResponse:
@@ -205,7 +201,8 @@ def _error(error: AwsError, service: JsonService | None, request_id: str) -> Jso
     if isinstance(error, JsonError):
         doc.update(error.fields())
     body = json.dumps(doc, separators=(",", ":")).encode()
-    return JsonResponse(error.status, body, request_id, _headers(request_id, code))
+    status = _JSON_STATUS.get(code, error.status)
+    return JsonResponse(status, body, request_id, _headers(request_id, code))
 
 
 def error_response(error: AwsError, request_id: str) -> JsonResponse:

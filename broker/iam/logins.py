@@ -102,18 +102,6 @@ class Logins:
             raise _no_profile("root")
         return root
 
-    async def create_root(self, account: str, password: str) -> RootUser:
-        check_against(None, password)  # the root user's rule is AWS's default
-        hashed, now = _HASHER.hash(password), self._clock.now()
-
-        def add(root: RootUser) -> RootUser:
-            if root.password_hash is not None:
-                raise EntityAlreadyExists("Login Profile for the root user already exists.")
-            return replace(root, password_hash=hashed, password_changed=now)
-
-        return await self._entities.change(RootUser, RootUser.ref(account), add,
-                                           lambda: _no_profile("root"))
-
     async def delete_root(self, account: str) -> None:
         def drop(root: RootUser) -> RootUser:
             if root.password_hash is None:

@@ -2,9 +2,10 @@
 
 ``sts:AssumeRoot`` gives a principal of the management account a short session as the root
 user of a member account, narrowed to one of these policies
-(``arn:aws:iam::aws:policy/root-task/NAME``). The IAM ones are AWS's documents; the S3 and
-SQS ones name services the broker does not have, so AssumeRoot refuses them (docs/
-organizations.md).
+(``arn:aws:iam::aws:policy/root-task/NAME``). The audit and delete tasks allow what AWS's documents
+allow, and authz.py holds their sessions to the root user's own credentials; the password,
+S3 and SQS tasks have no meaning here (no email recovery, no buckets, no queues), so AssumeRoot
+refuses them (docs/organizations.md).
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ TASKS: dict[str, str] = {
         "iam:GetAccountSummary", "iam:GetAccessKeyLastUsed", "iam:GetLoginProfile",
         "iam:GetUser", "iam:ListAccessKeys", "iam:ListMFADevices", "iam:ListMFADeviceTags",
         "iam:ListSigningCertificates"),
-    PREFIX + "IAMCreateRootUserPassword": _document(
-        "iam:CreateLoginProfile", "iam:GetLoginProfile"),
     PREFIX + "IAMDeleteRootUserCredentials": _document(
         "iam:DeactivateMFADevice", "iam:DeleteAccessKey", "iam:DeleteLoginProfile",
         "iam:DeleteSigningCertificate", "iam:DeleteVirtualMFADevice", "iam:GetAccessKeyLastUsed",
         "iam:GetLoginProfile", "iam:GetUser", "iam:ListAccessKeys", "iam:ListMFADevices",
         "iam:ListSigningCertificates"),
 }
-# AWS's other two task policies: meaningful only where there are S3 buckets and SQS queues.
-WITHOUT_MEANING = frozenset({PREFIX + "S3UnlockBucketPolicy", PREFIX + "SQSUnlockQueuePolicy"})
+# AWS's other task policies, and why they have no meaning here.
+WITHOUT_MEANING = {
+    # On AWS it lets the root user's email address recover a password (CreateLoginProfile
+    # with no password); the broker sends no email, and letting the management account choose
+    # the member root's password would hand it the member's whole root user.
+    PREFIX + "IAMCreateRootUserPassword": "the broker has no email password recovery for root "
+                                          "users",
+    PREFIX + "S3UnlockBucketPolicy": "the broker has no S3 buckets",
+    PREFIX + "SQSUnlockQueuePolicy": "the broker has no SQS queues",
+}
 DEFAULT_SECONDS = 900

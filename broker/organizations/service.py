@@ -67,6 +67,8 @@ ORGANIZATION = "organization"
 MEMBER = "org_member"
 HANDSHAKE = "org_handshake"
 CREATE_ACCOUNT = "org_create_account"
+# A claim pending this long belongs to a join that will not finish: another may take it over.
+CLAIM_STALE = timedelta(seconds=60)
 
 # -- the use cases -----------------------------------------------------------------------------
 
@@ -151,6 +153,9 @@ class OrganizationsService:
         except BaseException:
             await self._unclaim(account, org_id)
             raise
+        if not await self._confirm(account, org_id):
+            await self._store.delete(Ref(ORGANIZATION, GLOBAL, org_id))
+            raise _busy()
         return Org(data)
 
     async def delete_organization(self, account: str) -> None:
@@ -328,7 +333,7 @@ class OrganizationsService:
             "Id": handshake["id"],
             "Arn": (f"arn:{arn.PARTITION}:organizations::{handshake['management']}:handshake/"
                     f"{org_id}/invite/{handshake['id']}"),
-            "Parties": [{"Id": org_id[2:], "Type": "ORGANIZATION"},
+            "Parties": [{"Id": org_id, "Type": "ORGANIZATION"},
                         {"Id": handshake["account"], "Type": "ACCOUNT"}],
             "State": self._state(handshake), "Action": "INVITE",
             "RequestedTimestamp": when(handshake["requested"]),
@@ -378,10 +383,23 @@ class OrganizationsService:
                            "The organization that sent this invitation no longer exists.",
                            "TARGET_ACCOUNT_VALIDATION_FAILURE") from None
         settled = await self._settle(account, handshake_id, "ACCEPTED", by_invited=True)
-        await self._join(Org(dict(org_record.data)), account, "INVITED",
-                         email=await self._root_email(account),
-                         name=await self._account_name(account), tags=[])
+        try:
+            await self._join(Org(dict(org_record.data)), account, "INVITED",
+                             email=await self._root_email(account),
+                             name=await self._account_name(account), tags=[])
+        except BaseException:
+            await self._reopen(handshake_id)
+            raise
         return settled
+
+    async def _reopen(self, handshake_id: str) -> None:
+        """An accepted handshake whose join failed is open again (best effort)."""
+        def reopen(record: Record) -> dict[str, Any]:
+            return {**record.data, "state": "OPEN"} if record.data["state"] == "ACCEPTED" \
+                else dict(record.data)
+
+        with contextlib.suppress(Exception):
+            await self._store.update(Ref(HANDSHAKE, GLOBAL, handshake_id), reopen)
 
     async def decline(self, account: str, handshake_id: str) -> dict[str, Any]:
         return await self._settle(account, handshake_id, "DECLINED", by_invited=True)
@@ -409,6 +427,17 @@ class OrganizationsService:
         except BaseException:
             await self._unclaim(account, org.id)
             raise
+        if not await self._confirm(account, org.id):
+            # Another organization took the claim over meanwhile (ours was stale): the account
+            # is theirs, so it leaves our tree again.
+            def drop(o: Org) -> None:
+                if account in o.accounts and o.accounts[account]["joined"] == \
+                        written.accounts[account]["joined"]:
+                    del o.accounts[account]
+                    o.drop_target(account)
+
+            await self._change(org, drop)
+            raise _busy()
         return written
 
     async def move(self, account: str, member: str, source: str, destination: str) -> None:
@@ -762,9 +791,10 @@ class OrganizationsService:
         if IAM_PRINCIPAL not in org.data["services"]:
             raise ServiceAccessNotEnabled()
 
+        if feature is None:
+            return org  # ListOrganizationsFeatures: a read, no write
+
         def change(o: Org) -> None:
-            if feature is None:
-                return
             features = [f for f in o.data.get("root_features", []) if f != feature]
             if enable:
                 features.append(feature)
@@ -776,19 +806,52 @@ class OrganizationsService:
 
     async def _claim(self, account: str, org_id: str, code: str, message: str,
                      reason: str | None = None) -> None:
+        """Claim the account for ``org_id`` (pending until ``_confirm``). A claim that is
+        already this organization's is kept (a join resumed); another organization's claim is
+        taken over only when it counts for nothing — that organization's tree does not list
+        the account, and the claim is not a join under way (pending and younger than
+        CLAIM_STALE) — and only if it is still the claim that was read (compare and swap)."""
+        ref = Ref(MEMBER, GLOBAL, account)
+        now = self._clock.now()
+        fresh = {"org": org_id, "state": "pending", "at": now_text(now)}
         try:
-            await self._store.create(Record(MEMBER, GLOBAL, account, {"org": org_id}))
+            await self._store.create(Record(MEMBER, GLOBAL, account, fresh))
             return
         except AlreadyExists:
             pass
-        # A claim left by a join or a removal cut short counts for nothing: take it over.
+        try:
+            current = dict((await self._store.get(ref)).data)
+        except NotFound:
+            raise _busy() from None  # let go of while we looked: the caller may try again
+        if current["org"] == org_id:
+            return
         if await self.org_of(account) is not None:
             raise OrgError(code, message, reason)
+        if current.get("state") == "pending" and when(current["at"]) > now - CLAIM_STALE:
+            raise _busy()
 
         def take(record: Record) -> dict[str, Any]:
-            return {"org": org_id}
+            if dict(record.data) != current:
+                raise _NotOurs()
+            return fresh
 
-        await self._store.update(Ref(MEMBER, GLOBAL, account), take)
+        try:
+            await self._store.update(ref, take)
+        except (_NotOurs, NotFound):
+            raise _busy() from None
+
+    async def _confirm(self, account: str, org_id: str) -> bool:
+        """Mark the claim joined, if it is still this organization's."""
+        def joined(record: Record) -> dict[str, Any]:
+            if record.data.get("org") != org_id:
+                raise _NotOurs()
+            return {**record.data, "state": "joined"}
+
+        try:
+            await self._store.update(Ref(MEMBER, GLOBAL, account), joined)
+        except (_NotOurs, NotFound):
+            return False
+        return True
 
     async def _unclaim(self, account: str, org_id: str) -> None:
         def mine(record: Record) -> None:
@@ -804,6 +867,12 @@ class OrganizationsService:
     async def _account_name(self, account: str) -> str:
         found = await self._iam.get_account(account)
         return found.alias or account
+
+
+def _busy() -> OrgError:
+    return OrgError("ConcurrentModificationException",
+                    "The target of the operation is currently being modified by a different "
+                    "request. Try again later.")
 
 
 def _no_such_party() -> OrgError:

@@ -66,6 +66,9 @@ class Federation:
         if session.kind is SessionKind.SESSION_TOKEN:
             raise AccessDenied("Credentials from GetSessionToken cannot sign in to the console; "
                                "use credentials from AssumeRole or GetFederationToken.")
+        if session.kind is SessionKind.ROOT_TASK:
+            raise AccessDenied("Credentials from AssumeRoot cannot sign in to the console: they "
+                               "are for one root task through the API.")
         if duration is not None:
             if session.kind is SessionKind.FEDERATED_USER:
                 raise InvalidParameterValue(

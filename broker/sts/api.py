@@ -281,7 +281,8 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
         target = p["TargetPrincipal"]
         parsed = arn.parse(target)
         member = parsed.account if parsed is not None else target
-        if not (member.isascii() and member.isdigit() and len(member) == 12):
+        if not (member.isascii() and member.isdigit() and len(member) == 12) or \
+                (parsed is not None and target != arn.root(member)):
             raise ValidationError("The TargetPrincipal must be a member account's id or its "
                                   "root user's ARN.")
         task = p["TaskPolicyArn"].get("arn")
@@ -289,10 +290,15 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
         if caller.is_root:
             raise AccessDenied("You cannot use root user credentials to call AssumeRoot: use "
                                "an IAM user or role of the management account.")
-        await allow(call, "sts:AssumeRoot", resource,
-                    context={"sts:TaskPolicyArn": task or ""})
-        mine = await authz.governed(caller.account_id)
+        # Judged within the caller's account (no resource policy to ask), but on the member:
+        # aws:ResourceAccount and its organization keys are the target's.
         theirs = await authz.governed(member)
+        context: dict[str, str | list[str]] = {"sts:TaskPolicyArn": task or "",
+                                               "aws:ResourceAccount": member}
+        if theirs is not None:
+            context.update(theirs.resource_keys())
+        await allow(call, "sts:AssumeRoot", resource, context=context)
+        mine = await authz.governed(caller.account_id)
         if mine is None or not mine.is_management or \
                 "RootSessions" not in mine.root_features:
             raise AccessDenied(f"User: {caller.arn} is not authorized to perform: "
@@ -303,8 +309,8 @@ def operations(sts: StsService, authz: Authorizer, federation: SamlFederation,
                                f"sts:AssumeRoot on resource: {resource}: it is not a member "
                                "account of the caller's organization")
         if task in root_tasks.WITHOUT_MEANING:
-            raise ValidationError(f"The task policy {task} unlocks a resource policy of a "
-                                  "service this broker does not have.")
+            raise ValidationError(f"The task policy {task} has no meaning on this broker: "
+                                  f"{root_tasks.WITHOUT_MEANING[task]}.")
         if task not in root_tasks.TASKS:
             raise ValidationError(
                 f"Value '{task}' at 'taskPolicyArn.arn' failed to satisfy constraint: Member "

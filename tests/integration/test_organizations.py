@@ -3,9 +3,11 @@ keys and centralized root access, each refusal beside the honest request that su
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import botocore.exceptions
@@ -16,8 +18,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from broker.organizations.service import CLAIM_STALE, CREATE_ACCOUNT, MEMBER
 from broker.principal import Principal, PrincipalType
 from broker.settings import Application
+from broker.store.base import GLOBAL, Record, Ref
 from broker.sts.tokens import open_token
 from tests.helpers import Broker, Creds, allow_policy, creds_of
 from tests.oidc_issuer import TestIssuer
@@ -235,6 +239,12 @@ def test_an_scp_denying_console_use_revokes_console_sessions(estate: Estate) -> 
                     arn=f"arn:aws:iam::{estate.member}:root", user_id=estate.member,
                     name=estate.member, access_key_id="")
     assert not estate.broker.server.call(runtime.authz.revoked(who))  # control
+    # An allow-list SCP written for AWS names no signin:UseConsole; it does not revoke.
+    estate.orgs().attach_policy(PolicyId=estate.policy(doc(
+        {"Effect": "Allow", "Action": ["iam:*", "sts:*"], "Resource": "*"})),
+        TargetId=estate.member)
+    estate.orgs().detach_policy(PolicyId="p-FullAWSAccess", TargetId=estate.member)
+    assert not estate.broker.server.call(runtime.authz.revoked(who))
     estate.orgs().attach_policy(
         PolicyId=estate.policy(doc({"Effect": "Deny", "Action": "signin:UseConsole",
                                     "Resource": "*"})), TargetId=estate.member)
@@ -419,28 +429,137 @@ def test_assume_root_scoped_by_its_task_policy(estate: Estate) -> None:
     assert code_of(refused) == "AccessDenied"  # the management account is no member
 
 
-def test_root_password_tasks(estate: Estate) -> None:
+def root_operator(estate: Estate, **extra_policy: Any) -> Any:
+    """An STS client of a management-account user allowed sts:AssumeRoot, with IAM's trusted
+    access and both root-access features on."""
     estate.orgs().enable_aws_service_access(ServicePrincipal="iam.amazonaws.com")
     iam = estate.iam(estate.management_root)
     iam.enable_organizations_root_sessions()
     iam.enable_organizations_root_credentials_management()
     name, operator = estate.broker.new_user(estate.management_root)
     iam.put_user_policy(UserName=name, PolicyName="root",
-                        PolicyDocument=allow_policy("sts:AssumeRoot", "*"))
-    sts = estate.broker.client("sts", operator)
+                        PolicyDocument=allow_policy("sts:AssumeRoot", "*", **extra_policy))
+    return estate.broker.client("sts", operator)
 
-    def task(name: str) -> Any:
-        return estate.iam(creds_of(sts.assume_root(TargetPrincipal=estate.member, TaskPolicyArn={
-            "arn": f"arn:aws:iam::aws:policy/root-task/{name}"})))
 
+def task(estate: Estate, sts: Any, name: str, member: str | None = None) -> Creds:
+    return creds_of(sts.assume_root(TargetPrincipal=member or estate.member, TaskPolicyArn={
+        "arn": f"arn:aws:iam::aws:policy/root-task/{name}"}))
+
+
+def test_root_password_tasks(broker: Broker) -> None:
+    """The audit and delete tasks read and remove the member root's password; the password
+    task, which on AWS opens email recovery, has no meaning here and is refused — the
+    management account never chooses a member root's password."""
+    management, management_root = broker.new_account()
+    email = f"root-{time.monotonic_ns()}@example.com"
+    account, key = broker.server.call(broker.runtime.iam.create_account(
+        root_email=email, root_password="Member-Root-Passw0rd"))
+    member_root = Creds(key.key.access_key_id, key.secret_access_key)
+    orgs = strict(broker.client("organizations", management_root))
+    org = orgs.create_organization()["Organization"]
+    invited = orgs.invite_account_to_organization(
+        Target={"Id": account.id, "Type": "ACCOUNT"})["Handshake"]
+    strict(broker.client("organizations", member_root)).accept_handshake(
+        HandshakeId=invited["Id"])
+    estate = Estate(broker, management, management_root, account.id, member_root, org["Id"],
+                    orgs.list_roots()["Roots"][0]["Id"])
+    sts = root_operator(estate)
+
+    audit = estate.iam(task(estate, sts, "IAMAuditRootUserCredentials"))
+    assert audit.get_login_profile()["LoginProfile"]["CreateDate"]
     with pytest.raises(botocore.exceptions.ClientError) as refused:
-        task("IAMAuditRootUserCredentials").get_login_profile()
+        task(estate, sts, "IAMCreateRootUserPassword")
+    assert code_of(refused) == "ValidationError"
+    # Long-term root keys naming no user are not a root task (the control of for_root).
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        estate.iam(member_root).get_login_profile()
+    assert code_of(refused) == "ValidationError"
+    estate.iam(task(estate, sts, "IAMDeleteRootUserCredentials")).delete_login_profile()
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        estate.iam(task(estate, sts, "IAMAuditRootUserCredentials")).get_login_profile()
     assert code_of(refused) == "NoSuchEntity"
-    task("IAMCreateRootUserPassword").create_login_profile(Password="Root-Passw0rd-123")
-    task("IAMAuditRootUserCredentials").get_login_profile()
-    task("IAMDeleteRootUserCredentials").delete_login_profile()
-    with pytest.raises(botocore.exceptions.ClientError):
-        task("IAMAuditRootUserCredentials").get_login_profile()
+
+
+def test_root_tasks_touch_only_the_root_users_credentials(estate: Estate) -> None:
+    name, _ = estate.broker.new_user(estate.member_root)
+    user_key = estate.iam(estate.member_root).create_access_key(UserName=name)["AccessKey"]
+    delete = estate.iam(task(estate, root_operator(estate), "IAMDeleteRootUserCredentials"))
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        delete.delete_access_key(UserName=name, AccessKeyId=user_key["AccessKeyId"])
+    assert code_of(refused) == "AccessDenied"
+    assert "the root user's own credentials only" in refused.value.response["Error"]["Message"]
+    delete.delete_access_key(AccessKeyId=estate.member_root.access_key_id)  # the control
+
+
+def test_assumed_root_is_in_the_context(estate: Estate) -> None:
+    """aws:AssumedRoot is true in root-task sessions: an SCP can keep them from a task while
+    the member's own root may still do it."""
+    estate.orgs().attach_policy(PolicyId=estate.policy(doc({
+        "Effect": "Deny", "Action": "iam:DeleteAccessKey", "Resource": "*",
+        "Condition": {"Bool": {"aws:AssumedRoot": "true"}}})), TargetId=estate.member)
+    spare = estate.iam(estate.member_root).create_access_key()["AccessKey"]
+    delete = estate.iam(task(estate, root_operator(estate), "IAMDeleteRootUserCredentials"))
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        delete.delete_access_key(AccessKeyId=spare["AccessKeyId"])
+    assert "explicit deny in a service control policy" in \
+        refused.value.response["Error"]["Message"]
+    estate.iam(estate.member_root).delete_access_key(AccessKeyId=spare["AccessKeyId"])
+
+
+def test_assume_root_is_judged_on_the_member(estate: Estate) -> None:
+    """aws:ResourceAccount of sts:AssumeRoot is the target member's: an operator's policy may
+    keep it from one member and not another; a user's ARN is no TargetPrincipal."""
+    other, other_root = estate.broker.new_account()
+    invited = estate.orgs().invite_account_to_organization(
+        Target={"Id": other, "Type": "ACCOUNT"})["Handshake"]
+    estate.orgs(other_root).accept_handshake(HandshakeId=invited["Id"])
+    sts = root_operator(estate)
+    name = "root-operator-limited"
+    iam = estate.iam(estate.management_root)
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    iam.put_user_policy(UserName=name, PolicyName="root", PolicyDocument=doc(
+        {"Effect": "Allow", "Action": "sts:AssumeRoot", "Resource": "*"},
+        {"Effect": "Deny", "Action": "sts:AssumeRoot", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:ResourceAccount": estate.member}}}))
+    limited = estate.broker.client("sts", Creds(key["AccessKeyId"], key["SecretAccessKey"]))
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        task(estate, limited, "IAMAuditRootUserCredentials")
+    assert code_of(refused) == "AccessDenied"
+    task(estate, limited, "IAMAuditRootUserCredentials", member=other)  # the control
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        sts.assume_root(TargetPrincipal=f"arn:aws:iam::{estate.member}:user/alice",
+                        TaskPolicyArn={"arn": "arn:aws:iam::aws:policy/root-task/"
+                                              "IAMAuditRootUserCredentials"})
+    assert code_of(refused) == "ValidationError"
+
+
+def test_root_task_credentials_do_not_sign_in_to_the_console(estate: Estate) -> None:
+    audit = task(estate, root_operator(estate), "IAMAuditRootUserCredentials")
+    with httpx.Client(base_url=estate.broker.url) as client:
+        refused = client.get("/federation", params={
+            "Action": "getSigninToken", "Session": json.dumps({
+                "sessionId": audit.access_key_id, "sessionKey": audit.secret_access_key,
+                "sessionToken": audit.session_token})})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["Error"]["Code"] == "AccessDenied"
+        # The control: role credentials of the same estate sign in.
+        name, operator = estate.broker.new_user(estate.management_root)
+        estate.iam(estate.management_root).put_user_policy(
+            UserName=name, PolicyName="assume",
+            PolicyDocument=allow_policy("sts:AssumeRole", "*"))
+        estate.iam(estate.member_root).create_role(
+            RoleName="console-role", AssumeRolePolicyDocument=doc({
+                "Effect": "Allow", "Action": "sts:AssumeRole",
+                "Principal": {"AWS": f"arn:aws:iam::{estate.management}:root"}}))
+        role = creds_of(estate.broker.client("sts", operator).assume_role(
+            RoleArn=f"arn:aws:iam::{estate.member}:role/console-role", RoleSessionName="console"))
+        ok = client.get("/federation", params={
+            "Action": "getSigninToken", "Session": json.dumps({
+                "sessionId": role.access_key_id, "sessionKey": role.secret_access_key,
+                "sessionToken": role.session_token})})
+        assert ok.status_code == 200, ok.text
 
 
 # -- the API's shapes, quotas and errors -------------------------------------------------------
@@ -815,3 +934,84 @@ def test_an_scp_binds_the_gateway(estate: Estate) -> None:
         {"Effect": "Deny", "Action": "gateway:Access", "Resource": "*"})),
         TargetId=estate.member)
     assert not estate.broker.server.call(runtime.console.may_open(who, app))
+
+
+# -- one organization per account, under concurrent joins ---------------------------------------
+
+
+def _invited_by_two(broker: Broker) -> tuple[str, Creds, list[tuple[Any, str]]]:
+    """An account invited by two organizations: (its id, its root, [(their client,
+    handshake id)])."""
+    account, root = broker.new_account()
+    invitations = []
+    for _ in range(2):
+        _, management_root = broker.new_account()
+        orgs = strict(broker.client("organizations", management_root))
+        orgs.create_organization()
+        handshake = orgs.invite_account_to_organization(
+            Target={"Id": account, "Type": "ACCOUNT"})["Handshake"]["Id"]
+        invitations.append((orgs, handshake))
+    return account, root, invitations
+
+
+def test_concurrent_acceptances_leave_the_account_in_one_organization(broker: Broker) -> None:
+    account, _, invitations = _invited_by_two(broker)
+    service = broker.runtime.organizations
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            *(service.accept(account, handshake) for _, handshake in invitations),
+            return_exceptions=True)
+
+    outcomes = broker.server.call(both())
+    accepted = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o for o in outcomes if not isinstance(o, dict)]
+    assert len(accepted) == 1, outcomes
+    assert [getattr(o, "code", None) for o in refused] in (
+        ["HandshakeConstraintViolationException"], ["ConcurrentModificationException"])
+    trees = [[a["Id"] for a in orgs.list_accounts()["Accounts"]] for orgs, _ in invitations]
+    assert sum(account in ids for ids in trees) == 1, trees
+    # The refused handshake is open again, the accepted one accepted.
+    states = sorted(orgs.describe_handshake(HandshakeId=h)["Handshake"]["State"]
+                    for orgs, h in invitations)
+    assert states == ["ACCEPTED", "OPEN"]
+
+
+def test_a_join_under_way_is_not_taken_over_until_it_is_stale(broker: Broker) -> None:
+    """A pending claim of another organization (a join cut short) blocks a join for
+    CLAIM_STALE, then counts for nothing."""
+    account, root, invitations = _invited_by_two(broker)
+    runtime = broker.runtime
+    now = runtime.clock.now()
+    claim = {"org": "o-elsewhere0", "state": "pending", "at": now.isoformat()}
+    broker.server.call(runtime.store.create(Record(MEMBER, GLOBAL, account, claim)))
+    orgs, handshake = invitations[0]
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        strict(broker.client("organizations", root)).accept_handshake(HandshakeId=handshake)
+    assert code_of(refused) == "ConcurrentModificationException"
+    stale = (now - CLAIM_STALE - timedelta(seconds=1)).isoformat()
+
+    async def age(record: Any) -> None:
+        await runtime.store.update(record, lambda r: {**r.data, "at": stale})
+
+    broker.server.call(age(Ref(MEMBER, GLOBAL, account)))
+    strict(broker.client("organizations", root)).accept_handshake(HandshakeId=handshake)
+    assert account in [a["Id"] for a in orgs.list_accounts()["Accounts"]]
+
+
+def test_an_account_creation_cut_short_after_its_join_completes(estate: Estate) -> None:
+    """Each step of CreateAccount may run again: a request whose account already joined but
+    whose status was never written completes on the next status request."""
+    runtime = estate.broker.runtime
+    orgs = estate.orgs()
+    status = orgs.create_account(Email=f"cut-{time.monotonic_ns()}@example.com",
+                                 AccountName="cut")["CreateAccountStatus"]
+    estate.broker.server.call(runtime.organizations.wait())
+    async def cut_short() -> None:
+        await runtime.store.update(Ref(CREATE_ACCOUNT, GLOBAL, status["Id"]),
+                                   lambda r: {**r.data, "state": "IN_PROGRESS"})
+
+    estate.broker.server.call(cut_short())
+    done = estate.broker.server.call(runtime.organizations.complete(status["Id"]))
+    assert done["state"] == "SUCCEEDED"
+    assert orgs.describe_account(AccountId=done["account"])["Account"]["Name"] == "cut"

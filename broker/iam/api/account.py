@@ -12,7 +12,6 @@ from broker.iam.api.common import IamContext, Registry
 from broker.iam.entities import Group, PasswordPolicy, Role, User, boundary_wire
 from broker.iam.policies import encoded
 from broker.iam.records import paginate
-from broker.organizations.document import IAM_PRINCIPAL, ServiceAccessNotEnabled
 
 
 def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
@@ -195,7 +194,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         guard = ctx.authz.guard
         account = call.principal.account_id
         org = await guard.organizations.org_of(account) if guard is not None else None
-        if org is None:
+        if guard is None or org is None:
             raise _OrgFeatureError("OrganizationNotFoundException",
                                    "The request was rejected because no organization is "
                                    "associated with your account.")
@@ -205,10 +204,8 @@ def operations(ctx: IamContext) -> list[Operation]:
             raise _OrgFeatureError(code, "The request was rejected because the account "
                                    "making the request is not the management account of "
                                    "the organization.")
-        if IAM_PRINCIPAL not in org.data["services"]:
-            raise ServiceAccessNotEnabled()
-        written = await guard.organizations.root_features(account, feature,  # type: ignore[union-attr]
-                                                          enable)
+        # The service checks IAM's trusted access (ServiceAccessNotEnabledException).
+        written = await guard.organizations.root_features(account, feature, enable)
         return {"OrganizationId": written.id,
                 "EnabledFeatures": list(written.data.get("root_features", []))}
 

@@ -196,22 +196,15 @@ def operations(ctx: IamContext) -> list[Operation]:
         return call.principal.name
 
     def for_root(call: Call) -> bool:
-        """A login action naming no user, called as a root user: about the root user's own
-        password (an AssumeRoot session's task)."""
-        return call.params.get("UserName") is None and \
-            call.principal.type is PrincipalType.ACCOUNT
+        """A login action naming no user in an AssumeRoot session: about the root user's own
+        password (the audit and delete tasks)."""
+        session = call.principal.session
+        return call.params.get("UserName") is None and session is not None and \
+            session.kind is SessionKind.ROOT_TASK
 
     @ops.action("CreateLoginProfile")
     async def create_login_profile(call: Call) -> Result:
         p = call.params
-        if for_root(call):
-            await ctx.allow(call, "CreateLoginProfile", call.principal.arn)
-            if "Password" not in p:
-                raise InvalidInput("A password is required: this broker does not make them "
-                                   "up.")
-            root = await iam.logins.create_root(call.principal.account_id, p["Password"])
-            return {"LoginProfile": {"UserName": "", "CreateDate": root.password_changed,
-                                     "PasswordResetRequired": False}}
         name = await allow_on_user(call, "CreateLoginProfile", own_name(call))
         if "Password" not in p:
             raise InvalidInput("A password is required: this broker does not make them up.")
