@@ -430,3 +430,50 @@ def test_an_scp_reaches_every_process_and_binds_the_member_root(
     orgs.detach_policy(PolicyId=policy_id, TargetId=ou)  # type: ignore[attr-defined]
     orgs.detach_policy(PolicyId=policy_id, TargetId=root_id)  # type: ignore[attr-defined]
     settles(member_may, True)
+
+
+def test_concurrent_acceptances_on_two_processes_leave_one_membership(
+        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
+    """An account invited by two organizations accepts both at once, one acceptance through
+    each process: it ends up in exactly one organization's tree, the other acceptance is
+    refused and its handshake open again — on PostgreSQL, whose writers really interleave."""
+    a, b, _, env = cluster
+
+    def account() -> dict[str, str]:
+        made = subprocess.run([str(BIN / "broker"), "accounts", "create", "--json"], env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+        found = json.loads(made.stdout)
+        return {"id": found["account_id"], "AccessKeyId": found["root"]["access_key_id"],
+                "SecretAccessKey": found["root"]["secret_access_key"]}
+
+    member = account()
+    creds = {k: member[k] for k in ("AccessKeyId", "SecretAccessKey")}
+    invitations = []
+    for _ in range(2):
+        management = account()
+        orgs = client(a.url, "organizations",
+                      {k: management[k] for k in ("AccessKeyId", "SecretAccessKey")})
+        orgs.create_organization()  # type: ignore[attr-defined]
+        handshake = orgs.invite_account_to_organization(  # type: ignore[attr-defined]
+            Target={"Id": member["id"], "Type": "ACCOUNT"})["Handshake"]["Id"]
+        invitations.append((orgs, handshake))
+
+    def accept(url: str, handshake: str) -> str:
+        try:
+            client(url, "organizations", creds).accept_handshake(  # type: ignore
+                HandshakeId=handshake)
+        except botocore.exceptions.ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "ACCEPTED"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(accept, (a.url, b.url), [h for _, h in invitations]))
+    assert outcomes.count("ACCEPTED") == 1, outcomes
+    assert set(outcomes) - {"ACCEPTED"} <= {"HandshakeConstraintViolationException",
+                                            "ConcurrentModificationException"}, outcomes
+    trees = [[x["Id"] for x in orgs.list_accounts()["Accounts"]]  # type: ignore[attr-defined]
+             for orgs, _ in invitations]
+    assert sum(member["id"] in ids for ids in trees) == 1, trees
+    states = sorted(orgs.describe_handshake(  # type: ignore[attr-defined]
+        HandshakeId=h)["Handshake"]["State"] for orgs, h in invitations)
+    assert states == ["ACCEPTED", "OPEN"]

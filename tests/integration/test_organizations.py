@@ -954,9 +954,19 @@ def _invited_by_two(broker: Broker) -> tuple[str, Creds, list[tuple[Any, str]]]:
     return account, root, invitations
 
 
-def test_concurrent_acceptances_leave_the_account_in_one_organization(broker: Broker) -> None:
+def test_concurrent_acceptances_leave_the_account_in_one_organization(
+        broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both acceptances claim the account before either writes its tree: the tree writes are
+    slowed (50 ms, a busy database) so that the two joins really overlap."""
     account, _, invitations = _invited_by_two(broker)
     service = broker.runtime.organizations
+    change = service._change
+
+    async def slowly(org: Any, apply: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return await change(org, apply)
+
+    monkeypatch.setattr(service, "_change", slowly)
 
     async def both() -> list[Any]:
         return await asyncio.gather(
