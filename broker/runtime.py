@@ -26,6 +26,8 @@ from broker.iam.entities import Account
 from broker.iam.lastused import LastUsedRecorder
 from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
+from broker.identitycenter import api as sso_api
+from broker.identitycenter.instances import Instances
 from broker.idp import sp
 from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
@@ -153,7 +155,14 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     )
     security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
                                  public_url=settings.public_url)
-    json_protocol = JsonProtocol(org_api.operations(organizations, authz), authenticator)
+    async def manages_organization(account: str) -> bool:
+        org = await organizations.org_of(account)
+        return org is not None and org.management == account
+
+    json_protocol = JsonProtocol(
+        [*org_api.operations(organizations, authz),
+         *sso_api.operations(Instances(store, clock), authz, manages_organization)],
+        authenticator)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,

@@ -20,6 +20,7 @@ import pytest
 from broker.aws import shapes
 from broker.aws.query import Operation
 from broker.iam import api as iam_api
+from broker.identitycenter import api as sso_api
 from broker.organizations import api as org_api
 from broker.sts import api as sts_api
 from tests import saml_metadata
@@ -90,14 +91,19 @@ def test_declared_input_is_the_model(op: Operation) -> None:
         compare(op.input, model.input_shape, op.name)
 
 
-JSON_OPERATIONS = org_api.operations(None, None)  # type: ignore[arg-type]  # not called here
-JSON_MODELS = {"organizations": SESSION.get_service_model("organizations")}
+JSON_OPERATIONS = [
+    *org_api.operations(None, None),  # type: ignore[arg-type]  # not called here
+    *sso_api.operations(None, None, None),  # type: ignore[arg-type]
+]
+JSON_MODELS = {m.metadata["targetPrefix"]: m for m in (
+    SESSION.get_service_model("organizations"), SESSION.get_service_model("sso-admin"))}
 
 
-@pytest.mark.parametrize("op", JSON_OPERATIONS, ids=[op.name for op in JSON_OPERATIONS])
+@pytest.mark.parametrize("op", JSON_OPERATIONS,
+                         ids=[f"{op.service.name}:{op.name}" for op in JSON_OPERATIONS])
 def test_declared_json_input_is_the_model(op: Any) -> None:
-    model = JSON_MODELS[op.service.name]
-    assert op.service.target == model.metadata["targetPrefix"]
+    model = JSON_MODELS[op.service.target]
+    assert op.service.name == model.metadata.get("signingName", model.metadata["endpointPrefix"])
     assert model.metadata["protocol"] == "json" and model.metadata["jsonVersion"] == "1.1"
     theirs = model.operation_model(op.name).input_shape
     if theirs is None:

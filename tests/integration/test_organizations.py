@@ -792,7 +792,8 @@ def test_every_error_is_one_the_model_lists_for_its_action(estate: Estate) -> No
         (outsider, "DescribeOrganization", {}),
     ]
     assert {action for _, action, _ in wrong} == \
-        {op.name for op in estate.broker.runtime.json_protocol.operations}
+        {op.name for op in estate.broker.runtime.json_protocol.operations
+         if op.service.target == MODEL.metadata["targetPrefix"]}
     for client, action, params in wrong:
         method = getattr(client, botocore.xform_name(action))
         with pytest.raises(botocore.exceptions.ClientError) as refused:
@@ -835,7 +836,8 @@ def test_the_answers_of_every_action_were_checked_against_the_model(broker: Brok
     """The control of ``strict``: every action with an answer was seen answering (this
     module's other tests run first), and each answer held only what the model has."""
     with_output = {op.name for op in broker.runtime.json_protocol.operations
-                   if MODEL.operation_model(op.name).output_shape is not None}
+                   if op.service.target == MODEL.metadata["targetPrefix"]
+                   and MODEL.operation_model(op.name).output_shape is not None}
     assert with_output - CHECKED == set()
 
 

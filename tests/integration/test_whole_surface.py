@@ -421,7 +421,8 @@ def _world(broker: Broker, watch: Watch) -> Surface:
 
 def _organization(broker: Broker) -> dict[str, Any]:
     """The broker's first account as an organization's management account, with an OU, an
-    SCP and a member: honest values for every Organizations member the actions name."""
+    SCP and a member, and an Identity Center instance: honest values for every member the
+    JSON actions name."""
     orgs = broker.client("organizations")
     orgs.create_organization(FeatureSet="ALL")
     root = orgs.list_roots()["Roots"][0]["Id"]
@@ -435,7 +436,9 @@ def _organization(broker: Broker) -> dict[str, Any]:
     handshake = orgs.invite_account_to_organization(
         Target={"Id": member, "Type": "ACCOUNT"})["Handshake"]
     broker.client("organizations", member_root).accept_handshake(HandshakeId=handshake["Id"])
+    instance = broker.client("sso-admin").create_instance(Name="surface")["InstanceArn"]
     return {
+        "InstanceArn": instance,
         "ParentId": root, "RootId": root, "OrganizationalUnitId": ou["Id"],
         "PolicyId": policy["PolicySummary"]["Id"], "TargetId": member, "AccountId": member,
         "ChildId": member, "ResourceId": member, "SourceParentId": root,
@@ -703,10 +706,10 @@ def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> 
     ops = {op.name: op for op in surface.broker.runtime.json_protocol.operations}
     for name in ("DescribeOrganization", "ListRoots", "DescribeOrganizationalUnit",
                  "DescribePolicy", "ListPoliciesForTarget", "ListChildren", "DescribeAccount",
-                 "ListTagsForResource"):
+                 "ListTagsForResource", "DescribeInstance", "ListInstances"):
         op = ops[name]
         body = json.dumps(json_honest(op.input, "", good)).encode()
-        r = signed_json(surface, f"{op.service.target}.{name}", "organizations", body)
+        r = signed_json(surface, f"{op.service.target}.{name}", op.service.name, body)
         assert r.status_code == 200, (name, r.text)
 
 
