@@ -10,6 +10,7 @@ import botocore.exceptions
 import botocore.session
 import pytest
 
+from broker.identitycenter.instances import Instances
 from tests.helpers import Broker
 from tests.integration.test_organizations import conforms
 
@@ -96,3 +97,14 @@ def test_instances_are_authorized_and_validated(broker: Broker) -> None:
         broker.client("sso-admin", user, validate=False).describe_instance(InstanceArn="x" * 9)
     assert refused.value.response["Error"]["Code"] == "ValidationException"
     assert "failed to satisfy constraint" in refused.value.response["Error"]["Message"]
+
+
+def test_an_instance_made_in_a_management_account_is_the_organizations(broker: Broker) -> None:
+    management, management_root = broker.new_account()
+    broker.client("organizations", management_root).create_organization()
+    broker.client("sso-admin", management_root).create_instance()
+    alone, alone_root = broker.new_account()  # the control: an account in no organization
+    broker.client("sso-admin", alone_root).create_instance()
+    reader = Instances(broker.runtime.store, broker.runtime.clock)
+    scopes = [broker.server.call(reader.of_account(a)) for a in (management, alone)]
+    assert [s.scope if s else None for s in scopes] == ["ORGANIZATION", "ACCOUNT"]
