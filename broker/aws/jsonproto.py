@@ -65,6 +65,22 @@ class JsonError(AwsError):
         return {}
 
 
+class ServiceError(JsonError):
+    """An error a JSON service's model defines: its code, message and, where the model gives
+    the error one, its ``Reason``."""
+
+    status = 400
+    sender_fault = True
+
+    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+    def fields(self) -> dict[str, Any]:
+        return {"Reason": self.reason} if self.reason else {}
+
+
 class SerializationException(JsonError):
     code = "SerializationException"
     status = 400
@@ -93,6 +109,26 @@ class JsonOperation:
     input: shapes.Structure
     handler: Callable[[Call], Awaitable[Result]]
     signed: bool = True
+
+
+class JsonRegistry:
+    """Collects a JSON service's actions, each with the input shape its generated model names
+    ``ACTIONRequest``."""
+
+    def __init__(self, service: JsonService, model: Any) -> None:
+        self.service = service
+        self._model = model
+        self.operations: list[JsonOperation] = []
+
+    def action(self, name: str) -> Callable[[Callable[[Call], Awaitable[Result]]],
+                                            Callable[[Call], Awaitable[Result]]]:
+        def register(handler: Callable[[Call], Awaitable[Result]]
+                     ) -> Callable[[Call], Awaitable[Result]]:
+            self.operations.append(JsonOperation(self.service, name,
+                                                 getattr(self._model, f"{name}Request"),
+                                                 handler))
+            return handler
+        return register
 
 
 class JsonResponse(NamedTuple):

@@ -9,7 +9,7 @@ from typing import Any
 
 from broker.authz import Authorizer
 from broker.aws import shapes
-from broker.aws.jsonproto import JsonOperation, JsonService
+from broker.aws.jsonproto import JsonOperation, JsonRegistry, JsonService
 from broker.aws.query import Call, Result
 from broker.iam.entities import Tag
 from broker.identitycenter import model
@@ -23,19 +23,10 @@ def _invalid(faults: shapes.ShapeFaults) -> SsoError:
 SSO_ADMIN = JsonService("sso", "SWBExternalService", invalid_input=_invalid,
                         internal_error="InternalServerException")
 
-Handler = Callable[[Call], Awaitable[Result]]
-
-
 def operations(instances: Instances, authz: Authorizer,
                manages_organization: Callable[[str], Awaitable[bool]]) -> list[JsonOperation]:
-    ops: list[JsonOperation] = []
-
-    def action(name: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            ops.append(JsonOperation(SSO_ADMIN, name,
-                                     getattr(model, f"{name}Request"), handler))
-            return handler
-        return register
+    registry = JsonRegistry(SSO_ADMIN, model)
+    action = registry.action
 
     async def allow(call: Call, resource: str = "*") -> None:
         await authz.check(call.principal, f"sso:{call.action}", resource,
@@ -80,4 +71,4 @@ def operations(instances: Instances, authz: Authorizer,
         await instances.delete(call.principal.account_id, call.params["InstanceArn"])
         return None
 
-    return ops
+    return registry.operations

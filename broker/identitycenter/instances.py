@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.aws import arn
-from broker.aws.jsonproto import JsonError
+from broker.aws.jsonproto import ServiceError
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
 from broker.iam.entities import Tag, decode, encode
@@ -30,19 +30,8 @@ KEY = "instance"
 MAX_TAGS = 75
 
 
-class SsoError(JsonError):
-    """An error of the sso-admin and identitystore models, with their optional Reason."""
-
-    status = 400
-    sender_fault = True
-
-    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-    def fields(self) -> dict[str, Any]:
-        return {"Reason": self.reason} if self.reason else {}
+class SsoError(ServiceError):
+    """An error of the sso-admin and identitystore models."""
 
 
 def not_found(instance_arn: str, code: str = "ResourceNotFoundException") -> SsoError:

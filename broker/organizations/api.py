@@ -9,11 +9,12 @@ and answer the invitations sent to them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from broker.authz import Authorizer
-from broker.aws.jsonproto import JsonOperation, JsonService
+from broker.aws.jsonproto import JsonOperation, JsonRegistry, JsonService
 from broker.aws.query import Call, Result
 from broker.organizations import errors, model
 from broker.organizations.document import AWS_MANAGED, Org, when
@@ -44,30 +45,23 @@ def page(items: list[Any], params: Mapping[str, Any], name: str) -> dict[str, An
 
 
 def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperation]:
-    ops: list[JsonOperation] = []
-
-    def action(name: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            ops.append(JsonOperation(ORGANIZATIONS, name, getattr(model, f"{name}Request"),
-                                     handler))
-            return handler
-        return register
+    registry = JsonRegistry(ORGANIZATIONS, model)
+    action = registry.action
 
     async def allow(call: Call, resource: str = "*") -> None:
         await authz.check(call.principal, f"organizations:{call.action}", resource,
                           source_ip=call.source_ip, user_agent=call.user_agent,
                           secure=call.secure)
 
-    async def mine(call: Call) -> Org | None:
-        return await orgs.org_of(call.principal.account_id)
-
-    def arn_of(org: Org | None, target: str) -> str:
-        if org is None:
-            return "*"
-        try:
-            return org.target_arn(target)
-        except errors.OrgError:
-            return "*"
+    async def allow_on(call: Call, target: str) -> None:
+        """Authorize the action on the ARN of the root, OU, account or policy it names in
+        the caller's organization (``*`` when there is none such)."""
+        org = await orgs.org_of(call.principal.account_id)
+        resource = "*"
+        if org is not None:
+            with contextlib.suppress(errors.OrgError):
+                resource = org.target_arn(target)
+        await allow(call, resource)
 
     # -- the organization ----------------------------------------------------------------------
 
@@ -86,7 +80,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
 
     @action("DeleteOrganization")
     async def delete_organization(call: Call) -> Result:
-        org = await mine(call)
+        org = await orgs.org_of(call.principal.account_id)
         await allow(call, org.arn if org else "*")
         await orgs.delete_organization(call.principal.account_id)
         return None
@@ -122,7 +116,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("CreateOrganizationalUnit")
     async def create_ou(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["ParentId"]))
+        await allow_on(call, p["ParentId"])
         org, ou_id = await orgs.create_ou(call.principal.account_id, p["ParentId"], p["Name"],
                                           p.get("Tags", []))
         return {"OrganizationalUnit": org.ou_wire(ou_id)}
@@ -131,21 +125,21 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     async def update_ou(call: Call) -> Result:
         p = call.params
         ou_id = p["OrganizationalUnitId"]
-        await allow(call, arn_of(await mine(call), ou_id))
+        await allow_on(call, ou_id)
         org = await orgs.rename_ou(call.principal.account_id, ou_id, p.get("Name"))
         return {"OrganizationalUnit": org.ou_wire(ou_id)}
 
     @action("DeleteOrganizationalUnit")
     async def delete_ou(call: Call) -> Result:
         ou_id = call.params["OrganizationalUnitId"]
-        await allow(call, arn_of(await mine(call), ou_id))
+        await allow_on(call, ou_id)
         await orgs.delete_ou(call.principal.account_id, ou_id)
         return None
 
     @action("DescribeOrganizationalUnit")
     async def describe_ou(call: Call) -> Result:
         ou_id = call.params["OrganizationalUnitId"]
-        await allow(call, arn_of(await mine(call), ou_id))
+        await allow_on(call, ou_id)
         org = await orgs.managed_by(call.principal.account_id)
         if ou_id not in org.ous:
             raise errors.ou_not_found()
@@ -158,7 +152,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("ListOrganizationalUnitsForParent")
     async def list_ous(call: Call) -> Result:
         parent = call.params["ParentId"]
-        await allow(call, arn_of(await mine(call), parent))
+        await allow_on(call, parent)
         org = await orgs.managed_by(call.principal.account_id)
         parent_of_listing(org, parent)
         found = [org.ou_wire(ou) for ou in sorted(org.ous) if org.ous[ou]["parent"] == parent]
@@ -168,7 +162,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     async def list_children(call: Call) -> Result:
         p = call.params
         parent = p["ParentId"]
-        await allow(call, arn_of(await mine(call), parent))
+        await allow_on(call, parent)
         org = await orgs.managed_by(call.principal.account_id)
         parent_of_listing(org, parent)
         if p["ChildType"] == "ACCOUNT":
@@ -182,7 +176,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("ListParents")
     async def list_parents(call: Call) -> Result:
         child = call.params["ChildId"]
-        await allow(call, arn_of(await mine(call), child))
+        await allow_on(call, child)
         org = await orgs.managed_by(call.principal.account_id)
         parent = org.parent_of(child)
         kind = "ROOT" if parent == org.root_id else "ORGANIZATIONAL_UNIT"
@@ -277,7 +271,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("MoveAccount")
     async def move(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["AccountId"]))
+        await allow_on(call, p["AccountId"])
         await orgs.move(call.principal.account_id, p["AccountId"], p["SourceParentId"],
                         p["DestinationParentId"])
         return None
@@ -292,7 +286,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("ListAccountsForParent")
     async def list_accounts_for_parent(call: Call) -> Result:
         parent = call.params["ParentId"]
-        await allow(call, arn_of(await mine(call), parent))
+        await allow_on(call, parent)
         org = await orgs.managed_by(call.principal.account_id)
         parent_of_listing(org, parent)
         return page([org.account_wire(a) for a in sorted(org.accounts)
@@ -301,7 +295,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("DescribeAccount")
     async def describe_account(call: Call) -> Result:
         account = call.params["AccountId"]
-        await allow(call, arn_of(await mine(call), account))
+        await allow_on(call, account)
         org = await orgs.managed_by(call.principal.account_id)
         if account not in org.accounts:
             raise errors.account_not_found(account)
@@ -310,7 +304,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("RemoveAccountFromOrganization")
     async def remove(call: Call) -> Result:
         account = call.params["AccountId"]
-        await allow(call, arn_of(await mine(call), account))
+        await allow_on(call, account)
         await orgs.remove(call.principal.account_id, account)
         return None
 
@@ -325,14 +319,14 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("EnablePolicyType")
     async def enable_type(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["RootId"]))
+        await allow_on(call, p["RootId"])
         org = await orgs.enable_type(call.principal.account_id, p["RootId"], p["PolicyType"])
         return {"Root": org.root_wire()}
 
     @action("DisablePolicyType")
     async def disable_type(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["RootId"]))
+        await allow_on(call, p["RootId"])
         org = await orgs.disable_type(call.principal.account_id, p["RootId"], p["PolicyType"])
         return {"Root": org.root_wire()}
 
@@ -352,7 +346,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("UpdatePolicy")
     async def update_policy(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["PolicyId"]))
+        await allow_on(call, p["PolicyId"])
         org = await orgs.update_policy(call.principal.account_id, p["PolicyId"], p.get("Name"),
                                        p.get("Description"), p.get("Content"))
         return {"Policy": policy_wire(org, p["PolicyId"])}
@@ -360,14 +354,14 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("DescribePolicy")
     async def describe_policy(call: Call) -> Result:
         policy_id = call.params["PolicyId"]
-        await allow(call, arn_of(await mine(call), policy_id))
+        await allow_on(call, policy_id)
         org = await orgs.managed_by(call.principal.account_id)
         return {"Policy": policy_wire(org, policy_id)}
 
     @action("DeletePolicy")
     async def delete_policy(call: Call) -> Result:
         policy_id = call.params["PolicyId"]
-        await allow(call, arn_of(await mine(call), policy_id))
+        await allow_on(call, policy_id)
         await orgs.delete_policy(call.principal.account_id, policy_id)
         return None
 
@@ -385,21 +379,21 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("AttachPolicy")
     async def attach(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["TargetId"]))
+        await allow_on(call, p["TargetId"])
         await orgs.attach(call.principal.account_id, p["PolicyId"], p["TargetId"])
         return None
 
     @action("DetachPolicy")
     async def detach(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["TargetId"]))
+        await allow_on(call, p["TargetId"])
         await orgs.detach(call.principal.account_id, p["PolicyId"], p["TargetId"])
         return None
 
     @action("ListPoliciesForTarget")
     async def list_for_target(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["TargetId"]))
+        await allow_on(call, p["TargetId"])
         org = await orgs.managed_by(call.principal.account_id)
         if not org.is_target(p["TargetId"]):
             raise errors.target_not_found()
@@ -409,7 +403,7 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("ListTargetsForPolicy")
     async def list_targets(call: Call) -> Result:
         policy_id = call.params["PolicyId"]
-        await allow(call, arn_of(await mine(call), policy_id))
+        await allow_on(call, policy_id)
         org = await orgs.managed_by(call.principal.account_id)
         org.policy(policy_id)
         return page([org.target_wire(t) for t in sorted(org.targets_of(policy_id))],
@@ -420,24 +414,24 @@ def operations(orgs: OrganizationsService, authz: Authorizer) -> list[JsonOperat
     @action("TagResource")
     async def tag(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["ResourceId"]))
+        await allow_on(call, p["ResourceId"])
         await orgs.tag(call.principal.account_id, p["ResourceId"], p["Tags"])
         return None
 
     @action("UntagResource")
     async def untag(call: Call) -> Result:
         p = call.params
-        await allow(call, arn_of(await mine(call), p["ResourceId"]))
+        await allow_on(call, p["ResourceId"])
         await orgs.untag(call.principal.account_id, p["ResourceId"], p["TagKeys"])
         return None
 
     @action("ListTagsForResource")
     async def list_tags(call: Call) -> Result:
         resource = call.params["ResourceId"]
-        await allow(call, arn_of(await mine(call), resource))
+        await allow_on(call, resource)
         org = await orgs.managed_by(call.principal.account_id)
         if not (org.is_target(resource) or resource in org.policies):
             raise errors.target_not_found()
         return page(org.tags(resource), call.params, "Tags")
 
-    return ops
+    return registry.operations

@@ -9,23 +9,12 @@ one the model lists for that action.
 
 from __future__ import annotations
 
-from typing import Any
-
 from broker.aws import shapes
-from broker.aws.jsonproto import JsonError
+from broker.aws.jsonproto import ServiceError
 
 
-class OrgError(JsonError):
-    status = 400
-    sender_fault = True
-
-    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-    def fields(self) -> dict[str, Any]:
-        return {"Reason": self.reason} if self.reason else {}
+class OrgError(ServiceError):
+    """An error of the Organizations model."""
 
 
 def invalid_input(message: str, reason: str) -> OrgError:

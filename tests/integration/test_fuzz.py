@@ -299,7 +299,10 @@ def test_signed_json_calls_reach_the_handlers(broker: InProcess) -> None:
     """The control: the JSON requests above authenticate and reach the handlers."""
     ops = {op.name: op for op in _json_ops()}
     status, answer = signed_json_call(broker, ops["DescribeOrganization"], b"{}")
-    assert status == 400 and json.loads(answer)["__type"] == "AWSOrganizationsNotInUseException"
+    # The handler answered: with the organization, or — before the fuzzing above happened to
+    # create one (an empty CreateOrganization is honest) — that there is none.
+    assert (status == 200 and "Organization" in json.loads(answer)) or (
+        status == 400 and json.loads(answer)["__type"] == "AWSOrganizationsNotInUseException")
     status, answer = signed_json_call(broker, ops["ListRoots"], b'{"MaxResults": 0}')
     assert status == 400 and json.loads(answer)["__type"] == "InvalidInputException"
 
