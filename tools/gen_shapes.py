@@ -3,10 +3,11 @@
     .venv/bin/python tools/gen_shapes.py
 
 writes broker/iam/model.py, broker/sts/model.py, broker/organizations/model.py and
-broker/identitycenter/model.py: for every operation the broker answers, its
-input Structure with the constraints of AWS's model (lengths, ranges, patterns, enums, required
-members), under AWS's shape names. The files are committed and reviewed like code;
-tests/conformance/test_botocore_models.py proves they still say what botocore says.
+broker/identitycenter/{model,store_model,portal_model,oidc_model}.py: for every operation the
+broker answers, its input Structure with the constraints of AWS's model (lengths, ranges,
+patterns, enums, required members), under AWS's shape names. The files are committed and
+reviewed like code; tests/conformance/test_botocore_models.py proves they still say what
+botocore says.
 """
 
 from __future__ import annotations
@@ -108,17 +109,53 @@ OPERATIONS = {
         # IAM Identity Center's instances
         "CreateInstance", "ListInstances", "DescribeInstance", "UpdateInstance",
         "DeleteInstance",
+        # permission sets and their policies
+        "CreatePermissionSet", "DescribePermissionSet", "UpdatePermissionSet",
+        "DeletePermissionSet", "ListPermissionSets", "PutInlinePolicyToPermissionSet",
+        "GetInlinePolicyForPermissionSet", "DeleteInlinePolicyFromPermissionSet",
+        "AttachManagedPolicyToPermissionSet", "DetachManagedPolicyFromPermissionSet",
+        "ListManagedPoliciesInPermissionSet",
+        "AttachCustomerManagedPolicyReferenceToPermissionSet",
+        "DetachCustomerManagedPolicyReferenceFromPermissionSet",
+        "ListCustomerManagedPolicyReferencesInPermissionSet",
+        "PutPermissionsBoundaryToPermissionSet", "GetPermissionsBoundaryForPermissionSet",
+        "DeletePermissionsBoundaryFromPermissionSet",
+        # assignments and provisioning
+        "CreateAccountAssignment", "DeleteAccountAssignment",
+        "DescribeAccountAssignmentCreationStatus", "DescribeAccountAssignmentDeletionStatus",
+        "ListAccountAssignmentCreationStatus", "ListAccountAssignmentDeletionStatus",
+        "ProvisionPermissionSet", "DescribePermissionSetProvisioningStatus",
+        "ListPermissionSetProvisioningStatus", "ListAccountAssignments",
+        "ListAccountAssignmentsForPrincipal", "ListPermissionSetsProvisionedToAccount",
+        "ListAccountsForProvisionedPermissionSet",
+        # tags
+        "TagResource", "UntagResource", "ListTagsForResource",
     ],
+    "identitystore": [
+        "CreateUser", "DescribeUser", "UpdateUser", "DeleteUser", "ListUsers", "GetUserId",
+        "CreateGroup", "DescribeGroup", "UpdateGroup", "DeleteGroup", "ListGroups",
+        "GetGroupId", "CreateGroupMembership", "DeleteGroupMembership",
+        "DescribeGroupMembership", "ListGroupMemberships", "ListGroupMembershipsForMember",
+        "IsMemberInGroups", "GetGroupMembershipId",
+    ],
+    # The access portal's API (rest-json, bearer token) and its OAuth 2.0 server.
+    "sso": ["ListAccounts", "ListAccountRoles", "GetRoleCredentials", "Logout"],
+    "sso-oidc": ["RegisterClient", "StartDeviceAuthorization", "CreateToken"],
 }
 # The JSON protocols carry timestamps and maps as themselves; the Query protocol's inputs
 # take no timestamp the broker reads.
-JSON_SERVICES = {"organizations", "sso-admin"}
-TITLES = {"organizations": "Organizations", "sso-admin": "IAM Identity Center (sso-admin)"}
+JSON_SERVICES = {"organizations", "sso-admin", "identitystore", "sso", "sso-oidc"}
+# rest-json services: each action's method and path, and the members read from the path, the
+# query string or a header (``HTTP`` in the generated module).
+REST_SERVICES = {"sso", "sso-oidc"}
+TITLES = {"organizations": "Organizations", "sso-admin": "IAM Identity Center (sso-admin)",
+          "identitystore": "IAM Identity Center's identity store (identitystore)",
+          "sso": "the access portal (sso)", "sso-oidc": "IAM Identity Center's OIDC (sso-oidc)"}
 
 
 # The names the generated modules import: a model shape of the same name gets a trailing _.
-_TAKEN = {"Boolean", "Integer", "ListOf", "MapOf", "String", "Timestamp", "optional",
-          "required", "struct"}
+_TAKEN = {"Boolean", "Document", "Integer", "ListOf", "MapOf", "String", "Timestamp",
+          "optional", "required", "struct"}
 
 
 def py_name(shape_name: str) -> str:
@@ -167,6 +204,8 @@ class Writer:
             member = self.shape(shape.member)
             args = [member] + [f"{k}={meta[k]}" for k in ("min", "max") if k in meta]
             expr = f"ListOf({', '.join(args)})"
+        elif t == "structure" and meta.get("document"):
+            expr = "Document()"
         elif t == "structure":
             members = []
             for member_name, member in shape.members.items():
@@ -187,6 +226,7 @@ def generate(service: str) -> str:
     model = session.get_service_model(service)
     writer = Writer(json=service in JSON_SERVICES)
     requests = []
+    http: list[str] = []
     for op_name in OPERATIONS[service]:
         op = model.operation_model(op_name)
         if op.input_shape is None:
@@ -196,6 +236,17 @@ def generate(service: str) -> str:
             if inner != f"{op_name}Request":
                 writer.lines.append(f"{op_name}Request = {inner}")
         requests.append(op_name)
+        if service in REST_SERVICES:
+            op = model.operation_model(op_name)
+            where = {} if op.input_shape is None else {
+                name: (m.serialization["location"], m.serialization.get("name", name))
+                for name, m in op.input_shape.members.items() if "location" in m.serialization}
+            http.append(f"    {op_name!r}: ({op.http['method']!r}, {op.http['requestUri']!r}, "
+                        f"{where!r}),")
+    if http:
+        writer.lines.append("# Each action's method, path and the members read from outside the "
+                            "body:\n# {member: (location, name)}.")
+        writer.lines.append("HTTP = {\n" + "\n".join(http) + "\n}")
     title = TITLES.get(service, service.upper())
     header = f'''"""Input shapes of the {title} actions the broker answers.
 
@@ -210,8 +261,8 @@ from broker.aws.shapes import {{names}}
 
 '''
     body = "\n".join(writer.lines)
-    used = [n for n in ("Boolean", "Integer", "ListOf", "MapOf", "String", "Timestamp",
-                        "optional", "required", "struct") if f"{n}(" in body]
+    used = [n for n in ("Boolean", "Document", "Integer", "ListOf", "MapOf", "String",
+                        "Timestamp", "optional", "required", "struct") if f"{n}(" in body]
     return header.replace("{names}", "(\n" + "".join(f"    {n},\n" for n in used) + ")") \
         + body + "\n"
 
@@ -219,7 +270,10 @@ from broker.aws.shapes import {{names}}
 def main() -> None:
     targets = {"iam": ROOT / "broker/iam/model.py", "sts": ROOT / "broker/sts/model.py",
                "organizations": ROOT / "broker/organizations/model.py",
-               "sso-admin": ROOT / "broker/identitycenter/model.py"}
+               "sso-admin": ROOT / "broker/identitycenter/model.py",
+               "identitystore": ROOT / "broker/identitycenter/store_model.py",
+               "sso": ROOT / "broker/identitycenter/portal_model.py",
+               "sso-oidc": ROOT / "broker/identitycenter/oidc_model.py"}
     for service, path in targets.items():
         path.write_text(generate(service))
         print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)

@@ -82,6 +82,14 @@ class Timestamp(Shape):
 
 
 @dataclass(frozen=True)
+class Document(Shape):
+    """Any JSON value, taken as it is (a model's ``document`` structure: identitystore's
+    AttributeValue). botocore calls its type a structure."""
+
+    type_name = "structure"
+
+
+@dataclass(frozen=True)
 class Member:
     name: str
     shape: Shape
@@ -415,6 +423,8 @@ def _doc_value(shape: Shape, raw: Any, at: str, faults: list[Fault]) -> Any:
     if isinstance(shape, Boolean):
         if not isinstance(raw, bool):
             raise _wrong_type(shape, raw, at)
+        return raw
+    if isinstance(shape, Document):
         return raw
     if isinstance(shape, Timestamp):
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):

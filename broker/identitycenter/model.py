@@ -72,3 +72,219 @@ UpdateInstanceRequest = struct(
 DeleteInstanceRequest = struct(
     required('InstanceArn', InstanceArn),
 )
+PermissionSetName = String(min=1, max=32, pattern='[\\w+=,.@-]+')
+PermissionSetDescription = String(min=1, max=700, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u007E\\u00A1-\\u00FF]*')
+Duration = String(min=1, max=100, pattern='(-?)P(?=\\d|T\\d)(?:(\\d+)Y)?(?:(\\d+)M)?(?:(\\d+)([DW]))?(?:T(?:(\\d+)H)?(?:(\\d+)M)?(?:(\\d+(?:\\.\\d+)?)S)?)?')
+RelayState = String(min=1, max=240, pattern='[a-zA-Z0-9&$@#\\\\\\/%?=~\\-_\'"|!:,.;*+\\[\\]\\ \\(\\)\\{\\}]+')
+CreatePermissionSetRequest = struct(
+    required('Name', PermissionSetName),
+    optional('Description', PermissionSetDescription),
+    required('InstanceArn', InstanceArn),
+    optional('SessionDuration', Duration),
+    optional('RelayState', RelayState),
+    optional('Tags', TagList),
+)
+PermissionSetArn = String(min=10, max=1224, pattern='arn:aws(-[a-z]{1,5}){0,3}:sso:::permissionSet/(sso)?ins-[a-zA-Z0-9-.]{16}/ps-[a-zA-Z0-9-./]{16}')
+DescribePermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+UpdatePermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('Description', PermissionSetDescription),
+    optional('SessionDuration', Duration),
+    optional('RelayState', RelayState),
+)
+DeletePermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+ListPermissionSetsRequest = struct(
+    required('InstanceArn', InstanceArn),
+    optional('NextToken', Token),
+    optional('MaxResults', MaxResults),
+)
+PermissionSetPolicyDocument = String(min=1, max=32768, pattern='[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+')
+PutInlinePolicyToPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('InlinePolicy', PermissionSetPolicyDocument),
+)
+GetInlinePolicyForPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+DeleteInlinePolicyFromPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+ManagedPolicyArn = String(min=20, max=2048, pattern='arn:aws(-[a-z]{1,5}){0,3}:iam::aws:policy((/[A-Za-z0-9\\.,\\+@=_-]+)*)/([A-Za-z0-9\\.,\\+=@_-]+)')
+AttachManagedPolicyToPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('ManagedPolicyArn', ManagedPolicyArn),
+)
+DetachManagedPolicyFromPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('ManagedPolicyArn', ManagedPolicyArn),
+)
+ListManagedPoliciesInPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+)
+ManagedPolicyName = String(min=1, max=128, pattern='[\\w+=,.@-]+')
+ManagedPolicyPath = String(min=1, max=512, pattern='((/[A-Za-z0-9\\.,\\+@=_-]+)*)/')
+CustomerManagedPolicyReference = struct(
+    required('Name', ManagedPolicyName),
+    optional('Path', ManagedPolicyPath),
+)
+AttachCustomerManagedPolicyReferenceToPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('CustomerManagedPolicyReference', CustomerManagedPolicyReference),
+)
+DetachCustomerManagedPolicyReferenceFromPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('CustomerManagedPolicyReference', CustomerManagedPolicyReference),
+)
+ListCustomerManagedPolicyReferencesInPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+)
+PermissionsBoundary = struct(
+    optional('CustomerManagedPolicyReference', CustomerManagedPolicyReference),
+    optional('ManagedPolicyArn', ManagedPolicyArn),
+)
+PutPermissionsBoundaryToPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    required('PermissionsBoundary', PermissionsBoundary),
+)
+GetPermissionsBoundaryForPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+DeletePermissionsBoundaryFromPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+)
+TargetId = String(min=12, max=12, pattern='\\d{12}')
+TargetType = String(enum=('AWS_ACCOUNT',))
+PrincipalType = String(enum=('USER', 'GROUP'))
+PrincipalId = String(min=1, max=47, pattern='([0-9a-f]{10}-|)[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}')
+CreateAccountAssignmentRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('TargetId', TargetId),
+    required('TargetType', TargetType),
+    required('PermissionSetArn', PermissionSetArn),
+    required('PrincipalType', PrincipalType),
+    required('PrincipalId', PrincipalId),
+)
+DeleteAccountAssignmentRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('TargetId', TargetId),
+    required('TargetType', TargetType),
+    required('PermissionSetArn', PermissionSetArn),
+    required('PrincipalType', PrincipalType),
+    required('PrincipalId', PrincipalId),
+)
+UUId = String(min=36, max=36, pattern='\\b[0-9a-f]{8}\\b-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-\\b[0-9a-f]{12}\\b')
+DescribeAccountAssignmentCreationStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('AccountAssignmentCreationRequestId', UUId),
+)
+DescribeAccountAssignmentDeletionStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('AccountAssignmentDeletionRequestId', UUId),
+)
+StatusValues = String(enum=('IN_PROGRESS', 'FAILED', 'SUCCEEDED'))
+OperationStatusFilter = struct(
+    optional('Status', StatusValues),
+)
+ListAccountAssignmentCreationStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+    optional('Filter', OperationStatusFilter),
+)
+ListAccountAssignmentDeletionStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+    optional('Filter', OperationStatusFilter),
+)
+ProvisionTargetType = String(enum=('AWS_ACCOUNT', 'ALL_PROVISIONED_ACCOUNTS'))
+ProvisionPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('TargetId', TargetId),
+    required('TargetType', ProvisionTargetType),
+)
+DescribePermissionSetProvisioningStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('ProvisionPermissionSetRequestId', UUId),
+)
+ListPermissionSetProvisioningStatusRequest = struct(
+    required('InstanceArn', InstanceArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+    optional('Filter', OperationStatusFilter),
+)
+ListAccountAssignmentsRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('AccountId', TargetId),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+)
+AccountId = String(min=12, max=12, pattern='\\d{12}')
+ListAccountAssignmentsFilter = struct(
+    optional('AccountId', AccountId),
+)
+ListAccountAssignmentsForPrincipalRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PrincipalId', PrincipalId),
+    required('PrincipalType', PrincipalType),
+    optional('Filter', ListAccountAssignmentsFilter),
+    optional('NextToken', Token),
+    optional('MaxResults', MaxResults),
+)
+ProvisioningStatus = String(enum=('LATEST_PERMISSION_SET_PROVISIONED', 'LATEST_PERMISSION_SET_NOT_PROVISIONED'))
+ListPermissionSetsProvisionedToAccountRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('AccountId', AccountId),
+    optional('ProvisioningStatus', ProvisioningStatus),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+)
+ListAccountsForProvisionedPermissionSetRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('PermissionSetArn', PermissionSetArn),
+    optional('ProvisioningStatus', ProvisioningStatus),
+    optional('MaxResults', MaxResults),
+    optional('NextToken', Token),
+)
+TaggableResourceArn = String(min=10, max=2048, pattern='arn:aws(-[a-z]{1,5}){0,3}:sso::((:instance/(sso)?ins-[a-zA-Z0-9-.]{16})|(:permissionSet/(sso)?ins-[a-zA-Z0-9-.]{16}/ps-[a-zA-Z0-9-./]{16})|(\\d{12}:application/(sso)?ins-[a-zA-Z0-9-.]{16}/apl-[a-zA-Z0-9]{16})|(\\d{12}:trustedTokenIssuer/(sso)?ins-[a-zA-Z0-9-.]{16}/tti-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}))')
+TagResourceRequest = struct(
+    optional('InstanceArn', InstanceArn),
+    required('ResourceArn', TaggableResourceArn),
+    required('Tags', TagList),
+)
+TagKeyList = ListOf(TagKey, min=1, max=75)
+UntagResourceRequest = struct(
+    optional('InstanceArn', InstanceArn),
+    required('ResourceArn', TaggableResourceArn),
+    required('TagKeys', TagKeyList),
+)
+ListTagsForResourceRequest = struct(
+    optional('InstanceArn', InstanceArn),
+    required('ResourceArn', TaggableResourceArn),
+    optional('NextToken', Token),
+)

@@ -58,6 +58,7 @@ def model_of(op: Operation) -> Any:
 def compare(ours: shapes.Shape, theirs: Any, where: str) -> None:
     assert ours.type_name == theirs.type_name, f"{where}: type"
     meta = theirs.metadata
+    assert isinstance(ours, shapes.Document) == bool(meta.get("document")), f"{where}: document"
     if isinstance(ours, shapes.String):
         assert (ours.min, ours.max, ours.pattern) == (
             meta.get("min"), meta.get("max"), meta.get("pattern")), where
