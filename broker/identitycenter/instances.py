@@ -63,7 +63,7 @@ class Instance:
 
     def record(self) -> Record:
         return Record(kind=INSTANCE, account=self.account_id, key=KEY,
-                      data=encode(self, skip=("account_id",)), lookup=self.instance_id)
+                      data=encode(self, skip=("account_id",)), lookup=self.identity_store_id)
 
     def wire(self) -> dict[str, Any]:
         return {"InstanceArn": self.arn, "IdentityStoreId": self.identity_store_id,
@@ -103,6 +103,12 @@ class Instances:
     async def of_account(self, account: str) -> Instance | None:
         try:
             return _of(await self._store.get(Ref(INSTANCE, account, KEY)))
+        except NotFound:
+            return None
+
+    async def by_store(self, identity_store_id: str) -> Instance | None:
+        try:
+            return _of(await self._store.find(INSTANCE, identity_store_id))
         except NotFound:
             return None
 
