@@ -23,11 +23,13 @@ from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.signin.demo import DemoIdentityProvider
-from broker.web import credentials, dev, federation, password, saml, signin
+from broker.web import credentials, dev, federation, password, portal, saml, signin
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.pages import DEV_MODE, http_error
 from broker.web.query import QueryApp
+from broker.web.rest import PATHS as REST_PATHS
+from broker.web.rest import RestApp
 
 log = logging.getLogger("broker")
 
@@ -43,6 +45,7 @@ class BrokerApp:
     def __init__(self, web: Starlette, *, dev: bool = False) -> None:
         self.web = web
         self.query = QueryApp(web.state)
+        self.rest = RestApp(web.state)  # sso and sso-oidc (rest-json), every method
         self.dev = dev
 
     @property
@@ -52,6 +55,9 @@ class BrokerApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in _QUERY:
             await self.query(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] in REST_PATHS:
+            await self.rest(scope, receive, send)
             return
         if self.dev:
             DEV_MODE.set(True)
@@ -114,6 +120,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/signin/mfa", password.signin_mfa, methods=["POST"]),
         Route("/signin/change", password.signin_change, methods=["POST"]),
         Route("/signin/enrol", password.signin_enrol, methods=["POST"]),
+        # The access portal (Identity Center): /start/device before /start/{id}.
+        Route("/start", portal.start, methods=["GET"]),
+        Route("/start/device", portal.device, methods=["GET"]),
+        Route("/start/device", portal.device_decide, methods=["POST"]),
+        Route("/authorize", portal.authorize, methods=["GET"]),
+        Route("/start/{identity_store_id}", portal.home, methods=["GET"]),
+        Route("/start/{identity_store_id}", portal.signin, methods=["POST"]),
+        Route("/start/{identity_store_id}/change", portal.signin_change, methods=["POST"]),
+        Route("/start/{identity_store_id}/enrol", portal.signin_enrol, methods=["POST"]),
+        Route("/start/{identity_store_id}/mfa", portal.signin_mfa, methods=["POST"]),
+        Route("/start/{identity_store_id}/console", portal.console, methods=["POST"]),
+        Route("/start/{identity_store_id}/credentials", portal.credentials, methods=["POST"]),
+        Route("/start/{identity_store_id}/signout", portal.sign_out, methods=["POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

@@ -470,3 +470,70 @@ def check(file: str) -> None:
                f"{plan.count('group')} group(s), {plan.count('role')} role(s), {policies} "
                f"managed policies, {sum(len(a.oidc_providers) for a in plan.accounts)} OIDC "
                f"provider(s){org_text}).")
+
+
+# -- Identity Center ----------------------------------------------------------------------------
+
+
+@main.group("sso")
+def sso_group() -> None:
+    """IAM Identity Center: the access portal's directory users."""
+
+
+@sso_group.command("reset-password")
+@common
+@click.option("--identity-store-id", required=True, help="The instance's directory (d-…).")
+@click.option("--user-name", required=True, help="The directory user's UserName.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sso_reset_password(config: str | None, data_dir: str | None, identity_store_id: str,
+                       user_name: str, as_json: bool) -> None:
+    """Give a directory user a one-time password for the access portal: it replaces their
+    password, must be changed at the next sign-in and expires after seven days."""
+    from broker.runtime import open_runtime
+
+    try:
+        settings = _settings(config, data_dir)
+        if not is_initialized(settings):
+            raise BrokerError(f"{settings.data_dir} is not initialised: run 'broker init'")
+    except BrokerError as exc:
+        _fail(str(exc))
+
+    async def go() -> str:
+        runtime = await open_runtime(settings)
+        try:
+            return await runtime.portal.reset_password(identity_store_id, user_name)
+        finally:
+            await runtime.close()
+
+    password = _run(go())
+    if as_json:
+        click.echo(json.dumps({"one_time_password": password}))
+    else:
+        click.echo(f"One-time password for {user_name} in {identity_store_id} (shown once; "
+                   f"it must be changed at the first sign-in, within 7 days):\n  {password}\n"
+                   f"Sign-in: {settings.public_url}/start/{identity_store_id}")
+
+
+@main.command("login")
+@click.option("--start-url", required=True,
+              help="The instance's access portal: PUBLIC_URL/start/d-….")
+@click.option("--profile", required=True, help="The AWS profile to write.")
+@click.option("--account-id", help="The account of the role (default: the first assigned).")
+@click.option("--role-name", help="The role (permission set) to use (default: the first).")
+@click.option("--region", default="us-east-1", show_default=True,
+              help="The region written to the profile and its sso-session.")
+@click.option("--endpoint-url", help="The broker's endpoint (default: from the start URL).")
+@click.option("--no-browser", is_flag=True, help="Print the URL; do not open a browser.")
+def login_command(start_url: str, profile: str, account_id: str | None,
+                  role_name: str | None, region: str, endpoint_url: str | None,
+                  no_browser: bool) -> None:
+    """Sign in to IAM Identity Center through the browser (device authorization) and write
+    the token cache and the AWS profile: then `aws --profile NAME ...` needs no keys."""
+    from broker.login import LoginFailed, login
+
+    try:
+        login(start_url, profile, account_id=account_id, role_name=role_name, region=region,
+              endpoint_url=endpoint_url, open_browser=not no_browser,
+              say=lambda text: click.echo(text, err=True))
+    except LoginFailed as exc:
+        _fail(str(exc))

@@ -19,6 +19,7 @@ from broker.aws import arn
 from broker.aws.ids import new_request_id
 from broker.aws.jsonproto import JsonProtocol
 from broker.aws.query import QueryProtocol
+from broker.aws.restjson import RestProtocol
 from broker.clock import Clock, SystemClock
 from broker.errors import ConfigError
 from broker.iam import api as iam_api
@@ -27,7 +28,14 @@ from broker.iam.lastused import LastUsedRecorder
 from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
 from broker.identitycenter import api as sso_api
-from broker.identitycenter.instances import Instances
+from broker.identitycenter import oidc_api, portal_api, store_api
+from broker.identitycenter.access import Access, AccountEntry
+from broker.identitycenter.assignments import Assignments
+from broker.identitycenter.directory import Directory
+from broker.identitycenter.instances import Instance, Instances, idp_metadata
+from broker.identitycenter.oauth import OAuth
+from broker.identitycenter.permission_sets import PermissionSets
+from broker.identitycenter.portal import Portal
 from broker.idp import sp
 from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
@@ -42,7 +50,7 @@ from broker.signin.demo import DemoIdentityProvider
 from broker.signin.destinations import Destinations
 from broker.signin.federation import Federation
 from broker.signin.own import OwnCredentials
-from broker.signin.password import PasswordSignIn
+from broker.signin.password import PasswordSignIn, Throttle
 from broker.signin.saml import SamlSignIn
 from broker.signin.sessions import ConsoleSessions
 from broker.signin.webauthn import SecurityKeys
@@ -94,6 +102,10 @@ class Runtime:
     security_keys: SecurityKeys
     organizations: OrganizationsService
     json_protocol: JsonProtocol
+    portal: Portal  # the access portal's sign-in (Identity Center's directory users)
+    identity_center: IdentityCenter
+    oauth: OAuth  # sso-oidc: clients, device and authorization codes, tokens
+    rest_protocol: RestProtocol  # the rest-json services: sso and sso-oidc
     signin_links: list[tuple[str, str]] = field(default_factory=list)
     demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
 
@@ -159,10 +171,16 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         org = await organizations.org_of(account)
         return org is not None and org.management == account
 
+    identity_center = _identity_center(settings, store, clock, iam, sts, permissions, authz,
+                                       organizations, sp_credentials)
     json_protocol = JsonProtocol(
         [*org_api.operations(organizations, authz),
-         *sso_api.operations(Instances(store, clock), authz, manages_organization)],
+         *sso_api.operations(identity_center.instances, authz, manages_organization,
+                             identity_center.permission_sets, identity_center.assignments),
+         *store_api.operations(identity_center.directory, authz)],
         authenticator)
+    oauth = OAuth(ephemeral, keyring, clock, identity_center.instances,
+                  identity_center.directory, public_url=settings.public_url)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
@@ -175,7 +193,73 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                   lock_seconds=settings.signin.lock_seconds),
                    OwnCredentials(protocol, iam, sts, authz), security_keys,
                    organizations, json_protocol,
+                   identity_center=identity_center,
+                   oauth=oauth, rest_protocol=RestProtocol([
+                       *oidc_api.operations(oauth),
+                       *portal_api.operations(oauth, identity_center.instances,
+                                              identity_center.directory,
+                                              identity_center.access, audit, clock)]),
+                   portal=Portal(store, ephemeral, keyring, clock, Directory(store, clock),
+                                 Instances(store, clock), Throttle(
+                                     ephemeral, max_failures=settings.signin.max_failures,
+                                     lock_seconds=settings.signin.lock_seconds),
+                                 account_ids=lambda: _account_ids(iam)),
                    signin_links=[("Sign in with a user name and password", "/signin")])
+
+
+@dataclass
+class IdentityCenter:
+    """IAM Identity Center's parts: instances, permission sets, assignments, and what a
+    directory user reaches through them."""
+
+    instances: Instances
+    directory: Directory
+    permission_sets: PermissionSets
+    assignments: Assignments
+    access: Access
+
+
+def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: IamService,
+                     sts: StsService, permissions: Permissions, authz: Authorizer,
+                     organizations: OrganizationsService,
+                     sp_credentials: SpCredentials) -> IdentityCenter:
+    instances = Instances(store, clock)
+    directory = Directory(store, clock)
+    permission_sets = PermissionSets(store, clock)
+
+    async def can_assign(instance: Instance, account: str) -> bool:
+        if account == instance.account_id:
+            return True
+        if instance.scope != "ORGANIZATION":
+            return False
+        org = await organizations.org_of(instance.account_id)
+        return org is not None and org.management == instance.account_id and \
+            account in org.accounts
+
+    async def principal_exists(instance: Instance, kind: str, principal_id: str) -> bool:
+        return await directory.principal_exists(instance.account_id,
+                                                instance.identity_store_id, kind, principal_id)
+
+    async def account_entry(instance: Instance, account: str) -> AccountEntry:
+        org = await organizations.org_of(account)
+        if org is not None and account in org.accounts:
+            member = org.accounts[account]
+            return AccountEntry(account, str(member["name"]), str(member.get("email") or ""))
+        return AccountEntry(account, account, await iam.root_email(account) or "")
+
+    assignments = Assignments(
+        store, iam, permission_sets, clock,
+        provider_metadata=lambda instance: idp_metadata(
+            settings.public_url, instance, sp_credentials.certificate_b64),
+        saml_audience=settings.acs_url, can_assign=can_assign,
+        principal_exists=principal_exists)
+    access = Access(directory, assignments, permission_sets, sts, permissions, authz.guard,
+                    clock, saml_audience=settings.acs_url, account_entry=account_entry)
+    return IdentityCenter(instances, directory, permission_sets, assignments, access)
+
+
+async def _account_ids(iam: IamService) -> list[str]:
+    return [a.id for a in await iam.list_accounts()]
 
 
 def is_initialized(settings: Settings) -> bool:

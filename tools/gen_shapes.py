@@ -246,7 +246,8 @@ def generate(service: str) -> str:
     if http:
         writer.lines.append("# Each action's method, path and the members read from outside the "
                             "body:\n# {member: (location, name)}.")
-        writer.lines.append("HTTP = {\n" + "\n".join(http) + "\n}")
+        writer.lines.append("HTTP: dict[str, tuple[str, str, dict[str, tuple[str, str]]]] = {\n"
+                            + "\n".join(http) + "\n}")
     title = TITLES.get(service, service.upper())
     header = f'''"""Input shapes of the {title} actions the broker answers.
 

@@ -211,6 +211,13 @@ class ConcurrentModification(_SenderError):
     status = 409
 
 
+class UnmodifiableEntity(_SenderError):
+    """A role an AWS service keeps (IAM Identity Center's, under /aws-reserved/)."""
+
+    code = "UnmodifiableEntity"
+    status = 400
+
+
 # -- the service itself -------------------------------------------------------------------------
 
 

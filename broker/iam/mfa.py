@@ -87,7 +87,7 @@ class MfaDevices:
             # a longer one would make a device nobody could ever enable or delete.
             raise InvalidInput(f"The device's serial number {serial[:64]}... would be longer "
                                f"than {MAX_SERIAL} characters: use a shorter path and name.")
-        seed = base64.b32encode(secrets.token_bytes(SEED_BYTES)).decode("ascii")
+        seed = new_seed()
         png = qr_png(otpauth_uri(seed, f"{name}@{account}"))  # before anything is stored
         sealed = self._keyring.seal(seed.encode("ascii"), purpose=SEED_PURPOSE, aad=serial)
         device = MfaDevice(account, name, path, self._clock.now(),
@@ -323,43 +323,80 @@ class MfaDevices:
     def _totp(self, device: MfaDevice) -> pyotp.TOTP:
         sealed = base64.b64decode(device.sealed_seed)
         seed = self._keyring.unseal(sealed, purpose=SEED_PURPOSE, aad=device.serial)
-        return pyotp.TOTP(seed.decode("ascii"), digits=6, interval=STEP_SECONDS)
+        return totp_of(seed.decode("ascii"))
 
     def _step(self) -> int:
-        return int(self._clock.now().timestamp()) // STEP_SECONDS
+        return current_step(self._clock)
 
     def _match(self, device: MfaDevice, code: str, window: int) -> int | None:
         """The step, within ``window`` of the device's time, whose code this is."""
-        if len(code) != 6 or not code.isascii() or not code.isdigit():
+        if not _is_code(code):
             return None
-        totp = self._totp(device)
-        centre = self._step() + device.drift
-        found = None
-        for step in range(centre - window, centre + window + 1):
-            if hmac.compare_digest(totp.generate_otp(step), code):
-                found = step if found is None else found
-        return found
+        return matching_step(self._totp(device), self._step() + device.drift, code, window)
 
     def _consecutive(self, device: MfaDevice, code1: str, code2: str,
                      window: int) -> int | None:
         """The step of ``code1`` when ``code2`` is the next step's code."""
-        if not all(len(c) == 6 and c.isascii() and c.isdigit() for c in (code1, code2)):
+        if not (_is_code(code1) and _is_code(code2)):
             return None
-        totp = self._totp(device)
-        centre = self._step() + device.drift
-        for step in range(centre - window, centre + window + 1):
-            if hmac.compare_digest(totp.generate_otp(step), code1) and \
-                    hmac.compare_digest(totp.generate_otp(step + 1), code2):
-                return step
-        return None
+        return consecutive_step(self._totp(device), self._step() + device.drift, code1, code2,
+                                window)
 
     async def _spend(self, device: MfaDevice, step: int) -> bool:
         """Mark the step's code used, once across every process; False if it already was."""
         if self._ephemeral is None:
             return False
-        key = _SPENT + hashlib.sha256(device.serial.encode()).hexdigest() + f":{step}"
-        ttl = (2 * RESYNC_WINDOW + 2) * STEP_SECONDS
-        return await self._ephemeral.put_if_absent(key, b"1", ttl)
+        return await spend_code(self._ephemeral, device.serial, step)
+
+
+# -- TOTP, apart from where a device is kept (IAM's devices above; Identity Center's directory
+# users' devices in broker.identitycenter.portal) ---------------------------------------------
+
+def new_seed() -> str:
+    """A new device's Base32 seed, as long as AWS's."""
+    return base64.b32encode(secrets.token_bytes(SEED_BYTES)).decode("ascii")
+
+
+def totp_of(seed: str) -> pyotp.TOTP:
+    return pyotp.TOTP(seed, digits=6, interval=STEP_SECONDS)
+
+
+def current_step(clock: Clock) -> int:
+    return int(clock.now().timestamp()) // STEP_SECONDS
+
+
+def _is_code(code: str) -> bool:
+    return len(code) == 6 and code.isascii() and code.isdigit()
+
+
+def matching_step(totp: pyotp.TOTP, centre: int, code: str, window: int) -> int | None:
+    """The step within ``window`` of ``centre`` whose code this is (the earliest)."""
+    if not _is_code(code):
+        return None
+    found = None
+    for step in range(centre - window, centre + window + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            found = step if found is None else found
+    return found
+
+
+def consecutive_step(totp: pyotp.TOTP, centre: int, code1: str, code2: str,
+                     window: int) -> int | None:
+    """The step of ``code1`` when ``code2`` is the next step's code."""
+    if not (_is_code(code1) and _is_code(code2)):
+        return None
+    for step in range(centre - window, centre + window + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code1) and \
+                hmac.compare_digest(totp.generate_otp(step + 1), code2):
+            return step
+    return None
+
+
+async def spend_code(ephemeral: EphemeralStore, device_id: str, step: int) -> bool:
+    """Mark a device's step's code used, once across every process; False if it already was."""
+    key = _SPENT + hashlib.sha256(device_id.encode()).hexdigest() + f":{step}"
+    ttl = (2 * RESYNC_WINDOW + 2) * STEP_SECONDS
+    return await ephemeral.put_if_absent(key, b"1", ttl)
 
 
 def device_ref(device: MfaDevice) -> Ref:

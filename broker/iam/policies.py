@@ -50,6 +50,7 @@ from broker.iam.records import (
     paginate,
     policy_size,
 )
+from broker.iam.roles import check_modifiable
 from broker.policy.document import PolicyKind, parse
 from broker.store.base import Record
 
@@ -334,8 +335,17 @@ class Policies:
                                         lambda: _MISSING[kind](name))
 
     async def change_principal(self, kind: str, account: str, name: str,
-                               change: Callable[[Any], Any]) -> Principal:
+                               change: Callable[[Any], Any], *,
+                               tags_only: bool = False) -> Principal:
+        """Change a user, group or role. A role AWS keeps (roles.RESERVED_PATH) is
+        UnmodifiableEntity, but for its tags (AWS's model has no such error for them)."""
         cls: type[Any] = _CLASSES[kind]
+        if kind == ROLE and not tags_only:
+            inner = change
+
+            def change(entity: Any) -> Any:
+                return inner(check_modifiable(entity))
+
         changed: Principal = await self._entities.change(cls, cls.ref(account, name), change,
                                                          lambda: _MISSING[kind](name))
         return changed

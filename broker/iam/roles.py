@@ -11,8 +11,10 @@ from broker.aws import ids
 from broker.aws.errors import (
     DeleteConflict,
     EntityAlreadyExists,
+    InvalidInput,
     LimitExceeded,
     MalformedPolicyDocument,
+    UnmodifiableEntity,
 )
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
@@ -22,6 +24,17 @@ from broker.policy.document import PolicyKind, parse
 from broker.store.base import GLOBAL, Record, Ref
 
 TRUST_SIZE = 2048
+# Roles AWS services keep (IAM Identity Center's AWSReservedSSO_* roles): made and changed by
+# the service alone, never by the account's administrators.
+RESERVED_PATH = "/aws-reserved/"
+
+
+def check_modifiable(role: Role) -> Role:
+    if role.path.startswith(RESERVED_PATH):
+        raise UnmodifiableEntity(
+            f"Cannot perform the operation on the protected role '{role.name}' - this role "
+            "is only modifiable by AWS")
+    return role
 
 
 class Roles:
@@ -33,6 +46,9 @@ class Roles:
                      description: str | None = None, max_session: int = 3600,
                      boundary: PolicyRef | None = None, tags: tuple[Tag, ...] = ()) -> Role:
         check_tags(tags)
+        if path.startswith(RESERVED_PATH):
+            raise InvalidInput(f"The path {RESERVED_PATH} is reserved for the roles of AWS "
+                               "services.")
         bound = await self.check_trust(trust)
         role = Role(account_id=account, name=name, path=path,
                     role_id=ids.new_unique_id(ids.ROLE_ID_PREFIX), created=self._clock.now(),
@@ -55,9 +71,10 @@ class Roles:
         return paginate(roles, lambda r: r.name.lower(), marker, max_items)
 
     async def change(self, account: str, name: str, **fields: object) -> Role:
-        return await self._entities.change(Role, Role.ref(account, name),
-                                           lambda r: replace(r, **fields),  # type: ignore
-                                           lambda: missing_role(name))
+        return await self._entities.change(
+            Role, Role.ref(account, name),
+            lambda r: replace(check_modifiable(r), **fields),  # type: ignore[arg-type]
+            lambda: missing_role(name))
 
     async def update_trust(self, account: str, name: str, trust: str) -> Role:
         bound = await self.check_trust(trust)
@@ -65,7 +82,7 @@ class Roles:
 
     async def delete(self, account: str, name: str) -> None:
         def unused(record: Record) -> None:
-            current = Role.of(record)
+            current = check_modifiable(Role.of(record))
             if current.attached:
                 raise DeleteConflict("Cannot delete entity, must detach all policies first.")
             if current.inline:

@@ -14,9 +14,11 @@ and 10, as AWS's.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from broker.aws import arn
 from broker.aws.jsonproto import ServiceError
@@ -136,6 +138,19 @@ class Instances:
         except NotFound:
             raise not_found(instance_arn) from None
 
+    async def retag(self, account: str, instance_arn: str,
+                    change: Callable[[tuple[Tag, ...]], tuple[Tag, ...]]) -> None:
+        def apply(record: Record) -> dict[str, Any]:
+            current = _of(record)
+            if current.arn != instance_arn:
+                raise not_found(instance_arn)
+            return encode(replace(current, tags=change(current.tags)), skip=("account_id",))
+
+        try:
+            await self._store.update(Ref(INSTANCE, account, KEY), apply)
+        except NotFound:
+            raise not_found(instance_arn) from None
+
     async def delete(self, account: str, instance_arn: str) -> None:
         missing = "AccessDeniedException"
 
@@ -149,9 +164,51 @@ class Instances:
             raise not_found(instance_arn, missing) from None
 
 
+def merge_tags(current: tuple[Tag, ...], add: tuple[Tag, ...] = (),
+               remove: tuple[str, ...] = ()) -> tuple[Tag, ...]:
+    """Tags after TagResource (``add``: a key given again takes the new value) or
+    UntagResource (``remove``); ServiceQuotaExceededException past AWS's 75."""
+    check_tags(add)
+    kept = {t.key: t for t in current if t.key not in remove}
+    kept.update({t.key: t for t in add})
+    if len(kept) > MAX_TAGS:
+        raise SsoError("ServiceQuotaExceededException",
+                       f"A resource holds at most {MAX_TAGS} tags.")
+    return tuple(kept.values())
+
+
 def check_tags(tags: tuple[Tag, ...]) -> None:
     keys = [t.key for t in tags]
     if len(set(keys)) != len(keys):
         raise SsoError("ValidationException", "The same tag key is given twice.")
     if any(k.lower().startswith("aws:") for k in keys):
         raise SsoError("ValidationException", "Tag keys with the prefix aws: are reserved.")
+
+
+def start_url(public_url: str, instance: Instance) -> str:
+    """The instance's access portal: where its people sign in, and the start URL the CLI and
+    SDKs name it by."""
+    return f"{public_url.rstrip('/')}/start/{instance.identity_store_id}"
+
+
+def idp_metadata(public_url: str, instance: Instance, certificate_b64: str) -> str:
+    """The instance as a SAML identity provider (saml-metadata-2.0-os): the metadata of the
+    ``AWSSSO_…_DO_NOT_DELETE`` provider provisioning makes in each account it assigns. The
+    signing certificate is the broker's own SAML key's."""
+    portal = start_url(public_url, instance)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+        f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID={quoteattr(portal)}>\n'
+        '  <md:IDPSSODescriptor WantAuthnRequestsSigned="false" '
+        'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">\n'
+        '    <md:KeyDescriptor use="signing">\n'
+        f'      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{certificate_b64}'
+        '</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n'
+        '    </md:KeyDescriptor>\n'
+        '    <md:SingleSignOnService '
+        'Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" '
+        f'Location={quoteattr(portal)}/>\n'
+        '  </md:IDPSSODescriptor>\n'
+        '</md:EntityDescriptor>\n'
+    )

@@ -57,7 +57,7 @@ CreateTokenRequest = struct(
 )
 # Each action's method, path and the members read from outside the body:
 # {member: (location, name)}.
-HTTP = {
+HTTP: dict[str, tuple[str, str, dict[str, tuple[str, str]]]] = {
     'RegisterClient': ('POST', '/client/register', {}),
     'StartDeviceAuthorization': ('POST', '/device_authorization', {}),
     'CreateToken': ('POST', '/token', {}),

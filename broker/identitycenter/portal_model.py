@@ -41,7 +41,7 @@ LogoutRequest = struct(
 )
 # Each action's method, path and the members read from outside the body:
 # {member: (location, name)}.
-HTTP = {
+HTTP: dict[str, tuple[str, str, dict[str, tuple[str, str]]]] = {
     'ListAccounts': ('GET', '/assignment/accounts', {'nextToken': ('querystring', 'next_token'), 'maxResults': ('querystring', 'max_result'), 'accessToken': ('header', 'x-amz-sso_bearer_token')}),
     'ListAccountRoles': ('GET', '/assignment/roles', {'nextToken': ('querystring', 'next_token'), 'maxResults': ('querystring', 'max_result'), 'accessToken': ('header', 'x-amz-sso_bearer_token'), 'accountId': ('querystring', 'account_id')}),
     'GetRoleCredentials': ('GET', '/federation/credentials', {'roleName': ('querystring', 'role_name'), 'accountId': ('querystring', 'account_id'), 'accessToken': ('header', 'x-amz-sso_bearer_token')}),

@@ -61,6 +61,77 @@ def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class RelyingParty:
+    """The ceremonies themselves, apart from where keys are kept (IAM's users and root below;
+    Identity Center's directory users in broker.identitycenter.portal): the broker's public
+    URL is the relying party, each challenge 32 random bytes the caller keeps and uses once."""
+
+    def __init__(self, public_url: str) -> None:
+        parts = urlsplit(public_url)
+        self.rp_id = (parts.hostname or "").lower()
+        self.origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+    def registration_options(self, user_id: bytes, user_name: str, display_name: str,
+                             existing: list[str]) -> tuple[str, bytes]:
+        """(options for navigator.credentials.create as JSON, the challenge)."""
+        challenge = secrets.token_bytes(32)
+        options = webauthn.generate_registration_options(
+            rp_id=self.rp_id, rp_name="broker", user_id=user_id, user_name=user_name,
+            user_display_name=display_name, challenge=challenge,
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64url(c))
+                                 for c in existing],
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.DISCOURAGED,
+                user_verification=UserVerificationRequirement.DISCOURAGED))
+        return webauthn.options_to_json(options), challenge
+
+    def verify_registration(self, response: str, challenge: bytes) -> Any:
+        """py_webauthn's VerifiedRegistration of the response; AccessDenied otherwise."""
+        try:
+            return webauthn.verify_registration_response(
+                credential=_credential(response), expected_challenge=challenge,
+                expected_rp_id=self.rp_id, expected_origin=self.origin,
+                require_user_presence=True)
+        except _REFUSED:
+            raise AccessDenied("The security key's registration response is not valid "
+                               "for this page.") from None
+
+    def authentication_options(self, credential_ids: list[str]) -> tuple[str, str]:
+        """(options for navigator.credentials.get as JSON, the challenge, base64url)."""
+        challenge = secrets.token_bytes(32)
+        options = webauthn.generate_authentication_options(
+            rp_id=self.rp_id, challenge=challenge,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=_unb64url(c))
+                               for c in credential_ids],
+            user_verification=UserVerificationRequirement.DISCOURAGED)
+        return webauthn.options_to_json(options), _b64url(challenge)
+
+    def verify_authentication(self, credential: dict[str, Any], challenge: str,
+                              public_key: str, sign_count: int) -> int:
+        """The new signature counter of an assertion by this key over the challenge;
+        AccessDenied(REFUSED) otherwise."""
+        if not challenge:
+            raise AccessDenied(REFUSED)
+        try:
+            verified = webauthn.verify_authentication_response(
+                credential=credential, expected_challenge=_unb64url(challenge),
+                expected_rp_id=self.rp_id, expected_origin=self.origin,
+                credential_public_key=base64.b64decode(public_key),
+                credential_current_sign_count=sign_count, require_user_verification=False)
+        except _REFUSED:
+            raise AccessDenied(REFUSED) from None
+        return int(verified.new_sign_count)
+
+
+def credential_id_of(response: str) -> tuple[dict[str, Any], str]:
+    """(the browser's credential as JSON, its id); AccessDenied(REFUSED) if it is not one."""
+    try:
+        credential = _credential(response)
+    except _REFUSED:
+        raise AccessDenied(REFUSED) from None
+    return credential, str(credential.get("id", ""))
+
+
 class SecurityKeys:
     def __init__(self, mfa: MfaDevices, authz: Authorizer, ephemeral: EphemeralStore,
                  clock: Clock, *, public_url: str) -> None:
@@ -68,9 +139,8 @@ class SecurityKeys:
         self._authz = authz
         self._ephemeral = ephemeral
         self._clock = clock
-        parts = urlsplit(public_url)
-        self.rp_id = (parts.hostname or "").lower()
-        self.origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        self.rp = RelyingParty(public_url)
+        self.rp_id, self.origin = self.rp.rp_id, self.rp.origin
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -79,20 +149,12 @@ class SecurityKeys:
         this console session."""
         user_name = None if principal.is_root else principal.name
         existing = await self._mfa.keys_of(principal.account_id, user_name)
-        challenge = secrets.token_bytes(32)
-        options = webauthn.generate_registration_options(
-            rp_id=self.rp_id, rp_name="broker",
-            user_id=hashlib.sha256(principal.arn.encode()).digest(),
-            user_name=principal.arn, user_display_name=principal.name,
-            challenge=challenge,
-            exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64url(k.credential_id))
-                                 for k in existing],
-            authenticator_selection=AuthenticatorSelectionCriteria(
-                resident_key=ResidentKeyRequirement.DISCOURAGED,
-                user_verification=UserVerificationRequirement.DISCOURAGED))
+        options, challenge = self.rp.registration_options(
+            hashlib.sha256(principal.arn.encode()).digest(), principal.arn, principal.name,
+            [k.credential_id for k in existing])
         await self._ephemeral.set(_registration_key(cookie), _b64url(challenge).encode(),
                                   CHALLENGE_SECONDS)
-        return webauthn.options_to_json(options)
+        return options
 
     async def register(self, principal: Principal, cookie: str, name: str, response: str,
                        origin: Origin = NOWHERE) -> SecurityKey:
@@ -107,15 +169,7 @@ class SecurityKeys:
         challenge = await self._ephemeral.take(_registration_key(cookie))  # used once
         if challenge is None:
             raise AccessDenied("The security key registration has expired: begin it again.")
-        try:
-            verified = webauthn.verify_registration_response(
-                credential=_credential(response), expected_challenge=_unb64url(
-                    challenge.decode("ascii")),
-                expected_rp_id=self.rp_id, expected_origin=self.origin,
-                require_user_presence=True)
-        except _REFUSED:
-            raise AccessDenied("The security key's registration response is not valid "
-                               "for this page.") from None
+        verified = self.rp.verify_registration(response, _unb64url(challenge.decode("ascii")))
         key = SecurityKey(
             account_id=principal.account_id, credential_id=_b64url(verified.credential_id),
             name=name, public_key=base64.b64encode(verified.credential_public_key).decode(),
@@ -134,32 +188,20 @@ class SecurityKeys:
         keys = await self._mfa.keys_of(account, user_name)
         if not keys:
             return None
-        challenge = secrets.token_bytes(32)
-        options = webauthn.generate_authentication_options(
-            rp_id=self.rp_id, challenge=challenge,
-            allow_credentials=[PublicKeyCredentialDescriptor(id=_unb64url(k.credential_id))
-                               for k in keys],
-            user_verification=UserVerificationRequirement.DISCOURAGED)
-        return webauthn.options_to_json(options), _b64url(challenge)
+        return self.rp.authentication_options([k.credential_id for k in keys])
 
     async def verify(self, account: str, user_name: str | None, response: str,
                      challenge: str) -> SecurityKey:
         """An assertion of one of the user's keys over this challenge; AccessDenied for
         anything else (another origin or RP, another challenge, no user presence, a bad
         signature, a counter that did not grow, a key that is not the user's)."""
-        try:
-            credential = _credential(response)
-            key = await self._mfa.key(account, user_name, str(credential.get("id", "")))
-            if key is None or not challenge:
-                raise AccessDenied(REFUSED)
-            verified = webauthn.verify_authentication_response(
-                credential=credential, expected_challenge=_unb64url(challenge),
-                expected_rp_id=self.rp_id, expected_origin=self.origin,
-                credential_public_key=base64.b64decode(key.public_key),
-                credential_current_sign_count=key.sign_count, require_user_verification=False)
-        except _REFUSED:
-            raise AccessDenied(REFUSED) from None
-        await self._mfa.counted(key, verified.new_sign_count)
+        credential, credential_id = credential_id_of(response)
+        key = await self._mfa.key(account, user_name, credential_id)
+        if key is None or not challenge:
+            raise AccessDenied(REFUSED)
+        count = self.rp.verify_authentication(credential, challenge, key.public_key,
+                                              key.sign_count)
+        await self._mfa.counted(key, count)
         return key
 
 

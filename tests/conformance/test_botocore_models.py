@@ -21,6 +21,7 @@ from broker.aws import shapes
 from broker.aws.query import Operation
 from broker.iam import api as iam_api
 from broker.identitycenter import api as sso_api
+from broker.identitycenter import store_api
 from broker.organizations import api as org_api
 from broker.sts import api as sts_api
 from tests import saml_metadata
@@ -95,9 +96,11 @@ def test_declared_input_is_the_model(op: Operation) -> None:
 JSON_OPERATIONS = [
     *org_api.operations(None, None),  # type: ignore[arg-type]  # not called here
     *sso_api.operations(None, None, None),  # type: ignore[arg-type]
+    *store_api.operations(None, None),  # type: ignore[arg-type]
 ]
 JSON_MODELS = {m.metadata["targetPrefix"]: m for m in (
-    SESSION.get_service_model("organizations"), SESSION.get_service_model("sso-admin"))}
+    SESSION.get_service_model("organizations"), SESSION.get_service_model("sso-admin"),
+    SESSION.get_service_model("identitystore"))}
 
 
 @pytest.mark.parametrize("op", JSON_OPERATIONS,

@@ -439,6 +439,7 @@ def _organization(broker: Broker) -> dict[str, Any]:
     instance = broker.client("sso-admin").create_instance(Name="surface")["InstanceArn"]
     return {
         "InstanceArn": instance,
+        **_identity_store(broker, instance),
         "ParentId": root, "RootId": root, "OrganizationalUnitId": ou["Id"],
         "PolicyId": policy["PolicySummary"]["Id"], "TargetId": member, "AccountId": member,
         "ChildId": member, "ResourceId": member, "SourceParentId": root,
@@ -449,6 +450,41 @@ def _organization(broker: Broker) -> dict[str, Any]:
         "Type": "SERVICE_CONTROL_POLICY", "Filter": "SERVICE_CONTROL_POLICY",
         "PolicyType": "SERVICE_CONTROL_POLICY", "ChildType": "ACCOUNT",
         "Target": {"Id": member, "Type": "ACCOUNT"},
+    }
+
+
+def _identity_store(broker: Broker, instance: str) -> dict[str, Any]:
+    """The instance's identity store with a user in a group: honest values for the
+    identitystore actions. Made again where the hostile cases deleted them (a DeleteUser
+    whose Revision is null is an honest one)."""
+    store = broker.client("sso-admin").describe_instance(InstanceArn=instance)["IdentityStoreId"]
+    ids = broker.client("identitystore")
+    missing = ids.exceptions.ResourceNotFoundException
+
+    def find(call: Callable[..., Any], key: str, **params: Any) -> str | None:
+        try:
+            return str(call(IdentityStoreId=store, **params)[key])
+        except missing:
+            return None
+
+    user = find(ids.get_user_id, "UserId", AlternateIdentifier={"UniqueAttribute": {
+        "AttributePath": "userName", "AttributeValue": "surface-person"}}) or \
+        ids.create_user(IdentityStoreId=store, UserName="surface-person",
+                        DisplayName="Surface", Name={"GivenName": "S", "FamilyName": "P"},
+                        Emails=[{"Value": "surface-person@example.com"}])["UserId"]
+    group = find(ids.get_group_id, "GroupId", AlternateIdentifier={"UniqueAttribute": {
+        "AttributePath": "displayName", "AttributeValue": "Surface"}}) or \
+        ids.create_group(IdentityStoreId=store, DisplayName="Surface")["GroupId"]
+    membership = find(ids.get_group_membership_id, "MembershipId", GroupId=group,
+                      MemberId={"UserId": user}) or \
+        ids.create_group_membership(IdentityStoreId=store, GroupId=group,
+                                    MemberId={"UserId": user})["MembershipId"]
+    return {
+        "IdentityStoreId": store, "UserId": user, "GroupId": group, "GroupIds": [group],
+        "MembershipId": membership, "MemberId": {"UserId": user},
+        "Operations": [{"AttributePath": "displayName", "AttributeValue": "Surface"}],
+        "AlternateIdentifier": {"UniqueAttribute": {"AttributePath": "userName",
+                                                    "AttributeValue": "surface-person"}},
     }
 
 
@@ -703,14 +739,197 @@ def test_every_json_action_with_hostile_values(surface: Surface) -> None:
 def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> None:
     """The control: the same requests with honest values succeed."""
     good = surface.json_good
-    ops = {op.name: op for op in surface.broker.runtime.json_protocol.operations}
-    for name in ("DescribeOrganization", "ListRoots", "DescribeOrganizationalUnit",
-                 "DescribePolicy", "ListPoliciesForTarget", "ListChildren", "DescribeAccount",
-                 "ListTagsForResource", "DescribeInstance", "ListInstances"):
-        op = ops[name]
-        body = json.dumps(json_honest(op.input, "", good)).encode()
-        r = signed_json(surface, f"{op.service.target}.{name}", op.service.name, body)
+    good.update(_identity_store(surface.broker, good["InstanceArn"]))
+    # By target: services share action names (ListTagsForResource).
+    ops = {f"{op.service.target}.{op.name}": op
+           for op in surface.broker.runtime.json_protocol.operations}
+    for service, names in (
+            ("AWSOrganizationsV20161128", (
+                "DescribeOrganization", "ListRoots", "DescribeOrganizationalUnit",
+                "DescribePolicy", "ListPoliciesForTarget", "ListChildren", "DescribeAccount",
+                "ListTagsForResource")),
+            ("SWBExternalService", ("DescribeInstance", "ListInstances")),
+            ("AWSIdentityStore", (
+                "DescribeUser", "ListUsers", "GetUserId", "UpdateUser", "DescribeGroup",
+                "ListGroups", "UpdateGroup", "DescribeGroupMembership", "ListGroupMemberships",
+                "ListGroupMembershipsForMember", "IsMemberInGroups",
+                "GetGroupMembershipId"))):
+        for name in names:
+            op = ops[f"{service}.{name}"]
+            body = json.dumps(json_honest(op.input, "", good)).encode()
+            r = signed_json(surface, f"{service}.{name}", op.service.name, body)
+            assert r.status_code == 200, (name, r.text)
+
+
+# -- the rest-json actions (sso, sso-oidc) ----------------------------------------------------
+
+# Every rest-json route (method, path): its actions take every method (a wrong one is an AWS
+# error), so the table names the actions' own.
+REST_ROUTES = {
+    ("GET", "/assignment/accounts"), ("GET", "/assignment/roles"),
+    ("GET", "/federation/credentials"), ("POST", "/logout"), ("POST", "/client/register"),
+    ("POST", "/device_authorization"), ("POST", "/token")}
+REST_HEADERS = (b"\xed\xa0\x80", b"\xff\xfe", b"a\xc0\xafb", "é".encode("latin-1"), b"x" * 9000)
+
+
+def _aws_rest_problem(response: httpx.Response) -> str | None:
+    if response.headers.get("content-type") != "application/json":
+        return "not application/json"
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(body, dict) or not (body.get("message") or body.get("error")):
+        return "no message or error"
+    if not response.headers.get("x-amzn-errortype", "").endswith("Exception"):
+        return "no x-amzn-ErrorType"
+    return None
+
+
+def check_rest(surface: Surface, what: str, response: httpx.Response) -> None:
+    problems = []
+    if response.status_code >= 500:
+        problems.append(f"{response.status_code}: {response.text[:300]}")
+    elif response.status_code >= 400:
+        problem = _aws_rest_problem(response)
+        if problem:
+            problems.append(f"{response.status_code}, {problem}: {response.text[:200]}")
+    problems += [f"logged: {line}" for line in surface.watch.take()]
+    if problems:
+        surface.failures.append(f"{what}: " + "; ".join(problems))
+
+
+def _rest_good(surface: Surface) -> dict[str, Any]:
+    """Honest sso-oidc and sso values: a registered client, an instance's start URL, a
+    device code, and an access and a refresh token of a directory user."""
+    broker = surface.broker
+    runtime = broker.runtime
+    account, _ = broker.new_account()
+    oauth = runtime.oauth
+
+    async def make() -> dict[str, Any]:
+        ic = runtime.identity_center
+        instance = await ic.instances.create(account, name="surface-rest", client_token=None,
+                                             tags=(), organization=False)
+        user = await ic.directory.create_user(instance, {
+            "UserName": "surface-rest", "DisplayName": "Surface",
+            "Name": {"GivenName": "S", "FamilyName": "R"}}, "surface")
+        made = await oauth.register(name="surface", client_type="public",
+                                    scopes=["sso:account:access"], redirect_uris=[],
+                                    grant_types=None, issuer_url=None)
+        start_url = oauth.start_url(instance.identity_store_id)
+        started = await oauth.start_device(made.client.client_id, made.secret, start_url)
+        await oauth.approve_device(started.user_code, account_id=account,
+                                   identity_store_id=instance.identity_store_id,
+                                   user_id=user.user_id)
+        tokens = await oauth.create_token(
+            client_id=made.client.client_id, client_secret=made.secret,
+            grant_type="urn:ietf:params:oauth:grant-type:device_code",
+            device_code=started.device_code)
+        waiting = await oauth.start_device(made.client.client_id, made.secret, start_url)
+        return {"clientId": made.client.client_id, "clientSecret": made.secret,
+                "startUrl": start_url, "deviceCode": waiting.device_code,
+                "accessToken": tokens.access_token, "refreshToken": tokens.refresh_token,
+                "accountId": account, "roleName": "surface", "clientName": "surface",
+                "clientType": "public", "grantType": "refresh_token",
+                "redirectUri": "http://127.0.0.1/oauth/callback"}
+    return broker.server.call(make())
+
+
+def _rest_send(surface: Surface, op: Any, doc: dict[str, Any], *, body: bytes | None = None,
+               query: dict[str, str] | None = None,
+               headers: dict[str, bytes] | None = None) -> httpx.Response:
+    """The request of ``op`` carrying ``doc`` where the model puts each member (query values
+    already on the wire)."""
+    wire_query = dict(query or {})
+    sent_headers: dict[str, Any] = {"Content-Type": "application/json"}
+    content: dict[str, Any] = {}
+    for name, value in doc.items():
+        where = op.locations.get(name)
+        if where is None:
+            content[name] = value
+        elif where[0] == "querystring":
+            wire_query.setdefault(where[1], wire(str(value)))
+        else:
+            sent_headers[where[1]] = str(value)
+    sent_headers.update(headers or {})
+    url = op.path + ("?" + "&".join(f"{k}={v}" for k, v in wire_query.items())
+                     if wire_query else "")
+    payload = body if body is not None else (json.dumps(content).encode() if content else b"")
+    return surface.http.request(op.method, url, content=payload, headers=sent_headers)
+
+
+@pytest.mark.timeout(900)
+def test_every_rest_action_with_hostile_values(surface: Surface) -> None:
+    """Each member of each sso and sso-oidc action, where the model puts it (the JSON body,
+    the query string, a header), with each hostile value, the rest honest (a live client and
+    tokens, so that each value reaches as deep as it can)."""
+    surface.failures.clear()
+    good = _rest_good(surface)
+    operations = surface.broker.runtime.rest_protocol.operations
+    assert {(op.method, op.path) for op in operations} == REST_ROUTES
+    sent = 0
+    for op in operations:
+        base = json_honest(op.input, "", good)
+        for member in op.input.members:
+            where = op.locations.get(member.name)
+            if where is None:
+                for what, value in JSON_HOSTILE:
+                    try:
+                        doc = _with(base, (member.name,), value, op.input, good)
+                        json.dumps(doc)
+                    except ValueError:
+                        continue
+                    check_rest(surface, f"{op.name} {member.name} = {what}",
+                               _rest_send(surface, op, doc))
+                    sent += 1
+            elif where[0] == "querystring":
+                others = {k: v for k, v in base.items() if k != member.name}
+                for what, value in ESCAPES.items():
+                    value = "a" * 16_000 if what == "oversized" else value
+                    check_rest(surface, f"{op.name} ?{where[1]}= {what}", _rest_send(
+                        surface, op, others, query={where[1]: value}))
+                    sent += 1
+            else:
+                others = {k: v for k, v in base.items() if k != member.name}
+                for value in REST_HEADERS:
+                    check_rest(surface, f"{op.name} {where[1]}: {value[:20]!r}", _rest_send(
+                        surface, op, others, headers={where[1]: value}))
+                    sent += 1
+        for what, body in (("not JSON", b"{not json"), ("not UTF-8", b'{"a": "\xff"}'),
+                           ("repeated member", b'{"clientId": "a", "clientId": "b"}'),
+                           ("NaN", b'{"clientId": NaN}'), ("an array", b"[]"),
+                           ("deep", b"[" * 100_000 + b"]" * 100_000),
+                           ("lone surrogate escape", b'{"clientName": "\\ud800"}')):
+            check_rest(surface, f"{op.name} body {what}", _rest_send(surface, op, base,
+                                                                      body=body))
+            sent += 1
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):
+            r = surface.http.request(method, op.path)
+            if method != "HEAD":
+                check_rest(surface, f"{method} {op.path}", r)
+            else:
+                assert r.status_code < 500, r.status_code
+            sent += 1
+        for header in ("User-Agent", "X-Forwarded-For", "Content-Type"):
+            check_rest(surface, f"{op.name} {header}", _rest_send(
+                surface, op, base, headers={header: b"\xed\xa0\x80"}))
+    assert sent > 300
+    assert not surface.failures, "\n".join(surface.failures[:40])
+
+
+def test_the_rest_control_honest_values_reach_the_handlers(surface: Surface) -> None:
+    good = _rest_good(surface)
+    ops = {op.name: op for op in surface.broker.runtime.rest_protocol.operations}
+    for name in ("ListAccounts", "ListAccountRoles", "RegisterClient"):
+        doc = json_honest(ops[name].input, "", good)
+        r = _rest_send(surface, ops[name], doc)
         assert r.status_code == 200, (name, r.text)
+    r = _rest_send(surface, ops["CreateToken"], {**json_honest(ops["CreateToken"].input, "",
+                                                               good),
+                                                  "refreshToken": good["refreshToken"]})
+    assert r.status_code == 200, r.text  # the refresh token, redeemed once
+    assert not surface.watch.take()
 
 
 # Strings XML can carry (it cannot carry NUL, lone surrogates or most control characters) that
@@ -813,6 +1032,31 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("POST", "/signin/change"): {"form": ("csrf", "password", "new_password",
                                           "confirm_password"),
                                 "cookies": ("broker-signin", "broker-signin-change")},
+    # The access portal (Identity Center's directory users).
+    ("GET", "/start"): {"query": ("directory",)},
+    ("GET", "/start/device"): {"query": ("user_code",), "cookies": ("broker-portal-session",)},
+    ("POST", "/start/device"): {"form": ("csrf", "user_code", "action"),
+                               "cookies": ("broker-portal-session",)},
+    ("GET", "/authorize"): {"query": ("response_type", "client_id", "redirect_uri", "state",
+                                      "code_challenge", "code_challenge_method", "scopes"),
+                            "cookies": ("broker-portal-session",)},
+    ("GET", "/start/{identity_store_id}"): {"cookies": ("broker-portal",
+                                                        "broker-portal-session")},
+    ("POST", "/start/{identity_store_id}"): {"form": ("csrf", "username", "password"),
+                                             "cookies": ("broker-portal",)},
+    ("POST", "/start/{identity_store_id}/change"): {
+        "form": ("csrf", "username", "new_password", "confirm_password"),
+        "cookies": ("broker-portal", "broker-portal-step")},
+    ("POST", "/start/{identity_store_id}/enrol"): {
+        "form": ("csrf", "code"), "cookies": ("broker-portal", "broker-portal-step")},
+    ("POST", "/start/{identity_store_id}/mfa"): {
+        "form": ("csrf", "code"), "cookies": ("broker-portal", "broker-portal-step")},
+    ("POST", "/start/{identity_store_id}/console"): {
+        "form": ("csrf", "account_id", "role_name"), "cookies": ("broker-portal-session",)},
+    ("POST", "/start/{identity_store_id}/credentials"): {
+        "form": ("csrf", "account_id", "role_name"), "cookies": ("broker-portal-session",)},
+    ("POST", "/start/{identity_store_id}/signout"): {
+        "form": ("csrf",), "cookies": ("broker-portal-session",)},
 }
 TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
 
@@ -829,6 +1073,10 @@ def test_the_table_covers_every_route_and_every_form_field(surface: Surface) -> 
                         if method != "HEAD"}
     assert mounted == set(ROUTES), "routes without hostile cases (or gone): " \
         f"{sorted(mounted ^ set(ROUTES))}"
+    # The rest-json actions, routed before Starlette's routes (any method): their own table.
+    rest = {(op.method, op.path) for op in surface.broker.runtime.rest_protocol.operations}
+    assert rest == REST_ROUTES, f"rest-json routes without hostile cases: {rest ^ REST_ROUTES}"
+    assert not {path for _, path in rest} & {path for _, path in mounted}
     forms = 0
     for template in TEMPLATES.glob("*.html"):
         for form in lxml.html.fromstring(template.read_text()).iter("form"):
@@ -1116,9 +1364,126 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
     yield "signin/mfa cookie", lambda v: http.post(
         "/signin/mfa", content=body(honest_mfa, "", ""), headers={
             **form_type, "Cookie": f"{signin_cookie}={v}; {mfa_cookie}={v}"})
+    yield from _portal_cases(surface)
     yield "a form that is not a form", lambda v: http.post(
         "/saml", headers={"Content-Type": f"application/x-www-form-urlencoded; charset={v}"},
         content=v)
+
+
+def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Response]]]:
+    """The access portal's routes: a directory user signed in, and pending steps of each kind
+    (made through the use cases, with no source address: the hostile sign-ins before these
+    lock out the test's address), a device authorization and a code client."""
+    import secrets as _secrets
+
+    from broker.web.pages import form_token
+    from broker.web.portal import session_csrf
+
+    broker, http = surface.broker, surface.http
+    runtime, portal = broker.runtime, broker.runtime.portal
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    secret = _secrets.token_urlsafe(32)
+    password = "Surface-portal-1!"
+    account, _ = broker.new_account()
+
+    async def make() -> dict[str, Any]:
+        ic = runtime.identity_center
+        instance = await ic.instances.create(account, name="surface-portal", client_token=None,
+                                             tags=(), organization=False)
+        store = instance.identity_store_id
+        names = {}
+        for who in ("signed", "changing", "enrolling"):
+            names[who] = (await ic.directory.create_user(instance, {
+                "UserName": f"surface-{who}", "DisplayName": "Surface",
+                "Name": {"GivenName": "S", "FamilyName": "P"}}, "surface")).user_name
+        steps = {}
+        for who in names:
+            otp = await portal.reset_password(store, names[who])
+            steps[who] = await portal.password(instance, names[who], otp, source=None,
+                                               browser=secret)
+        enrol = await portal.change(steps["signed"].handle, secret, password, password)
+        assert enrol.seed is not None
+        signed = await portal.enrol(enrol.handle, secret, pyotp.TOTP(enrol.seed).now(), None)
+        mfa = await portal.password(instance, names["signed"], password, source=None,
+                                    browser=secret)
+        enrolling = await portal.change(steps["enrolling"].handle, secret, password, password)
+        return {"store": store, "session": signed.handle, "change": steps["changing"].handle,
+                "enrol": enrolling.handle, "mfa": mfa.handle}
+
+    made = broker.server.call(make())
+    store, session = made["store"], made["session"]
+    start = f"/start/{store}"
+    oidc = broker.client("sso-oidc")
+    device_client = oidc.register_client(clientName="surface-device", clientType="public")
+    user_code = oidc.start_device_authorization(
+        clientId=device_client["clientId"], clientSecret=device_client["clientSecret"],
+        startUrl=f"{broker.settings.public_url}{start}")["userCode"]
+    code_client = oidc.register_client(
+        clientName="surface-code", clientType="public",
+        grantTypes=["authorization_code", "refresh_token"],
+        redirectUris=["http://127.0.0.1/cb"], issuerUrl=f"{broker.settings.public_url}{start}")
+    browser_cookie, step_cookie, session_cookie = (
+        surface.cookie(n) for n in ("broker-portal", "broker-portal-step",
+                                    "broker-portal-session"))
+    signed_in = {**form_type, "Cookie": f"{session_cookie}={session}"}
+
+    def splice(fields: dict[str, str], name: str, value: str) -> str:
+        return "&".join(f"{k}={value if k == name else wire(v)}" for k, v in fields.items())
+
+    yield "GET /start?directory=", lambda v: http.get(f"/start?directory={v}")
+    yield "GET /start/ path", lambda v: http.get(f"/start/{v}")
+    yield "GET /start/{id} cookies", lambda v: http.get(start, headers={
+        "Cookie": f"{browser_cookie}={v}; {session_cookie}={v}"})
+    honest_signin = {"csrf": form_token(secret, b"portal-signin"), "username": "surface-signed",
+                     "password": password}
+    for name in honest_signin:
+        yield f"POST /start/{{id}} {name}=", lambda v, name=name: http.post(
+            start, content=splice(honest_signin, name, v),
+            headers={**form_type, "Cookie": f"{browser_cookie}={secret}"})
+    yield "POST /start/ path", lambda v: http.post(f"/start/{v}", content=splice(
+        honest_signin, "", ""), headers={**form_type, "Cookie": f"{browser_cookie}={secret}"})
+    for route, handle, honest in (
+            ("change", made["change"], {"csrf": form_token(made["change"], b"portal-change"),
+                                        "username": "surface-changing",
+                                        "new_password": password,
+                                        "confirm_password": password + "x"}),  # never done
+            ("enrol", made["enrol"], {"csrf": form_token(made["enrol"], b"portal-enrol"),
+                                      "code": "000000"}),
+            ("mfa", made["mfa"], {"csrf": form_token(made["mfa"], b"portal-mfa"),
+                                  "code": "000000"})):
+        cookies = f"{browser_cookie}={secret}; {step_cookie}={handle}"
+        for name in honest:
+            yield f"POST /start/{{id}}/{route} {name}=", \
+                lambda v, r=route, h=honest, n=name, c=cookies: http.post(
+                    f"{start}/{r}", content=splice(h, n, v),
+                    headers={**form_type, "Cookie": c})
+        yield f"POST /start/{{id}}/{route} cookies", lambda v, r=route, h=honest: http.post(
+            f"{start}/{r}", content=splice(h, "", ""),
+            headers={**form_type, "Cookie": f"{browser_cookie}={v}; {step_cookie}={v}"})
+    csrf = session_csrf(session)
+    honest_role = {"csrf": csrf, "account_id": account, "role_name": "Surface"}
+    for route in ("console", "credentials"):
+        for name in honest_role:
+            yield f"POST /start/{{id}}/{route} {name}=", lambda v, r=route, n=name: http.post(
+                f"{start}/{r}", content=splice(honest_role, n, v), headers=signed_in)
+    yield "POST /start/{id}/signout csrf=", lambda v: http.post(
+        f"{start}/signout", content=splice({"csrf": csrf}, "csrf", v), headers=signed_in)
+    yield "POST /start/{id}/signout cookie", lambda v: http.post(
+        f"{start}/signout", content=splice({"csrf": csrf}, "", ""), headers={
+            **form_type, "Cookie": f"{session_cookie}={v}"})
+    yield "GET /start/device?user_code=", lambda v: http.get(
+        f"/start/device?user_code={v}", headers=signed_in)
+    honest_device = {"csrf": csrf, "user_code": user_code, "action": "deny"}
+    for name in honest_device:
+        yield f"POST /start/device {name}=", lambda v, n=name: http.post(
+            "/start/device", content=splice(honest_device, n, v), headers=signed_in)
+    honest_authorize = {"response_type": "code", "client_id": code_client["clientId"],
+                        "redirect_uri": "http://127.0.0.1:43111/cb", "state": "surface",
+                        "code_challenge": "a" * 43, "code_challenge_method": "S256",
+                        "scopes": "sso:account:access"}
+    for name in honest_authorize:
+        yield f"GET /authorize {name}=", lambda v, n=name: http.get(
+            "/authorize?" + splice(honest_authorize, n, v), headers=signed_in)
 
 
 @pytest.mark.timeout(900)  # thousands of requests on a shared machine

@@ -1,0 +1,145 @@
+"""What a signed-in directory user may reach: the accounts and roles their assignments give
+them (directly or through their groups), and that role's credentials.
+
+Everything is read on every call — the user, their groups, their assignments — so a user
+deleted, removed from a group or unassigned loses access at the next request, on every
+process. The credentials are a session of the provisioned AWSReservedSSO role, authorized as
+AWS authorizes Identity Center's own sign-in: ``sts:AssumeRoleWithSAML`` by the account's
+``AWSSSO_…_DO_NOT_DELETE`` provider, against the role's trust policy (which an account
+administrator cannot change) and the account's resource control policies. The session is
+named after the user, lasts the permission set's session duration, and — as every session —
+is bound by the account's SCPs when it is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from broker.aws import arn
+from broker.aws.errors import AwsError
+from broker.clock import Clock
+from broker.iam.permissions import Permissions
+from broker.identitycenter.assignments import (
+    RESERVED_PATH,
+    Assignment,
+    Assignments,
+    provider_name,
+    role_name,
+)
+from broker.identitycenter.directory import Directory, DirectoryUser
+from broker.identitycenter.instances import Instance
+from broker.identitycenter.permission_sets import PermissionSet, PermissionSets
+from broker.organizations.guard import OrgGuard
+from broker.sts import federated
+from broker.sts.service import IssuedCredentials, StsService
+
+
+class NotAssigned(Exception):
+    """The user has no such role in that account."""
+
+
+@dataclass(frozen=True)
+class AccountEntry:
+    account_id: str
+    account_name: str
+    email_address: str
+
+
+@dataclass(frozen=True)
+class PortalRole:
+    account_id: str
+    role_name: str  # the permission set's name, as the portal and the sso API show it
+    role_arn: str
+    permission_set: PermissionSet
+
+
+_SESSION_NAME = re.compile(r"[^\w+=,.@-]")
+
+
+def session_name(user_name: str) -> str:
+    """The role session name of a directory user: their user name, in the characters and
+    length a session name may have."""
+    name = _SESSION_NAME.sub("-", user_name)[:64]
+    return name if len(name) >= 2 else (name + "--")[:2]
+
+
+class Access:
+    def __init__(self, directory: Directory, assignments: Assignments,
+                 permission_sets: PermissionSets, sts: StsService, permissions: Permissions,
+                 guard: OrgGuard | None, clock: Clock, *, saml_audience: str,
+                 account_entry: Callable[[Instance, str], Awaitable[AccountEntry]]) -> None:
+        self._directory = directory
+        self._assignments = assignments
+        self._sets = permission_sets
+        self._sts = sts
+        self._permissions = permissions
+        self._guard = guard
+        self._clock = clock
+        self._audience = saml_audience
+        self._account_entry = account_entry
+
+    async def _assigned(self, instance: Instance, user_id: str) -> list[Assignment]:
+        groups = await self._directory.group_ids_of(instance.account_id,
+                                                    instance.identity_store_id, user_id)
+        principals = [("USER", user_id), *(("GROUP", g) for g in groups)]
+        return await self._assignments.of_principals(instance, principals)
+
+    async def portal_roles(self, instance: Instance, user_id: str) -> list[PortalRole]:
+        """Every (account, role) the user reaches, once each, sorted."""
+        assigned = await self._assigned(instance, user_id)
+        if not assigned:
+            return []
+        sets = {p.permission_set_id: p for p in await self._sets.listing(instance)}
+        found: dict[tuple[str, str], PortalRole] = {}
+        for a in assigned:
+            ps = sets.get(a.permission_set_id)
+            if ps is None:
+                continue
+            name = role_name(instance, ps, a.account_id)
+            found[(a.account_id, ps.name)] = PortalRole(
+                a.account_id, ps.name, arn.role(a.account_id, RESERVED_PATH, name), ps)
+        return [found[k] for k in sorted(found)]
+
+    async def accounts(self, instance: Instance, user_id: str) -> list[AccountEntry]:
+        accounts = sorted({r.account_id for r in await self.portal_roles(instance, user_id)})
+        return [await self._account_entry(instance, a) for a in accounts]
+
+    async def roles(self, instance: Instance, user_id: str, account_id: str) -> list[str]:
+        return [r.role_name for r in await self.portal_roles(instance, user_id)
+                if r.account_id == account_id]
+
+    async def role(self, instance: Instance, user_id: str, account_id: str,
+                   role_name: str) -> PortalRole:
+        for r in await self.portal_roles(instance, user_id):
+            if r.account_id == account_id and r.role_name == role_name:
+                return r
+        raise NotAssigned(f"No role {role_name} in account {account_id} is assigned to "
+                          "this user.")
+
+    async def credentials(self, instance: Instance, user: DirectoryUser, account_id: str,
+                          role_name: str) -> IssuedCredentials:
+        """The role's credentials for the user; NotAssigned when it is not theirs (or not
+        provisioned as it should be)."""
+        chosen = await self.role(instance, user.user_id, account_id, role_name)
+        role = await self._sts.role(chosen.role_arn)
+        if role is None or role.path != RESERVED_PATH:
+            raise NotAssigned(f"The role {role_name} is not provisioned in account "
+                              f"{account_id}.")
+        provider = f"arn:{arn.PARTITION}:iam::{account_id}:saml-provider/" \
+            f"{provider_name(instance)}"
+        organization = None if self._guard is None else await self._guard.of(account_id)
+        name = session_name(user.user_name)
+        try:
+            federated.authorize(
+                self._permissions, role, provider_arn=provider, provider_account=account_id,
+                principal_type="SAMLUser", action="sts:AssumeRoleWithSAML",
+                refusal="Not authorized to perform sts:AssumeRoleWithSAML",
+                now=self._clock.now(),
+                keys={"saml:aud": self._audience, "saml:sub": user.user_name,
+                      "saml:doc": f"{account_id}/{provider_name(instance)}"},
+                tags=(), transitive=(), identity=None, organization=organization)
+        except AwsError as exc:
+            raise NotAssigned(exc.message) from None
+        return await self._sts.federated_role_session(role, name, role.max_session)

@@ -1,0 +1,531 @@
+"""The access portal's sign-in: Identity Center's directory users, their passwords and MFA
+devices, and their portal sessions (the web pages are broker.web.portal's).
+
+A directory user's credentials are a record of their own (kind ``sso_credential``, in the
+instance's owner account, key ``{identity store id}/{user id}``): an Argon2id password hash
+(broker.iam.logins'), whether it must be changed (a one-time password from ``broker sso
+reset-password``, which expires after ``ONE_TIME_DAYS``), and TOTP devices whose seeds are
+sealed by the keyring. The user is the directory's (broker.identitycenter.directory): a user
+the directory no longer has (or has disabled) signs in to nothing, and every session of theirs
+stops at once, because every use of a session asks the directory again.
+
+Sign-in follows the broker's own (broker.signin.password) and shares its machinery:
+
+* the user name, then the password; every refusal of that step is one sentence (``REFUSED``),
+  an unknown user costs the same Argon2id verification as a known one, and failures are
+  counted by the broker's ``Throttle`` per user and per source address (a user is named
+  ``sso:{identity store id}`` / user name there: no IAM account id looks like it);
+* a one-time password leads to a forced change (the new password twice, Identity Center's
+  password rules);
+* then MFA: a code of one of the user's TOTP devices (RFC 6238 as broker.iam.mfa computes it,
+  each code used once across every process); a user without a device registers one first
+  (Identity Center's default: "require them to register an MFA device at sign in"): its seed
+  is shown once and one code of it enables it;
+* the half-signed-in state between steps is a record behind a random handle, bound to the
+  browser's sign-in cookie, taken once, for five minutes.
+
+A portal session is a record in the ephemeral store under the SHA-256 of a random cookie, for
+the session duration (Identity Center's default, eight hours); signing out deletes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity
+from broker.clock import Clock
+from broker.errors import AlreadyExists, NotFound
+from broker.iam.entities import PasswordPolicy, decode, encode
+from broker.iam.logins import check_against, hash_password, verify
+from broker.iam.mfa import (
+    current_step,
+    matching_step,
+    new_seed,
+    otpauth_uri,
+    spend_code,
+    totp_of,
+)
+from broker.identitycenter.directory import Directory, DirectoryUser
+from broker.identitycenter.instances import Instance, Instances
+from broker.keyring import Keyring
+from broker.signin.password import Throttle, Who
+from broker.signin.webauthn import RelyingParty, credential_id_of
+from broker.store.base import EntityStore, EphemeralStore, Record, Ref
+
+CREDENTIAL = "sso_credential"
+SESSION_SECONDS = 8 * 3600  # Identity Center's default session duration
+PENDING_SECONDS = 300
+ONE_TIME_DAYS = 7
+MAX_DEVICES = 8
+SEED_PURPOSE = "sso-mfa-seed"
+MAX_NAME = 128  # identitystore's UserName
+REFUSED = "Your user name or password is incorrect. Please try again."
+MFA_REFUSED = "The MFA code is not valid. Please try again."
+EXPIRED = "The sign-in has expired or was already completed: sign in again."
+# Identity Center's password rules: 8 to 64 characters, of all four kinds.
+RULES = PasswordPolicy(minimum_length=8, require_symbols=True, require_numbers=True,
+                       require_uppercase=True, require_lowercase=True)
+MAX_PASSWORD = 64
+_STEP = "portal-step:"
+_SESSION = "portal-session:"
+_KEY_CHALLENGE = "portal-webauthn-registration:"
+# Verified against when there is no user, so that an unknown name costs what a known one does.
+_NOBODY = hash_password(secrets.token_urlsafe(24))
+
+
+@dataclass(frozen=True)
+class TotpDevice:
+    device_id: str
+    sealed_seed: str  # base64 of the keyring's sealing, bound to the device id
+    created: datetime
+
+
+@dataclass(frozen=True)
+class PortalKey:
+    """A security key (FIDO2 / WebAuthn), registered from the portal."""
+
+    credential_id: str  # base64url
+    name: str
+    public_key: str  # base64 of the COSE key
+    sign_count: int
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A directory user's password and MFA devices."""
+
+    password_hash: str | None = None
+    must_change: bool = False
+    expires: datetime | None = None  # a one-time password's end
+    changed: datetime | None = None
+    last_used: datetime | None = None
+    devices: tuple[TotpDevice, ...] = ()
+    keys: tuple[PortalKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What comes after a sign-in step: ``change`` (the new password), ``enrol`` (register a
+    TOTP device: ``seed`` and ``uri`` shown once), ``mfa`` (a code), or ``signed-in``
+    (``handle`` is then the session cookie, for ``seconds``)."""
+
+    stage: str
+    handle: str
+    user_name: str
+    seed: str | None = None
+    uri: str | None = None
+    seconds: int = 0
+    totp: bool = False  # the MFA step takes a code (the user has a TOTP device)
+    webauthn: str | None = None  # the MFA step's security key options (JSON), if any
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    instance: Instance
+    user: DirectoryUser
+    expires_at: int  # epoch seconds
+    mfa: bool
+
+    @property
+    def expiration(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+def credential_ref(instance: Instance, user_id: str) -> Ref:
+    return Ref(CREDENTIAL, instance.account_id, f"{instance.identity_store_id}/{user_id}")
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _who(instance: Instance, user_name: str) -> Who:
+    return Who(f"sso:{instance.identity_store_id}", user_name)
+
+
+def check_password(password: str) -> None:
+    """Identity Center's rules for a password (PasswordPolicyViolation's messages)."""
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput(f"The password is longer than {MAX_PASSWORD} characters.")
+    check_against(RULES, password)
+
+
+def one_time_password() -> str:
+    """A random password of 20 characters that meets the rules."""
+    alphabet = string.ascii_letters + string.digits
+    body = "".join(secrets.choice(alphabet) for _ in range(16))
+    return (body + secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits)
+            + secrets.choice("!@#$%^&*") + secrets.choice(string.ascii_lowercase))
+
+
+class Portal:
+    def __init__(self, store: EntityStore, ephemeral: EphemeralStore, keyring: Keyring,
+                 clock: Clock, directory: Directory, instances: Instances, throttle: Throttle,
+                 account_ids: Callable[[], Awaitable[list[str]]], *,
+                 relying_party: RelyingParty, session_seconds: int = SESSION_SECONDS) -> None:
+        self._store = store
+        self._ephemeral = ephemeral
+        self._keyring = keyring
+        self._clock = clock
+        self._directory = directory
+        self.instances = instances
+        self.throttle = throttle
+        self._account_ids = account_ids
+        self._rp = relying_party
+        self.session_seconds = session_seconds
+
+    async def _user(self, instance: Instance, user_id: str) -> DirectoryUser | None:
+        """The directory's user, if it has them and they are not disabled."""
+        user = await self._directory.user(instance.account_id, instance.identity_store_id,
+                                          user_id)
+        return user if user is not None and user.status != "DISABLED" else None
+
+    # -- instances ------------------------------------------------------------------------------
+
+    async def instance(self, identity_store_id: str) -> Instance:
+        """The instance whose identity store this is; NoSuchEntity for any other id."""
+        found = None
+        if identity_store_id.startswith("d-") and len(identity_store_id) <= 64 and \
+                identity_store_id[2:].isascii() and identity_store_id[2:].isalnum():
+            found = await self.instances.by_store(identity_store_id)
+        if found is None:
+            raise NoSuchEntity(f"There is no access portal for the directory "
+                               f"{identity_store_id[:64]!r}: check the address you were given.")
+        return found
+
+    async def only_instance(self) -> Instance | None:
+        """The broker's instance, when it has exactly one (``/start`` goes straight to it)."""
+        found = []
+        for account_id in await self._account_ids():
+            instance = await self.instances.of_account(account_id)
+            if instance is not None:
+                found.append(instance)
+                if len(found) > 1:
+                    return None
+        return found[0] if found else None
+
+    # -- credentials ----------------------------------------------------------------------------
+
+    async def credential(self, instance: Instance, user_id: str) -> Credential:
+        try:
+            return decode(Credential, (await self._store.get(
+                credential_ref(instance, user_id))).data)
+        except NotFound:
+            return Credential()
+
+    async def _change_credential(self, instance: Instance, user_id: str,
+                                 change: Callable[[Credential], Credential]) -> Credential:
+        ref = credential_ref(instance, user_id)
+        for _ in range(2):
+            try:
+                record = await self._store.update(
+                    ref, lambda r: encode(change(decode(Credential, r.data))))
+                return decode(Credential, record.data)
+            except NotFound:
+                first: Credential = change(Credential())
+                try:
+                    await self._store.create(Record(kind=ref.kind, account=ref.account,
+                                                    key=ref.key, data=encode(first)))
+                    return first
+                except AlreadyExists:  # made meanwhile: change that one
+                    continue
+        raise AccessDenied(EXPIRED)  # made and deleted meanwhile, twice
+
+    async def reset_password(self, identity_store_id: str, user_name: str) -> str:
+        """A one-time password for the user (``broker sso reset-password``): it replaces any
+        password they had, must be changed at the next sign-in, and expires after
+        ONE_TIME_DAYS. The user's MFA devices stay."""
+        instance = await self.instance(identity_store_id)
+        user = await self._directory.user_by_name(instance.account_id, identity_store_id,
+                                                  user_name)
+        if user is None:
+            raise NoSuchEntity(f"The directory {identity_store_id} has no user named "
+                               f"{user_name[:MAX_NAME]!r}.")
+        password = one_time_password()
+        hashed = hash_password(password)
+        now = self._clock.now()
+        await self._change_credential(instance, user.user_id, lambda c: replace(
+            c, password_hash=hashed, must_change=True, changed=now,
+            expires=now + timedelta(days=ONE_TIME_DAYS)))
+        await self.throttle.unlock(f"sso:{identity_store_id}", user.user_name.lower())
+        return password
+
+    # -- the first step: the password -----------------------------------------------------------
+
+    async def password(self, instance: Instance, user_name: str, password: str, *,
+                       source: str | None, browser: str) -> Step:
+        """Check the password; AccessDenied(REFUSED) for every failure alike."""
+        name = user_name.strip()
+        user = None
+        if 0 < len(name) <= MAX_NAME:
+            user = await self._directory.user_by_name(instance.account_id,
+                                                      instance.identity_store_id, name)
+            if user is not None and user.status == "DISABLED":
+                user = None  # refused as an unknown user is, after the same verification
+        who = _who(instance, (user.user_name if user else name).lower())
+        credential = await self.credential(instance, user.user_id) if user else Credential()
+        locked = await self.throttle.locked(who, source)
+        matches = verify(credential.password_hash or _NOBODY, password)  # always run
+        expired = credential.expires is not None and self._clock.now() >= credential.expires
+        if locked or user is None or credential.password_hash is None or not matches \
+                or expired:
+            await self.throttle.failed(who, source)
+            raise AccessDenied(REFUSED)
+        if credential.must_change:
+            return await self._pending("change", instance, user, browser)
+        return await self._after_password(instance, user, credential, browser)
+
+    async def _after_password(self, instance: Instance, user: DirectoryUser, credential: Credential,
+                              browser: str) -> Step:
+        if credential.devices or credential.keys:
+            options, challenge = self._rp.authentication_options(
+                [k.credential_id for k in credential.keys]) if credential.keys else (None, "")
+            # A security key's assertion must sign this challenge: used at most once, as the
+            # pending record is taken once.
+            step = await self._pending("mfa", instance, user, browser, challenge=challenge)
+            return replace(step, totp=bool(credential.devices), webauthn=options)
+        seed, device_id = new_seed(), secrets.token_hex(8)
+        sealed = base64.b64encode(self._keyring.seal(
+            seed.encode("ascii"), purpose=SEED_PURPOSE, aad=f"{user.user_id}/{device_id}")
+        ).decode("ascii")
+        step = await self._pending("enrol", instance, user, browser,
+                                   device=(device_id, sealed))
+        label = f"{user.user_name}@{instance.identity_store_id}"
+        return replace(step, seed=seed, uri=otpauth_uri(seed, label))
+
+    # -- a forced change ------------------------------------------------------------------------
+
+    async def change(self, handle: str | None, browser: str | None, new: str,
+                     confirm: str) -> Step:
+        """The new password of a sign-in with a one-time password: twice, by the rules, not
+        the one-time password again; then MFA."""
+        instance, user, pending = await self._take_pending("change", handle, browser)
+        assert browser is not None
+        if new != confirm:
+            raise InvalidInput("The new password and its confirmation differ.")
+        check_password(new)
+        credential = await self.credential(instance, user.user_id)
+        if credential.password_hash is not None and verify(credential.password_hash, new):
+            raise InvalidInput("Choose a new password: not the one you signed in with.")
+        if await self._ephemeral.take(pending) is None:
+            raise AccessDenied(EXPIRED)
+        hashed = hash_password(new)
+        now = self._clock.now()
+        credential = await self._change_credential(instance, user.user_id, lambda c: replace(
+            c, password_hash=hashed, must_change=False, expires=None, changed=now))
+        return await self._after_password(instance, user, credential, browser)
+
+    # -- MFA ------------------------------------------------------------------------------------
+
+    async def enrol(self, handle: str | None, browser: str | None, code: str,
+                    source: str | None) -> Step:
+        """A code of the device the enrolment showed: it is the user's, and they are signed
+        in with MFA."""
+        instance, user, key = await self._take_pending("enrol", handle, browser)
+        raw = await self._ephemeral.get(key)
+        device_id, sealed = json.loads(raw).get("device") if raw else ("", "")
+        if not sealed:
+            raise AccessDenied(EXPIRED)
+        seed = self._keyring.unseal(base64.b64decode(sealed), purpose=SEED_PURPOSE,
+                                    aad=f"{user.user_id}/{device_id}").decode("ascii")
+        step = matching_step(totp_of(seed), current_step(self._clock), code.strip(), 1)
+        if step is None or not await spend_code(self._ephemeral, _device_key(
+                instance, user.user_id, device_id), step):
+            await self.throttle.failed(_who(instance, user.user_name.lower()), source)
+            raise AccessDenied("That is not the code the new device shows now: enter the code "
+                               "your authenticator app shows for this account.")
+        if await self._ephemeral.take(key) is None:
+            raise AccessDenied(EXPIRED)
+        device = TotpDevice(device_id, sealed, self._clock.now())
+
+        def add(c: Credential) -> Credential:
+            if len(c.devices) >= MAX_DEVICES:
+                raise InvalidInput(f"A user may have at most {MAX_DEVICES} MFA devices.")
+            return replace(c, devices=(*c.devices, device))
+
+        await self._change_credential(instance, user.user_id, add)
+        return await self._signed_in(instance, user, mfa=True)
+
+    async def code(self, handle: str | None, browser: str | None, code: str,
+                   source: str | None, assertion: str = "") -> Step:
+        """A code of one of the user's devices, or a security key's assertion over the
+        step's challenge, for this browser's pending sign-in."""
+        instance, user, key = await self._take_pending("mfa", handle, browser)
+        who = _who(instance, user.user_name.lower())
+        if await self.throttle.locked(who, source):
+            await self._ephemeral.delete(key)
+            raise AccessDenied(MFA_REFUSED)
+        if assertion:
+            raw = await self._ephemeral.get(key)
+            challenge = str(json.loads(raw).get("challenge", "")) if raw else ""
+            try:
+                await self._assert_key(instance, user, assertion, challenge)
+            except AccessDenied:
+                await self.throttle.failed(who, source)
+                raise AccessDenied(MFA_REFUSED) from None
+            if await self._ephemeral.take(key) is None:  # taken once
+                raise AccessDenied(EXPIRED)
+            return await self._signed_in(instance, user, mfa=True)
+        centre = current_step(self._clock)
+        for device in (await self.credential(instance, user.user_id)).devices:
+            seed = self._keyring.unseal(base64.b64decode(device.sealed_seed),
+                                        purpose=SEED_PURPOSE,
+                                        aad=f"{user.user_id}/{device.device_id}")
+            step = matching_step(totp_of(seed.decode("ascii")), centre, code.strip(), 1)
+            if step is not None and await spend_code(
+                    self._ephemeral, _device_key(instance, user.user_id, device.device_id),
+                    step):
+                if await self._ephemeral.take(key) is None:  # taken once
+                    raise AccessDenied(EXPIRED)
+                return await self._signed_in(instance, user, mfa=True)
+        await self.throttle.failed(who, source)
+        raise AccessDenied(MFA_REFUSED)
+
+    async def _assert_key(self, instance: Instance, user: DirectoryUser, assertion: str,
+                          challenge: str) -> None:
+        credential, credential_id = credential_id_of(assertion)
+        found = [k for k in (await self.credential(instance, user.user_id)).keys
+                 if k.credential_id == credential_id]
+        if not found:
+            raise AccessDenied(MFA_REFUSED)
+        count = self._rp.verify_authentication(credential, challenge, found[0].public_key,
+                                               found[0].sign_count)
+
+        def counted(c: Credential) -> Credential:
+            # Checked again inside the update: two assertions with one counter value (a
+            # cloned key) cannot both pass.
+            keys = []
+            for k in c.keys:
+                if k.credential_id == credential_id:
+                    if (count or k.sign_count) and count <= k.sign_count:
+                        raise AccessDenied(MFA_REFUSED)
+                    k = replace(k, sign_count=count)
+                keys.append(k)
+            return replace(c, keys=tuple(keys))
+
+        await self._change_credential(instance, user.user_id, counted)
+
+    # -- security keys, registered from the portal ----------------------------------------------
+
+    async def key_options(self, session: PortalSession, cookie: str) -> str:
+        """Registration options for a new security key (JSON); the challenge is kept for
+        this portal session, five minutes, used once."""
+        credential = await self.credential(session.instance, session.user.user_id)
+        handle = hashlib.sha256(
+            f"{session.instance.identity_store_id}/{session.user.user_id}".encode()).digest()
+        options, challenge = self._rp.registration_options(
+            handle, session.user.user_name, session.user.display_name or session.user.user_name,
+            [k.credential_id for k in credential.keys])
+        await self._ephemeral.set(_KEY_CHALLENGE + _digest(cookie),
+                                  base64.b64encode(challenge), PENDING_SECONDS)
+        return options
+
+    async def add_key(self, session: PortalSession, cookie: str, name: str,
+                      response: str) -> PortalKey:
+        """Verify the browser's registration response against this session's challenge and
+        register the key for the signed-in user."""
+        if not name or len(name) > 64 or not all(c.isalnum() or c in "+=,.@_ -" for c in name):
+            raise InvalidInput("Name the security key: 1 to 64 letters, digits, spaces or "
+                               "+=,.@_- characters.")
+        challenge = await self._ephemeral.take(_KEY_CHALLENGE + _digest(cookie))  # used once
+        if challenge is None:
+            raise AccessDenied("The security key registration has expired: begin it again.")
+        verified = self._rp.verify_registration(response, base64.b64decode(challenge))
+        key = PortalKey(
+            base64.urlsafe_b64encode(verified.credential_id).rstrip(b"=").decode("ascii"),
+            name, base64.b64encode(verified.credential_public_key).decode("ascii"),
+            int(verified.sign_count), self._clock.now())
+
+        def add(c: Credential) -> Credential:
+            if len(c.devices) + len(c.keys) >= MAX_DEVICES:
+                raise InvalidInput(f"A user may have at most {MAX_DEVICES} MFA devices.")
+            if any(k.credential_id == key.credential_id for k in c.keys):
+                raise InvalidInput("That security key is registered already.")
+            return replace(c, keys=(*c.keys, key))
+
+        await self._change_credential(session.instance, session.user.user_id, add)
+        return key
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def _signed_in(self, instance: Instance, user: DirectoryUser, *, mfa: bool) -> Step:
+        now = self._clock.now()
+        await self._change_credential(instance, user.user_id,
+                                      lambda c: replace(c, last_used=now))
+        cookie = secrets.token_urlsafe(32)
+        seconds = self.session_seconds
+        record = {"account": instance.account_id, "store": instance.identity_store_id,
+                  "user": user.user_id, "mfa": mfa,
+                  "expires": int(now.timestamp()) + seconds}
+        await self._ephemeral.set(_SESSION + _digest(cookie), json.dumps(record).encode(),
+                                  seconds)
+        return Step("signed-in", cookie, user.user_name, seconds=seconds)
+
+    async def session(self, cookie: str | None) -> PortalSession | None:
+        """This cookie's live session, if its instance and its user still exist."""
+        if not cookie or len(cookie) > 128:
+            return None
+        raw = await self._ephemeral.get(_SESSION + _digest(cookie))
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        if int(record["expires"]) <= self._clock.now().timestamp():
+            return None
+        instance = await self.instances.by_store(str(record["store"]))
+        if instance is None or instance.account_id != record["account"]:
+            return None
+        user = await self._user(instance, str(record["user"]))
+        if user is None:
+            await self._ephemeral.delete(_SESSION + _digest(cookie))
+            return None
+        return PortalSession(instance, user, int(record["expires"]), bool(record["mfa"]))
+
+    async def sign_out(self, cookie: str | None) -> None:
+        if cookie and len(cookie) <= 128:
+            await self._ephemeral.delete(_SESSION + _digest(cookie))
+
+    # -- the steps between ----------------------------------------------------------------------
+
+    async def _pending(self, stage: str, instance: Instance, user: DirectoryUser, browser: str,
+                       *, device: tuple[str, str] = ("", ""), challenge: str = "") -> Step:
+        handle = secrets.token_urlsafe(32)
+        record = {"stage": stage, "account": instance.account_id,
+                  "store": instance.identity_store_id, "user": user.user_id,
+                  "browser": _digest(browser), "device": list(device),
+                  "challenge": challenge}
+        await self._ephemeral.set(_STEP + _digest(handle), json.dumps(record).encode(),
+                                  PENDING_SECONDS)
+        return Step(stage, handle, user.user_name)
+
+    async def _take_pending(self, stage: str, handle: str | None,
+                            browser: str | None) -> tuple[Instance, DirectoryUser, str]:
+        """(instance, user, the record's key) of this browser's pending step of this stage;
+        EXPIRED for a missing handle, one that is gone or of another stage, one another
+        browser began, or a user the directory no longer has."""
+        if not handle or not browser or len(handle) > 128:
+            raise AccessDenied(EXPIRED)
+        key = _STEP + _digest(handle)
+        raw = await self._ephemeral.get(key)
+        pending = json.loads(raw) if raw is not None else None
+        if pending is None or pending.get("stage") != stage or not hmac.compare_digest(
+                str(pending.get("browser")), _digest(browser)):
+            raise AccessDenied(EXPIRED)
+        instance = await self.instances.by_store(str(pending["store"]))
+        user = None if instance is None else await self._user(instance, str(pending["user"]))
+        if instance is None or user is None:
+            await self._ephemeral.delete(key)
+            raise AccessDenied(EXPIRED)
+        return instance, user, key
+
+
+def _device_key(instance: Instance, user_id: str, device_id: str) -> str:
+    return f"sso:{instance.identity_store_id}/{user_id}/{device_id}"

@@ -1,0 +1,192 @@
+"""Identity Center's codes and tokens across broker processes on PostgreSQL and Redis: a client
+registered on one is honoured by the other, a token issued by one reads on the other, and a
+device code, an authorization code or a refresh token presented to both at once is redeemed
+by one only."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from broker.runtime import Runtime, open_runtime
+from broker.settings import load
+from tests.e2e.support import BIN, BrokerProcess, clean_env
+from tests.helpers import free_port
+
+PUBLIC_URL = "http://broker.example.test"
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def unsigned(url: str, service: str) -> Any:
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1",
+                        config=botocore.config.Config(signature_version=botocore.UNSIGNED,
+                                                      retries={"max_attempts": 1}))
+
+
+@dataclass
+class Cluster:
+    a: BrokerProcess
+    b: BrokerProcess
+    loop: asyncio.AbstractEventLoop
+    runtime: Runtime  # a third process's view: the portal's approvals, the directory
+    account_id: str
+    identity_store_id: str
+    user_id: str
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    @property
+    def start_url(self) -> str:
+        return f"{PUBLIC_URL}/start/{self.identity_store_id}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
+            redis_url: str) -> Iterator[Cluster]:
+    env = clean_env(
+        BROKER_STORE_DATABASE_URL=postgres_databases(),
+        BROKER_STORE_EPHEMERAL_URL=redis_url,
+        BROKER_STORE_REDIS_PREFIX=f"broker-sso-e2e-{uuid.uuid4().hex[:8]}:",
+        BROKER_SERVER_DATA_DIR=str(tmp_path / "shared"),
+        BROKER_SERVER_PUBLIC_URL=PUBLIC_URL,
+    )
+    init = subprocess.run([str(BIN / "broker"), "init", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    root = json.loads(init.stdout)["root"]
+    pa, pb = free_port(), free_port()
+    a = BrokerProcess(["--port", str(pa), "--workers", "2"], env, pa, tmp_path / "a.log")
+    b = BrokerProcess(["--port", str(pb)], env, pb, tmp_path / "b.log")
+    admin = boto3.client("sso-admin", endpoint_url=a.url, region_name="us-east-1",
+                         aws_access_key_id=root["access_key_id"],
+                         aws_secret_access_key=root["secret_access_key"])
+    arn = admin.create_instance(Name="shared")["InstanceArn"]
+    described = admin.describe_instance(InstanceArn=arn)
+    loop = asyncio.new_event_loop()
+    settings = load(None, environ={k: v for k, v in env.items() if k.startswith("BROKER_")})
+    runtime = loop.run_until_complete(open_runtime(settings, migrate=False))
+    try:
+        ic = runtime.identity_center
+
+        async def person() -> str:
+            instance = await ic.instances.by_store(described["IdentityStoreId"])
+            assert instance is not None
+            user = await ic.directory.create_user(instance, {
+                "UserName": "shared-person", "DisplayName": "Shared",
+                "Name": {"GivenName": "S", "FamilyName": "P"}}, "tests")
+            return user.user_id
+
+        user_id = loop.run_until_complete(person())
+        yield Cluster(a, b, loop, runtime, described["OwnerAccountId"],
+                      described["IdentityStoreId"], user_id)
+    finally:
+        loop.run_until_complete(runtime.close())
+        loop.close()
+        a.stop()
+        b.stop()
+
+
+def both(calls: list[Callable[[], Any]]) -> tuple[list[Any], list[str]]:
+    """Run the calls at once: (answers, error codes)."""
+    def attempt(call: Callable[[], Any]) -> tuple[Any, str | None]:
+        try:
+            return call(), None
+        except botocore.exceptions.ClientError as exc:
+            return None, str(exc.response["Error"]["Code"])
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        results = list(pool.map(attempt, calls))
+    return [r for r, _ in results if r is not None], [c for _, c in results if c is not None]
+
+
+def register(url: str, **extra: Any) -> dict[str, Any]:
+    made: dict[str, Any] = unsigned(url, "sso-oidc").register_client(
+        clientName="e2e", clientType="public", scopes=["sso:account:access"], **extra)
+    return made
+
+
+def test_a_device_code_is_redeemed_once_across_processes(cluster: Cluster) -> None:
+    client = register(cluster.a.url)  # registered on a, used on b: clients are stateless
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    started = unsigned(cluster.b.url, "sso-oidc").start_device_authorization(
+        **secret, startUrl=cluster.start_url)
+    cluster.run(cluster.runtime.oauth.approve_device(
+        started["userCode"], account_id=cluster.account_id,
+        identity_store_id=cluster.identity_store_id, user_id=cluster.user_id))
+    won, lost = both([lambda url=url: unsigned(url, "sso-oidc").create_token(  # type: ignore[misc]
+        **secret, grantType=DEVICE, deviceCode=started["deviceCode"])
+        for url in (cluster.a.url, cluster.b.url, cluster.a.url, cluster.b.url)])
+    assert len(won) == 1, (won, lost)
+    assert set(lost) <= {"SlowDownException", "InvalidGrantException",
+                         "AuthorizationPendingException"}, lost
+    # The token one process issued reads on the other.
+    for url in (cluster.a.url, cluster.b.url):
+        accounts = unsigned(url, "sso").list_accounts(accessToken=won[0]["accessToken"])
+        assert accounts["accountList"] == []  # no assignment: nothing, but signed in
+
+
+def test_an_authorization_code_is_redeemed_once_across_processes(cluster: Cluster) -> None:
+    client = register(cluster.b.url, grantTypes=["authorization_code", "refresh_token"],
+                      redirectUris=["http://127.0.0.1/oauth/callback"],
+                      issuerUrl=cluster.start_url)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect = "http://127.0.0.1:40123/oauth/callback"
+    oauth = cluster.runtime.oauth
+
+    async def approve() -> str:
+        request = await oauth.authorization_request(
+            client_id=client["clientId"], redirect_uri=redirect, code_challenge=challenge,
+            code_challenge_method="S256")
+        return await oauth.issue_code(request, account_id=cluster.account_id,
+                                      identity_store_id=cluster.identity_store_id,
+                                      user_id=cluster.user_id)
+
+    code = cluster.run(approve())
+    params = {"clientId": client["clientId"], "clientSecret": client["clientSecret"],
+              "grantType": "authorization_code", "code": code, "redirectUri": redirect,
+              "codeVerifier": verifier}
+    won, lost = both([lambda url=url: unsigned(url, "sso-oidc").create_token(  # type: ignore[misc]
+        **params) for url in (cluster.a.url, cluster.b.url, cluster.a.url, cluster.b.url)])
+    assert len(won) == 1 and lost == ["InvalidGrantException"] * 3, (won, lost)
+
+
+def test_a_refresh_token_is_redeemed_once_across_processes(cluster: Cluster) -> None:
+    client = register(cluster.a.url)
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    started = unsigned(cluster.a.url, "sso-oidc").start_device_authorization(
+        **secret, startUrl=cluster.start_url)
+    cluster.run(cluster.runtime.oauth.approve_device(
+        started["userCode"], account_id=cluster.account_id,
+        identity_store_id=cluster.identity_store_id, user_id=cluster.user_id))
+    tokens = unsigned(cluster.b.url, "sso-oidc").create_token(
+        **secret, grantType=DEVICE, deviceCode=started["deviceCode"])
+    refresh = {**secret, "grantType": "refresh_token", "refreshToken": tokens["refreshToken"]}
+    won, lost = both([lambda url=url: unsigned(url, "sso-oidc").create_token(  # type: ignore[misc]
+        **refresh) for url in (cluster.a.url, cluster.b.url)])
+    assert len(won) == 1 and lost == ["InvalidGrantException"], (won, lost)
+    # Logged out on one process, the token is refused on the other.
+    fresh = won[0]["accessToken"]
+    sso_a, sso_b = unsigned(cluster.a.url, "sso"), unsigned(cluster.b.url, "sso")
+    if cluster.run(cluster.runtime.oauth.resolve(fresh)) is not None:
+        sso_a.logout(accessToken=fresh)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        sso_b.list_accounts(accessToken=fresh)
+    assert refused.value.response["Error"]["Code"] == "UnauthorizedException"
