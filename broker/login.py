@@ -126,6 +126,9 @@ def _login(http: httpx.Client, start_url: str, profile: str, *, account_id: str 
     if open_browser:
         webbrowser.open(complete)
     token = _poll(http, client, device, sleep)
+    if account_id is None or role_name is None:
+        account_id, role_name = _choose(http, token["accessToken"], account_id, role_name,
+                                        say)
     now = datetime.now(UTC)
     home = home or Path(os.environ.get("HOME") or Path.home())
     cache_file = _write_cache(home, profile, {
@@ -136,9 +139,6 @@ def _login(http: httpx.Client, start_url: str, profile: str, *, account_id: str 
             client["clientSecretExpiresAt"], UTC)),
         **({"refreshToken": token["refreshToken"]} if token.get("refreshToken") else {}),
     })
-    if account_id is None or role_name is None:
-        account_id, role_name = _choose(http, token["accessToken"], account_id, role_name,
-                                        say)
     config_file = _write_profile(home, profile, start_url=start_url, region=region,
                                  endpoint=endpoint, account_id=account_id,
                                  role_name=role_name)
