@@ -81,8 +81,7 @@ def operations(instances: Instances, authz: Authorizer,
     async def listing(call: Call) -> Result:
         await allow(call)
         found = await instances.of_account(call.principal.account_id)
-        out: dict[str, Any] = {"Instances": [found.wire()] if found else []}
-        return out
+        return page([found.wire()] if found else [], call.params, "Instances")
 
     @action("DescribeInstance")
     async def describe(call: Call) -> Result:

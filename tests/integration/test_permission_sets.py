@@ -498,3 +498,82 @@ def test_assignments_for_a_principal(estate: Estate) -> None:
     assert "AccountAssignmentsDeletionStatus" in deletions
     assert sso.list_permission_set_provisioning_status(
         InstanceArn=estate.instance_arn)["PermissionSetsProvisioningStatus"] is not None
+
+
+def test_every_action_refuses_with_an_error_its_model_lists(estate: Estate) -> None:
+    """Each sso-admin action, called by another account on this instance (or with a request
+    id nobody made), is refused with an error botocore's model lists for that action — and
+    the set of actions tried is every sso-admin action the broker answers."""
+    import botocore
+
+    from tests.integration.test_identity_center import MODEL
+
+    ps = estate.permission_set("Errors")
+    user = estate.user()
+    _, other_root = estate.broker.new_account()
+    theirs = estate.broker.client("sso-admin", other_root)
+    mine = estate.broker.client("sso-admin", estate.management_root)
+    i = {"InstanceArn": estate.instance_arn}
+    p = {**i, "PermissionSetArn": ps}
+    assignment = {**p, "TargetId": estate.member, "TargetType": "AWS_ACCOUNT",
+                  "PrincipalType": "USER", "PrincipalId": user}
+    ref = {"CustomerManagedPolicyReference": {"Name": "x", "Path": "/"}}
+    nobody = "11111111-2222-4333-8444-555555555555"
+    wrong = [
+        (theirs, "CreateInstance", {}),  # the other account has one already (made below)
+        (theirs, "ListInstances", {"NextToken": "not-a-token"}),
+        (theirs, "DescribeInstance", i), (theirs, "UpdateInstance", {**i, "Name": "x"}),
+        (theirs, "DeleteInstance", i),
+        (theirs, "CreatePermissionSet", {**i, "Name": "x"}),
+        (theirs, "DescribePermissionSet", p), (theirs, "UpdatePermissionSet", p),
+        (theirs, "DeletePermissionSet", p), (theirs, "ListPermissionSets", i),
+        (theirs, "PutInlinePolicyToPermissionSet", {**p, "InlinePolicy": READ_S3}),
+        (theirs, "GetInlinePolicyForPermissionSet", p),
+        (theirs, "DeleteInlinePolicyFromPermissionSet", p),
+        (theirs, "AttachManagedPolicyToPermissionSet", {**p, "ManagedPolicyArn": READ_IAM}),
+        (theirs, "DetachManagedPolicyFromPermissionSet", {**p, "ManagedPolicyArn": READ_IAM}),
+        (theirs, "ListManagedPoliciesInPermissionSet", p),
+        (theirs, "AttachCustomerManagedPolicyReferenceToPermissionSet", {**p, **ref}),
+        (theirs, "DetachCustomerManagedPolicyReferenceFromPermissionSet", {**p, **ref}),
+        (theirs, "ListCustomerManagedPolicyReferencesInPermissionSet", p),
+        (theirs, "PutPermissionsBoundaryToPermissionSet",
+         {**p, "PermissionsBoundary": {"ManagedPolicyArn": ADMIN}}),
+        (theirs, "GetPermissionsBoundaryForPermissionSet", p),
+        (theirs, "DeletePermissionsBoundaryFromPermissionSet", p),
+        (theirs, "CreateAccountAssignment", assignment),
+        (mine, "DeleteAccountAssignment", assignment),  # never made
+        (mine, "DescribeAccountAssignmentCreationStatus",
+         {**i, "AccountAssignmentCreationRequestId": nobody}),
+        (mine, "DescribeAccountAssignmentDeletionStatus",
+         {**i, "AccountAssignmentDeletionRequestId": nobody}),
+        (theirs, "ListAccountAssignmentCreationStatus", i),
+        (theirs, "ListAccountAssignmentDeletionStatus", i),
+        (theirs, "ProvisionPermissionSet", {**p, "TargetType": "ALL_PROVISIONED_ACCOUNTS"}),
+        (mine, "DescribePermissionSetProvisioningStatus",
+         {**i, "ProvisionPermissionSetRequestId": nobody}),
+        (theirs, "ListPermissionSetProvisioningStatus", i),
+        (theirs, "ListAccountAssignments", {**p, "AccountId": estate.member}),
+        (theirs, "ListAccountAssignmentsForPrincipal",
+         {**i, "PrincipalId": user, "PrincipalType": "USER"}),
+        (theirs, "ListPermissionSetsProvisionedToAccount", {**i, "AccountId": estate.member}),
+        (theirs, "ListAccountsForProvisionedPermissionSet", p),
+        (theirs, "TagResource", {**i, "ResourceArn": ps, "Tags": [{"Key": "k", "Value": "v"}]}),
+        (theirs, "UntagResource", {**i, "ResourceArn": ps, "TagKeys": ["k"]}),
+        (theirs, "ListTagsForResource", {**i, "ResourceArn": ps}),
+    ]
+    theirs.create_instance()
+    assert {action for _, action, _ in wrong} == \
+        {op.name for op in estate.broker.runtime.json_protocol.operations
+         if op.service.target == MODEL.metadata["targetPrefix"]}
+    for client, action, params in wrong:
+        try:
+            getattr(client, botocore.xform_name(action))(**params)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response["Error"]["Code"]
+        else:
+            raise AssertionError(f"{action} was not refused")
+        documented = {e.name for e in MODEL.operation_model(action).error_shapes}
+        assert code in documented, (action, code, sorted(documented))
+    # The control: the owner's own calls of the same kind succeed.
+    assert mine.describe_permission_set(**p)["PermissionSet"]["Name"] == "Errors"
+    assert estate.assign(ps, user)["Status"] == "SUCCEEDED"

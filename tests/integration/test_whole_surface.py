@@ -440,6 +440,7 @@ def _organization(broker: Broker) -> dict[str, Any]:
     return {
         "InstanceArn": instance,
         **_identity_store(broker, instance),
+        **_permission_set(broker, instance, member),
         "ParentId": root, "RootId": root, "OrganizationalUnitId": ou["Id"],
         "PolicyId": policy["PolicySummary"]["Id"], "TargetId": member, "AccountId": member,
         "ChildId": member, "ResourceId": member, "SourceParentId": root,
@@ -485,6 +486,35 @@ def _identity_store(broker: Broker, instance: str) -> dict[str, Any]:
         "Operations": [{"AttributePath": "displayName", "AttributeValue": "Surface"}],
         "AlternateIdentifier": {"UniqueAttribute": {"AttributePath": "userName",
                                                     "AttributeValue": "surface-person"}},
+    }
+
+
+def _permission_set(broker: Broker, instance: str, member: str) -> dict[str, Any]:
+    """A permission set of the instance, assigned to the surface's person in the member
+    account: honest values for the sso-admin actions. Found again, or made again, where the
+    hostile cases deleted it (an honest DeletePermissionSet)."""
+    sso = broker.client("sso-admin")
+    found = None
+    for arn in sso.list_permission_sets(InstanceArn=instance)["PermissionSets"]:
+        described = sso.describe_permission_set(InstanceArn=instance, PermissionSetArn=arn)
+        if described["PermissionSet"]["Name"] == "Surface":
+            found = arn
+    ps = found or sso.create_permission_set(InstanceArn=instance, Name="Surface")[
+        "PermissionSet"]["PermissionSetArn"]
+    person = _identity_store(broker, instance)["UserId"]
+    status = sso.create_account_assignment(
+        InstanceArn=instance, TargetId=member, TargetType="AWS_ACCOUNT", PermissionSetArn=ps,
+        PrincipalType="USER", PrincipalId=person)["AccountAssignmentCreationStatus"]
+    return {
+        "PermissionSetArn": ps, "ResourceArn": ps, "PrincipalType": "USER",
+        "PrincipalId": person, "TargetType": "AWS_ACCOUNT",
+        "ManagedPolicyArn": "arn:aws:iam::aws:policy/IAMReadOnlyAccess",
+        "InlinePolicy": json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}),
+        "PermissionsBoundary": {"ManagedPolicyArn": "arn:aws:iam::aws:policy/PowerUserAccess"},
+        "CustomerManagedPolicyReference": {"Name": "surface-policy", "Path": "/"},
+        "AccountAssignmentCreationRequestId": status["RequestId"],
+        "SessionDuration": "PT2H",
     }
 
 
@@ -740,6 +770,7 @@ def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> 
     """The control: the same requests with honest values succeed."""
     good = surface.json_good
     good.update(_identity_store(surface.broker, good["InstanceArn"]))
+    good.update(_permission_set(surface.broker, good["InstanceArn"], good["AccountId"]))
     # By target: services share action names (ListTagsForResource).
     ops = {f"{op.service.target}.{op.name}": op
            for op in surface.broker.runtime.json_protocol.operations}
@@ -748,7 +779,14 @@ def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> 
                 "DescribeOrganization", "ListRoots", "DescribeOrganizationalUnit",
                 "DescribePolicy", "ListPoliciesForTarget", "ListChildren", "DescribeAccount",
                 "ListTagsForResource")),
-            ("SWBExternalService", ("DescribeInstance", "ListInstances")),
+            ("SWBExternalService", (
+                "DescribeInstance", "ListInstances", "DescribePermissionSet",
+                "ListPermissionSets", "UpdatePermissionSet", "ListAccountAssignments",
+                "ListAccountAssignmentsForPrincipal", "ListManagedPoliciesInPermissionSet",
+                "GetInlinePolicyForPermissionSet", "ListPermissionSetsProvisionedToAccount",
+                "ListAccountsForProvisionedPermissionSet", "ListTagsForResource",
+                "DescribeAccountAssignmentCreationStatus",
+                "ListAccountAssignmentCreationStatus")),
             ("AWSIdentityStore", (
                 "DescribeUser", "ListUsers", "GetUserId", "UpdateUser", "DescribeGroup",
                 "ListGroups", "UpdateGroup", "DescribeGroupMembership", "ListGroupMemberships",
@@ -1040,7 +1078,8 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("GET", "/authorize"): {"query": ("response_type", "client_id", "redirect_uri", "state",
                                       "code_challenge", "code_challenge_method", "scopes"),
                             "cookies": ("broker-portal-session",)},
-    ("GET", "/start/{identity_store_id}"): {"cookies": ("broker-portal",
+    ("GET", "/start/{identity_store_id}"): {"query": ("done",),
+                                            "cookies": ("broker-portal",
                                                         "broker-portal-session")},
     ("POST", "/start/{identity_store_id}"): {"form": ("csrf", "username", "password"),
                                              "cookies": ("broker-portal",)},
@@ -1050,13 +1089,18 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("POST", "/start/{identity_store_id}/enrol"): {
         "form": ("csrf", "code"), "cookies": ("broker-portal", "broker-portal-step")},
     ("POST", "/start/{identity_store_id}/mfa"): {
-        "form": ("csrf", "code"), "cookies": ("broker-portal", "broker-portal-step")},
+        "form": ("csrf", "code", "assertion"),
+        "cookies": ("broker-portal", "broker-portal-step")},
     ("POST", "/start/{identity_store_id}/console"): {
         "form": ("csrf", "account_id", "role_name"), "cookies": ("broker-portal-session",)},
     ("POST", "/start/{identity_store_id}/credentials"): {
         "form": ("csrf", "account_id", "role_name"), "cookies": ("broker-portal-session",)},
     ("POST", "/start/{identity_store_id}/signout"): {
         "form": ("csrf",), "cookies": ("broker-portal-session",)},
+    ("POST", "/start/{identity_store_id}/webauthn/options"): {
+        "form": ("csrf",), "cookies": ("broker-portal-session",)},
+    ("POST", "/start/{identity_store_id}/webauthn"): {
+        "form": ("csrf", "name", "credential"), "cookies": ("broker-portal-session",)},
 }
 TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
 
@@ -1450,7 +1494,7 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
             ("enrol", made["enrol"], {"csrf": form_token(made["enrol"], b"portal-enrol"),
                                       "code": "000000"}),
             ("mfa", made["mfa"], {"csrf": form_token(made["mfa"], b"portal-mfa"),
-                                  "code": "000000"})):
+                                  "code": "000000", "assertion": ""})):
         cookies = f"{browser_cookie}={secret}; {step_cookie}={handle}"
         for name in honest:
             yield f"POST /start/{{id}}/{route} {name}=", \
@@ -1466,6 +1510,18 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
         for name in honest_role:
             yield f"POST /start/{{id}}/{route} {name}=", lambda v, r=route, n=name: http.post(
                 f"{start}/{r}", content=splice(honest_role, n, v), headers=signed_in)
+    yield "POST /start/{id}/webauthn/options csrf=", lambda v: http.post(
+        f"{start}/webauthn/options", content=splice({"csrf": csrf}, "csrf", v),
+        headers=signed_in)
+    honest_key = {"csrf": csrf, "name": "surface key", "credential": "{}"}
+    for name in honest_key:
+        def register(v: str, n: str = name) -> httpx.Response:
+            http.post(f"{start}/webauthn/options", content=splice({"csrf": csrf}, "", ""),
+                      headers=signed_in)  # a challenge to answer
+            return http.post(f"{start}/webauthn", content=splice(honest_key, n, v),
+                             headers=signed_in)
+        yield f"POST /start/{{id}}/webauthn {name}=", register
+    yield "GET /start/{id}?done=", lambda v: http.get(f"{start}?done={v}", headers=signed_in)
     yield "POST /start/{id}/signout csrf=", lambda v: http.post(
         f"{start}/signout", content=splice({"csrf": csrf}, "csrf", v), headers=signed_in)
     yield "POST /start/{id}/signout cookie", lambda v: http.post(
