@@ -133,6 +133,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/start/{identity_store_id}/console", portal.console, methods=["POST"]),
         Route("/start/{identity_store_id}/credentials", portal.credentials, methods=["POST"]),
         Route("/start/{identity_store_id}/signout", portal.sign_out, methods=["POST"]),
+        Route("/start/{identity_store_id}/webauthn/options", portal.webauthn_options,
+              methods=["POST"]),
+        Route("/start/{identity_store_id}/webauthn", portal.webauthn_register,
+              methods=["POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

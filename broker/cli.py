@@ -484,9 +484,12 @@ def sso_group() -> None:
 @common
 @click.option("--identity-store-id", required=True, help="The instance's directory (d-…).")
 @click.option("--user-name", required=True, help="The directory user's UserName.")
+@click.option("--remove-mfa-devices", "remove_mfa", is_flag=True,
+              help="Also remove the user's MFA devices (a lost one): the next sign-in "
+                   "registers a new one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sso_reset_password(config: str | None, data_dir: str | None, identity_store_id: str,
-                       user_name: str, as_json: bool) -> None:
+                       user_name: str, remove_mfa: bool, as_json: bool) -> None:
     """Give a directory user a one-time password for the access portal: it replaces their
     password, must be changed at the next sign-in and expires after seven days."""
     from broker.runtime import open_runtime
@@ -501,7 +504,8 @@ def sso_reset_password(config: str | None, data_dir: str | None, identity_store_
     async def go() -> str:
         runtime = await open_runtime(settings)
         try:
-            return await runtime.portal.reset_password(identity_store_id, user_name)
+            return await runtime.portal.reset_password(identity_store_id, user_name,
+                                                       remove_mfa=remove_mfa)
         finally:
             await runtime.close()
 

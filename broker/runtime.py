@@ -203,7 +203,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                  Instances(store, clock), Throttle(
                                      ephemeral, max_failures=settings.signin.max_failures,
                                      lock_seconds=settings.signin.lock_seconds),
-                                 account_ids=lambda: _account_ids(iam)),
+                                 account_ids=lambda: _account_ids(iam),
+                                 relying_party=security_keys.rp),
                    signin_links=[("Sign in with a user name and password", "/signin")])
 
 

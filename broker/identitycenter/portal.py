@@ -18,9 +18,11 @@ Sign-in follows the broker's own (broker.signin.password) and shares its machine
 * a one-time password leads to a forced change (the new password twice, Identity Center's
   password rules);
 * then MFA: a code of one of the user's TOTP devices (RFC 6238 as broker.iam.mfa computes it,
-  each code used once across every process); a user without a device registers one first
-  (Identity Center's default: "require them to register an MFA device at sign in"): its seed
-  is shown once and one code of it enables it;
+  each code used once across every process), or an assertion of one of their security keys
+  (broker.signin.webauthn's ceremonies, over a challenge the pending step keeps, the signature
+  counter growing); a user without a device registers a TOTP device first (Identity Center's
+  default: "require them to register an MFA device at sign in"): its seed is shown once and
+  one code of it enables it. Security keys are registered from the portal, signed in;
 * the half-signed-in state between steps is a record behind a random handle, bound to the
   browser's sign-in cookie, taken once, for five minutes.
 
@@ -240,10 +242,12 @@ class Portal:
                     continue
         raise AccessDenied(EXPIRED)  # made and deleted meanwhile, twice
 
-    async def reset_password(self, identity_store_id: str, user_name: str) -> str:
+    async def reset_password(self, identity_store_id: str, user_name: str, *,
+                             remove_mfa: bool = False) -> str:
         """A one-time password for the user (``broker sso reset-password``): it replaces any
         password they had, must be changed at the next sign-in, and expires after
-        ONE_TIME_DAYS. The user's MFA devices stay."""
+        ONE_TIME_DAYS. The user's MFA devices stay, unless ``remove_mfa`` (a lost device:
+        the next sign-in registers a new one)."""
         instance = await self.instance(identity_store_id)
         user = await self._directory.user_by_name(instance.account_id, identity_store_id,
                                                   user_name)
@@ -255,7 +259,8 @@ class Portal:
         now = self._clock.now()
         await self._change_credential(instance, user.user_id, lambda c: replace(
             c, password_hash=hashed, must_change=True, changed=now,
-            expires=now + timedelta(days=ONE_TIME_DAYS)))
+            expires=now + timedelta(days=ONE_TIME_DAYS),
+            devices=() if remove_mfa else c.devices, keys=() if remove_mfa else c.keys))
         await self.throttle.unlock(f"sso:{identity_store_id}", user.user_name.lower())
         return password
 

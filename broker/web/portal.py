@@ -8,8 +8,11 @@ users sign in, see the accounts and roles they are assigned, and approve the com
                                      "Management console" and "Access keys";
 * ``POST /start/{id}``               the password; then ``/change`` (``new_password``,
                                      ``confirm_password``), ``/enrol`` (a new TOTP device's
-                                     ``code``) or ``/mfa`` (``code``); then the portal;
+                                     ``code``) or ``/mfa`` (``code``, or a security key's
+                                     ``assertion``); then the portal;
 * ``POST /start/{id}/console``, ``/credentials`` (``account_id``, ``role_name``), ``/signout``;
+* ``POST /start/{id}/webauthn/options`` (JSON), ``/webauthn`` (``name``, ``credential``): a
+                                     security key registered by the signed-in person;
 * ``GET|POST /start/device``         the device authorization's approval (``user_code``;
                                      ``action`` allow or deny);
 * ``GET /authorize``                 the authorization-code grant's browser step: a code and
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from urllib.parse import quote, urlencode
 
 import segno
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from broker.aws.errors import AccessDenied, AwsError, InvalidInput, NoSuchEntity
 from broker.aws.ids import new_request_id
@@ -37,6 +41,7 @@ from broker.identitycenter.oauth import DeviceRequest, OAuth, Refused
 from broker.identitycenter.portal import Portal, PortalSession, Step
 from broker.sts.service import IssuedCredentials
 from broker.web.pages import (
+    SECURITY_HEADERS,
     audit_browser,
     drop_cookie,
     form,
@@ -161,9 +166,12 @@ async def home(request: Request) -> Response:
     for entry in await access.accounts(session.instance, session.user.user_id):
         roles = await access.roles(session.instance, session.user.user_id, entry.account_id)
         accounts.append((entry, sorted(roles)))
+    credential = await _portal(request).credential(session.instance, session.user.user_id)
+    done = _one(query(request), "done")
     return page("portal_home.html", store=instance.identity_store_id, name=instance.name,
                 user_name=session.user.user_name, accounts=accounts,
-                csrf=session_csrf(cookie))
+                csrf=session_csrf(cookie), devices=credential.devices, keys=credential.keys,
+                done=done if done in ("key-registered",) else "")
 
 
 @guarded
@@ -228,7 +236,8 @@ async def signin_mfa(request: Request) -> Response:
     request_id = new_request_id()
     try:
         step = await _portal(request).code(handle, read_cookie(request, BROWSER_COOKIE),
-                                           fields.get("code", ""), _source(request))
+                                           fields.get("code", ""), _source(request),
+                                           fields.get("assertion", ""))
     except AwsError as exc:
         audit_browser(request, "UserAuthentication", request_id, None, error=exc,
                       mfa_used=True)
@@ -255,8 +264,8 @@ def _next(request: Request, step: Step, identity_store_id: str,
                                              error="m").svg_inline(scale=4)),
                         csrf=form_token(step.handle, b"portal-enrol"))
     elif step.stage == "mfa":
-        response = page("portal_mfa.html", action=action,
-                        csrf=form_token(step.handle, b"portal-mfa"))
+        response = page("portal_mfa.html", action=action, totp=step.totp,
+                        webauthn=step.webauthn, csrf=form_token(step.handle, b"portal-mfa"))
     else:
         audit_browser(request, "UserAuthentication", request_id, None,
                       subject=f"{identity_store_id}/{step.user_name}", mfa_used=True)
@@ -351,6 +360,36 @@ async def console(request: Request) -> Response:
     audit_browser(request, "Federate", request_id, None,
                   subject=f"{account_id}/{role_name}/{session.user.user_name}")
     return redirect(str(url))
+
+
+# -- security keys ---------------------------------------------------------------------------
+
+@guarded
+async def webauthn_options(request: Request) -> Response:
+    identity_store_id = request.path_params["identity_store_id"]
+    _, session = await _signed_in_form(request, identity_store_id)
+    cookie = read_cookie(request, SESSION_COOKIE)
+    assert cookie is not None
+    options = await _portal(request).key_options(session, cookie)
+    return JSONResponse(json.loads(options), headers=SECURITY_HEADERS)
+
+
+@guarded
+async def webauthn_register(request: Request) -> Response:
+    identity_store_id = request.path_params["identity_store_id"]
+    fields, session = await _signed_in_form(request, identity_store_id)
+    cookie = read_cookie(request, SESSION_COOKIE)
+    assert cookie is not None
+    request_id = new_request_id()
+    try:
+        await _portal(request).add_key(session, cookie, fields.get("name", "").strip(),
+                                       fields.get("credential", ""))
+    except AwsError as exc:
+        audit_browser(request, "CreateMfaDeviceForUser", request_id, None, error=exc)
+        raise
+    audit_browser(request, "CreateMfaDeviceForUser", request_id, None,
+                  subject=f"{identity_store_id}/{session.user.user_name}")
+    return redirect(f"{_start(identity_store_id)}?done=key-registered")
 
 
 # -- the device authorization's approval ----------------------------------------------------
