@@ -125,6 +125,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/start/device", portal.device, methods=["GET"]),
         Route("/start/device", portal.device_decide, methods=["POST"]),
         Route("/authorize", portal.authorize, methods=["GET"]),
+        Route("/authorize", portal.authorize_decide, methods=["POST"]),
         Route("/start/{identity_store_id}", portal.home, methods=["GET"]),
         Route("/start/{identity_store_id}", portal.signin, methods=["POST"]),
         Route("/start/{identity_store_id}/change", portal.signin_change, methods=["POST"]),

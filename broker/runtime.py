@@ -171,8 +171,9 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         org = await organizations.org_of(account)
         return org is not None and org.management == account
 
+    federation_endpoint = Federation(ephemeral, keyring, sts, authz, clock)
     identity_center = _identity_center(settings, store, clock, iam, sts, permissions, authz,
-                                       organizations, sp_credentials)
+                                       organizations, sp_credentials, federation_endpoint)
     json_protocol = JsonProtocol(
         [*org_api.operations(organizations, authz),
          *sso_api.operations(identity_center.instances, authz, manages_organization,
@@ -184,7 +185,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
-                   Federation(ephemeral, keyring, sts, authz, clock),
+                   federation_endpoint,
                    Console(sts, authz, keyring, clock, settings.gateway.applications),
                    PasswordSignIn(iam, sts, authz, console_sessions, ephemeral, clock,
                                   security_keys,
@@ -222,8 +223,8 @@ class IdentityCenter:
 
 def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: IamService,
                      sts: StsService, permissions: Permissions, authz: Authorizer,
-                     organizations: OrganizationsService,
-                     sp_credentials: SpCredentials) -> IdentityCenter:
+                     organizations: OrganizationsService, sp_credentials: SpCredentials,
+                     federation: Federation) -> IdentityCenter:
     instances = Instances(store, clock)
     directory = Directory(store, clock)
     permission_sets = PermissionSets(store, clock)
@@ -255,7 +256,8 @@ def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: 
         saml_audience=settings.acs_url, can_assign=can_assign,
         principal_exists=principal_exists)
     access = Access(directory, assignments, permission_sets, sts, permissions, authz.guard,
-                    clock, saml_audience=settings.acs_url, account_entry=account_entry)
+                    clock, saml_audience=settings.acs_url, account_entry=account_entry,
+                    federation=federation, public_url=settings.public_url)
     return IdentityCenter(instances, directory, permission_sets, assignments, access)
 
 

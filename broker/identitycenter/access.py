@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from broker.aws import arn
 from broker.aws.errors import AwsError
@@ -29,9 +30,10 @@ from broker.identitycenter.assignments import (
     role_name,
 )
 from broker.identitycenter.directory import Directory, DirectoryUser
-from broker.identitycenter.instances import Instance
+from broker.identitycenter.instances import Instance, start_url
 from broker.identitycenter.permission_sets import PermissionSet, PermissionSets
 from broker.organizations.guard import OrgGuard
+from broker.signin.federation import Federation
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
 
@@ -69,7 +71,8 @@ class Access:
     def __init__(self, directory: Directory, assignments: Assignments,
                  permission_sets: PermissionSets, sts: StsService, permissions: Permissions,
                  guard: OrgGuard | None, clock: Clock, *, saml_audience: str,
-                 account_entry: Callable[[Instance, str], Awaitable[AccountEntry]]) -> None:
+                 account_entry: Callable[[Instance, str], Awaitable[AccountEntry]],
+                 federation: Federation | None = None, public_url: str = "") -> None:
         self._directory = directory
         self._assignments = assignments
         self._sets = permission_sets
@@ -79,6 +82,8 @@ class Access:
         self._clock = clock
         self._audience = saml_audience
         self._account_entry = account_entry
+        self._federation = federation
+        self._public_url = public_url.rstrip("/")
 
     async def _assigned(self, instance: Instance, user_id: str) -> list[Assignment]:
         groups = await self._directory.group_ids_of(instance.account_id,
@@ -143,3 +148,16 @@ class Access:
         except AwsError as exc:
             raise NotAssigned(exc.message) from None
         return await self._sts.federated_role_session(role, name, role.max_session)
+
+    async def console_url(self, instance: Instance, user: DirectoryUser, account_id: str,
+                          role_name: str) -> str:
+        """Where "Management console" sends the browser: the federation endpoint's login with
+        a sign-in token of the role's session (docs/console.md), back to the portal when the
+        console signs out. NotAssigned as ``credentials``."""
+        assert self._federation is not None
+        issued = await self.credentials(instance, user, account_id, role_name)
+        token = await self._federation.signin_token(issued.session, issued.token, None)
+        portal = start_url(self._public_url, instance)
+        return (f"{self._public_url}/federation?" + urlencode({
+            "Action": "login", "Issuer": portal, "Destination": f"{self._public_url}/console",
+            "SigninToken": token}))

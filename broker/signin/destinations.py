@@ -3,8 +3,9 @@
 A destination (a SAML RelayState, later the federation endpoint's Destination) is followed only
 if it is
 
-* a path on the broker itself that is the console (``/console``, ``/console/...``) or a path
-  prefix the administrator listed, or
+* a path on the broker itself that is the console (``/console``, ``/console/...``), IAM
+  Identity Center's access portal (``/start/...``: the Issuer its "Management console" links
+  back to) or a path prefix the administrator listed, or
 * an absolute ``http(s)`` URL whose scheme, host and port equal those of a listed application
   and whose path lies under that application's path,
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 CONSOLE = "/console"
+PORTAL = "/start"
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class Destinations:
         parts = urlsplit(path)
         if parts.scheme or parts.netloc:
             return False
-        prefixes: Sequence[str] = (CONSOLE, *(p for p in self.allowed if p.startswith("/")))
+        prefixes: Sequence[str] = (CONSOLE, PORTAL,
+                                   *(p for p in self.allowed if p.startswith("/")))
         return any(_under(parts.path, p) for p in prefixes)
 
 

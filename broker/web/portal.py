@@ -15,8 +15,10 @@ users sign in, see the accounts and roles they are assigned, and approve the com
                                      security key registered by the signed-in person;
 * ``GET|POST /start/device``         the device authorization's approval (``user_code``;
                                      ``action`` allow or deny);
-* ``GET /authorize``                 the authorization-code grant's browser step: a code and
-                                     the state to the client's loopback redirect URI.
+* ``GET|POST /authorize``            the authorization-code grant's browser step: the person
+                                     allows the application (``action``, the request's
+                                     parameters again), and a code and the state go to the
+                                     client's loopback redirect URI.
 
 Every form is CSRF-protected: before sign-in by an HMAC keyed by the browser's sign-in cookie,
 after it by one keyed by the portal session's cookie. Parsing and rendering only.
@@ -37,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from broker.aws.errors import AccessDenied, AwsError, InvalidInput, NoSuchEntity
 from broker.aws.ids import new_request_id
 from broker.identitycenter.access import Access, NotAssigned
-from broker.identitycenter.oauth import DeviceRequest, OAuth, Refused
+from broker.identitycenter.oauth import AuthorizationRequest, DeviceRequest, OAuth, Refused
 from broker.identitycenter.portal import Portal, PortalSession, Step
 from broker.sts.service import IssuedCredentials
 from broker.web.pages import (
@@ -459,15 +461,17 @@ async def device_decide(request: Request) -> Response:
 
 # -- the authorization-code grant's browser step --------------------------------------------
 
-@guarded
-async def authorize(request: Request) -> Response:
-    values = query(request)
-    params = {name: _one(values, name) for name in values}
-    oauth = _oauth(request)
-    redirect_uri = params.get("redirect_uri", "")
-    state = params.get("state")
+AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "state", "code_challenge",
+                    "code_challenge_method", "scopes")
+
+
+async def _authorization(request: Request, params: dict[str, str]
+                         ) -> AuthorizationRequest | Response:
+    """The checked request, or the answer to a refused one: the client told at its redirect
+    URI where RFC 6749 §4.1.2.1 allows, an error page otherwise."""
+    redirect_uri, state = params.get("redirect_uri", ""), params.get("state")
     try:
-        authorization = await oauth.authorization_request(
+        return await _oauth(request).authorization_request(
             response_type=params.get("response_type", ""),
             client_id=params.get("client_id", ""), redirect_uri=redirect_uri, state=state,
             code_challenge=params.get("code_challenge"),
@@ -476,23 +480,53 @@ async def authorize(request: Request) -> Response:
     except Refused as exc:
         if not exc.redirect:
             raise _refused(exc) from None
-        # RFC 6749 §4.1.2.1: the client, known and with its own redirect URI, is told there.
         answer = {"error": exc.error, "error_description": exc.description}
         return redirect(_with_query(redirect_uri, answer, state), status=302)
-    signed_in = await _session(request, authorization.identity_store_id)
+
+
+@guarded
+async def authorize(request: Request) -> Response:
+    """The grant's browser step: sign in if needed, then ask the person to allow the
+    application (a page of another site cannot make a signed-in browser hand out a code)."""
+    values = query(request)
+    params = {name: _one(values, name) for name in AUTHORIZE_PARAMS if name in values}
+    checked = await _authorization(request, params)
+    if isinstance(checked, Response):
+        return checked
+    signed_in = await _session(request, checked.identity_store_id)
     if signed_in is None:
-        return _sign_in_first(request, authorization.identity_store_id,
+        return _sign_in_first(request, checked.identity_store_id,
                               "/authorize?" + urlencode(params))
-    _, session = signed_in
+    cookie, session = signed_in
+    return page("portal_authorize.html", client_name=checked.client_name,
+                user_name=session.user.user_name, params=params, csrf=session_csrf(cookie))
+
+
+@guarded
+async def authorize_decide(request: Request) -> Response:
+    fields, session = await _signed_in_form(request)
+    params = {name: fields[name] for name in AUTHORIZE_PARAMS if name in fields}
+    checked = await _authorization(request, params)
+    if isinstance(checked, Response):
+        return checked
+    if checked.identity_store_id != session.instance.identity_store_id:
+        raise AccessDenied("This sign-in request is for another start URL.")
+    if fields.get("action") == "deny":
+        return redirect(_with_query(checked.redirect_uri, {
+            "error": "access_denied", "error_description": "The person denied the request."},
+            checked.state))
+    if fields.get("action") != "allow":
+        raise InvalidInput("Choose Allow or Deny.")
     try:
-        code = await oauth.issue_code(authorization, account_id=session.instance.account_id,
-                                      identity_store_id=session.instance.identity_store_id,
-                                      user_id=session.user.user_id,
-                                      session_expires_at=session.expiration)
+        code = await _oauth(request).issue_code(
+            checked, account_id=session.instance.account_id,
+            identity_store_id=session.instance.identity_store_id,
+            user_id=session.user.user_id, session_expires_at=session.expiration)
     except Refused as exc:
         raise _refused(exc) from None
-    return redirect(_with_query(authorization.redirect_uri, {"code": code},
-                                authorization.state), status=302)
+    audit_browser(request, "Authorize", new_request_id(), None,
+                  subject=f"{session.instance.identity_store_id}/{session.user.user_name}")
+    return redirect(_with_query(checked.redirect_uri, {"code": code}, checked.state))
 
 
 def _with_query(uri: str, values: dict[str, str], state: str | None) -> str:

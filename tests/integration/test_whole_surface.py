@@ -1078,6 +1078,10 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("GET", "/authorize"): {"query": ("response_type", "client_id", "redirect_uri", "state",
                                       "code_challenge", "code_challenge_method", "scopes"),
                             "cookies": ("broker-portal-session",)},
+    ("POST", "/authorize"): {"form": ("csrf", "action", "response_type", "client_id",
+                                      "redirect_uri", "state", "code_challenge",
+                                      "code_challenge_method", "scopes"),
+                             "cookies": ("broker-portal-session",)},
     ("GET", "/start/{identity_store_id}"): {"query": ("done",),
                                             "cookies": ("broker-portal",
                                                         "broker-portal-session")},
@@ -1540,6 +1544,10 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
     for name in honest_authorize:
         yield f"GET /authorize {name}=", lambda v, n=name: http.get(
             "/authorize?" + splice(honest_authorize, n, v), headers=signed_in)
+    honest_decision = {"csrf": csrf, "action": "deny", **honest_authorize}
+    for name in honest_decision:
+        yield f"POST /authorize {name}=", lambda v, n=name: http.post(
+            "/authorize", content=splice(honest_decision, n, v), headers=signed_in)
 
 
 @pytest.mark.timeout(900)  # thousands of requests on a shared machine
