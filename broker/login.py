@@ -201,7 +201,10 @@ def cache_path(home: Path, session_name: str) -> Path:
 def _write_cache(home: Path, session_name: str, token: dict[str, Any]) -> Path:
     path = cache_path(home, session_name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Only the user may read it, whatever an older file's mode was, and never through a
+    # symbolic link someone else planted.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(token, out)
     return path

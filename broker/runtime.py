@@ -255,6 +255,12 @@ def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: 
             settings.public_url, instance, sp_credentials.certificate_b64),
         saml_audience=settings.acs_url, can_assign=can_assign,
         principal_exists=principal_exists)
+    async def left(management: str, account: str) -> None:
+        instance = await instances.of_account(management)
+        if instance is not None and instance.scope == "ORGANIZATION":
+            await assignments.deprovision(instance, account)
+
+    organizations.on_leave.append(left)
     access = Access(directory, assignments, permission_sets, sts, permissions, authz.guard,
                     clock, saml_audience=settings.acs_url, account_entry=account_entry,
                     federation=federation, public_url=settings.public_url)

@@ -335,12 +335,13 @@ class Policies:
                                         lambda: _MISSING[kind](name))
 
     async def change_principal(self, kind: str, account: str, name: str,
-                               change: Callable[[Any], Any], *,
-                               tags_only: bool = False) -> Principal:
+                               change: Callable[[Any], Any]) -> Principal:
         """Change a user, group or role. A role AWS keeps (roles.RESERVED_PATH) is
-        UnmodifiableEntity, but for its tags (AWS's model has no such error for them)."""
+        UnmodifiableEntity, its tags too: they would be the principal tags of every session
+        of the role (AWS's model lists no such error for TagRole; AWS answers it all the
+        same)."""
         cls: type[Any] = _CLASSES[kind]
-        if kind == ROLE and not tags_only:
+        if kind == ROLE:
             inner = change
 
             def change(entity: Any) -> Any:

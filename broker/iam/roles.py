@@ -71,6 +71,10 @@ class Roles:
         return paginate(roles, lambda r: r.name.lower(), marker, max_items)
 
     async def change(self, account: str, name: str, **fields: object) -> Role:
+        path = fields.get("path")
+        if isinstance(path, str) and path.startswith(RESERVED_PATH):
+            raise InvalidInput(f"The path {RESERVED_PATH} is reserved for the roles of AWS "
+                               "services.")
         return await self._entities.change(
             Role, Role.ref(account, name),
             lambda r: replace(check_modifiable(r), **fields),  # type: ignore[arg-type]

@@ -96,6 +96,11 @@ class Access:
         assigned = await self._assigned(instance, user_id)
         if not assigned:
             return []
+        # Only accounts the instance may still give access to (not one that has left its
+        # organization, whatever is left of its assignments).
+        reachable = {a: await self._assignments.can_assign(instance, a)
+                     for a in {a.account_id for a in assigned}}
+        assigned = [a for a in assigned if reachable[a.account_id]]
         sets = {p.permission_set_id: p for p in await self._sets.listing(instance)}
         found: dict[tuple[str, str], PortalRole] = {}
         for a in assigned:

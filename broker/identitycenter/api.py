@@ -100,8 +100,14 @@ def operations(instances: Instances, authz: Authorizer,
 
     @action("DeleteInstance")
     async def delete(call: Call) -> Result:
-        await allow(call, call.params["InstanceArn"])
-        await instances.delete(call.principal.account_id, call.params["InstanceArn"])
+        arn = call.params["InstanceArn"]
+        await allow(call, arn)
+        instance = await instances.get(call.principal.account_id, arn,
+                                       missing="AccessDeniedException")
+        if assigned is not None:
+            # Every role it provisioned goes first: none is left that nobody could remove.
+            await assigned.deprovision(instance)
+        await instances.delete(call.principal.account_id, arn)
         return None
 
     # -- permission sets ------------------------------------------------------------------------

@@ -226,7 +226,8 @@ class Assignments:
                     [p.data["account_id"] for p in await self._provisioned(instance)
                      if p.data["permission_set_id"] == permission_set.permission_set_id]
                 for account in accounts:
-                    await self._converge(instance, permission_set, account)
+                    if await self._can_assign(instance, account):  # not one that left
+                        await self._converge(instance, permission_set, account)
             else:
                 assert request.principal_type is not None and request.principal_id is not None
                 assignment = Assignment(instance.instance_id, request.principal_type,
@@ -413,17 +414,47 @@ class Assignments:
         the account may have deleted it)."""
         name = provider_name(instance)
         found = f"arn:aws:iam::{account}:saml-provider/{name}"
+        ours = self._metadata(instance)
         try:
-            await self._iam.saml_providers.get(account, found)
-        except AwsError:
             try:
-                await self._iam.saml_providers.create(account, name, self._metadata(instance))
-            except AwsError as exc:
-                if exc.code != "EntityAlreadyExists":
-                    raise ProvisioningFailed(
-                        f"The SAML provider {name} cannot be made in account {account}: "
-                        f"{exc.message}") from None
+                current = await self._iam.saml_providers.get(account, found)
+            except AwsError:
+                await self._iam.saml_providers.create(account, name, ours)
+            else:
+                if current.metadata != ours:  # not the instance's own: made so again
+                    await self._iam.saml_providers.update(account, found, metadata=ours)
+        except AwsError as exc:
+            if exc.code != "EntityAlreadyExists":
+                raise ProvisioningFailed(
+                    f"The SAML provider {name} cannot be made in account {account}: "
+                    f"{exc.message}") from None
         return found
+
+    # -- taking everything back -----------------------------------------------------------------
+
+    async def deprovision(self, instance: Instance, account: str | None = None) -> None:
+        """Take back what the instance provisioned in ``account`` (every account: None): its
+        assignments there, and their roles. For an account that left the organization, and
+        for an instance about to be deleted. Each step can run again."""
+        sets = {p.permission_set_id: p for p in await self._sets.listing(instance)}
+        for record in await self._provisioned(instance):
+            target = record.data["account_id"]
+            if account is not None and target != account:
+                continue
+            ps = sets.get(record.data["permission_set_id"])
+            if ps is None:
+                continue
+            for principal in record.data["principals"]:
+                kind, _, principal_id = principal.partition("/")
+                assignment = Assignment(instance.instance_id, kind, principal_id, target,
+                                        ps.permission_set_id)
+                with contextlib.suppress(NotFound):
+                    await self._store.delete(Ref(ASSIGNMENT, instance.account_id,
+                                                 assignment.key()))
+            with contextlib.suppress(ProvisioningFailed):  # a role not ours stays
+                await self._remove_role(target, role_name(instance, ps, target))
+            with contextlib.suppress(NotFound):
+                await self._store.delete(record.ref)
 
     # -- what the portal and the list actions read ----------------------------------------------
 
@@ -482,6 +513,11 @@ class Assignments:
             if len(batch) < _PAGE:
                 return found
             after = batch[-1].key
+
+    async def can_assign(self, instance: Instance, account: str) -> bool:
+        """Whether the instance may give access to the account now: its own account, or an
+        account of its organization (an account that left no longer is)."""
+        return await self._can_assign(instance, account)
 
     async def _check_target(self, instance: Instance, account: str) -> None:
         if not await self._can_assign(instance, account):

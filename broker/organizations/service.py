@@ -25,7 +25,7 @@ import copy
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -79,6 +79,9 @@ class OrganizationsService:
         self._store = iam.store
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called with (management account, account) once an account has left an organization
+        # (IAM Identity Center takes back the roles the organization's instance provisioned).
+        self.on_leave: list[Callable[[str, str], Awaitable[None]]] = []
 
     # reading
 
@@ -489,6 +492,11 @@ class OrganizationsService:
 
         await self._change(org, drop)
         await self._unclaim(member, org.id)
+        for hook in self.on_leave:
+            try:
+                await hook(org.management, member)
+            except Exception:  # the account has left: what is left behind is unusable anyway
+                log.exception("after account %s left organization %s", member, org.id)
 
     # creating accounts
 

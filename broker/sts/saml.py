@@ -62,6 +62,7 @@ TRANSITIVE_TAG_KEYS = ATTRIBUTES + "TransitiveTagKeys"
 
 ACTION = "sts:AssumeRoleWithSAML"
 NOT_AUTHORIZED = "Not authorized to perform sts:AssumeRoleWithSAML"
+IDENTITY_CENTER_PATH = "/aws-reserved/sso.amazonaws.com/"
 _NAME = re.compile(r"[a-zA-Z_0-9+=,.@-]{2,64}")
 _TAG_KEY = regex.compile(r"[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}")
 DEFAULT_DURATION = 3600
@@ -327,7 +328,9 @@ class SamlFederation:
         if pair not in verified.roles or pair.account_id != verified.provider.account_id:
             raise AccessDenied(NOT_AUTHORIZED)
         role = await self._sts.role(pair.role_arn)
-        if role is None:
+        if role is None or role.path.startswith(IDENTITY_CENTER_PATH):
+            # IAM Identity Center's roles are its own: the broker's Identity Center issues
+            # their sessions itself, and no assertion — whoever signed it — opens them here.
             raise AccessDenied(NOT_AUTHORIZED)
         return role
 

@@ -75,6 +75,7 @@ def test_broker_login_gives_the_cli_the_role(broker: Broker, tenant: Tenant,
     assert done.returncode == 0, done.stderr
     assert f"{broker.url}/start/device?user_code=" in done.stderr
     cache = json.loads(cache_path(tmp_path, "work").read_text())
+    assert cache_path(tmp_path, "work").stat().st_mode & 0o777 == 0o600
     assert cache["startUrl"] == tenant.start_url and cache["refreshToken"]
     config = (tmp_path / ".aws" / "config").read_text()
     assert "[profile work]" in config and "[sso-session work]" in config

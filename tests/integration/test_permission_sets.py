@@ -577,3 +577,152 @@ def test_every_action_refuses_with_an_error_its_model_lists(estate: Estate) -> N
     # The control: the owner's own calls of the same kind succeed.
     assert mine.describe_permission_set(**p)["PermissionSet"]["Name"] == "Errors"
     assert estate.assign(ps, user)["Status"] == "SUCCEEDED"
+
+
+def _reserved_role(estate: Estate, prefix: str) -> dict[str, Any]:
+    [role] = [r for r in estate.reserved_roles() if r["RoleName"].startswith(prefix)]
+    return role
+
+
+def test_the_instances_saml_provider_is_not_the_accounts_to_make_or_change(
+        estate: Estate) -> None:
+    """A member's administrator cannot put their own identity provider behind the reserved
+    roles: the AWSSSO_… provider cannot be made or changed through IAM, an assertion — even
+    one the provider's metadata would accept — never opens a reserved role through STS, and
+    provisioning puts the instance's own metadata back."""
+    from tests.saml_idp import TestIdp, encode
+    from tests.saml_world import trust_policy
+
+    ps = estate.permission_set("Takeover")
+    estate.assign(ps, estate.user())
+    role = _reserved_role(estate, "AWSReservedSSO_Takeover_")
+    provider = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Federated"]
+    name = provider.rsplit("/", 1)[1]
+    iam = estate.iam(estate.member_root)
+    attacker = TestIdp("https://attacker.example.test/metadata")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        iam.update_saml_provider(SAMLProviderArn=provider,
+                                 SAMLMetadataDocument=attacker.metadata())
+    assert code_of(refused) == "InvalidInput"
+    iam.delete_saml_provider(SAMLProviderArn=provider)  # allowed, as on AWS
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        iam.create_saml_provider(Name=name, SAMLMetadataDocument=attacker.metadata())
+    assert code_of(refused) == "InvalidInput"
+    own = iam.create_saml_provider(Name="attacker-idp",  # the control: any other name
+                                   SAMLMetadataDocument=attacker.metadata())["SAMLProviderArn"]
+    # Suppose the provider were the attacker's all the same (written past the API): their
+    # assertion still opens no reserved role — beside the control, an ordinary role that
+    # trusts the same provider, which it opens.
+    runtime = estate.broker.runtime
+    estate.broker.server.call(runtime.iam.saml_providers.create(
+        estate.member, name, attacker.metadata()))
+    ordinary = iam.create_role(RoleName="trusts-the-provider", AssumeRolePolicyDocument=(
+        trust_policy(provider, estate.broker.settings.acs_url)))["Role"]["Arn"]
+    sts = estate.broker.client("sts", validate=False)
+
+    def assertion(role_arn: str) -> str:
+        return encode(attacker.response(
+            acs_url=estate.broker.settings.acs_url,
+            audience=estate.broker.settings.sp_entity_id, roles=[(role_arn, provider)],
+            session_name="victim-person"))
+
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        sts.assume_role_with_saml(RoleArn=role["Arn"], PrincipalArn=provider,
+                                  SAMLAssertion=assertion(role["Arn"]))
+    assert code_of(refused) == "AccessDenied"
+    opened = sts.assume_role_with_saml(RoleArn=ordinary, PrincipalArn=provider,
+                                       SAMLAssertion=assertion(ordinary))
+    assert opened["AssumedRoleUser"]["Arn"].endswith("/victim-person")
+    # Provisioning again makes the provider the instance's own again.
+    estate.sso().provision_permission_set(InstanceArn=estate.instance_arn,
+                                          PermissionSetArn=ps, TargetType="AWS_ACCOUNT",
+                                          TargetId=estate.member)
+    metadata = iam.get_saml_provider(SAMLProviderArn=provider)["SAMLMetadataDocument"]
+    assert "attacker.example.test" not in metadata and estate.store_id in metadata
+    iam.delete_saml_provider(SAMLProviderArn=own)
+
+
+def test_tags_of_a_reserved_role_cannot_be_changed(estate: Estate) -> None:
+    ps = estate.permission_set("Tagless")
+    estate.assign(ps, estate.user())
+    name = _reserved_role(estate, "AWSReservedSSO_Tagless_")["RoleName"]
+    iam = estate.iam(estate.member_root)
+    for method, params in (("tag_role", {"Tags": [{"Key": "team", "Value": "mine"}]}),
+                           ("untag_role", {"TagKeys": ["team"]})):
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            getattr(iam, method)(RoleName=name, **params)
+        assert code_of(refused) == "UnmodifiableEntity", method
+    assert iam.list_role_tags(RoleName=name)["Tags"] == []
+    iam.create_role(RoleName="tagged", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+            "AWS": f"arn:aws:iam::{estate.member}:root"}, "Action": "sts:AssumeRole"}]}))
+    iam.tag_role(RoleName="tagged", Tags=[{"Key": "team", "Value": "mine"}])  # the control
+
+
+def test_an_account_that_leaves_the_organization_loses_the_instances_roles(
+        broker: Broker) -> None:
+    management, management_root = broker.new_account()
+    orgs = broker.client("organizations", management_root)
+    orgs.create_organization(FeatureSet="ALL")
+    leaving, leaving_root = broker.new_account()
+    staying, staying_root = broker.new_account()
+    for account, root in ((leaving, leaving_root), (staying, staying_root)):
+        handshake = orgs.invite_account_to_organization(
+            Target={"Id": account, "Type": "ACCOUNT"})["Handshake"]["Id"]
+        broker.client("organizations", root).accept_handshake(HandshakeId=handshake)
+    sso = broker.client("sso-admin", management_root)
+    instance_arn = sso.create_instance()["InstanceArn"]
+    store_id = sso.describe_instance(InstanceArn=instance_arn)["IdentityStoreId"]
+    estate = Estate(broker, management, management_root, leaving, leaving_root, instance_arn,
+                    store_id)
+    ps = estate.permission_set("Leavers")
+    user_id = estate.user()
+    estate.assign(ps, user_id)
+    estate.assign(ps, user_id, account=staying)
+    ic = broker.runtime.identity_center
+    instance = broker.server.call(ic.instances.by_store(store_id))
+    assert instance is not None
+    assert [a.account_id for a in broker.server.call(ic.access.accounts(instance, user_id))] \
+        == sorted([leaving, staying])
+    broker.client("organizations", leaving_root).leave_organization()
+    # Gone from the account that left (its assignments too), kept where the account stayed.
+    assert estate.reserved_roles(leaving_root) == []
+    assert len(estate.reserved_roles(staying_root)) == 1
+    assert [a.account_id for a in broker.server.call(ic.access.accounts(instance, user_id))] \
+        == [staying]
+    assert sso.list_account_assignments(InstanceArn=instance_arn, AccountId=leaving,
+                                        PermissionSetArn=ps)["AccountAssignments"] == []
+    # Nor can the organization reach into it again.
+    sso.attach_managed_policy_to_permission_set(InstanceArn=instance_arn, PermissionSetArn=ps,
+                                                ManagedPolicyArn=ADMIN)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        sso.provision_permission_set(InstanceArn=instance_arn, PermissionSetArn=ps,
+                                     TargetType="AWS_ACCOUNT", TargetId=leaving)
+    assert code_of(refused) == "ValidationException"
+    status = sso.provision_permission_set(InstanceArn=instance_arn, PermissionSetArn=ps,
+                                          TargetType="ALL_PROVISIONED_ACCOUNTS")
+    assert status["PermissionSetProvisioningStatus"]["Status"] == "SUCCEEDED"
+    assert estate.reserved_roles(leaving_root) == []
+    [kept] = estate.reserved_roles(staying_root)
+    attached = estate.iam(staying_root).list_attached_role_policies(
+        RoleName=kept["RoleName"])["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [ADMIN]
+
+
+def test_deleting_the_instance_takes_back_its_roles(broker: Broker) -> None:
+    account, root = broker.new_account()
+    sso = broker.client("sso-admin", root)
+    instance_arn = sso.create_instance()["InstanceArn"]
+    store_id = sso.describe_instance(InstanceArn=instance_arn)["IdentityStoreId"]
+    estate = Estate(broker, account, root, account, root, instance_arn, store_id)
+    ps = estate.permission_set("Doomed")
+    estate.assign(ps, estate.user())
+    assert len(estate.reserved_roles(root)) == 1
+    sso.delete_instance(InstanceArn=instance_arn)
+    assert estate.reserved_roles(root) == []
+    # A new instance starts clean, and provisions again: the control.
+    again = sso.create_instance()["InstanceArn"]
+    store = sso.describe_instance(InstanceArn=again)["IdentityStoreId"]
+    fresh = Estate(broker, account, root, account, root, again, store)
+    assert fresh.assign(fresh.permission_set("Reborn"), fresh.user())["Status"] == "SUCCEEDED"
+    assert len(fresh.reserved_roles(root)) == 1

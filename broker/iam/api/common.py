@@ -131,18 +131,15 @@ def register_tags_and_boundary(ops: Registry, ctx: IamContext, kind: str) -> Non
     noun = "User" if kind == USER else "Role"
     name_param = f"{noun}Name"
 
-    async def change(call: Call, name: str, apply: Callable[[Any], Any], *,
-                     tags_only: bool = False) -> None:
-        await iam.policies.change_principal(kind, call.principal.account_id, name, apply,
-                                            tags_only=tags_only)
+    async def change(call: Call, name: str, apply: Callable[[Any], Any]) -> None:
+        await iam.policies.change_principal(kind, call.principal.account_id, name, apply)
 
     @ops.action(f"Tag{noun}")
     async def tag(call: Call) -> Result:
         tags = tags_of(call.params)
         name = await ctx.allow_on(call, kind, f"Tag{noun}", call.params[name_param],
                                   request_tags(tags))
-        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, tags, ())),
-                     tags_only=True)
+        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, tags, ())))
         return None
 
     @ops.action(f"Untag{noun}")
@@ -150,8 +147,7 @@ def register_tags_and_boundary(ops: Registry, ctx: IamContext, kind: str) -> Non
         keys = tuple(call.params["TagKeys"])
         name = await ctx.allow_on(call, kind, f"Untag{noun}", call.params[name_param],
                                   {"aws:TagKeys": list(keys)})
-        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, (), keys)),
-                     tags_only=True)
+        await change(call, name, lambda e: replace(e, tags=merge_tags(e.tags, (), keys)))
         return None
 
     @ops.action(f"List{noun}Tags")

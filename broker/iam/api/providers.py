@@ -9,6 +9,7 @@ AWS's authorization reference has it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -47,6 +48,18 @@ def _refuse_identity_center(params: Mapping[str, Any]) -> None:
                 "which this broker does not have.")
 
 
+# The SAML providers IAM Identity Center provisions in the accounts it assigns: theirs alone
+# (an account's administrator may delete one, as on AWS — provisioning makes it again — but
+# not make or change one, which would put their own identity provider behind the roles).
+_IDENTITY_CENTER_PROVIDER = re.compile(r"AWSSSO_[0-9a-f]+_DO_NOT_DELETE", re.IGNORECASE)
+
+
+def _refuse_reserved_name(name: str) -> None:
+    if _IDENTITY_CENTER_PROVIDER.fullmatch(name):
+        raise InvalidInput(f"The SAML provider name {name} is reserved for IAM Identity "
+                           "Center.")
+
+
 def operations(ctx: IamContext) -> list[Operation]:
     iam = ctx.iam
     ops = Registry()
@@ -76,6 +89,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         await ctx.allow(call, "CreateSAMLProvider", arn.saml_provider(account, p["Name"]),
                         request_tags(tags))
         _refuse_identity_center(p)
+        _refuse_reserved_name(p["Name"])
         provider = await iam.saml_providers.create(
             account, p["Name"], p["SAMLMetadataDocument"], tags=tags,
             assertion_encryption_mode=p.get("AssertionEncryptionMode", ALLOWED),
@@ -103,6 +117,7 @@ def operations(ctx: IamContext) -> list[Operation]:
         p = call.params
         await allow_on_provider(call, "UpdateSAMLProvider", p["SAMLProviderArn"])
         _refuse_identity_center(p)
+        _refuse_reserved_name(p["SAMLProviderArn"].rsplit("/", 1)[-1])
         provider = await iam.saml_providers.update(
             call.principal.account_id, p["SAMLProviderArn"],
             metadata=p.get("SAMLMetadataDocument"),
