@@ -22,7 +22,9 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
+from broker.identitycenter.directory import USER
 from broker.identitycenter.oauth import OAuth
+from broker.store.base import Record, Ref
 from tests.helpers import Broker, Creds
 from tests.integration.test_organizations import conforms
 
@@ -101,6 +103,7 @@ class Tenant:
     user_name: str
     role_name: str
     start_url: str
+    permission_set_arn: str = ""
 
 
 @dataclass
@@ -204,6 +207,35 @@ def new_user(broker: Broker, account_id: str, store_id: str, user_name: str) -> 
     return broker.server.call(run())
 
 
+def set_status(broker: Broker, account_id: str, store_id: str, user_id: str,
+               status: str) -> None:
+    """Set a directory user's status (ENABLED / DISABLED) in their record, as the directory
+    keeps it: no API sets it yet."""
+    def change(record: Record) -> dict[str, Any]:
+        return {**record.data, "meta": {**record.data["meta"], "status": status}}
+    broker.server.call(broker.runtime.store.update(
+        Ref(USER, account_id, f"{store_id}/{user_id}"), change))
+
+
+def assign(broker: Broker, tenant: Tenant, user_id: str) -> None:
+    """Give a user the tenant's permission set in its account, as sso-admin does, and wait
+    for the assignment to be provisioned."""
+    admin = broker.client("sso-admin", tenant.root)
+    status = admin.create_account_assignment(
+        InstanceArn=tenant.instance_arn, TargetId=tenant.account_id, TargetType="AWS_ACCOUNT",
+        PermissionSetArn=tenant.permission_set_arn, PrincipalType="USER",
+        PrincipalId=user_id)["AccountAssignmentCreationStatus"]
+    for _ in range(200):
+        status = admin.describe_account_assignment_creation_status(
+            InstanceArn=tenant.instance_arn,
+            AccountAssignmentCreationRequestId=status["RequestId"]
+        )["AccountAssignmentCreationStatus"]
+        if status["Status"] != "IN_PROGRESS":
+            break
+        time.sleep(0.05)
+    assert status["Status"] == "SUCCEEDED", status
+
+
 def make_tenant(broker: Broker, role_name: str) -> Tenant:
     account_id, root = broker.new_account()
     admin = broker.client("sso-admin", root)
@@ -217,17 +249,7 @@ def make_tenant(broker: Broker, role_name: str) -> Tenant:
         InstanceArn=instance_arn, PermissionSetArn=ps["PermissionSetArn"],
         InlinePolicy=json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]}))
-    status = admin.create_account_assignment(
-        InstanceArn=instance_arn, TargetId=account_id, TargetType="AWS_ACCOUNT",
-        PermissionSetArn=ps["PermissionSetArn"], PrincipalType="USER",
-        PrincipalId=user_id)["AccountAssignmentCreationStatus"]
-    for _ in range(200):
-        status = admin.describe_account_assignment_creation_status(
-            InstanceArn=instance_arn, AccountAssignmentCreationRequestId=status["RequestId"]
-        )["AccountAssignmentCreationStatus"]
-        if status["Status"] != "IN_PROGRESS":
-            break
-        time.sleep(0.05)
-    assert status["Status"] == "SUCCEEDED", status
-    return Tenant(account_id, root, instance_arn, store_id, user_id, user_name, role_name,
-                  f"{broker.url}/start/{store_id}")
+    tenant = Tenant(account_id, root, instance_arn, store_id, user_id, user_name, role_name,
+                    f"{broker.url}/start/{store_id}", ps["PermissionSetArn"])
+    assign(broker, tenant, user_id)
+    return tenant

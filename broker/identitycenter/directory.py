@@ -115,6 +115,12 @@ class DirectoryUser:
     attributes_json: str  # every attribute, under the model's member names, as JSON text
 
     @property
+    def active(self) -> bool:
+        """Whether the user may sign in and use what they signed in to: every sign-in path
+        (the portal, its sessions, sso-oidc's tokens, the portal API) asks this."""
+        return self.status != "DISABLED"
+
+    @property
     def primary_email(self) -> str | None:
         for email in self.emails:
             if email.primary:
@@ -323,6 +329,12 @@ class Directory:
         except NotFound:
             return None
         return _user(record, identity_store_id)
+
+    async def active_user(self, account_id: str, identity_store_id: str,
+                          user_id: str) -> DirectoryUser | None:
+        """The user, if the directory has them and they are ``active`` (not disabled)."""
+        user = await self.user(account_id, identity_store_id, user_id)
+        return user if user is not None and user.active else None
 
     async def user_by_name(self, account_id: str, identity_store_id: str,
                            user_name: str) -> DirectoryUser | None:

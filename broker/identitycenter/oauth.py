@@ -21,7 +21,17 @@ codes with PKCE, access and refresh tokens.
   the access token lasts an hour (never past the grant), each refresh gives a new refresh
   token (RFC 6819 §5.2.2.3 rotation), and an old refresh token presented again ends the grant:
   every token descended from it stops working. Logout ends the grant too. Each use checks that
-  the grant is alive and that its user still exists.
+  the grant is alive and that its user still exists and is not disabled
+  (``DirectoryUser.active``); a use that finds them gone or disabled ends the grant, so
+  enabling them again revives no token.
+* **Refresh-token reuse** (RFC 6819 §5.2.2.3, OAuth 2.1 §4.3.1) is decided by one atomic
+  step: the first presenter of a refresh token claims its ``refreshed`` marker
+  (``put_if_absent``) *before* the token is retired, and only the claimant rotates. Whoever
+  else presents the same token — at the same moment on another process, or any time later —
+  finds the marker already there (or the token gone and the marker there), is answered
+  InvalidGrantException and ends the grant, so the claimant's new tokens stop working too: a
+  thief racing the victim cannot win quietly. A client that retries a refresh whose answer it
+  lost is treated the same way, and signs in again.
 
 The portal calls ``device_request``, ``approve_device``, ``deny_device``,
 ``authorization_request`` and ``issue_code`` (refusals are ``Refused``); the ``sso`` API
@@ -38,7 +48,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 from broker.aws.restjson import RestError
@@ -98,8 +108,10 @@ class Refused(Exception):
 
 
 class UserDirectory(Protocol):
-    async def user(self, account_id: str, identity_store_id: str,
-                   user_id: str) -> object | None: ...
+    async def active_user(self, account_id: str, identity_store_id: str,
+                          user_id: str) -> object | None:
+        """The user, None when the directory no longer has them or has disabled them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -499,20 +511,9 @@ class OAuth:
         registration; the browser never sees the secret, so the registered loopback redirect
         and PKCE are what bind the code to the client), its redirect URI, a PKCE S256
         challenge, the scopes. Refused otherwise; ``redirect`` only once the client and its
-        redirect URI are known good."""
-        client = self.registered(client_id)
-        if client is None or not client.allows(AUTHORIZATION_CODE):
-            raise Refused("invalid_client", "The client is not registered for the "
-                          "authorization code grant, or its registration has expired.")
-        if not is_loopback_redirect(redirect_uri):
-            raise Refused("invalid_request", "The redirect URI is not a loopback http URI.")
-        if not any(_without_port(redirect_uri) == _without_port(registered)
-                   for registered in client.redirect_uris):
-            raise Refused("invalid_request", "The redirect URI is not one the client "
-                          "registered.")
-        instance = await self.instance_of_start_url(client.issuer_url or "")
-        if instance is None:
-            raise Refused("invalid_client", "The client's issuer URL names no instance.")
+        redirect URI are known good (RFC 6749 §4.1.2.1): ``_redirect_target`` checks them
+        first, and nothing before it may be told at the URI."""
+        client, instance = await self._redirect_target(client_id, redirect_uri)
         if response_type != "code":
             raise Refused("unsupported_response_type", "response_type must be code.",
                           redirect=True)
@@ -527,6 +528,26 @@ class OAuth:
         return AuthorizationRequest(client.client_id, client.name, redirect_uri,
                                     code_challenge, tuple(scopes or client.scopes), state,
                                     instance.account_id, instance.identity_store_id)
+
+    async def _redirect_target(self, client_id: str, redirect_uri: str
+                               ) -> tuple[Client, Instance]:
+        """The client and its instance, if ``redirect_uri`` is one it registered (any port,
+        RFC 8252 §7.3); Refused without ``redirect`` otherwise: an error for a client or a
+        URI in doubt is shown to the person, never sent to the URI."""
+        client = self.registered(client_id)
+        if client is None or not client.allows(AUTHORIZATION_CODE):
+            raise Refused("invalid_client", "The client is not registered for the "
+                          "authorization code grant, or its registration has expired.")
+        if not is_loopback_redirect(redirect_uri):
+            raise Refused("invalid_request", "The redirect URI is not a loopback http URI.")
+        if not any(_without_port(redirect_uri) == _without_port(registered)
+                   for registered in client.redirect_uris):
+            raise Refused("invalid_request", "The redirect URI is not one the client "
+                          "registered.")
+        instance = await self.instance_of_start_url(client.issuer_url or "")
+        if instance is None:
+            raise Refused("invalid_client", "The client's issuer URL names no instance.")
+        return client, instance
 
     async def issue_code(self, request: AuthorizationRequest, *, account_id: str,
                          identity_store_id: str, user_id: str,
@@ -596,9 +617,13 @@ class OAuth:
     async def _issue(self, client: Client, account_id: str, identity_store_id: str,
                      user_id: str, session_end: int, grant_id: str | None = None) -> Tokens:
         now = self._now()
-        if session_end <= now or await self._users.user(account_id, identity_store_id,
-                                                        user_id) is None:
+        if session_end <= now:
             raise _error("InvalidGrantException", "The sign-in has ended.")
+        if await self._users.active_user(account_id, identity_store_id, user_id) is None:
+            if grant_id is not None:
+                await self._ephemeral.delete(_key("grant", grant_id))
+            raise _error("InvalidGrantException", "The sign-in has ended: the user no longer "
+                         "exists or is disabled.")
         if grant_id is None:
             grant_id = secrets.token_hex(16)
             await self._ephemeral.set(_key("grant", grant_id), b"1", session_end - now)
@@ -623,30 +648,42 @@ class OAuth:
         if not refresh_token or not _TOKEN.fullmatch(refresh_token):
             raise invalid
         digest = _digest(refresh_token)
-        raw = await self._ephemeral.take(_key("refresh", digest))
+        marker = _key("refreshed", digest)
+        raw = await self._ephemeral.get(_key("refresh", digest))
         if raw is None:
-            used = await self._ephemeral.get(_key("refreshed", digest))
+            # Retired already: its marker was claimed before it was, so it is still there.
+            used = await self._ephemeral.get(marker)
             if used is not None:
-                # An old refresh token again: stolen, or copied. End everything of its grant.
-                await self._ephemeral.delete(_key("grant", used.decode()))
-                raise _error("InvalidGrantException", "The refresh token was used already: "
-                             "the sign-in is ended. Sign in again.")
+                await self._end_reused(used.decode())
             raise invalid
         grant = _load(raw)
-        now = self._now()
-        await self._ephemeral.set(_key("refreshed", digest), grant["grant_id"].encode(),
-                                  max(grant["session_end"] - now, 1))
-        if grant["client_id"] != client.client_id:
+        if grant["client_id"] != client.client_id:  # another client holds it: stolen
             await self._ephemeral.delete(_key("grant", grant["grant_id"]))
             raise invalid
+        # The grant is checked alive before the claim: whoever loses the claim below ends it
+        # only after, so the claimant's answer does not depend on how the two interleave.
         if await self._ephemeral.get(_key("grant", grant["grant_id"])) is None:
             raise _error("InvalidGrantException", "The sign-in has ended. Sign in again.")
+        # The arbiter, atomic across processes: one presenter claims the marker, and only it
+        # rotates; every other presenter of this token, now or later, is a reuse.
+        if not await self._ephemeral.put_if_absent(
+                marker, grant["grant_id"].encode(),
+                max(grant["session_end"] - self._now(), 1)):
+            await self._end_reused(grant["grant_id"])
+        await self._ephemeral.delete(_key("refresh", digest))
         return await self._issue(client, grant["account_id"], grant["identity_store_id"],
                                  grant["user_id"], grant["session_end"], grant["grant_id"])
 
+    async def _end_reused(self, grant_id: str) -> NoReturn:
+        """A refresh token presented again (stolen, copied, or raced by a thief): end its
+        grant, every access and refresh token of the sign-in, the newest ones too."""
+        await self._ephemeral.delete(_key("grant", grant_id))
+        raise _error("InvalidGrantException", "The refresh token was used already: the "
+                     "sign-in is ended. Sign in again.")
+
     async def resolve(self, access_token: str) -> Grant | None:
         """The grant of a live access token: None when unknown, expired, logged out, ended
-        by a reused refresh token, or when its user no longer exists."""
+        by a reused refresh token, or when its user no longer exists or is disabled."""
         if not access_token or not _TOKEN.fullmatch(access_token):
             return None
         raw = await self._ephemeral.get(_key("access", _digest(access_token)))
@@ -657,8 +694,10 @@ class OAuth:
             return None
         if await self._ephemeral.get(_key("grant", grant["grant_id"])) is None:
             return None
-        if await self._users.user(grant["account_id"], grant["identity_store_id"],
-                                  grant["user_id"]) is None:
+        if await self._users.active_user(grant["account_id"], grant["identity_store_id"],
+                                         grant["user_id"]) is None:
+            # Ended, as the portal ends their sessions: enabling them again revives nothing.
+            await self._ephemeral.delete(_key("grant", grant["grant_id"]))
             return None
         return Grant(grant["account_id"], grant["identity_store_id"], grant["user_id"],
                      grant["client_id"], datetime.fromtimestamp(grant["expires_at"], UTC),

@@ -187,9 +187,8 @@ class Portal:
 
     async def _user(self, instance: Instance, user_id: str) -> DirectoryUser | None:
         """The directory's user, if it has them and they are not disabled."""
-        user = await self._directory.user(instance.account_id, instance.identity_store_id,
-                                          user_id)
-        return user if user is not None and user.status != "DISABLED" else None
+        return await self._directory.active_user(instance.account_id,
+                                                 instance.identity_store_id, user_id)
 
     # -- instances ------------------------------------------------------------------------------
 
@@ -274,7 +273,7 @@ class Portal:
         if 0 < len(name) <= MAX_NAME:
             user = await self._directory.user_by_name(instance.account_id,
                                                       instance.identity_store_id, name)
-            if user is not None and user.status == "DISABLED":
+            if user is not None and not user.active:
                 user = None  # refused as an unknown user is, after the same verification
         who = _who(instance, (user.user_name if user else name).lower())
         credential = await self.credential(instance, user.user_id) if user else Credential()

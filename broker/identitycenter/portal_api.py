@@ -4,9 +4,9 @@ what botocore's SSO credential provider and ``aws sso`` call with an access toke
 broker/identitycenter/oauth.py.
 
 A token that is unknown, expired or logged out, whose grant ended, whose user was deleted or
-whose instance is gone is UnauthorizedException (401), as AWS's. A role the user is not
-assigned is ResourceNotFoundException (404): the model's error for what does not exist, and
-it says nothing of whether the account or the role exist for anyone else.
+disabled, or whose instance is gone is UnauthorizedException (401), as AWS's. A role the user
+is not assigned is ResourceNotFoundException (404): the model's error for what does not
+exist, and it says nothing of whether the account or the role exist for anyone else.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
         except RestError as exc:
             audited(call, "refused", account=None, subject=None, error=exc)
             raise
-        user = await directory.user(grant.account_id, grant.identity_store_id, grant.user_id)
+        user = await directory.active_user(grant.account_id, grant.identity_store_id,
+                                           grant.user_id)
         person = f"{grant.identity_store_id}/{user.user_name if user else grant.user_id}"
         try:
             if user is None:

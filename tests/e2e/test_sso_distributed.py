@@ -1,7 +1,7 @@
 """Identity Center's codes and tokens across broker processes on PostgreSQL and Redis: a client
-registered on one is honoured by the other, a token issued by one reads on the other, and a
-device code, an authorization code or a refresh token presented to both at once is redeemed
-by one only."""
+registered on one is honoured by the other, a token issued by one reads on the other, a
+device code or an authorization code presented to both at once is redeemed by one only, and a
+refresh token presented to both at once rotates once and ends the sign-in (reuse)."""
 
 from __future__ import annotations
 
@@ -168,25 +168,49 @@ def test_an_authorization_code_is_redeemed_once_across_processes(cluster: Cluste
     assert len(won) == 1 and lost == ["InvalidGrantException"] * 3, (won, lost)
 
 
-def test_a_refresh_token_is_redeemed_once_across_processes(cluster: Cluster) -> None:
-    client = register(cluster.a.url)
-    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+def device_tokens(cluster: Cluster, secret: dict[str, str]) -> dict[str, Any]:
+    """Tokens of a device flow started on a, approved by the portal, redeemed on b."""
     started = unsigned(cluster.a.url, "sso-oidc").start_device_authorization(
         **secret, startUrl=cluster.start_url)
     cluster.run(cluster.runtime.oauth.approve_device(
         started["userCode"], account_id=cluster.account_id,
         identity_store_id=cluster.identity_store_id, user_id=cluster.user_id))
-    tokens = unsigned(cluster.b.url, "sso-oidc").create_token(
+    tokens: dict[str, Any] = unsigned(cluster.b.url, "sso-oidc").create_token(
         **secret, grantType=DEVICE, deviceCode=started["deviceCode"])
+    return tokens
+
+
+def refused(call: Callable[..., Any], **params: Any) -> str:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call(**params)
+    return str(caught.value.response["Error"]["Code"])
+
+
+def test_a_refresh_token_raced_across_processes_ends_the_sign_in(cluster: Cluster) -> None:
+    client = register(cluster.a.url)
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    tokens = device_tokens(cluster, secret)
     refresh = {**secret, "grantType": "refresh_token", "refreshToken": tokens["refreshToken"]}
     won, lost = both([lambda url=url: unsigned(url, "sso-oidc").create_token(  # type: ignore[misc]
         **refresh) for url in (cluster.a.url, cluster.b.url)])
+    # One rotated; the other was a reuse, which ended the sign-in: the winner's new tokens
+    # are refused on both processes too.
     assert len(won) == 1 and lost == ["InvalidGrantException"], (won, lost)
-    # Logged out on one process, the token is refused on the other.
-    fresh = won[0]["accessToken"]
+    for url in (cluster.a.url, cluster.b.url):
+        for access in (tokens["accessToken"], won[0]["accessToken"]):
+            assert refused(unsigned(url, "sso").list_accounts,
+                           accessToken=access) == "UnauthorizedException"
+    for url, token in ((cluster.a.url, won[0]["refreshToken"]),
+                       (cluster.b.url, tokens["refreshToken"])):
+        assert refused(unsigned(url, "sso-oidc").create_token, **{
+            **refresh, "refreshToken": token}) == "InvalidGrantException"
+    # The control: another sign-in, refreshed on one process, reads on the other; logged out
+    # on that one, it is refused on the first.
+    other = device_tokens(cluster, secret)
+    fresh = unsigned(cluster.a.url, "sso-oidc").create_token(
+        **{**refresh, "refreshToken": other["refreshToken"]})
     sso_a, sso_b = unsigned(cluster.a.url, "sso"), unsigned(cluster.b.url, "sso")
-    if cluster.run(cluster.runtime.oauth.resolve(fresh)) is not None:
-        sso_a.logout(accessToken=fresh)
-    with pytest.raises(botocore.exceptions.ClientError) as refused:
-        sso_b.list_accounts(accessToken=fresh)
-    assert refused.value.response["Error"]["Code"] == "UnauthorizedException"
+    assert sso_b.list_accounts(accessToken=fresh["accessToken"])["accountList"] == []
+    sso_b.logout(accessToken=fresh["accessToken"])
+    assert refused(sso_a.list_accounts,
+                   accessToken=fresh["accessToken"]) == "UnauthorizedException"

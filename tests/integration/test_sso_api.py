@@ -21,7 +21,15 @@ from botocore.tokens import SSOTokenProvider
 
 from broker.identitycenter import portal_api
 from tests.helpers import start_broker
-from tests.sso_world import MovableClock, SsoWorld, code_of, make_world, new_user
+from tests.sso_world import (
+    MovableClock,
+    SsoWorld,
+    assign,
+    code_of,
+    make_world,
+    new_user,
+    set_status,
+)
 
 MODEL = botocore.session.get_session().get_service_model("sso")
 
@@ -167,6 +175,58 @@ def test_a_deleted_users_token_stops_working(world: SsoWorld) -> None:
         oidc.create_token(clientId=client["clientId"], clientSecret=client["clientSecret"],
                           grantType="refresh_token", refreshToken=tokens["refreshToken"])
     assert code_of(caught) == "InvalidGrantException"
+
+
+def test_a_disabled_users_tokens_stop_working(world: SsoWorld) -> None:
+    """Disabled in the directory, a user's access token, refresh token and pending approval
+    are refused on every path, and enabling them again revives none of it; another user of
+    the same instance, with the same role, goes on."""
+    tenant = world.one
+    user_id = new_user(world.broker, tenant.account_id, tenant.identity_store_id,
+                       "leaver-" + hashlib.sha256(tenant.user_id.encode()).hexdigest()[:6])
+    assign(world.broker, tenant, user_id)
+    oidc, sso = world.client("sso-oidc"), world.client("sso")
+    client = world.register()
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    role = {"accountId": tenant.account_id, "roleName": tenant.role_name}
+
+    def approved(user: str) -> str:
+        started = oidc.start_device_authorization(**secret, startUrl=tenant.start_url)
+        world.approve(started["userCode"], tenant, user)
+        return str(started["deviceCode"])
+
+    def redeem(device_code: str) -> dict[str, Any]:
+        tokens: dict[str, Any] = oidc.create_token(
+            **secret, grantType="urn:ietf:params:oauth:grant-type:device_code",
+            deviceCode=device_code)
+        return tokens
+
+    def refresh(tokens: dict[str, Any]) -> dict[str, Any]:
+        rotated: dict[str, Any] = oidc.create_token(
+            **secret, grantType="refresh_token", refreshToken=tokens["refreshToken"])
+        return rotated
+
+    used, refreshed = redeem(approved(user_id)), redeem(approved(user_id))
+    pending, control = approved(user_id), redeem(approved(tenant.user_id))
+    for tokens in (used, refreshed, control):  # all of them work, first
+        sso.get_role_credentials(accessToken=tokens["accessToken"], **role)
+    set_status(world.broker, tenant.account_id, tenant.identity_store_id, user_id, "DISABLED")
+    for call, params in ((sso.get_role_credentials, role), (sso.list_accounts, {})):
+        assert refused(call, accessToken=used["accessToken"], **params) == \
+            ("UnauthorizedException", 401)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        refresh(refreshed)  # its access token not used since: the refresh path refuses
+    assert code_of(caught) == "InvalidGrantException"
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        redeem(pending)  # approved before, redeemed after
+    assert code_of(caught) == "InvalidGrantException"
+    # Enabled again: the sign-ins stay ended.
+    set_status(world.broker, tenant.account_id, tenant.identity_store_id, user_id, "ENABLED")
+    for tokens in (used, refreshed):
+        assert refused(sso.get_role_credentials, accessToken=tokens["accessToken"],
+                       **role) == ("UnauthorizedException", 401)
+    # The control: the other user's token, refreshed, still reaches the role.
+    sso.get_role_credentials(accessToken=refresh(control)["accessToken"], **role)
 
 
 def test_botocores_sso_credential_provider(world: SsoWorld, tmp_path: Path) -> None:

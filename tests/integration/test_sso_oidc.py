@@ -4,7 +4,8 @@ botocore's model; each attack beside the honest flow the same world completes.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import httpx
 import pytest
 
 from broker.identitycenter import oidc_api
-from broker.identitycenter.oauth import Refused
+from broker.identitycenter.oauth import OAuth, OidcError, Refused, Tokens
+from broker.store.base import EphemeralStore
 from tests.helpers import start_broker
 from tests.sso_world import MovableClock, SsoWorld, code_of, make_world, pkce
 
@@ -264,6 +266,28 @@ def test_authorization_code_attacks(world: SsoWorld) -> None:
     world.code_tokens(world.one)  # the control
 
 
+def test_an_error_goes_to_the_redirect_uri_only_once_it_is_the_clients(
+        world: SsoWorld) -> None:
+    """RFC 6749 §4.1.2.1: what is wrong with a request is sent to its redirect URI only when
+    that URI is one the client registered; otherwise the person is told, not the URI."""
+    client = world.register_for_code(world.one)
+    bad_requests: list[dict[str, Any]] = [
+        {"code_challenge": "too-short"}, {"code_challenge_method": "plain"},
+        {"response_type": "token"}, {"scopes": ["s3:everything"]}]
+    for bad in bad_requests:
+        for redirect_uri, registered in (
+                ("http://127.0.0.1:43111/elsewhere", False),  # loopback, not registered
+                ("http://localhost:43111/oauth/callback", False),  # another loopback host
+                ("http://127.0.0.1:43111/oauth/callback", True)):  # the control
+            with pytest.raises(Refused) as caught:
+                world.broker.server.call(world.oauth.authorization_request(
+                    client_id=client["clientId"], redirect_uri=redirect_uri,
+                    **{"code_challenge": pkce()[1], "code_challenge_method": "S256", **bad}))
+            assert caught.value.redirect == registered, (bad, redirect_uri)
+            if not registered:
+                assert "redirect URI" in caught.value.description
+
+
 def test_refresh_rotates_and_reuse_ends_the_chain(world: SsoWorld) -> None:
     oidc = world.client("sso-oidc")
     client, first = world.device_tokens(world.one)
@@ -286,6 +310,108 @@ def test_refresh_rotates_and_reuse_ends_the_chain(world: SsoWorld) -> None:
     _, other = world.device_tokens(world.one, client)
     assert world.broker.server.call(resolve(other["accessToken"])) is not None
     oidc.create_token(**secret, grantType="refresh_token", refreshToken=other["refreshToken"])
+
+
+class Paced:
+    """The broker's ephemeral store, as one broker process sees it: before each operation it
+    yields to the event loop as many times as ``pauses`` says (one once they run out), so
+    that two presenters racing on one loop interleave their store operations in the order a
+    test chooses, as two processes sharing Redis may."""
+
+    def __init__(self, inner: EphemeralStore, pauses: Sequence[int] = ()) -> None:
+        self._inner = inner
+        self._pauses = list(pauses)
+
+    async def _pause(self) -> None:
+        for _ in range(self._pauses.pop(0) if self._pauses else 1):
+            await asyncio.sleep(0)
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+    async def close(self) -> None:
+        return None
+
+    async def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        await self._pause()
+        return await self._inner.put_if_absent(key, value, ttl)
+
+    async def take(self, key: str) -> bytes | None:
+        await self._pause()
+        return await self._inner.take(key)
+
+    async def get(self, key: str) -> bytes | None:
+        await self._pause()
+        return await self._inner.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._pause()
+        await self._inner.set(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self._pause()
+        await self._inner.delete(key)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        await self._pause()
+        return await self._inner.incr(key, ttl)
+
+
+# How each of two presenters is paced: in step; or one of them stalled (a slow process)
+# before its first, second, ... store operation of the refresh, while the other runs on.
+STALL = 12
+SCHEDULES = [((), ())] + [
+    (stalled, ()) if first else ((), stalled)
+    for at in range(5) for first in (True, False)
+    for stalled in [(1,) * at + (STALL,)]]
+
+
+def test_one_refresh_token_presented_twice_at_once_ends_the_sign_in(world: SsoWorld) -> None:
+    """Two CreateToken refreshes with one refresh token at the same moment, as by a thief
+    racing the victim, on two processes: one rotates, the other is a reuse, and the whole
+    sign-in ends, the winner's new tokens too (RFC 6819 §5.2.2.3) — however the two
+    interleave."""
+    oidc = world.client("sso-oidc")
+    runtime = world.broker.runtime
+    resolve = world.oauth.resolve
+
+    def process(pauses: Sequence[int]) -> OAuth:
+        return OAuth(Paced(runtime.ephemeral, pauses), runtime.keyring, runtime.clock,
+                     runtime.identity_center.instances, runtime.identity_center.directory,
+                     public_url=runtime.settings.public_url)
+
+    for schedule in SCHEDULES:
+        client, tokens = world.device_tokens(world.one)
+        secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+
+        async def race(schedule: Any = schedule, client: dict[str, Any] = client,
+                       token: str = tokens["refreshToken"]) -> list[Any]:
+            return await asyncio.gather(*(process(pauses).create_token(
+                client_id=client["clientId"], client_secret=client["clientSecret"],
+                grant_type="refresh_token", refresh_token=token) for pauses in schedule),
+                return_exceptions=True)
+
+        results = world.broker.server.call(race())
+        won = [r for r in results if isinstance(r, Tokens)]
+        lost = [r for r in results if isinstance(r, OidcError)]
+        assert len(won) == 1 and len(lost) == 1, (schedule, results)
+        assert lost[0].code == "InvalidGrantException", schedule
+        assert "used already" in str(lost[0]), (schedule, lost[0])
+        assert won[0].refresh_token is not None
+        for access in (tokens["accessToken"], won[0].access_token):
+            assert world.broker.server.call(resolve(access)) is None, schedule
+        for refresh in (tokens["refreshToken"], won[0].refresh_token):
+            assert refused(oidc.create_token, **secret, grantType="refresh_token",
+                           refreshToken=refresh) == "InvalidGrantException", schedule
+    # The control: a refresh token presented once, by one process, rotates; the new tokens
+    # work, and so does the next refresh.
+    client, other = world.device_tokens(world.one)
+    fresh = world.broker.server.call(process(()).create_token(
+        client_id=client["clientId"], client_secret=client["clientSecret"],
+        grant_type="refresh_token", refresh_token=other["refreshToken"]))
+    assert world.broker.server.call(resolve(fresh.access_token)) is not None
+    oidc.create_token(clientId=client["clientId"], clientSecret=client["clientSecret"],
+                      grantType="refresh_token", refreshToken=fresh.refresh_token)
 
 
 def test_refresh_by_another_client_and_after_the_session(world: SsoWorld) -> None:
