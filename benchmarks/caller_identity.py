@@ -197,7 +197,9 @@ def start_servers() -> tuple[list[subprocess.Popen[bytes]], int, int, dict[str, 
     except BaseException:
         stop_servers(servers)
         raise
-    return servers, broker_port, baseline_port, json.loads(init.stdout)
+    created = json.loads(init.stdout)
+    created["data_dir"] = str(work / "data")  # for the benchmarks that use the command line
+    return servers, broker_port, baseline_port, created
 
 
 def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:

@@ -31,11 +31,13 @@ from broker.identitycenter import api as sso_api
 from broker.identitycenter import oidc_api, portal_api, store_api
 from broker.identitycenter.access import Access, AccountEntry
 from broker.identitycenter.assignments import Assignments
+from broker.identitycenter.cached import CachedDirectory, CachedInstances
 from broker.identitycenter.directory import Directory
 from broker.identitycenter.instances import Instance, Instances, idp_metadata
 from broker.identitycenter.oauth import OAuth
 from broker.identitycenter.permission_sets import PermissionSets
 from broker.identitycenter.portal import Portal
+from broker.identitycenter.reads import BumpingStore, Generations, Reads
 from broker.idp import sp
 from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
@@ -128,14 +130,18 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     raw_store = open_entity_store(settings)
     if migrate:
         await raw_store.migrate()
-    store = WatchedStore(raw_store)
+    watched = WatchedStore(raw_store)
     ephemeral = open_ephemeral_store(settings, clock)
+    # Every write of an Identity Center record, whoever makes it, gives its account a new
+    # generation (identitycenter/reads.py).
+    generations = Generations(ephemeral)
+    store: EntityStore = BumpingStore(watched, generations)
     audit = open_sink(settings.audit.sink, settings.audit.path)
     iam = IamService(store, keyring, clock,
                      allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
     permissions = Permissions(iam.entities, iam.policies,
                               cache_seconds=settings.iam.policy_cache_seconds,
-                              writes=lambda: store.writes)
+                              writes=lambda: watched.writes)
     authz = Authorizer(permissions, keyring, clock)
     organizations = OrganizationsService(iam, clock)
     authz.guard = OrgGuard(organizations, permissions)
@@ -173,15 +179,16 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
 
     federation_endpoint = Federation(ephemeral, keyring, sts, authz, clock)
     identity_center = _identity_center(settings, store, clock, iam, sts, permissions, authz,
-                                       organizations, sp_credentials, federation_endpoint)
+                                       organizations, sp_credentials, federation_endpoint,
+                                       generations)
     json_protocol = JsonProtocol(
         [*org_api.operations(organizations, authz),
          *sso_api.operations(identity_center.instances, authz, manages_organization,
                              identity_center.permission_sets, identity_center.assignments),
          *store_api.operations(identity_center.directory, authz)],
         authenticator)
-    oauth = OAuth(ephemeral, keyring, clock, identity_center.instances,
-                  identity_center.directory, public_url=settings.public_url)
+    oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,
+                  identity_center.cached_directory, public_url=settings.public_url)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
@@ -197,11 +204,11 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                    identity_center=identity_center,
                    oauth=oauth, rest_protocol=RestProtocol([
                        *oidc_api.operations(oauth),
-                       *portal_api.operations(oauth, identity_center.instances,
-                                              identity_center.directory,
+                       *portal_api.operations(oauth, identity_center.cached_instances,
+                                              identity_center.cached_directory,
                                               identity_center.access, audit, clock)]),
-                   portal=Portal(store, ephemeral, keyring, clock, Directory(store, clock),
-                                 Instances(store, clock), Throttle(
+                   portal=Portal(identity_center.store, ephemeral, keyring, clock,
+                                 identity_center.directory, identity_center.instances, Throttle(
                                      ephemeral, max_failures=settings.signin.max_failures,
                                      lock_seconds=settings.signin.lock_seconds),
                                  account_ids=lambda: _account_ids(iam),
@@ -219,14 +226,21 @@ class IdentityCenter:
     permission_sets: PermissionSets
     assignments: Assignments
     access: Access
+    store: EntityStore
+    reads: Reads  # the hot path's cache (reads.py)
+    cached_directory: CachedDirectory  # for readers only
+    cached_instances: CachedInstances
 
 
 def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: IamService,
                      sts: StsService, permissions: Permissions, authz: Authorizer,
                      organizations: OrganizationsService, sp_credentials: SpCredentials,
-                     federation: Federation) -> IdentityCenter:
+                     federation: Federation, generations: Generations) -> IdentityCenter:
+    reads = Reads(generations, max_age=settings.iam.policy_cache_seconds)
     instances = Instances(store, clock)
     directory = Directory(store, clock)
+    cached_directory = CachedDirectory(store, clock, reads)
+    cached_instances = CachedInstances(store, clock, reads)
     permission_sets = PermissionSets(store, clock)
 
     async def can_assign(instance: Instance, account: str) -> bool:
@@ -261,10 +275,12 @@ def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: 
             await assignments.deprovision(instance, account)
 
     organizations.on_leave.append(left)
-    access = Access(directory, assignments, permission_sets, sts, permissions, authz.guard,
-                    clock, saml_audience=settings.acs_url, account_entry=account_entry,
-                    federation=federation, public_url=settings.public_url)
-    return IdentityCenter(instances, directory, permission_sets, assignments, access)
+    access = Access(cached_directory, assignments, permission_sets, sts, permissions,
+                    authz.guard, clock, saml_audience=settings.acs_url,
+                    account_entry=account_entry, federation=federation,
+                    public_url=settings.public_url, reads=reads)
+    return IdentityCenter(instances, directory, permission_sets, assignments, access, store,
+                          reads, cached_directory, cached_instances)
 
 
 async def _account_ids(iam: IamService) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from broker.aws import arn
@@ -32,10 +33,13 @@ from broker.identitycenter.assignments import (
 from broker.identitycenter.directory import Directory, DirectoryUser
 from broker.identitycenter.instances import Instance, start_url
 from broker.identitycenter.permission_sets import PermissionSet, PermissionSets
+from broker.identitycenter.reads import Reads
 from broker.organizations.guard import OrgGuard
 from broker.signin.federation import Federation
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
+
+T = TypeVar("T")
 
 
 class NotAssigned(Exception):
@@ -72,7 +76,8 @@ class Access:
                  permission_sets: PermissionSets, sts: StsService, permissions: Permissions,
                  guard: OrgGuard | None, clock: Clock, *, saml_audience: str,
                  account_entry: Callable[[Instance, str], Awaitable[AccountEntry]],
-                 federation: Federation | None = None, public_url: str = "") -> None:
+                 federation: Federation | None = None, public_url: str = "",
+                 reads: Reads | None = None) -> None:
         self._directory = directory
         self._assignments = assignments
         self._sets = permission_sets
@@ -83,13 +88,22 @@ class Access:
         self._audience = saml_audience
         self._account_entry = account_entry
         self._federation = federation
+        self._reads = reads
         self._public_url = public_url.rstrip("/")
+
+    async def _read(self, instance: Instance, key: tuple[str, ...],
+                    load: Callable[[], Awaitable[T]]) -> T:
+        if self._reads is None:
+            return await load()
+        return await self._reads.cached(instance.account_id, key, load)
 
     async def _assigned(self, instance: Instance, user_id: str) -> list[Assignment]:
         groups = await self._directory.group_ids_of(instance.account_id,
                                                     instance.identity_store_id, user_id)
         principals = [("USER", user_id), *(("GROUP", g) for g in groups)]
-        return await self._assignments.of_principals(instance, principals)
+        return await self._read(
+            instance, ("assignments", instance.instance_id, *(p for _, p in principals)),
+            lambda: self._assignments.of_principals(instance, principals))
 
     async def portal_roles(self, instance: Instance, user_id: str) -> list[PortalRole]:
         """Every (account, role) the user reaches, once each, sorted."""
@@ -98,10 +112,15 @@ class Access:
             return []
         # Only accounts the instance may still give access to (not one that has left its
         # organization, whatever is left of its assignments).
-        reachable = {a: await self._assignments.can_assign(instance, a)
-                     for a in {a.account_id for a in assigned}}
+        reachable = {account: await self._read(
+            instance, ("reachable", instance.instance_id, account),
+            lambda account=account: self._assignments.can_assign(  # type: ignore[misc]
+                instance, account))
+            for account in {a.account_id for a in assigned}}
         assigned = [a for a in assigned if reachable[a.account_id]]
-        sets = {p.permission_set_id: p for p in await self._sets.listing(instance)}
+        listed = await self._read(instance, ("permission-sets", instance.instance_id),
+                                  lambda: self._sets.listing(instance))
+        sets = {p.permission_set_id: p for p in listed}
         found: dict[tuple[str, str], PortalRole] = {}
         for a in assigned:
             ps = sets.get(a.permission_set_id)

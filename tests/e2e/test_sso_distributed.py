@@ -14,7 +14,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,12 @@ class Cluster:
     account_id: str
     identity_store_id: str
     user_id: str
+    root: dict[str, str] = field(default_factory=dict)
+
+    def admin(self, service: str, url: str | None = None) -> Any:
+        return boto3.client(service, endpoint_url=url or self.a.url, region_name="us-east-1",
+                            aws_access_key_id=self.root["access_key_id"],
+                            aws_secret_access_key=self.root["secret_access_key"])
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -66,6 +72,9 @@ def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
         BROKER_STORE_REDIS_PREFIX=f"broker-sso-e2e-{uuid.uuid4().hex[:8]}:",
         BROKER_SERVER_DATA_DIR=str(tmp_path / "shared"),
         BROKER_SERVER_PUBLIC_URL=PUBLIC_URL,
+        # Long enough that nothing below is explained by a cache running out: every change
+        # must be seen at once, on every process (identitycenter/reads.py).
+        BROKER_IAM_POLICY_CACHE_SECONDS="60",
     )
     init = subprocess.run([str(BIN / "broker"), "init", "--json"], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
@@ -94,7 +103,7 @@ def cluster(tmp_path: Path, postgres_databases: Callable[[], str],
 
         user_id = loop.run_until_complete(person())
         yield Cluster(a, b, loop, runtime, described["OwnerAccountId"],
-                      described["IdentityStoreId"], user_id)
+                      described["IdentityStoreId"], user_id, root)
     finally:
         loop.run_until_complete(runtime.close())
         loop.close()
@@ -214,3 +223,41 @@ def test_a_refresh_token_raced_across_processes_ends_the_sign_in(cluster: Cluste
     sso_b.logout(accessToken=fresh["accessToken"])
     assert refused(sso_a.list_accounts,
                    accessToken=fresh["accessToken"]) == "UnauthorizedException"
+
+
+def test_a_membership_removed_on_one_process_ends_the_role_on_every_process(
+        cluster: Cluster) -> None:
+    """The portal's reads are cached per process (identitycenter/reads.py); a change made
+    through one process is seen by the next request on every other — here with
+    iam.policy_cache_seconds at 60, so no cache running out explains it."""
+    store, sso = cluster.admin("identitystore"), cluster.admin("sso-admin")
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    group = store.create_group(IdentityStoreId=cluster.identity_store_id,
+                               DisplayName="Distributed")["GroupId"]
+    membership = store.create_group_membership(
+        IdentityStoreId=cluster.identity_store_id, GroupId=group,
+        MemberId={"UserId": cluster.user_id})["MembershipId"]
+    ps = sso.create_permission_set(InstanceArn=instance, Name="Distributed")[
+        "PermissionSet"]["PermissionSetArn"]
+    status = sso.create_account_assignment(
+        InstanceArn=instance, TargetId=cluster.account_id, TargetType="AWS_ACCOUNT",
+        PermissionSetArn=ps, PrincipalType="GROUP", PrincipalId=group)
+    assert status["AccountAssignmentCreationStatus"]["Status"] == "SUCCEEDED"
+    client = register(cluster.a.url)
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    token = device_tokens(cluster, secret)["accessToken"]
+    ask = {"accessToken": token, "accountId": cluster.account_id, "roleName": "Distributed"}
+    portals = [unsigned(url, "sso") for url in (cluster.a.url, cluster.a.url, cluster.b.url)]
+    for portal in portals:  # every process (a has two workers) has read and kept it
+        assert portal.get_role_credentials(**ask)["roleCredentials"]["accessKeyId"]
+    store.delete_group_membership(IdentityStoreId=cluster.identity_store_id,
+                                  MembershipId=membership)
+    for portal in portals:
+        assert refused(portal.get_role_credentials, **ask) == "ResourceNotFoundException"
+        assert portal.list_accounts(accessToken=token)["accountList"] == []
+    # The control: the membership back, through b this time, and every process sees it.
+    cluster.admin("identitystore", cluster.b.url).create_group_membership(
+        IdentityStoreId=cluster.identity_store_id, GroupId=group,
+        MemberId={"UserId": cluster.user_id})
+    for portal in portals:
+        assert portal.get_role_credentials(**ask)["roleCredentials"]["accessKeyId"]
