@@ -49,6 +49,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/in_process.py
 	$(BIN)/python benchmarks/json_reader.py
 	$(BIN)/python benchmarks/password_signin.py
+	$(BIN)/python benchmarks/role_credentials.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
