@@ -242,7 +242,9 @@ def make_tenant(broker: Broker, role_name: str) -> Tenant:
     instance_arn = admin.create_instance(Name=f"corp-{account_id}")["InstanceArn"]
     store_id = admin.describe_instance(InstanceArn=instance_arn)["IdentityStoreId"]
     user_name = f"person-{secrets.token_hex(3)}"
-    user_id = new_user(broker, account_id, store_id, user_name)
+    user_id = broker.client("identitystore", root).create_user(  # as an administrator does
+        IdentityStoreId=store_id, UserName=user_name, DisplayName="A Person",
+        Name={"GivenName": "A", "FamilyName": "Person"})["UserId"]
     ps = admin.create_permission_set(InstanceArn=instance_arn, Name=role_name,
                                      SessionDuration="PT2H")["PermissionSet"]
     admin.put_inline_policy_to_permission_set(

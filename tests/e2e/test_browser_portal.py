@@ -5,19 +5,24 @@ A directory user made with boto3's ``identitystore`` and assigned a permission s
 gives, chooses their own password, registers a TOTP device from the seed the page shows, sees
 the account and role they are assigned and opens its "Access keys"; then approves the AWS
 CLI's device authorization on the page its ``verificationUriComplete`` opens. Screenshots are
-kept as artifacts (tests/browser.py says where).
+kept as artifacts (tests/browser.py says where). Last, the issue's whole path: `broker login`
+approved in the same browser gives the AWS CLI the role, with no key anywhere.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyotp
 import pytest
 
 from tests.browser import chromium, launch, screenshot
+from tests.e2e.support import BIN, clean_env
 from tests.helpers import Broker, Creds, free_port, start_broker
 from tests.sso_world import Tenant, make_tenant
 
@@ -174,3 +179,36 @@ def test_a_security_key_registered_in_the_portal_signs_in(
     # The MFA page is at the start URL too (the password's POST): wait for the portal itself.
     page.wait_for_selector("h1:text-is('AWS access portal')")
     assert "Signed in as" in page.content()
+
+
+def test_broker_login_approved_in_the_browser_gives_the_cli_the_role(
+        context: BrowserContext, broker: Broker, tenant: Tenant, tmp_path: Path) -> None:
+    """The issue's whole path: the person signed in at /start above; ``broker login`` prints
+    its verification URL, the person allows it in the browser, and the AWS CLI — with no key
+    anywhere — has the AWSReservedSSO role's credentials."""
+    env = clean_env(HOME=str(tmp_path))
+    del env["AWS_CONFIG_FILE"]
+    login = subprocess.Popen(
+        [str(BIN / "broker"), "login", "--start-url",
+         f"{site(broker)}/start/{tenant.identity_store_id}", "--profile", "portal",
+         "--no-browser"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert login.stderr is not None
+    url = None
+    for line in login.stderr:
+        if line.startswith("Open "):
+            url = line.split(" ", 1)[1].strip()
+            break
+    assert url is not None and url.startswith(f"{site(broker)}/start/device?user_code=")
+    page = context.new_page()
+    page.goto(url)
+    assert heading(page).startswith("Allow broker-login-portal")
+    page.click("button[value='allow']")
+    assert heading(page) == "Request approved"
+    _, err = login.communicate(timeout=60)
+    assert login.returncode == 0, err
+    cli = subprocess.run([str(BIN / "aws"), "--profile", "portal", "sts", "get-caller-identity"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert re.fullmatch(rf"arn:aws:sts::{tenant.account_id}:assumed-role/"
+                        rf"AWSReservedSSO_ReadOnly_[0-9a-f]{{16}}/{tenant.user_name}",
+                        json.loads(cli.stdout)["Arn"])
