@@ -225,6 +225,32 @@ def summary_head(benchmark: str, script: str, args: argparse.Namespace,
     }
 
 
+def report(results: Path, head: dict[str, Any], rounds: list[dict[str, Any]],
+           parts: Sequence[tuple[str, str]], *, target: float, figure: str) -> dict[str, Any]:
+    """Write the results file of a benchmark whose rounds measured several ``parts`` (label,
+    key) beside a baseline, and print its table: medians over rounds of each part's figures
+    and of ``ratio_to_baseline``."""
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
+    summary = {
+        **head,
+        "ratio_to_baseline": statistics.median(r["ratio_to_baseline"] for r in rounds),
+        **{key: {k: statistics.median(r[key][k] for r in rounds) for k in keys}
+           for _, key in parts},
+        "per_round": rounds,
+        "target_ratio": target,
+    }
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    print()
+    print(f"{'':20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu us':>10}")
+    for label, key in parts:
+        m = summary[key]
+        print(f"{label:20}{m['rps']:10.0f}{m['p50_ms']:10.2f}{m['p99_ms']:10.2f}"
+              f"{m['server_cpu_us_per_request']:10.1f}")
+    print(f"{figure} (median of rounds): {summary['ratio']:.2f}  (target >= {target})")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -40,7 +39,14 @@ TARGET = 0.25
 PASSWORD = "Bench-Portal-Passw0rd!"  # noqa: S105  # the benchmark person's own
 
 sys.path.insert(0, str(HERE))
-from caller_identity import measure, raw_request, start_servers, stop_servers, summary_head  # noqa: E402
+from caller_identity import (  # noqa: E402
+    measure,
+    raw_request,
+    report,
+    start_servers,
+    stop_servers,
+    summary_head,
+)
 
 
 def administer(url: str, root: dict[str, str]) -> tuple[str, str, str]:
@@ -184,33 +190,12 @@ def main() -> None:
     finally:
         stop_servers(servers)
 
-    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
-
-    def med(who: str) -> dict[str, float]:
-        return {k: statistics.median(r[who][k] for r in rounds) for k in keys}
-
-    summary = {
-        **summary_head("GetRoleCredentials vs GetCallerIdentity (same broker, same run)",
-                       "role_credentials.py", args, rounds),
-        "ratio_to_baseline": statistics.median(r["ratio_to_baseline"] for r in rounds),
-        "baseline": med("baseline"),
-        "get_caller_identity": med("get_caller_identity"),
-        "get_role_credentials": med("get_role_credentials"),
-        "per_round": rounds,
-        "target_ratio": TARGET,
-    }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    print()
-    print(f"{'':20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu us':>10}")
-    for label, who in (("baseline", "baseline"), ("GetCallerIdentity", "get_caller_identity"),
-                       ("GetRoleCredentials", "get_role_credentials")):
-        m = summary[who]
-        assert isinstance(m, dict)
-        print(f"{label:20}{m['rps']:10.0f}{m['p50_ms']:10.2f}{m['p99_ms']:10.2f}"
-              f"{m['server_cpu_us_per_request']:10.1f}")
-    print(f"GetRoleCredentials / GetCallerIdentity (median of rounds): {summary['ratio']:.2f}  "
-          f"(target >= {TARGET})")
+    head = summary_head("GetRoleCredentials vs GetCallerIdentity (same broker, same run)",
+                        "role_credentials.py", args, rounds)
+    parts = (("baseline", "baseline"), ("GetCallerIdentity", "get_caller_identity"),
+             ("GetRoleCredentials", "get_role_credentials"))
+    report(RESULTS, head, rounds, parts, target=TARGET,
+           figure="GetRoleCredentials / GetCallerIdentity")
 
 
 if __name__ == "__main__":

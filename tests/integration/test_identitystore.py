@@ -14,43 +14,10 @@ import pytest
 
 from broker.identitycenter.directory import MEMBERSHIP, USER, StoreError
 from tests.helpers import Broker, Creds
+from tests.integration.test_organizations import conforms
 
 MODEL = botocore.session.get_session().get_service_model("identitystore")
 ClientError = botocore.exceptions.ClientError
-
-
-def conforms(value: Any, shape: Any, where: str) -> None:
-    """A JSON value holds only what botocore's shape has, typed so (documents are any JSON)."""
-    kind = shape.type_name
-    if kind == "structure" and getattr(shape, "is_document_type", False):
-        return
-    if kind == "structure":
-        assert isinstance(value, dict), where
-        unknown = set(value) - set(shape.members)
-        assert not unknown, f"{where}: members the model does not have: {unknown}"
-        for name in shape.required_members:
-            assert name in value, f"{where}: the required member {name} is missing"
-        for name, item in value.items():
-            conforms(item, shape.members[name], f"{where}.{name}")
-    elif kind == "map":
-        assert isinstance(value, dict), where
-        for key, item in value.items():
-            conforms(key, shape.key, f"{where} key")
-            conforms(item, shape.value, f"{where}.{key}")
-    elif kind == "list":
-        assert isinstance(value, list), where
-        for i, item in enumerate(value):
-            conforms(item, shape.member, f"{where}[{i}]")
-    elif kind == "timestamp":
-        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
-    elif kind == "boolean":
-        assert isinstance(value, bool), where
-    elif kind in ("integer", "long"):
-        assert isinstance(value, int) and not isinstance(value, bool), where
-    else:
-        assert isinstance(value, str), where
-        if shape.enum:
-            assert value in shape.enum, f"{where}: {value!r} not in the model's enum"
 
 
 ERRORS: dict[str, set[str]] = {}  # action → the error codes its answers were seen with
