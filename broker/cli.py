@@ -491,7 +491,9 @@ def sso_group() -> None:
 def sso_reset_password(config: str | None, data_dir: str | None, identity_store_id: str,
                        user_name: str, remove_mfa: bool, as_json: bool) -> None:
     """Give a directory user a one-time password for the access portal: it replaces their
-    password, must be changed at the next sign-in and expires after seven days."""
+    password, must be changed at the next sign-in and expires after seven days. With
+    sso.smtp_url set, e-mail them an invitation link instead (to their primary address in the
+    directory), which sets their password once, within seven days."""
     from broker.runtime import open_runtime
 
     try:
@@ -504,17 +506,26 @@ def sso_reset_password(config: str | None, data_dir: str | None, identity_store_
     async def go() -> str:
         runtime = await open_runtime(settings)
         try:
+            if runtime.portal.mailer is not None:
+                return await runtime.portal.invite(identity_store_id, user_name,
+                                                   remove_mfa=remove_mfa)
             return await runtime.portal.reset_password(identity_store_id, user_name,
                                                        remove_mfa=remove_mfa)
         finally:
             await runtime.close()
 
-    password = _run(go())
-    if as_json:
-        click.echo(json.dumps({"one_time_password": password}))
+    answer = _run(go())
+    if settings.sso.smtp_url:
+        if as_json:
+            click.echo(json.dumps({"invited": answer}))
+        else:
+            click.echo(f"Invitation for {user_name} in {identity_store_id} sent to {answer} "
+                       f"(the link sets their password, once, within 7 days).")
+    elif as_json:
+        click.echo(json.dumps({"one_time_password": answer}))
     else:
         click.echo(f"One-time password for {user_name} in {identity_store_id} (shown once; "
-                   f"it must be changed at the first sign-in, within 7 days):\n  {password}\n"
+                   f"it must be changed at the first sign-in, within 7 days):\n  {answer}\n"
                    f"Sign-in: {settings.public_url}/start/{identity_store_id}")
 
 

@@ -43,6 +43,7 @@ from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
+from broker.mail import Mailer
 from broker.organizations import api as org_api
 from broker.organizations.guard import OrgGuard
 from broker.organizations.service import OrganizationsService
@@ -188,7 +189,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
          *store_api.operations(identity_center.directory, authz)],
         authenticator)
     oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,
-                  identity_center.cached_directory, public_url=settings.public_url)
+                  identity_center.cached_directory, public_url=settings.public_url,
+                  session_seconds=settings.sso.session_hours * 3600)
     return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                    authenticator, protocol, authz, sp_credentials, federation,
                    console_sessions, saml_signin, web_identity, destinations,
@@ -212,7 +214,11 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                      ephemeral, max_failures=settings.signin.max_failures,
                                      lock_seconds=settings.signin.lock_seconds),
                                  account_ids=lambda: _account_ids(iam),
-                                 relying_party=security_keys.rp),
+                                 relying_party=security_keys.rp,
+                                 session_seconds=settings.sso.session_hours * 3600,
+                                 mailer=Mailer(settings.sso.smtp_url, settings.sso.smtp_from)
+                                 if settings.sso.smtp_url else None,
+                                 public_url=settings.public_url),
                    signin_links=[("Sign in with a user name and password", "/signin")])
 
 

@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -401,6 +402,51 @@ class GatewaySettings:
     )
 
 
+def _smtp_url(value: Any) -> str:
+    text = _str(value).strip()
+    if text == "":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+        raise ValueError("must be an smtp://, smtps:// or smtp+starttls:// URL with a host")
+    try:
+        parts.port  # noqa: B018 (a port that is not a number raises)
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must not have a path, query or fragment")
+    return text
+
+
+def _address(value: Any) -> str:
+    text = _str(value).strip()
+    if text == "":
+        return text
+    _, address = parseaddr(text)
+    if "@" not in address or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("must be an e-mail address (broker@example.com or "
+                         "'Name <broker@example.com>')")
+    return text
+
+
+@dataclass(frozen=True)
+class SsoSettings:
+    session_hours: int = setting(
+        8, _int(1, 2160),
+        "How long an access portal session lasts, and the command line's sign-in (its tokens "
+        "are refreshed until then): 1 to 2160 hours (90 days).",
+    )
+    smtp_url: str = setting(
+        "", _smtp_url,
+        "SMTP server that sends the access portal's invitations: smtp://HOST:PORT, "
+        "smtps://USER:PASSWORD@HOST:465 or smtp+starttls://USER:PASSWORD@HOST:587. Empty: "
+        "broker sso reset-password prints a one-time password instead.",
+    )
+    smtp_from: str = setting(
+        "", _address, "The invitations' From address. Required with smtp_url.",
+    )
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     sink: str = setting("stdout", _choice("stdout", "file"), "Where audit events go.")
@@ -428,6 +474,7 @@ class Settings:
     signin: SigninSettings = field(default_factory=SigninSettings)
     oidc: OidcSettings = field(default_factory=OidcSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    sso: SsoSettings = field(default_factory=SsoSettings)
 
     # -- derived values -------------------------------------------------------------------------
 
@@ -566,6 +613,8 @@ def _check(settings: Settings) -> None:
                 f"passwords, so it listens on loopback only (127.0.0.1 or ::1), not {host!r}")
         if settings.server.workers != 1:
             raise ConfigError("setting server.dev: development mode runs one worker")
+    if settings.sso.smtp_url and not settings.sso.smtp_from:
+        raise ConfigError("setting sso.smtp_from: required when sso.smtp_url is set")
     if settings.audit.sink == "file" and not settings.audit.path:
         raise ConfigError("setting audit.path: required when audit.sink is 'file'")
     if settings.server.workers > 1 and settings.store.ephemeral_url == "memory://":

@@ -4,10 +4,12 @@ devices, and their portal sessions (the web pages are broker.web.portal's).
 A directory user's credentials are a record of their own (kind ``sso_credential``, in the
 instance's owner account, key ``{identity store id}/{user id}``): an Argon2id password hash
 (broker.iam.logins'), whether it must be changed (a one-time password from ``broker sso
-reset-password``, which expires after ``ONE_TIME_DAYS``), and TOTP devices whose seeds are
-sealed by the keyring. The user is the directory's (broker.identitycenter.directory): a user
-the directory no longer has (or has disabled) signs in to nothing, and every session of theirs
-stops at once, because every use of a session asks the directory again.
+reset-password``, which expires after ``ONE_TIME_DAYS``), or, instead, an invitation (the
+SHA-256 of the secret of a link e-mailed by the same command when ``sso.smtp_url`` is set:
+the link's page sets the password, once, within ``ONE_TIME_DAYS``), and TOTP devices whose
+seeds are sealed by the keyring. The user is the directory's (broker.identitycenter.directory):
+a user the directory no longer has (or has disabled) signs in to nothing, and every session of
+theirs stops at once, because every use of a session asks the directory again.
 
 Sign-in follows the broker's own (broker.signin.password) and shares its machinery:
 
@@ -41,6 +43,9 @@ import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from urllib.parse import quote, urlsplit
 
 from broker.aws.errors import AccessDenied, InvalidInput, NoSuchEntity
 from broker.clock import Clock
@@ -58,6 +63,7 @@ from broker.iam.mfa import (
 from broker.identitycenter.directory import Directory, DirectoryUser
 from broker.identitycenter.instances import Instance, Instances
 from broker.keyring import Keyring
+from broker.mail import Mailer
 from broker.signin.password import Throttle, Who
 from broker.signin.webauthn import RelyingParty, credential_id_of
 from broker.store.base import EntityStore, EphemeralStore, Record, Ref
@@ -72,6 +78,10 @@ MAX_NAME = 128  # identitystore's UserName
 REFUSED = "Your user name or password is incorrect. Please try again."
 MFA_REFUSED = "The MFA code is not valid. Please try again."
 EXPIRED = "The sign-in has expired or was already completed: sign in again."
+INVITATION_REFUSED = ("This invitation link is not valid: it has expired, was already used, "
+                      "or was replaced by a newer one. Ask your administrator for a new "
+                      "invitation.")
+MAX_TOKEN = 256
 # Identity Center's password rules: 8 to 64 characters, of all four kinds.
 RULES = PasswordPolicy(minimum_length=8, require_symbols=True, require_numbers=True,
                        require_uppercase=True, require_lowercase=True)
@@ -108,6 +118,8 @@ class Credential:
     password_hash: str | None = None
     must_change: bool = False
     expires: datetime | None = None  # a one-time password's end
+    invitation: str | None = None  # the SHA-256 of an invitation link's secret, until used
+    invitation_expires: datetime | None = None
     changed: datetime | None = None
     last_used: datetime | None = None
     devices: tuple[TotpDevice, ...] = ()
@@ -173,7 +185,8 @@ class Portal:
     def __init__(self, store: EntityStore, ephemeral: EphemeralStore, keyring: Keyring,
                  clock: Clock, directory: Directory, instances: Instances, throttle: Throttle,
                  account_ids: Callable[[], Awaitable[list[str]]], *,
-                 relying_party: RelyingParty, session_seconds: int = SESSION_SECONDS) -> None:
+                 relying_party: RelyingParty, session_seconds: int = SESSION_SECONDS,
+                 mailer: Mailer | None = None, public_url: str = "") -> None:
         self._store = store
         self._ephemeral = ephemeral
         self._keyring = keyring
@@ -184,6 +197,8 @@ class Portal:
         self._account_ids = account_ids
         self._rp = relying_party
         self.session_seconds = session_seconds
+        self.mailer = mailer  # invitations are e-mailed when set (sso.smtp_url)
+        self._public_url = public_url.rstrip("/")
 
     async def _user(self, instance: Instance, user_id: str) -> DirectoryUser | None:
         """The directory's user, if it has them and they are not disabled."""
@@ -258,10 +273,124 @@ class Portal:
         now = self._clock.now()
         await self._change_credential(instance, user.user_id, lambda c: replace(
             c, password_hash=hashed, must_change=True, changed=now,
-            expires=now + timedelta(days=ONE_TIME_DAYS),
+            expires=now + timedelta(days=ONE_TIME_DAYS), invitation=None,
+            invitation_expires=None,
             devices=() if remove_mfa else c.devices, keys=() if remove_mfa else c.keys))
         await self.throttle.unlock(f"sso:{identity_store_id}", user.user_name.lower())
         return password
+
+    # -- invitations ----------------------------------------------------------------------------
+
+    async def invite(self, identity_store_id: str, user_name: str, *,
+                     remove_mfa: bool = False) -> str:
+        """E-mail the user (their primary address in the directory) a link that sets their
+        password, once, within ONE_TIME_DAYS; the address it went to. Once the server took
+        the message, the user's password is gone (as with a one-time password) and a newer
+        invitation or one-time password replaces this one. When it is not sent (MailError),
+        nothing changed: the invitation recorded before sending is withdrawn."""
+        if self.mailer is None:
+            raise InvalidInput("Invitations need an SMTP server: set sso.smtp_url.")
+        instance = await self.instance(identity_store_id)
+        user = await self._directory.user_by_name(instance.account_id, identity_store_id,
+                                                  user_name)
+        if user is None:
+            raise NoSuchEntity(f"The directory {identity_store_id} has no user named "
+                               f"{user_name[:MAX_NAME]!r}.")
+        address = user.primary_email
+        if not address:
+            raise InvalidInput(f"The user {user.user_name!r} has no e-mail address in the "
+                               f"directory: add one (identitystore UpdateUser, Emails) to "
+                               f"invite them.")
+        secret = secrets.token_urlsafe(32)
+        digest = _digest(secret)
+        link = (f"{self._public_url}/start/{quote(identity_store_id, safe='')}/invitation"
+                f"?token={quote(user.user_id, safe='')}.{secret}")
+        message = self._invitation_message(instance, user, address, link)
+        now = self._clock.now()
+        await self._change_credential(instance, user.user_id, lambda c: replace(
+            c, invitation=digest, invitation_expires=now + timedelta(days=ONE_TIME_DAYS)))
+        try:
+            await self.mailer.send(message)
+        except BaseException:
+            await self._change_credential(instance, user.user_id, lambda c: replace(
+                c, invitation=None, invitation_expires=None) if c.invitation == digest else c)
+            raise
+
+        def sent(c: Credential) -> Credential:
+            if c.invitation != digest:  # replaced meanwhile: that one's state stands
+                return c
+            return replace(c, password_hash=None, must_change=False, expires=None, changed=now,
+                           devices=() if remove_mfa else c.devices,
+                           keys=() if remove_mfa else c.keys)
+
+        await self._change_credential(instance, user.user_id, sent)
+        await self.throttle.unlock(f"sso:{identity_store_id}", user.user_name.lower())
+        return address
+
+    def _invitation_message(self, instance: Instance, user: DirectoryUser, address: str,
+                            link: str) -> EmailMessage:
+        assert self.mailer is not None
+        message = EmailMessage()
+        try:
+            message["From"] = self.mailer.sender
+            message["To"] = address
+        except ValueError:  # a line break in the address
+            raise InvalidInput(f"The user {user.user_name!r} has an e-mail address that "
+                               f"cannot be used.") from None
+        message["Subject"] = "Invitation to join AWS IAM Identity Center"
+        message["Date"] = format_datetime(self._clock.now())
+        message["Message-ID"] = make_msgid(domain=urlsplit(self._public_url).hostname
+                                           or "localhost")
+        portal = f" of {instance.name}" if instance.name else ""
+        message.set_content(
+            f"Hello {user.display_name or user.user_name},\n\n"
+            f"You have been invited to the AWS access portal{portal}.\n\n"
+            f"Your user name: {user.user_name}\n\n"
+            f"Accept the invitation and choose your password here (the link works once, "
+            f"within {ONE_TIME_DAYS} days):\n\n{link}\n\n"
+            f"Afterwards, sign in at {self._public_url}/start/{instance.identity_store_id}\n\n"
+            f"If you did not expect this invitation, ignore this message.\n")
+        return message
+
+    async def invitation(self, instance: Instance, token: str) -> DirectoryUser:
+        """The user whose live invitation this link's token is (the page asks them for a
+        password); AccessDenied(INVITATION_REFUSED) for any other token."""
+        user, _ = await self._invited(instance, token)
+        return user
+
+    async def accept_invitation(self, instance: Instance, token: str, new: str,
+                                confirm: str, browser: str) -> Step:
+        """The password chosen on the invitation's page (the rules of a forced change); the
+        invitation is used up, and the sign-in goes on as after a first password: MFA, a
+        device registered if the user has none."""
+        user, digest = await self._invited(instance, token)
+        if new != confirm:
+            raise InvalidInput("The new password and its confirmation differ.")
+        check_password(new)
+        hashed = hash_password(new)
+        now = self._clock.now()
+
+        def accept(c: Credential) -> Credential:
+            # Checked again inside the update: two pages of one link cannot both set it.
+            if not _live_invitation(c, digest, now):
+                raise AccessDenied(INVITATION_REFUSED)
+            return replace(c, password_hash=hashed, must_change=False, expires=None,
+                           invitation=None, invitation_expires=None, changed=now)
+
+        credential = await self._change_credential(instance, user.user_id, accept)
+        return await self._after_password(instance, user, credential, browser)
+
+    async def _invited(self, instance: Instance, token: str) -> tuple[DirectoryUser, str]:
+        user_id, _, secret = token.strip().partition(".")
+        if not secret or len(token) > MAX_TOKEN or not user_id.isascii() or \
+                not all(c.isalnum() or c == "-" for c in user_id):
+            raise AccessDenied(INVITATION_REFUSED)
+        user = await self._user(instance, user_id)
+        digest = _digest(secret)
+        if user is None or not _live_invitation(
+                await self.credential(instance, user_id), digest, self._clock.now()):
+            raise AccessDenied(INVITATION_REFUSED)
+        return user, digest
 
     # -- the first step: the password -----------------------------------------------------------
 
@@ -529,6 +658,12 @@ class Portal:
             await self._ephemeral.delete(key)
             raise AccessDenied(EXPIRED)
         return instance, user, key
+
+
+def _live_invitation(credential: Credential, digest: str, now: datetime) -> bool:
+    return credential.invitation is not None and hmac.compare_digest(
+        credential.invitation, digest) and credential.invitation_expires is not None \
+        and now < credential.invitation_expires
 
 
 def _device_key(instance: Instance, user_id: str, device_id: str) -> str:

@@ -10,6 +10,9 @@ users sign in, see the accounts and roles they are assigned, and approve the com
                                      ``confirm_password``), ``/enrol`` (a new TOTP device's
                                      ``code``) or ``/mfa`` (``code``, or a security key's
                                      ``assertion``); then the portal;
+* ``GET|POST /start/{id}/invitation`` an e-mailed invitation (``token``): the new password
+                                     (``new_password``, ``confirm_password``), then MFA as
+                                     after a first password;
 * ``POST /start/{id}/console``, ``/credentials`` (``account_id``, ``role_name``), ``/signout``;
 * ``POST /start/{id}/webauthn/options`` (JSON), ``/webauthn`` (``name``, ``credential``): a
                                      security key registered by the signed-in person;
@@ -245,6 +248,40 @@ async def signin_mfa(request: Request) -> Response:
                       mfa_used=True)
         raise
     return _next(request, step, identity_store_id, request_id)
+
+
+@guarded
+async def invitation(request: Request) -> Response:
+    """The page of an invitation's link: the new password, asked for before the link is used
+    (a mail scanner that opens the link uses up nothing)."""
+    identity_store_id = request.path_params["identity_store_id"]
+    instance = await _portal(request).instance(identity_store_id)
+    token = _one(query(request), "token")
+    user = await _portal(request).invitation(instance, token)
+    return form_page(request, BROWSER_COOKIE, b"portal-invitation", "portal_invitation.html",
+                     action=_start(instance.identity_store_id), token=token,
+                     user_name=user.user_name, name=instance.name)
+
+
+@guarded
+async def invitation_accept(request: Request) -> Response:
+    identity_store_id = request.path_params["identity_store_id"]
+    fields = await form(request)
+    browser = read_cookie(request, BROWSER_COOKIE)
+    _check_signin(fields, browser, b"portal-invitation")
+    assert browser is not None
+    instance = await _portal(request).instance(identity_store_id)
+    request_id = new_request_id()
+    try:
+        step = await _portal(request).accept_invitation(
+            instance, fields.get("token", ""), fields.get("new_password", ""),
+            fields.get("confirm_password", ""), browser)
+    except AwsError as exc:
+        audit_browser(request, "AcceptInvitation", request_id, None, error=exc)
+        raise
+    audit_browser(request, "AcceptInvitation", request_id, None,
+                  subject=f"{instance.identity_store_id}/{step.user_name}")
+    return _next(request, step, instance.identity_store_id, request_id)
 
 
 def _next(request: Request, step: Step, identity_store_id: str,

@@ -1090,6 +1090,11 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("POST", "/start/{identity_store_id}/change"): {
         "form": ("csrf", "username", "new_password", "confirm_password"),
         "cookies": ("broker-portal", "broker-portal-step")},
+    ("GET", "/start/{identity_store_id}/invitation"): {"query": ("token",),
+                                                       "cookies": ("broker-portal",)},
+    ("POST", "/start/{identity_store_id}/invitation"): {
+        "form": ("csrf", "token", "username", "new_password", "confirm_password"),
+        "cookies": ("broker-portal",)},
     ("POST", "/start/{identity_store_id}/enrol"): {
         "form": ("csrf", "code"), "cookies": ("broker-portal", "broker-portal-step")},
     ("POST", "/start/{identity_store_id}/mfa"): {
@@ -1508,6 +1513,17 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
         yield f"POST /start/{{id}}/{route} cookies", lambda v, r=route, h=honest: http.post(
             f"{start}/{r}", content=splice(h, "", ""),
             headers={**form_type, "Cookie": f"{browser_cookie}={v}; {step_cookie}={v}"})
+    # An invitation's link and its form (no invitation exists here: this broker has no SMTP
+    # server; tests/integration/test_portal_invitations.py has the honest path).
+    yield "GET /start/{id}/invitation?token=", lambda v: http.get(
+        f"{start}/invitation?token={v}", headers={"Cookie": f"{browser_cookie}={secret}"})
+    honest_invitation = {"csrf": form_token(secret, b"portal-invitation"),
+                         "token": _secrets.token_urlsafe(32), "username": "surface-signed",
+                         "new_password": password, "confirm_password": password}
+    for name in honest_invitation:
+        yield f"POST /start/{{id}}/invitation {name}=", lambda v, n=name: http.post(
+            f"{start}/invitation", content=splice(honest_invitation, n, v),
+            headers={**form_type, "Cookie": f"{browser_cookie}={secret}"})
     csrf = session_csrf(session)
     honest_role = {"csrf": csrf, "account_id": account, "role_name": "Surface"}
     for route in ("console", "credentials"):
