@@ -13,6 +13,7 @@ renders it in that interface's own format (AWS XML for the Query API, one line f
      │    ├── QuotaExceeded     the parent already holds as many children as allowed
      │    ├── Conflict          the record still has children, or changed under us
      │    └── StoreUnavailable  the backend cannot be reached; callers fail closed
+     ├── MailError              (broker.mail) an e-mail the SMTP server did not take
      └── AwsError               (broker.aws.errors) an error with an AWS wire code and status
 """
 

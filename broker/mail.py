@@ -66,6 +66,8 @@ class Mailer:
                 exc.smtp_error, bytes) else str(exc.smtp_error)
             raise MailError(f"the mail server {self.server} answered {exc.smtp_code} "
                             f"{reason}") from None
+        except UnicodeError:
+            raise MailError("the SMTP user name and password must be ASCII") from None
         except (smtplib.SMTPException, OSError) as exc:  # refused, unreachable, TLS, timeout
             raise MailError(f"could not send through the mail server {self.server}: "
                             f"{exc or type(exc).__name__}") from None
@@ -74,24 +76,24 @@ class Mailer:
                             f"{', '.join(refused)}")
 
     def _connect(self) -> smtplib.SMTP:
+        if self._scheme == "smtp" and self._user is not None and not loopback(self.host):
+            raise MailError(f"not sending a password in the clear to {self.server}: use "
+                            f"smtp+starttls:// or smtps://")
         context = ssl.create_default_context()
         if self._scheme == "smtps":
             return smtplib.SMTP_SSL(self.host, self.port, timeout=self._timeout,
                                     context=context)
         smtp = smtplib.SMTP(self.host, self.port, timeout=self._timeout)
-        try:
-            if self._scheme == "smtp+starttls":
+        if self._scheme == "smtp+starttls":
+            try:
                 smtp.starttls(context=context)
-            elif self._user is not None and not _loopback(self.host):
-                raise MailError(f"not sending a password in the clear to {self.server}: use "
-                                f"smtp+starttls:// or smtps://")
-        except BaseException:
-            smtp.close()
-            raise
+            except BaseException:
+                smtp.close()
+                raise
         return smtp
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:

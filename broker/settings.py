@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from broker.aws.ids import REGION
 from broker.errors import ConfigError
+from broker.mail import loopback
 
 Parser = Callable[[Any], Any]
 
@@ -415,6 +416,12 @@ def _smtp_url(value: Any) -> str:
         raise ValueError("has a port that is not a number from 0 to 65535") from None
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("must not have a path, query or fragment")
+    if not unquote(f"{parts.username or ''}{parts.password or ''}").isascii():
+        raise ValueError("has a user name or password that is not ASCII (SMTP AUTH PLAIN and "
+                         "LOGIN as smtplib sends them)")
+    if parts.scheme == "smtp" and parts.username and not loopback(parts.hostname):
+        raise ValueError("would send its password in the clear: use smtp+starttls:// or "
+                         "smtps:// (plain smtp:// with a password only to a loopback host)")
     return text
 
 

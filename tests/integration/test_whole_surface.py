@@ -1460,8 +1460,28 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
         mfa = await portal.password(instance, names["signed"], password, source=None,
                                     browser=secret)
         enrolling = await portal.change(steps["enrolling"].handle, secret, password, password)
+        # An invitation, e-mailed through a mailer that keeps the message.
+        await ic.directory.create_user(instance, {
+            "UserName": "surface-invited", "DisplayName": "Surface",
+            "Name": {"GivenName": "S", "FamilyName": "P"},
+            "Emails": [{"Value": "surface-invited@example.com", "Primary": True}]}, "surface")
+        kept: list[Any] = []
+
+        class KeptMail:
+            sender = "surface@example.com"
+
+            async def send(self, message: Any) -> None:
+                kept.append(message)
+
+        portal.mailer = KeptMail()  # type: ignore[assignment]
+        try:
+            await portal.invite(store, "surface-invited")
+        finally:
+            portal.mailer = None
+        link = re.search(r"invitation\?token=(\S+)", kept[0].get_content())
+        assert link is not None
         return {"store": store, "session": signed.handle, "change": steps["changing"].handle,
-                "enrol": enrolling.handle, "mfa": mfa.handle}
+                "enrol": enrolling.handle, "mfa": mfa.handle, "invitation": link.group(1)}
 
     made = broker.server.call(make())
     store, session = made["store"], made["session"]
@@ -1513,17 +1533,25 @@ def _portal_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx
         yield f"POST /start/{{id}}/{route} cookies", lambda v, r=route, h=honest: http.post(
             f"{start}/{r}", content=splice(h, "", ""),
             headers={**form_type, "Cookie": f"{browser_cookie}={v}; {step_cookie}={v}"})
-    # An invitation's link and its form (no invitation exists here: this broker has no SMTP
-    # server; tests/integration/test_portal_invitations.py has the honest path).
+    # An invitation's link and its form, of a live invitation (make() above: e-mailed through
+    # a mailer that keeps the message); the honest form's passwords differ, so that it is
+    # never used up.
     yield "GET /start/{id}/invitation?token=", lambda v: http.get(
         f"{start}/invitation?token={v}", headers={"Cookie": f"{browser_cookie}={secret}"})
+    yield "GET /start/{id}/invitation cookies", lambda v: http.get(
+        f"{start}/invitation?token={wire(made['invitation'])}",
+        headers={"Cookie": f"{browser_cookie}={v}"})
     honest_invitation = {"csrf": form_token(secret, b"portal-invitation"),
-                         "token": _secrets.token_urlsafe(32), "username": "surface-signed",
-                         "new_password": password, "confirm_password": password}
+                         "token": made["invitation"], "username": "surface-invited",
+                         "new_password": password,
+                         "confirm_password": password + "x"}  # never accepted
     for name in honest_invitation:
         yield f"POST /start/{{id}}/invitation {name}=", lambda v, n=name: http.post(
             f"{start}/invitation", content=splice(honest_invitation, n, v),
             headers={**form_type, "Cookie": f"{browser_cookie}={secret}"})
+    yield "POST /start/{id}/invitation cookies", lambda v: http.post(
+        f"{start}/invitation", content=splice(honest_invitation, "", ""),
+        headers={**form_type, "Cookie": f"{browser_cookie}={v}"})
     csrf = session_csrf(session)
     honest_role = {"csrf": csrf, "account_id": account, "role_name": "Surface"}
     for route in ("console", "credentials"):

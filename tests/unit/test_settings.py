@@ -46,12 +46,37 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ({"BROKER_AUDIT_SINK": "file"}, "audit.path: required"),
     ({"BROKER_SERVER_WORKERS": "4"}, "more than one worker needs a shared ephemeral store"),
     ({"BROKER_LOG_ACCESS": "maybe"}, "log.access"),
+    ({"BROKER_SSO_SESSION_HOURS": "0"}, "sso.session_hours"),
+    ({"BROKER_SSO_SESSION_HOURS": "2161"}, "must be an integer from 1 to 2160"),
+    ({"BROKER_SSO_SMTP_URL": "http://mail.example.com"}, "sso.smtp_url"),
+    ({"BROKER_SSO_SMTP_URL": "smtp://"}, "sso.smtp_url"),
+    ({"BROKER_SSO_SMTP_URL": "smtps://mail.example.com:smtp"}, "port that is not a number"),
+    ({"BROKER_SSO_SMTP_URL": "smtps://mail.example.com/x"}, "must not have a path"),
+    ({"BROKER_SSO_SMTP_URL": "smtp://u:p@mail.example.com"}, "password in the clear"),
+    ({"BROKER_SSO_SMTP_URL": "smtps://mail.example.com"}, "sso.smtp_from: required"),
+    ({"BROKER_SSO_SMTP_URL": "smtps://u:w%C3%B6rd@mail.example.com"}, "not ASCII"),
+    ({"BROKER_SSO_SMTP_FROM": "not an address"}, "sso.smtp_from"),
+    ({"BROKER_SSO_SMTP_FROM": "a@b.example\r\nBcc: c@d.example"}, "sso.smtp_from"),
 ])
 def test_bad_values_stop_with_one_line(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings.load(None, environ=environ)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_sso_settings() -> None:
+    s = settings.load(None, environ={})
+    assert (s.sso.session_hours, s.sso.smtp_url, s.sso.smtp_from) == (8, "", "")
+    s = settings.load(None, environ={
+        "BROKER_SSO_SESSION_HOURS": "2160",
+        "BROKER_SSO_SMTP_URL": "smtp+starttls://user%40example.com:p%3Ass@mail.example.com:587",
+        "BROKER_SSO_SMTP_FROM": "Access portal <portal@example.com>"})
+    assert s.sso.session_hours == 2160
+    assert s.sso.smtp_url.startswith("smtp+starttls://")
+    for url in ("smtp://127.0.0.1:25", "smtp://u:p@localhost:2525", "smtps://u:p@mail.example.com"):
+        assert settings.load(None, environ={"BROKER_SSO_SMTP_URL": url,
+                                            "BROKER_SSO_SMTP_FROM": "a@b.example"}).sso.smtp_url
 
 
 def test_workers_with_redis_are_allowed() -> None:
