@@ -17,6 +17,16 @@ Records live in the instance's owner account, keyed by the identity store id:
   key makes a user a member of a group once. Deleting a group deletes the group, then its
   memberships; a membership made meanwhile sees its group gone when it checks again after
   writing, and takes itself back.
+* ``sso_nesting`` ``{store}/{group id}/{member group id}``: a group that is a member of a
+  group (nested groups, which AWS refuses and SCIM allows: see "Nested groups" below), a child
+  of the member group, so that deleting a group deletes the edges up from it in the same write;
+  the edges down from it are deleted after it, as its memberships.
+
+Nested groups. A user's *effective* groups (``group_ids_of``: what assignments, the portal and
+IsMemberInGroups see) are their groups and every group above them. A nesting that would close a
+cycle is refused (ValidationException, reason ``GROUP_CYCLE``): the member group may not be the
+group or any group above it. Two requests that would close one cycle between them both write,
+both look again, both see the cycle and both take their edge back: a cycle never stays.
 
 Ids are AWS's: the store's ten hexadecimal digits, a hyphen and a random UUID. Only the
 instance's owner account reaches its store (``instance``); any other store id, another
@@ -43,6 +53,8 @@ from broker.store.base import EntityStore, Record, Ref
 USER = "sso_user"
 GROUP = "sso_group"
 MEMBERSHIP = "sso_membership"
+NESTING = "sso_nesting"
+MAX_EFFECTIVE_GROUPS = 10_000  # groups above one user or group, a bound on one walk
 USER_NAME = "sso_user_name"
 GROUP_NAME = "sso_group_name"
 STALE_CLAIM = timedelta(seconds=60)
@@ -113,6 +125,7 @@ class DirectoryUser:
     created: datetime
     updated: datetime
     attributes_json: str  # every attribute, under the model's member names, as JSON text
+    external_ids: tuple[tuple[str, str], ...] = ()  # (issuer, id): SCIM's externalId
 
     @property
     def active(self) -> bool:
@@ -202,6 +215,7 @@ def _user(record: Record, store: str) -> DirectoryUser:
         status=meta.get("status", "ENABLED"), revision=record.version,
         created=datetime.fromisoformat(meta["created"]),
         updated=datetime.fromisoformat(meta["updated"]),
+        external_ids=tuple((e["Issuer"], e["Id"]) for e in meta.get("external_ids", [])),
         attributes_json=json.dumps({**attrs, "CreatedBy": meta.get("created_by"),
                                     "UpdatedBy": meta.get("updated_by"),
                                     "ExternalIds": meta.get("external_ids", [])},
@@ -228,6 +242,24 @@ def _membership(record: Record, store: str) -> Membership:
         membership_id=data["membership_id"], group_id=data["group_id"],
         user_id=data["user_id"], created=datetime.fromisoformat(data["created"]),
         created_by=data.get("created_by"))
+
+
+def _meta_of(external_ids: Sequence[tuple[str, str]] | None,
+             active: bool | None) -> dict[str, Any]:
+    """The record's meta entries for external ids and status (None: not given)."""
+    out: dict[str, Any] = {}
+    if external_ids is not None:
+        out["external_ids"] = [{"Issuer": i, "Id": e} for i, e in external_ids]
+    if active is not None:
+        out["status"] = "ENABLED" if active else "DISABLED"
+    return out
+
+
+def _cycle(group_id: str, member_group_id: str) -> StoreError:
+    return StoreError("ValidationException",
+                      f"The group {member_group_id} cannot be a member of the group "
+                      f"{group_id}: the group {group_id} is {member_group_id} or a member of "
+                      "it, and groups may not form a cycle.", "GROUP_CYCLE")
 
 
 def _check_revision(record: Record, revision: str | None, noun: str) -> None:
@@ -343,8 +375,40 @@ class Directory:
 
     async def group_ids_of(self, account_id: str, identity_store_id: str,
                            user_id: str) -> list[str]:
+        """The user's effective groups: their groups and every group above them, sorted."""
+        direct = await self.direct_group_ids_of(account_id, identity_store_id, user_id)
+        return sorted(await self._above(account_id, identity_store_id, direct))
+
+    async def direct_group_ids_of(self, account_id: str, identity_store_id: str,
+                                  user_id: str) -> list[str]:
         found = await self._memberships_of(account_id, identity_store_id, user_id, None, None)
         return [m.group_id for m in found]
+
+    async def parent_group_ids(self, account_id: str, identity_store_id: str,
+                               group_id: str) -> list[str]:
+        """The groups the group is a direct member of."""
+        child = Ref(GROUP, account_id, f"{identity_store_id}/{group_id}")
+        records = await self._store.list(NESTING, account_id, parent=child)
+        return [r.key.split("/")[1] for r in records]
+
+    async def _above(self, account_id: str, identity_store_id: str,
+                     start: Sequence[str]) -> set[str]:
+        """``start`` and every group above them, one level at a time (each group once)."""
+        seen = set(start)
+        level = list(seen)
+        while level:
+            following: list[str] = []
+            for group_id in level:
+                for parent in await self.parent_group_ids(account_id, identity_store_id,
+                                                          group_id):
+                    if parent not in seen:
+                        seen.add(parent)
+                        following.append(parent)
+            if len(seen) > MAX_EFFECTIVE_GROUPS:
+                raise invalid(f"More than {MAX_EFFECTIVE_GROUPS} groups are above this "
+                              "member.")
+            level = following
+        return seen
 
     async def principal_exists(self, account_id: str, identity_store_id: str,
                                principal_type: str, principal_id: str) -> bool:
@@ -359,10 +423,13 @@ class Directory:
 
     # -- users and groups, as the identitystore API asks for them --------------------------------
 
-    async def create_user(self, instance: Instance, attrs: dict[str, Any],
-                          by: str) -> DirectoryUser:
+    async def create_user(self, instance: Instance, attrs: dict[str, Any], by: str, *,
+                          external_ids: Sequence[tuple[str, str]] = (),
+                          active: bool = True) -> DirectoryUser:
+        """A new user; ``external_ids`` and ``active`` are what SCIM sets (``externalId``,
+        ``active``: a user made inactive is DISABLED)."""
         check_user(attrs)
-        record = await self._create(USERS, instance, attrs, by)
+        record = await self._create(USERS, instance, attrs, by, _meta_of(external_ids, active))
         return _user(record, instance.identity_store_id)
 
     async def describe_user(self, instance: Instance, user_id: str) -> DirectoryUser:
@@ -372,9 +439,13 @@ class Directory:
         return found
 
     async def update_user(self, instance: Instance, user_id: str, changes: Sequence[Change],
-                          revision: str | None, by: str) -> DirectoryUser:
+                          revision: str | None, by: str, *,
+                          external_ids: Sequence[tuple[str, str]] | None = None,
+                          active: bool | None = None) -> DirectoryUser:
+        """Change a user's attributes, and (None: unchanged) their external ids and whether
+        they are active."""
         record = await self._update(USERS, instance, user_id, changes, revision, by,
-                                    check_user)
+                                    check_user, _meta_of(external_ids, active))
         return _user(record, instance.identity_store_id)
 
     async def delete_user(self, instance: Instance, user_id: str, revision: str | None) -> None:
@@ -414,10 +485,11 @@ class Directory:
                     return user.user_id
         raise missing("USER")
 
-    async def create_group(self, instance: Instance, attrs: dict[str, Any],
-                           by: str) -> DirectoryGroup:
+    async def create_group(self, instance: Instance, attrs: dict[str, Any], by: str, *,
+                           external_ids: Sequence[tuple[str, str]] = ()) -> DirectoryGroup:
         check_group(attrs)
-        record = await self._create(GROUPS, instance, attrs, by)
+        record = await self._create(GROUPS, instance, attrs, by,
+                                    _meta_of(external_ids, None))
         return _group(record, instance.identity_store_id)
 
     async def group(self, instance: Instance, group_id: str) -> DirectoryGroup:
@@ -428,25 +500,29 @@ class Directory:
         return _group(record, instance.identity_store_id)
 
     async def update_group(self, instance: Instance, group_id: str, changes: Sequence[Change],
-                           revision: str | None, by: str) -> DirectoryGroup:
+                           revision: str | None, by: str, *,
+                           external_ids: Sequence[tuple[str, str]] | None = None
+                           ) -> DirectoryGroup:
         record = await self._update(GROUPS, instance, group_id, changes, revision, by,
-                                    check_group)
+                                    check_group, _meta_of(external_ids, None))
         return _group(record, instance.identity_store_id)
 
     async def delete_group(self, instance: Instance, group_id: str,
                            revision: str | None) -> None:
         await self._delete(GROUPS, instance, group_id, revision)
-        # Then its memberships (children of their users): see the module docstring.
+        # Then its memberships (children of their users) and the groups nested in it
+        # (children of those groups): see the module docstring.
         prefix = f"{instance.identity_store_id}/{group_id}/"
-        while True:
-            found = [r for r in await self._store.list(
-                MEMBERSHIP, instance.account_id, after=prefix, limit=PAGE)
-                if r.key.startswith(prefix)]
-            for record in found:
-                with contextlib.suppress(NotFound):
-                    await self._store.delete(record.ref)
-            if len(found) < PAGE:
-                return
+        for kind in (MEMBERSHIP, NESTING):
+            while True:
+                found = [r for r in await self._store.list(
+                    kind, instance.account_id, after=prefix, limit=PAGE)
+                    if r.key.startswith(prefix)]
+                for record in found:
+                    with contextlib.suppress(NotFound):
+                        await self._store.delete(record.ref)
+                if len(found) < PAGE:
+                    break
 
     async def list_groups(self, instance: Instance, *, display_name: str | None,
                           limit: int | None, after: str | None
@@ -556,6 +632,70 @@ class Directory:
         found = found[:size]
         return found, found[-1].group_id if more else None
 
+    # -- nested groups ------------------------------------------------------------------------
+
+    async def add_group_member(self, instance: Instance, group_id: str,
+                               member_group_id: str, by: str) -> None:
+        """Make a group a member of a group; ConflictException when it is one already,
+        ValidationException (``GROUP_CYCLE``) when the group is the member or below it."""
+        account, store = instance.account_id, instance.identity_store_id
+        await self.group(instance, group_id)
+        await self.group(instance, member_group_id)
+        if member_group_id in await self._above(account, store, [group_id]):
+            raise _cycle(group_id, member_group_id)
+        record = Record(
+            kind=NESTING, account=account, key=f"{store}/{group_id}/{member_group_id}",
+            parent=self._ref(GROUP, instance, member_group_id),
+            data={"group_id": group_id, "member_group_id": member_group_id,
+                  "created": self._clock.now().isoformat(), "created_by": by})
+        try:
+            await self._store.create(record)
+        except AlreadyExists:
+            raise conflict(f"The group {member_group_id} is already a member of the group "
+                           f"{group_id}.") from None
+        except NotFound:
+            raise missing("GROUP", member_group_id) from None
+        try:  # the group deleted meanwhile: take the edge back
+            await self._store.get(self._ref(GROUP, instance, group_id))
+        except NotFound:
+            await self._forget(record.ref)
+            raise missing("GROUP", group_id) from None
+        # Another request closing a cycle with this edge at the same time: both see it now.
+        if member_group_id in await self._above(account, store, [group_id]):
+            await self._forget(record.ref)
+            raise _cycle(group_id, member_group_id)
+
+    async def remove_group_member(self, instance: Instance, group_id: str,
+                                  member_group_id: str) -> None:
+        ref = Ref(NESTING, instance.account_id,
+                  f"{instance.identity_store_id}/{group_id}/{member_group_id}")
+        try:
+            await self._store.delete(ref)
+        except NotFound:
+            raise missing("GROUP_MEMBERSHIP", f"{group_id}/{member_group_id}") from None
+
+    async def member_groups(self, instance: Instance, group_id: str) -> list[str]:
+        """The groups that are direct members of the group."""
+        await self.group(instance, group_id)
+        prefix = f"{instance.identity_store_id}/{group_id}/"
+        out: list[str] = []
+        after = prefix
+        while True:
+            found = [r for r in await self._store.list(
+                NESTING, instance.account_id, after=after, limit=PAGE)
+                if r.key.startswith(prefix)]
+            out.extend(r.key.rpartition("/")[2] for r in found)
+            if len(found) < PAGE:
+                return out
+            after = found[-1].key
+
+    async def is_effective_member(self, instance: Instance, user_id: str,
+                                  group_id: str) -> bool:
+        """Whether the user is in the group or in a group below it."""
+        groups = await self.group_ids_of(instance.account_id, instance.identity_store_id,
+                                         user_id)
+        return group_id in groups
+
     # -- the machinery ------------------------------------------------------------------------
 
     def _ref(self, kind: str, instance: Instance, entity_id: str) -> Ref:
@@ -647,7 +787,7 @@ class Directory:
             await self._store.delete(ref)
 
     async def _create(self, kind: _Kind, instance: Instance, attrs: dict[str, Any],
-                      by: str) -> Record:
+                      by: str, meta: Mapping[str, Any]) -> Record:
         entity_id = _new_id(instance.identity_store_id)
         claim = await self._claim(kind, instance, attrs[kind.name], entity_id)
         now = self._clock.now().isoformat()
@@ -657,7 +797,7 @@ class Directory:
             parent=Ref(INSTANCE, instance.account_id, KEY),
             data={"attributes": attrs, "meta": {
                 "created": now, "updated": now, "created_by": by, "updated_by": by,
-                "status": "ENABLED", "external_ids": []}})
+                "status": "ENABLED", "external_ids": [], **meta}})
         try:
             stored = await self._store.create(record)
             # The instance deleted and made again meanwhile: no user of the old store.
@@ -672,7 +812,8 @@ class Directory:
 
     async def _update(self, kind: _Kind, instance: Instance, entity_id: str,
                       changes: Sequence[Change], revision: str | None, by: str,
-                      check: Callable[[Mapping[str, Any]], None]) -> Record:
+                      check: Callable[[Mapping[str, Any]], None],
+                      meta_changes: Mapping[str, Any]) -> Record:
         ref = self._ref(kind.kind, instance, entity_id)
         try:
             current = await self._store.get(ref)
@@ -693,8 +834,8 @@ class Directory:
                                "CONCURRENT_MODIFICATION")
             attrs = _apply(dict(record.data["attributes"]), changes)
             check(attrs)
-            meta = {**_meta(record.data), "updated": self._clock.now().isoformat(),
-                    "updated_by": by}
+            meta = {**_meta(record.data), **meta_changes,
+                    "updated": self._clock.now().isoformat(), "updated_by": by}
             return {**record.data, "attributes": attrs, "meta": meta}
 
         try:

@@ -424,11 +424,13 @@ def operations(directory: Directory, authz: Authorizer) -> list[JsonOperation]:
     async def is_member(call: Call, instance: Instance) -> Result:
         user_id = _member(call.params)
         await directory.describe_user(instance, user_id)
-        results = []
-        for given in call.params["GroupIds"]:
-            found = await directory.membership_of(instance, _id(given, "group"), user_id)
-            results.append({"GroupId": given, "MemberId": {"UserId": user_id},
-                            "MembershipExists": found is not None})
+        # Effective membership: in the group, or in a group nested in it (docs: nested
+        # groups, which only SCIM makes).
+        groups = set(await directory.group_ids_of(instance.account_id,
+                                                  instance.identity_store_id, user_id))
+        results = [{"GroupId": given, "MemberId": {"UserId": user_id},
+                    "MembershipExists": _id(given, "group") in groups}
+                   for given in call.params["GroupIds"]]
         return {"Results": results}
 
     @action("GetGroupMembershipId")
