@@ -29,6 +29,7 @@ from broker.iam.permissions import Permissions, WatchedStore
 from broker.iam.service import IamService, NewAccessKey
 from broker.identitycenter import api as sso_api
 from broker.identitycenter import oidc_api, portal_api, store_api
+from broker.identitycenter.abac import AccessControl
 from broker.identitycenter.access import Access, AccountEntry
 from broker.identitycenter.assignments import Assignments
 from broker.identitycenter.cached import CachedDirectory, CachedInstances
@@ -284,7 +285,8 @@ def _identity_center(settings: Settings, store: EntityStore, clock: Clock, iam: 
     access = Access(cached_directory, assignments, permission_sets, sts, permissions,
                     authz.guard, clock, saml_audience=settings.acs_url,
                     account_entry=account_entry, federation=federation,
-                    public_url=settings.public_url, reads=reads)
+                    public_url=settings.public_url, reads=reads,
+                    access_control=AccessControl(store))
     return IdentityCenter(instances, directory, permission_sets, assignments, access, store,
                           reads, cached_directory, cached_instances)
 

@@ -7,14 +7,16 @@ process. The credentials are a session of the provisioned AWSReservedSSO role, a
 AWS authorizes Identity Center's own sign-in: ``sts:AssumeRoleWithSAML`` by the account's
 ``AWSSSO_…_DO_NOT_DELETE`` provider, against the role's trust policy (which an account
 administrator cannot change) and the account's resource control policies. The session is
-named after the user, lasts the permission set's session duration, and — as every session —
-is bound by the account's SCPs when it is used.
+named after the user, lasts the permission set's session duration, carries the user's
+attributes for access control as session tags (abac.py: the instance's configuration, read
+through the cache as everything else here, and what an external IdP's assertion passed), and
+— as every session — is bound by the account's SCPs when it is used.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlencode
@@ -23,6 +25,7 @@ from broker.aws import arn
 from broker.aws.errors import AwsError
 from broker.clock import Clock
 from broker.iam.permissions import Permissions
+from broker.identitycenter.abac import AccessControl, Configuration, session_tags
 from broker.identitycenter.assignments import (
     RESERVED_PATH,
     Assignment,
@@ -77,7 +80,8 @@ class Access:
                  guard: OrgGuard | None, clock: Clock, *, saml_audience: str,
                  account_entry: Callable[[Instance, str], Awaitable[AccountEntry]],
                  federation: Federation | None = None, public_url: str = "",
-                 reads: Reads | None = None) -> None:
+                 reads: Reads | None = None,
+                 access_control: AccessControl | None = None) -> None:
         self._directory = directory
         self._assignments = assignments
         self._sets = permission_sets
@@ -89,6 +93,7 @@ class Access:
         self._account_entry = account_entry
         self._federation = federation
         self._reads = reads
+        self._access_control = access_control
         self._public_url = public_url.rstrip("/")
 
     async def _read(self, instance: Instance, key: tuple[str, ...],
@@ -147,10 +152,29 @@ class Access:
         raise NotAssigned(f"No role {role_name} in account {account_id} is assigned to "
                           "this user.")
 
+    async def _configuration(self, instance: Instance) -> Configuration | None:
+        control = self._access_control
+        if control is None:
+            return None
+        return await self._read(instance, ("access-control", instance.instance_id),
+                                lambda: control.of(instance))
+
+    async def session_tags(self, instance: Instance, user: DirectoryUser,
+                           asserted: Mapping[str, str] | None = None
+                           ) -> tuple[tuple[str, str], ...]:
+        """The session tags the user's role sessions carry (abac.session_tags)."""
+        configuration = await self._configuration(instance)
+        if configuration is None:
+            return ()
+        return session_tags(configuration, user.attributes(), asserted)
+
     async def credentials(self, instance: Instance, user: DirectoryUser, account_id: str,
-                          role_name: str) -> IssuedCredentials:
+                          role_name: str, *, asserted: Mapping[str, str] | None = None
+                          ) -> IssuedCredentials:
         """The role's credentials for the user; NotAssigned when it is not theirs (or not
-        provisioned as it should be)."""
+        provisioned as it should be). ``asserted``: the attributes for access control the
+        external IdP's assertion carried (``…/SAML/Attributes/AccessControl:KEY``: KEY →
+        value), when the person signed in through one."""
         chosen = await self.role(instance, user.user_id, account_id, role_name)
         role = await self._sts.role(chosen.role_arn)
         if role is None or role.path != RESERVED_PATH:
@@ -160,6 +184,7 @@ class Access:
             f"{provider_name(instance)}"
         organization = None if self._guard is None else await self._guard.of(account_id)
         name = session_name(user.user_name)
+        tags = await self.session_tags(instance, user, asserted)
         try:
             federated.authorize(
                 self._permissions, role, provider_arn=provider, provider_account=account_id,
@@ -168,18 +193,23 @@ class Access:
                 now=self._clock.now(),
                 keys={"saml:aud": self._audience, "saml:sub": user.user_name,
                       "saml:doc": f"{account_id}/{provider_name(instance)}"},
-                tags=(), transitive=(), identity=None, organization=organization)
+                tags=tags, transitive=(), identity=None, organization=organization)
         except AwsError as exc:
             raise NotAssigned(exc.message) from None
-        return await self._sts.federated_role_session(role, name, role.max_session)
+        try:
+            return await self._sts.federated_role_session(role, name, role.max_session,
+                                                          tags=tags)
+        except AwsError as exc:  # the attributes' tags beyond STS's packed size
+            raise NotAssigned(exc.message) from None
 
     async def console_url(self, instance: Instance, user: DirectoryUser, account_id: str,
-                          role_name: str) -> str:
+                          role_name: str, *, asserted: Mapping[str, str] | None = None) -> str:
         """Where "Management console" sends the browser: the federation endpoint's login with
         a sign-in token of the role's session (docs/console.md), back to the portal when the
         console signs out. NotAssigned as ``credentials``."""
         assert self._federation is not None
-        issued = await self.credentials(instance, user, account_id, role_name)
+        issued = await self.credentials(instance, user, account_id, role_name,
+                                        asserted=asserted)
         token = await self._federation.signin_token(issued.session, issued.token, None)
         portal = start_url(self._public_url, instance)
         return (f"{self._public_url}/federation?" + urlencode({
