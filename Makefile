@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/json_reader.py
 	$(BIN)/python benchmarks/password_signin.py
 	$(BIN)/python benchmarks/role_credentials.py $(ARGS)
+	$(BIN)/python benchmarks/nested_groups.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
