@@ -30,6 +30,8 @@ from broker.web.pages import DEV_MODE, http_error
 from broker.web.query import QueryApp
 from broker.web.rest import PATHS as REST_PATHS
 from broker.web.rest import RestApp
+from broker.web.scim import METHODS as SCIM_METHODS
+from broker.web.scim import endpoint as scim_endpoint
 
 log = logging.getLogger("broker")
 
@@ -141,6 +143,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
               methods=["POST"]),
         Route("/start/{identity_store_id}/webauthn", portal.webauthn_register,
               methods=["POST"]),
+        # Identity Center's SCIM 2.0 server: /scim/v2/{identity store id}/Users, /Groups, ...
+        Route("/scim/v2/{rest:path}", scim_endpoint, methods=SCIM_METHODS),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

@@ -529,6 +529,125 @@ def sso_reset_password(config: str | None, data_dir: str | None, identity_store_
                    f"Sign-in: {settings.public_url}/start/{identity_store_id}")
 
 
+@sso_group.group("scim-token")
+def sso_scim_token() -> None:
+    """Bearer tokens of an instance's SCIM 2.0 endpoint (PUBLIC_URL/scim/v2/d-…/), which an
+    external identity provider provisions users and groups through: at most two, each
+    expiring (a year by default), shown once (docs/identity-center.md, "Automatic
+    provisioning (SCIM)")."""
+
+
+def _scim_tokens(config: str | None, data_dir: str | None, identity_store_id: str,
+                 act: Callable[[Any, Any], Awaitable[Any]]) -> tuple[Any, Any]:
+    """Run ``act(tokens, instance)`` on the instance of ``identity_store_id``."""
+    from broker.runtime import open_runtime
+    from broker.scim.tokens import ScimTokens, TokenError
+
+    try:
+        settings = _settings(config, data_dir)
+        if not is_initialized(settings):
+            raise BrokerError(f"{settings.data_dir} is not initialised: run 'broker init'")
+    except BrokerError as exc:
+        _fail(str(exc))
+
+    async def go() -> tuple[Any, Any]:
+        runtime = await open_runtime(settings)
+        try:
+            instance = await runtime.identity_center.instances.by_store(identity_store_id)
+            if instance is None:
+                raise BrokerError(f"there is no instance with the identity store "
+                                  f"{identity_store_id}")
+            tokens = ScimTokens(runtime.identity_center.store, runtime.clock)
+            return settings, await act(tokens, instance)
+        except TokenError as exc:
+            raise BrokerError(str(exc)) from None
+        finally:
+            await runtime.close()
+
+    answer: tuple[Any, Any] = _run(go())
+    return answer
+
+
+def _scim_token_options(fn: F) -> F:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    fn = click.option("--identity-store-id", required=True,
+                      help="The instance's identity store (d-…).")(fn)
+    return common(fn)
+
+
+def _show_new_token(settings: Any, made: Any, as_json: bool) -> None:
+    from broker.scim.tokens import NewToken
+
+    assert isinstance(made, NewToken)
+    endpoint = f"{settings.public_url.rstrip('/')}/scim/v2/{made.info.identity_store_id}"
+    if as_json:
+        click.echo(json.dumps({**made.info.wire(made.info.created), "token": made.token,
+                               "scim_endpoint": endpoint}))
+        return
+    click.echo(f"SCIM endpoint: {endpoint}\nAccess token (shown once; it expires "
+               f"{made.info.expires.isoformat()}):\n  {made.token}")
+
+
+@sso_scim_token.command("create")
+@_scim_token_options
+@click.option("--days", type=int, default=365, show_default=True,
+              help="Days until the token expires.")
+def sso_scim_token_create(config: str | None, data_dir: str | None, identity_store_id: str,
+                          as_json: bool, days: int) -> None:
+    """Make a token (an instance has at most two)."""
+    settings, made = _scim_tokens(config, data_dir, identity_store_id,
+                                  lambda tokens, instance: tokens.create(instance, days=days))
+    _show_new_token(settings, made, as_json)
+
+
+@sso_scim_token.command("rotate")
+@_scim_token_options
+@click.option("--token-id", required=True, help="The token to replace.")
+@click.option("--days", type=int, default=365, show_default=True,
+              help="Days until the new token expires.")
+def sso_scim_token_rotate(config: str | None, data_dir: str | None, identity_store_id: str,
+                          as_json: bool, token_id: str, days: int) -> None:
+    """Replace a token by a new one (the old one stops working)."""
+    settings, made = _scim_tokens(
+        config, data_dir, identity_store_id,
+        lambda tokens, instance: tokens.rotate(instance, token_id, days=days))
+    _show_new_token(settings, made, as_json)
+
+
+@sso_scim_token.command("list")
+@_scim_token_options
+def sso_scim_token_list(config: str | None, data_dir: str | None, identity_store_id: str,
+                        as_json: bool) -> None:
+    """The instance's tokens (ids, creation, expiry; never the tokens)."""
+    from broker.clock import SystemClock
+
+    _, found = _scim_tokens(config, data_dir, identity_store_id,
+                            lambda tokens, instance: tokens.list(instance))
+    now = SystemClock().now()
+    if as_json:
+        click.echo(json.dumps({"tokens": [t.wire(now) for t in found]}))
+        return
+    if not found:
+        click.echo(f"{identity_store_id} has no SCIM token.")
+    for t in found:
+        click.echo(f"{t.token_id}  {t.status(now):8}  created {t.created.isoformat()}  "
+                   f"expires {t.expires.isoformat()}")
+
+
+@sso_scim_token.command("revoke")
+@_scim_token_options
+@click.option("--token-id", required=True, help="The token to revoke.")
+def sso_scim_token_revoke(config: str | None, data_dir: str | None, identity_store_id: str,
+                          as_json: bool, token_id: str) -> None:
+    """Revoke a token: requests with it are refused at once, on every broker process."""
+    _scim_tokens(config, data_dir, identity_store_id,
+                 lambda tokens, instance: tokens.revoke(instance, token_id))
+    if as_json:
+        click.echo(json.dumps({"revoked": token_id}))
+    else:
+        click.echo(f"Revoked {token_id}.")
+
+
 @main.command("login")
 @click.option("--start-url", required=True,
               help="The instance's access portal: PUBLIC_URL/start/d-….")

@@ -48,6 +48,8 @@ from broker.mail import Mailer
 from broker.organizations import api as org_api
 from broker.organizations.guard import OrgGuard
 from broker.organizations.service import OrganizationsService
+from broker.scim.server import ScimServer
+from broker.scim.tokens import ScimTokens
 from broker.settings import Settings
 from broker.signin.console import Console
 from broker.signin.demo import DemoIdentityProvider
@@ -112,6 +114,7 @@ class Runtime:
     rest_protocol: RestProtocol  # the rest-json services: sso and sso-oidc
     signin_links: list[tuple[str, str]] = field(default_factory=list)
     demo: DemoIdentityProvider | None = None  # development mode's demo identity provider
+    scim: ScimServer | None = None  # Identity Center's SCIM 2.0 server (/scim/v2/)
 
     async def close(self) -> None:
         await self.organizations.wait()
@@ -220,7 +223,11 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                  mailer=Mailer(settings.sso.smtp_url, settings.sso.smtp_from)
                                  if settings.sso.smtp_url else None,
                                  public_url=settings.public_url),
-                   signin_links=[("Sign in with a user name and password", "/signin")])
+                   signin_links=[("Sign in with a user name and password", "/signin")],
+                   scim=ScimServer(identity_center.cached_instances, identity_center.directory,
+                                   ScimTokens(identity_center.store, clock,
+                                              identity_center.reads),
+                                   clock, public_url=settings.public_url))
 
 
 @dataclass
