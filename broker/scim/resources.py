@@ -376,6 +376,8 @@ def user_input(doc: Mapping[str, Any]) -> UserInput:
 def _enterprise(value: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
+        if str(key).lower() == "schemas":  # scim2-models sends the extension's own
+            continue
         attr = next((a for a in ENTERPRISE_ATTRS if a.name.lower() == str(key).lower()), None)
         if attr is None:
             raise invalid_value(f"The enterprise extension has no attribute {str(key)[:64]}.")
