@@ -189,7 +189,8 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     json_protocol = JsonProtocol(
         [*org_api.operations(organizations, authz),
          *sso_api.operations(identity_center.instances, authz, manages_organization,
-                             identity_center.permission_sets, identity_center.assignments),
+                             identity_center.permission_sets, identity_center.assignments,
+                             AccessControl(identity_center.store)),
          *store_api.operations(identity_center.directory, authz)],
         authenticator)
     oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,

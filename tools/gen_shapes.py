@@ -130,6 +130,11 @@ OPERATIONS = {
         "ListAccountsForProvisionedPermissionSet",
         # tags
         "TagResource", "UntagResource", "ListTagsForResource",
+        # attributes for access control (ABAC)
+        "CreateInstanceAccessControlAttributeConfiguration",
+        "DescribeInstanceAccessControlAttributeConfiguration",
+        "UpdateInstanceAccessControlAttributeConfiguration",
+        "DeleteInstanceAccessControlAttributeConfiguration",
     ],
     "identitystore": [
         "CreateUser", "DescribeUser", "UpdateUser", "DeleteUser", "ListUsers", "GetUserId",

@@ -9,7 +9,8 @@ external identity provider attributes"), read from the directory user as identit
 SCIM store it — the enterprise extension under ``Extensions["aws:identitystore:enterprise"]``.
 
 The tags of a session (``session_tags``): each configured key whose source has a value for the
-user (a value missing in the directory is no tag, as AWS), and — when the person signed in
+user (a value missing in the directory is no tag, as AWS; one no session tag can carry refuses
+the session, as STS refuses such a tag), and — when the person signed in
 through an external IdP whose assertion carried
 ``https://aws.amazon.com/SAML/Attributes/AccessControl:{Key}`` — those asserted keys too. A key
 both configured and asserted takes the directory's value, as AWS's guide says ("IAM Identity
@@ -186,39 +187,63 @@ def parse_attributes(given: Any) -> tuple[AccessControlAttribute, ...]:
     return tuple(attributes)
 
 
-def _value(raw: Any) -> str | None:
-    """A directory value as a session tag value: strings (and numbers or booleans, as text)
-    of at most 256 characters; anything else, or empty, is no value."""
+class Untaggable(Exception):
+    """An attribute's value (or an asserted key) that no session tag can carry: the session
+    is refused, as STS refuses a tag it cannot carry, rather than opened without the tag a
+    policy may be counting on (a Deny on ``aws:PrincipalTag/…`` would not see it)."""
+
+
+def _value(key: str, raw: Any) -> str | None:
+    """A directory value as a session tag value: a string (a number or a boolean as its
+    text); None (no tag) when missing or empty. Untaggable beyond STS's 256 characters or
+    its characters."""
+    if raw is None:
+        return None
     if isinstance(raw, bool):
         raw = "true" if raw else "false"
     elif isinstance(raw, (int, float)):
         raw = str(raw)
-    if not isinstance(raw, str) or not raw or len(raw) > MAX_TAG_VALUE:
+    if not isinstance(raw, str):
+        raise Untaggable(f"The attribute for access control {key} has no single text value.")
+    if not raw:
         return None
-    return raw if _TAG_VALUE.fullmatch(raw) else None
+    if len(raw) > MAX_TAG_VALUE:
+        raise Untaggable(f"The value of the attribute for access control {key} is longer "
+                         f"than a session tag's {MAX_TAG_VALUE} characters.")
+    if not _TAG_VALUE.fullmatch(raw):
+        raise Untaggable(f"The value of the attribute for access control {key} has "
+                         "characters a session tag cannot hold (letters, numbers, spaces "
+                         "and _.:/=+-@ only).")
+    return raw
 
 
 def session_tags(configuration: Configuration | None, attributes: Attrs,
                  asserted: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
     """The session tags of a directory user (``attributes``: the user's stored attributes)
     under ``configuration``; ``asserted``: AccessControl key → value from the external IdP's
-    assertion, if the person signed in through one. No configuration, no tags. A value that
-    cannot be a session tag (too long, characters STS refuses) is left out, never the
-    session: the policy then sees no tag, as for a missing value."""
+    assertion, if the person signed in through one. No configuration, no tags; a value
+    missing, no tag. Untaggable for a value or an asserted key no session tag can carry, or
+    more than STS's 50 tags in all."""
     if configuration is None:
         return ()
     out: dict[str, tuple[str, str]] = {}
     for attribute in configuration.attributes:
-        value = _value(SOURCES[attribute.source](attributes))
+        value = _value(attribute.key, SOURCES[attribute.source](attributes))
         if value is not None:
             out[attribute.key.casefold()] = (attribute.key, value)
     for key, raw in (asserted or {}).items():
         folded = key.casefold()
-        if folded in out or len(out) >= MAX_ATTRIBUTES:
-            continue
-        value = _value(raw)
-        if value is not None and 0 < len(key) <= MAX_TAG_KEY and _KEY.fullmatch(key):
+        if folded in out:
+            continue  # the directory's value wins, as AWS's
+        if not (0 < len(key) <= MAX_TAG_KEY and _KEY.fullmatch(key)):
+            raise Untaggable(f"The asserted attribute for access control {key[:MAX_TAG_KEY]} "
+                             "is not a session tag key.")
+        value = _value(key, raw)
+        if value is not None:
             out[folded] = (key, value)
+    if len(out) > MAX_ATTRIBUTES:
+        raise Untaggable(f"The attributes for access control make {len(out)} session tags; "
+                         f"a session has at most {MAX_ATTRIBUTES}.")
     return tuple(out.values())
 
 

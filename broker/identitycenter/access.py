@@ -25,7 +25,7 @@ from broker.aws import arn
 from broker.aws.errors import AwsError
 from broker.clock import Clock
 from broker.iam.permissions import Permissions
-from broker.identitycenter.abac import AccessControl, Configuration, session_tags
+from broker.identitycenter.abac import AccessControl, Configuration, Untaggable, session_tags
 from broker.identitycenter.assignments import (
     RESERVED_PATH,
     Assignment,
@@ -162,11 +162,15 @@ class Access:
     async def session_tags(self, instance: Instance, user: DirectoryUser,
                            asserted: Mapping[str, str] | None = None
                            ) -> tuple[tuple[str, str], ...]:
-        """The session tags the user's role sessions carry (abac.session_tags)."""
+        """The session tags the user's role sessions carry (abac.session_tags); NotAssigned
+        when an attribute cannot be one."""
         configuration = await self._configuration(instance)
         if configuration is None:
             return ()
-        return session_tags(configuration, user.attributes(), asserted)
+        try:
+            return session_tags(configuration, user.attributes(), asserted)
+        except Untaggable as exc:
+            raise NotAssigned(str(exc)) from None
 
     async def credentials(self, instance: Instance, user: DirectoryUser, account_id: str,
                           role_name: str, *, asserted: Mapping[str, str] | None = None

@@ -19,6 +19,7 @@ from broker.aws.jsonproto import JsonOperation, JsonRegistry, JsonService
 from broker.aws.query import Call, Result
 from broker.iam.entities import Tag
 from broker.identitycenter import model
+from broker.identitycenter.abac import AccessControl, parse_attributes
 from broker.identitycenter.assignments import Assignments, RequestStatus
 from broker.identitycenter.instances import Instance, Instances, SsoError, merge_tags
 from broker.identitycenter.paging import page
@@ -44,11 +45,13 @@ def _tags(params: Mapping[str, Any]) -> tuple[Tag, ...]:
 def operations(instances: Instances, authz: Authorizer,
                manages_organization: Callable[[str], Awaitable[bool]],
                permission_sets: PermissionSets | None = None,
-               assignments: Assignments | None = None) -> list[JsonOperation]:
+               assignments: Assignments | None = None,
+               access_control: AccessControl | None = None) -> list[JsonOperation]:
     registry = JsonRegistry(SSO_ADMIN, model)
     action = registry.action
     sets: PermissionSets = permission_sets  # type: ignore[assignment]  # None: models only
     assigned: Assignments = assignments  # type: ignore[assignment]
+    control: AccessControl = access_control  # type: ignore[assignment]
 
     async def allow(call: Call, resource: str = "*") -> None:
         await authz.check(call.principal, f"sso:{call.action}", resource,
@@ -361,6 +364,35 @@ def operations(instances: Instances, authz: Authorizer,
                     if ps == found.permission_set_id
                     and up_to_date(p.get("ProvisioningStatus"), latest)]
         return page(sorted(accounts), call.params, "AccountIds")
+
+    # -- attributes for access control (abac.py) -------------------------------------------------
+
+    def attributes(params: Mapping[str, Any]) -> Any:
+        given = params["InstanceAccessControlAttributeConfiguration"]
+        return parse_attributes(given["AccessControlAttributes"])
+
+    @action("CreateInstanceAccessControlAttributeConfiguration")
+    async def create_abac(call: Call) -> Result:
+        instance = await instance_of(call)
+        await control.create(instance, attributes(call.params))
+        return None
+
+    @action("DescribeInstanceAccessControlAttributeConfiguration")
+    async def describe_abac(call: Call) -> Result:
+        instance = await instance_of(call)
+        return (await control.describe(instance)).wire()
+
+    @action("UpdateInstanceAccessControlAttributeConfiguration")
+    async def update_abac(call: Call) -> Result:
+        instance = await instance_of(call)
+        await control.update(instance, attributes(call.params))
+        return None
+
+    @action("DeleteInstanceAccessControlAttributeConfiguration")
+    async def delete_abac(call: Call) -> Result:
+        instance = await instance_of(call)
+        await control.delete(instance)
+        return None
 
     # -- tags -----------------------------------------------------------------------------------
 

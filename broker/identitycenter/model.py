@@ -288,3 +288,31 @@ ListTagsForResourceRequest = struct(
     required('ResourceArn', TaggableResourceArn),
     optional('NextToken', Token),
 )
+AccessControlAttributeKey = String(min=1, max=128, pattern='[\\p{L}\\p{Z}\\p{N}_.:\\/=+\\-@]+')
+AccessControlAttributeValueSource = String(min=0, max=256, pattern='[\\p{L}\\p{Z}\\p{N}_.:\\/=+\\-@\\[\\]\\{\\}\\$\\\\"]*')
+AccessControlAttributeValueSourceList = ListOf(AccessControlAttributeValueSource, min=1, max=1)
+AccessControlAttributeValue = struct(
+    required('Source', AccessControlAttributeValueSourceList),
+)
+AccessControlAttribute = struct(
+    required('Key', AccessControlAttributeKey),
+    required('Value', AccessControlAttributeValue),
+)
+AccessControlAttributeList = ListOf(AccessControlAttribute, min=0, max=50)
+InstanceAccessControlAttributeConfiguration = struct(
+    required('AccessControlAttributes', AccessControlAttributeList),
+)
+CreateInstanceAccessControlAttributeConfigurationRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('InstanceAccessControlAttributeConfiguration', InstanceAccessControlAttributeConfiguration),
+)
+DescribeInstanceAccessControlAttributeConfigurationRequest = struct(
+    required('InstanceArn', InstanceArn),
+)
+UpdateInstanceAccessControlAttributeConfigurationRequest = struct(
+    required('InstanceArn', InstanceArn),
+    required('InstanceAccessControlAttributeConfiguration', InstanceAccessControlAttributeConfiguration),
+)
+DeleteInstanceAccessControlAttributeConfigurationRequest = struct(
+    required('InstanceArn', InstanceArn),
+)

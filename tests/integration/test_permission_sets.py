@@ -519,6 +519,8 @@ def test_every_action_refuses_with_an_error_its_model_lists(estate: Estate) -> N
                   "PrincipalType": "USER", "PrincipalId": user}
     ref = {"CustomerManagedPolicyReference": {"Name": "x", "Path": "/"}}
     nobody = "11111111-2222-4333-8444-555555555555"
+    abac = {"InstanceAccessControlAttributeConfiguration": {"AccessControlAttributes": [
+        {"Key": "Department", "Value": {"Source": ["${path:enterprise.department}"]}}]}}
     wrong = [
         (theirs, "CreateInstance", {}),  # the other account has one already (made below)
         (theirs, "ListInstances", {"NextToken": "not-a-token"}),
@@ -560,6 +562,10 @@ def test_every_action_refuses_with_an_error_its_model_lists(estate: Estate) -> N
         (theirs, "TagResource", {**i, "ResourceArn": ps, "Tags": [{"Key": "k", "Value": "v"}]}),
         (theirs, "UntagResource", {**i, "ResourceArn": ps, "TagKeys": ["k"]}),
         (theirs, "ListTagsForResource", {**i, "ResourceArn": ps}),
+        (theirs, "CreateInstanceAccessControlAttributeConfiguration", {**i, **abac}),
+        (mine, "DescribeInstanceAccessControlAttributeConfiguration", i),  # none made
+        (theirs, "UpdateInstanceAccessControlAttributeConfiguration", {**i, **abac}),
+        (mine, "DeleteInstanceAccessControlAttributeConfiguration", i),
     ]
     theirs.create_instance()
     assert {action for _, action, _ in wrong} == \

@@ -515,6 +515,8 @@ def _permission_set(broker: Broker, instance: str, member: str) -> dict[str, Any
         "CustomerManagedPolicyReference": {"Name": "surface-policy", "Path": "/"},
         "AccountAssignmentCreationRequestId": status["RequestId"],
         "SessionDuration": "PT2H",
+        "InstanceAccessControlAttributeConfiguration": {"AccessControlAttributes": [
+            {"Key": "Department", "Value": {"Source": ["${path:enterprise.department}"]}}]},
     }
 
 
@@ -797,6 +799,17 @@ def test_the_json_control_honest_values_reach_the_handlers(surface: Surface) -> 
             body = json.dumps(json_honest(op.input, "", good)).encode()
             r = signed_json(surface, f"{service}.{name}", op.service.name, body)
             assert r.status_code == 200, (name, r.text)
+    # Attributes for access control: one configuration per instance, so from none (the
+    # hostile cases may have left one) through each of the four actions in turn.
+    done: set[str] = set()
+    for name in ("Delete", "Create", "Describe", "Update", "Delete"):
+        action = f"{name}InstanceAccessControlAttributeConfiguration"
+        op = ops[f"SWBExternalService.{action}"]
+        body = json.dumps(json_honest(op.input, "", good)).encode()
+        r = signed_json(surface, f"SWBExternalService.{action}", op.service.name, body)
+        first = name == "Delete" and action not in done
+        done.add(action)
+        assert r.status_code == 200 or (first and "ResourceNotFound" in r.text), (action, r.text)
 
 
 # -- the rest-json actions (sso, sso-oidc) ----------------------------------------------------
