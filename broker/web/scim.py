@@ -1,4 +1,6 @@
-"""``PUBLIC_URL/scim/v2/{identity store id}/…``: the SCIM 2.0 server's HTTP side. It reads
+"""``PUBLIC_URL/scim/v2/{identity store id}/…``: the SCIM 2.0 server's HTTP side, an ASGI
+app that BrokerApp sends every path under ``/scim/v2/`` to whatever the method (Starlette's
+router would answer a path it cannot match — one with a line break — with its HTML page). It reads
 the request (path, strict UTF-8 query, headers, a body of at most ``server.max_body_bytes``),
 lets ``scim/server.py`` answer, and renders the answer as ``application/scim+json`` — every
 refusal SCIM's error document (RFC 7644 §3.12), an unexpected failure one with status "500"
@@ -9,9 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from broker.aws.http import parse_query
 from broker.aws.ids import new_request_id
@@ -22,7 +27,6 @@ from broker.scim.server import ScimRequest, ScimResponse, ScimServer
 log = logging.getLogger("broker.scim")
 PREFIX = "/scim/v2/"
 MEDIA = "application/scim+json"
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class _TooLarge(Exception):
@@ -58,9 +62,17 @@ def _error(exc: ScimError) -> ScimResponse:
     return ScimResponse(exc.status, exc.document())
 
 
-async def endpoint(request: Request) -> Response:
+class ScimApp:
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await respond(Request(scope, receive), self._state.runtime)
+        await response(scope, receive, send)
+
+
+async def respond(request: Request, runtime: Any) -> Response:
     request_id = new_request_id()
-    runtime = request.app.state.runtime
     server: ScimServer = runtime.scim
     try:
         reply = await _serve(request, server, runtime.settings.server.max_body_bytes)
@@ -89,6 +101,8 @@ async def _serve(request: Request, server: ScimServer, limit: int) -> ScimRespon
         parts = parts[:-1]
     if not parts or any(not p for p in parts):
         raise ScimError(404, "The SCIM endpoint is /scim/v2/{identity store id}/.")
+    if request.method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        raise ScimError(405, f"{request.method[:16]} is not a SCIM method.")
     try:
         raw = request.scope["query_string"].decode("utf-8")
         pairs = parse_query(raw)
@@ -107,3 +121,11 @@ async def _serve(request: Request, server: ScimServer, limit: int) -> ScimRespon
     headers = {k.lower(): v for k, v in request.headers.items()}
     return await server.handle(ScimRequest(request.method, parts[0], tuple(parts[1:]), query,
                                            headers, body))
+
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def endpoint(request: Request) -> Response:
+    """The same as a Starlette endpoint (app.py routes through ScimApp)."""
+    return await respond(request, request.app.state.runtime)
