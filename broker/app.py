@@ -23,7 +23,16 @@ from broker.clock import Clock
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.signin.demo import DemoIdentityProvider
-from broker.web import credentials, dev, federation, password, portal, saml, signin
+from broker.web import (
+    credentials,
+    dev,
+    federation,
+    password,
+    portal,
+    portal_sources,
+    saml,
+    signin,
+)
 from broker.web.health import healthz, readyz
 from broker.web.logs import redact_access_log
 from broker.web.pages import DEV_MODE, http_error
@@ -139,6 +148,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         Route("/start/{identity_store_id}/console", portal.console, methods=["POST"]),
         Route("/start/{identity_store_id}/credentials", portal.credentials, methods=["POST"]),
         Route("/start/{identity_store_id}/signout", portal.sign_out, methods=["POST"]),
+        # Sign-in through the instance's external identity source (SAML 2.0, OIDC).
+        Route("/start/{identity_store_id}/saml/metadata", portal_sources.saml_metadata,
+              methods=["GET"]),
+        Route("/start/{identity_store_id}/saml/login", portal_sources.saml_login,
+              methods=["GET"]),
+        Route("/start/{identity_store_id}/saml/acs", portal_sources.saml_acs,
+              methods=["POST"]),
+        Route("/start/{identity_store_id}/oidc/login", portal_sources.oidc_login,
+              methods=["GET"]),
+        Route("/start/{identity_store_id}/oidc/callback", portal_sources.oidc_callback,
+              methods=["GET"]),
         Route("/start/{identity_store_id}/webauthn/options", portal.webauthn_options,
               methods=["POST"]),
         Route("/start/{identity_store_id}/webauthn", portal.webauthn_register,

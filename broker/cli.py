@@ -373,6 +373,17 @@ def keys_add(config: str | None, data_dir: str | None) -> None:
                f"host, then run: broker keys activate {key_id}")
 
 
+async def _reseal_sources(iam: IamService, sealed_with: str | None = None) -> int:
+    """Identity Center's OIDC identity sources' client secrets: resealed, or (``sealed_with``)
+    counted."""
+    from broker.identitycenter import sources
+
+    accounts = [a.id for a in await iam.list_accounts()]
+    if sealed_with is not None:
+        return await sources.sealed_with(iam.store, iam.keyring, accounts, sealed_with)
+    return await sources.reseal_secrets(iam.store, iam.keyring, accounts)
+
+
 @keys.command("activate")
 @common
 @click.argument("key_id")
@@ -382,7 +393,7 @@ def keys_activate(config: str | None, data_dir: str | None, key_id: str) -> None
     async def activate(iam: IamService) -> int:
         iam.keyring.activate(key_id, SystemClock())
         iam.keyring.save()  # before resealing, so that this host can open what it writes
-        return await iam.reseal_secrets()
+        return await iam.reseal_secrets() + await _reseal_sources(iam)
 
     resealed = _with_iam(config, data_dir, activate)
     click.echo(f"Key {key_id} now seals; resealed {resealed} stored secrets.")
@@ -397,7 +408,7 @@ def keys_rotate(config: str | None, data_dir: str | None) -> None:
     async def rotate(iam: IamService) -> tuple[str, int]:
         key = iam.keyring.rotate(SystemClock())
         iam.keyring.save()  # before resealing, so that every process can open what we write
-        return key.id, await iam.reseal_secrets()
+        return key.id, await iam.reseal_secrets() + await _reseal_sources(iam)
 
     key_id, resealed = _with_iam(config, data_dir, rotate)
     click.echo(f"Key {key_id} now seals; resealed {resealed} stored secrets.")
@@ -411,8 +422,8 @@ def keys_retire(config: str | None, data_dir: str | None, key_id: str) -> None:
 
     async def retire(iam: IamService) -> int:
         iam.keyring.check_retirable(key_id)
-        resealed = await iam.reseal_secrets()
-        left = await iam.secrets_sealed_with(key_id)
+        resealed = await iam.reseal_secrets() + await _reseal_sources(iam)
+        left = await iam.secrets_sealed_with(key_id) + await _reseal_sources(iam, key_id)
         if left:
             raise BrokerError(f"{left} stored secrets are still sealed with {key_id}")
         iam.keyring.retire(key_id, SystemClock())
@@ -646,6 +657,144 @@ def sso_scim_token_revoke(config: str | None, data_dir: str | None, identity_sto
         click.echo(json.dumps({"revoked": token_id}))
     else:
         click.echo(f"Revoked {token_id}.")
+
+
+@sso_group.group("identity-source")
+def sso_identity_source() -> None:
+    """An instance's identity source: its directory, an external SAML 2.0 identity provider,
+    or an OpenID Connect provider (docs/identity-center.md, "Identity sources"). Changing it
+    ends the instance's portal sessions."""
+
+
+def _instance_options(fn: F) -> F:
+    fn = click.option("--identity-store-id", help="The instance's directory (d-…).")(fn)
+    fn = click.option("--instance", "instance_arn",
+                      help="The instance's ARN (arn:aws:sso:::instance/ssoins-…).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    return common(fn)
+
+
+def _identity_source(config: str | None, data_dir: str | None, instance_arn: str | None,
+                     identity_store_id: str | None, as_json: bool,
+                     act: Callable[[Any, Any], Awaitable[Any]]) -> None:
+    """Run ``act(sources, instance)`` on the named instance and print its source."""
+    from broker.identitycenter.sources import urls
+    from broker.runtime import open_runtime
+
+    if (instance_arn is None) == (identity_store_id is None):
+        _fail("name the instance: --instance ARN or --identity-store-id d-…")
+    try:
+        settings = _settings(config, data_dir)
+        if not is_initialized(settings):
+            raise BrokerError(f"{settings.data_dir} is not initialised: run 'broker init'")
+    except BrokerError as exc:
+        _fail(str(exc))
+
+    async def go() -> tuple[Any, Any]:
+        runtime = await open_runtime(settings)
+        try:
+            portal = runtime.portal
+            if identity_store_id is not None:
+                instance = await portal.instance(identity_store_id)
+            else:
+                instance = None
+                for account_id in [a.id for a in await runtime.iam.list_accounts()]:
+                    found = await portal.instances.of_account(account_id)
+                    if found is not None and found.arn == instance_arn:
+                        instance = found
+                if instance is None:
+                    raise BrokerError(f"there is no instance {instance_arn}")
+            return instance, await act(portal.sources, instance)
+        finally:
+            await runtime.close()
+
+    instance, source = _run(go())
+    sp = urls(settings.public_url, instance)
+    shown = {**source.show(), "identity_store_id": instance.identity_store_id,
+             "start_url": f"{settings.public_url}/start/{instance.identity_store_id}",
+             "service_provider": {"entity_id": sp.entity_id, "metadata_url": sp.entity_id,
+                                  "acs_url": sp.acs_url, "login_url": sp.login_url,
+                                  "oidc_redirect_uri": sp.redirect_uri}}
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    click.echo(f"Identity source of {instance.identity_store_id}: {source.kind}")
+    for name, value in (source.show().get(source.kind) or {}).items():
+        click.echo(f"  {name}: {value}")
+    click.echo("Service provider (give these to the identity provider):")
+    click.echo(f"  SAML metadata / entity id: {sp.entity_id}")
+    click.echo(f"  SAML ACS URL: {sp.acs_url}")
+    click.echo(f"  OIDC redirect URI: {sp.redirect_uri}")
+
+
+@sso_identity_source.command("show")
+@_instance_options
+def sso_identity_source_show(config: str | None, data_dir: str | None,
+                             instance_arn: str | None, identity_store_id: str | None,
+                             as_json: bool) -> None:
+    """Show the instance's identity source and the service-provider URLs of its portal."""
+    _identity_source(config, data_dir, instance_arn, identity_store_id, as_json,
+                     lambda sources, instance: sources.get(instance))
+
+
+@sso_identity_source.command("set-directory")
+@_instance_options
+def sso_identity_source_directory(config: str | None, data_dir: str | None,
+                                  instance_arn: str | None, identity_store_id: str | None,
+                                  as_json: bool) -> None:
+    """Sign people in with the directory's passwords and MFA again (ends portal sessions)."""
+    _identity_source(config, data_dir, instance_arn, identity_store_id, as_json,
+                     lambda sources, instance: sources.set_directory(instance))
+
+
+@sso_identity_source.command("set-saml")
+@_instance_options
+@click.option("--metadata", "metadata_file", required=True,
+              type=click.Path(dir_okay=False, exists=True),
+              help="The identity provider's SAML 2.0 metadata (XML file).")
+def sso_identity_source_saml(config: str | None, data_dir: str | None,
+                             instance_arn: str | None, identity_store_id: str | None,
+                             as_json: bool, metadata_file: str) -> None:
+    """Sign people in through an external SAML 2.0 identity provider (ends portal sessions)."""
+    try:
+        text = Path(metadata_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{metadata_file}: {exc}")
+    _identity_source(config, data_dir, instance_arn, identity_store_id, as_json,
+                     lambda sources, instance: sources.set_saml(instance, text))
+
+
+@sso_identity_source.command("set-oidc")
+@_instance_options
+@click.option("--issuer", required=True, help="The provider's issuer URL (its tokens' iss).")
+@click.option("--client-id", required=True, help="The client id registered for the broker.")
+@click.option("--client-secret-file", type=click.Path(dir_okay=False, exists=True),
+              help="A file holding the client secret (none: a public client with PKCE).")
+@click.option("--scope", "scopes", multiple=True,
+              help="A scope to ask for (repeatable; default: openid profile email).")
+@click.option("--thumbprint", "thumbprints", multiple=True,
+              help="SHA-1 of a certificate of the provider's TLS chain to trust when the "
+                   "system's CAs do not (repeatable).")
+@click.option("--user-claim", default="preferred_username", show_default=True,
+              help="The ID token claim that holds the directory user's userName.")
+def sso_identity_source_oidc(config: str | None, data_dir: str | None,
+                             instance_arn: str | None, identity_store_id: str | None,
+                             as_json: bool, issuer: str, client_id: str,
+                             client_secret_file: str | None, scopes: tuple[str, ...],
+                             thumbprints: tuple[str, ...], user_claim: str) -> None:
+    """Sign people in through an OpenID Connect provider (authorization code with PKCE; ends
+    portal sessions). Its discovery document and keys are read now."""
+    secret = None
+    if client_secret_file is not None:
+        try:
+            secret = Path(client_secret_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"{client_secret_file}: {exc}")
+    _identity_source(config, data_dir, instance_arn, identity_store_id, as_json,
+                     lambda sources, instance: sources.set_oidc(
+                         instance, issuer=issuer, client_id=client_id, client_secret=secret,
+                         scopes=tuple(scopes) or ("openid", "profile", "email"),
+                         thumbprints=thumbprints, user_claim=user_claim))
 
 
 @main.command("login")

@@ -39,6 +39,7 @@ from broker.identitycenter.oauth import OAuth
 from broker.identitycenter.permission_sets import PermissionSets
 from broker.identitycenter.portal import Portal
 from broker.identitycenter.reads import BumpingStore, Generations, Reads
+from broker.identitycenter.sources import IdentitySources
 from broker.idp import sp
 from broker.idp.jwks import KeySource
 from broker.idp.saml import ServiceProvider
@@ -223,7 +224,18 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                  session_seconds=settings.sso.session_hours * 3600,
                                  mailer=Mailer(settings.sso.smtp_url, settings.sso.smtp_from)
                                  if settings.sso.smtp_url else None,
-                                 public_url=settings.public_url),
+                                 public_url=settings.public_url,
+                                 sources=IdentitySources(
+                                     identity_center.store, ephemeral, keyring, clock,
+                                     identity_center.directory, web_identity.keys,
+                                     public_url=settings.public_url,
+                                     sp_credentials=sp_credentials,
+                                     oidc_settings=settings.oidc,
+                                     saml_skew=timedelta(
+                                         seconds=settings.saml.clock_skew_seconds),
+                                     idp_initiated=settings.saml.idp_initiated,
+                                     access_control=AccessControl(identity_center.store),
+                                     reads=identity_center.reads)),
                    signin_links=[("Sign in with a user name and password", "/signin")],
                    scim=ScimServer(identity_center.cached_instances, identity_center.directory,
                                    ScimTokens(identity_center.store, clock,

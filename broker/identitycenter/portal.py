@@ -40,7 +40,7 @@ import hmac
 import json
 import secrets
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -62,6 +62,7 @@ from broker.iam.mfa import (
 )
 from broker.identitycenter.directory import Directory, DirectoryUser
 from broker.identitycenter.instances import Instance, Instances
+from broker.identitycenter.sources import EXTERNAL, ExternalSignIn, IdentitySources
 from broker.keyring import Keyring
 from broker.mail import Mailer
 from broker.signin.password import Throttle, Who
@@ -148,6 +149,8 @@ class PortalSession:
     user: DirectoryUser
     expires_at: int  # epoch seconds
     mfa: bool
+    # AccessControl key → value the external identity provider asserted (None: the directory)
+    asserted: Mapping[str, str] | None = None
 
     @property
     def expiration(self) -> datetime:
@@ -186,7 +189,8 @@ class Portal:
                  clock: Clock, directory: Directory, instances: Instances, throttle: Throttle,
                  account_ids: Callable[[], Awaitable[list[str]]], *,
                  relying_party: RelyingParty, session_seconds: int = SESSION_SECONDS,
-                 mailer: Mailer | None = None, public_url: str = "") -> None:
+                 mailer: Mailer | None = None, public_url: str = "",
+                 sources: IdentitySources | None = None) -> None:
         self._store = store
         self._ephemeral = ephemeral
         self._keyring = keyring
@@ -199,6 +203,20 @@ class Portal:
         self.session_seconds = session_seconds
         self.mailer = mailer  # invitations are e-mailed when set (sso.smtp_url)
         self._public_url = public_url.rstrip("/")
+        self.sources = sources  # the instances' identity sources (sources.py)
+
+    async def _stamp(self, instance: Instance, *, external: bool) -> str:
+        """The stamp of the instance's identity source, which a new session keeps; AccessDenied
+        when the source is not the kind this sign-in is (the directory's password sign-in,
+        one-time passwords and invitations are refused while the source is external)."""
+        if self.sources is None:
+            return ""
+        source = await self.sources.get(instance)
+        if source.external != external:
+            raise AccessDenied(EXTERNAL if source.external else
+                               "This access portal signs people in with the directory's "
+                               "passwords now: sign in again.")
+        return source.stamp
 
     async def _user(self, instance: Instance, user_id: str) -> DirectoryUser | None:
         """The directory's user, if it has them and they are not disabled."""
@@ -263,6 +281,7 @@ class Portal:
         ONE_TIME_DAYS. The user's MFA devices stay, unless ``remove_mfa`` (a lost device:
         the next sign-in registers a new one)."""
         instance = await self.instance(identity_store_id)
+        await self._stamp(instance, external=False)
         user = await self._directory.user_by_name(instance.account_id, identity_store_id,
                                                   user_name)
         if user is None:
@@ -291,6 +310,7 @@ class Portal:
         if self.mailer is None:
             raise InvalidInput("Invitations need an SMTP server: set sso.smtp_url.")
         instance = await self.instance(identity_store_id)
+        await self._stamp(instance, external=False)
         user = await self._directory.user_by_name(instance.account_id, identity_store_id,
                                                   user_name)
         if user is None:
@@ -381,6 +401,7 @@ class Portal:
         return await self._after_password(instance, user, credential, browser)
 
     async def _invited(self, instance: Instance, token: str) -> tuple[DirectoryUser, str]:
+        await self._stamp(instance, external=False)
         user_id, _, secret = token.strip().partition(".")
         if not secret or len(token) > MAX_TOKEN or not user_id.isascii() or \
                 not all(c.isalnum() or c == "-" for c in user_id):
@@ -397,6 +418,7 @@ class Portal:
     async def password(self, instance: Instance, user_name: str, password: str, *,
                        source: str | None, browser: str) -> Step:
         """Check the password; AccessDenied(REFUSED) for every failure alike."""
+        await self._stamp(instance, external=False)
         name = user_name.strip()
         user = None
         if 0 < len(name) <= MAX_NAME:
@@ -590,18 +612,33 @@ class Portal:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def _signed_in(self, instance: Instance, user: DirectoryUser, *, mfa: bool) -> Step:
+    async def _signed_in(self, instance: Instance, user: DirectoryUser, *, mfa: bool,
+                         external: ExternalSignIn | None = None) -> Step:
+        stamp = await self._stamp(instance, external=external is not None)
+        if external is not None and not hmac.compare_digest(stamp, external.stamp):
+            raise AccessDenied("The access portal's identity source changed during the "
+                               "sign-in: sign in again.")
         now = self._clock.now()
-        await self._change_credential(instance, user.user_id,
-                                      lambda c: replace(c, last_used=now))
+        if external is None:
+            await self._change_credential(instance, user.user_id,
+                                          lambda c: replace(c, last_used=now))
         cookie = secrets.token_urlsafe(32)
         seconds = self.session_seconds
         record = {"account": instance.account_id, "store": instance.identity_store_id,
                   "user": user.user_id, "mfa": mfa,
-                  "expires": int(now.timestamp()) + seconds}
+                  "expires": int(now.timestamp()) + seconds, "source": stamp,
+                  "asserted": dict(external.asserted) if external is not None else None}
         await self._ephemeral.set(_SESSION + _digest(cookie), json.dumps(record).encode(),
                                   seconds)
         return Step("signed-in", cookie, user.user_name, seconds=seconds)
+
+    async def external_sign_in(self, instance: Instance, signed: ExternalSignIn) -> Step:
+        """A portal session for a person the instance's external identity provider signed in
+        (sources.py verified them; MFA is the provider's business)."""
+        user = await self._user(instance, signed.user.user_id)
+        if user is None:
+            raise AccessDenied("Your user is no longer in this access portal's directory.")
+        return await self._signed_in(instance, user, mfa=False, external=signed)
 
     async def session(self, cookie: str | None) -> PortalSession | None:
         """This cookie's live session, if its instance and its user still exist."""
@@ -616,11 +653,17 @@ class Portal:
         instance = await self.instances.by_store(str(record["store"]))
         if instance is None or instance.account_id != record["account"]:
             return None
+        if self.sources is not None and not hmac.compare_digest(
+                str(record.get("source") or ""), (await self.sources.get(instance)).stamp):
+            return None  # made under another identity source: switching ended it
         user = await self._user(instance, str(record["user"]))
         if user is None:
             await self._ephemeral.delete(_SESSION + _digest(cookie))
             return None
-        return PortalSession(instance, user, int(record["expires"]), bool(record["mfa"]))
+        asserted = record.get("asserted")
+        return PortalSession(instance, user, int(record["expires"]), bool(record["mfa"]),
+                             {str(k): str(v) for k, v in asserted.items()}
+                             if isinstance(asserted, dict) else None)
 
     async def sign_out(self, cookie: str | None) -> None:
         if cookie and len(cookie) <= 128:

@@ -162,6 +162,14 @@ async def home(request: Request) -> Response:
     identity_store_id = request.path_params["identity_store_id"]
     instance = await _portal(request).instance(identity_store_id)
     found = await _session(request, instance.identity_store_id)
+    sources = _portal(request).sources
+    if found is None and sources is not None:
+        source = await sources.get(instance)
+        if source.external:  # the identity provider signs people in (portal_sources.py)
+            target = read_cookie(request, NEXT_COOKIE) or ""
+            login = f"{_start(instance.identity_store_id)}/{source.kind}/login"
+            return redirect(login + ("?" + urlencode({"next": target})
+                                     if target.startswith(_NEXT_PREFIXES) else ""))
     if found is None:
         return form_page(request, BROWSER_COOKIE, b"portal-signin", "portal_signin.html",
                          store=instance.identity_store_id, name=instance.name)
@@ -350,7 +358,8 @@ async def credentials(request: Request) -> Response:
     try:
         try:
             issued = await _access(request).credentials(session.instance, session.user,
-                                                        account_id, role_name)
+                                                        account_id, role_name,
+                                                        asserted=session.asserted)
         except NotAssigned as exc:
             raise AccessDenied(str(exc)) from None
     except AwsError as exc:
@@ -390,7 +399,8 @@ async def console(request: Request) -> Response:
     request_id = new_request_id()
     try:
         try:
-            url = await console_url(session.instance, session.user, account_id, role_name)
+            url = await console_url(session.instance, session.user, account_id, role_name,
+                                    asserted=session.asserted)
         except NotAssigned as exc:
             raise AccessDenied(str(exc)) from None
     except AwsError as exc:

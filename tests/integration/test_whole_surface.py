@@ -54,6 +54,7 @@ from starlette.routing import Mount, Route
 
 from broker.aws import shapes
 from broker.aws.query import Operation
+from tests import identity_source_surface
 from tests.console_world import APP, ConsoleWorld, console_env, session_param, set_cookies
 from tests.helpers import Broker, Creds, start_broker
 from tests.saml_idp import encode
@@ -1123,6 +1124,14 @@ ROUTES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
         "form": ("csrf",), "cookies": ("broker-portal-session",)},
     ("POST", "/start/{identity_store_id}/webauthn"): {
         "form": ("csrf", "name", "credential"), "cookies": ("broker-portal-session",)},
+    ("GET", "/start/{identity_store_id}/saml/metadata"): {},
+    ("GET", "/start/{identity_store_id}/saml/login"): {"query": ("next",)},
+    ("POST", "/start/{identity_store_id}/saml/acs"): {
+        "form": ("SAMLResponse", "RelayState"), "cookies": ("broker-portal-saml",)},
+    ("GET", "/start/{identity_store_id}/oidc/login"): {"query": ("next",)},
+    ("GET", "/start/{identity_store_id}/oidc/callback"): {
+        "query": ("code", "state", "error", "error_description"),
+        "cookies": ("broker-portal-oidc",)},
 }
 TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "web" / "templates"
 
@@ -1431,6 +1440,9 @@ def web_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Res
         "/signin/mfa", content=body(honest_mfa, "", ""), headers={
             **form_type, "Cookie": f"{signin_cookie}={v}; {mfa_cookie}={v}"})
     yield from _portal_cases(surface)
+    # The identity-source routes, with a SAML and an OIDC provider for as long as they run.
+    with identity_source_surface.sources(broker, http) as external:
+        yield from identity_source_surface.cases(external)
     yield "a form that is not a form", lambda v: http.post(
         "/saml", headers={"Content-Type": f"application/x-www-form-urlencoded; charset={v}"},
         content=v)
@@ -1631,6 +1643,14 @@ def test_the_web_control_honest_values_sign_in(surface: Surface) -> None:
     token = http.get("/federation", params={"Action": "getSigninToken", "Session":
                                             session_param(surface.console.assume())})
     assert token.status_code == 200, token.text
+    assert not surface.watch.take()
+
+
+def test_the_identity_source_control_honest_values_sign_in(surface: Surface) -> None:
+    """The control of the identity-source cases: the same instances and providers, honest,
+    sign in through the SAML ACS and the OIDC callback."""
+    with identity_source_surface.sources(surface.broker, surface.http) as external:
+        identity_source_surface.control(external)
     assert not surface.watch.take()
 
 
