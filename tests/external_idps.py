@@ -171,3 +171,69 @@ class OidcIdp(TestIssuer):
         from urllib.parse import quote
 
         return quote(value, safe="")
+
+
+class SamlIdpSite:
+    """The suite's SAML IdP (tests/saml_idp.py) as a browser meets it, over plain http on
+    127.0.0.1: ``/sso`` takes an AuthnRequest (HTTP-Redirect binding) and answers a page whose
+    form posts the signed response to the request's ACS with its RelayState (the HTTP-POST
+    binding; the person presses "Continue"); ``/start`` makes an unsolicited response for
+    ``acs_url`` (IdP-initiated). The person signed in is ``name_id``."""
+
+    def __init__(self, idp: Any, *, acs_url: str, audience: str, name_id: str) -> None:
+        self.idp, self.acs_url, self.audience, self.name_id = idp, acs_url, audience, name_id
+        self.attributes: dict[str, list[str]] = {}
+        site = self
+
+        class Handler(_Handler):
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                body = site.page(parts.path, params).encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def page(self, path: str, params: dict[str, str]) -> str:
+        from html import escape
+
+        from tests.saml_idp import encode
+
+        acs, in_response_to = self.acs_url, None
+        if path == "/sso":
+            request = etree.fromstring(zlib.decompress(
+                base64.b64decode(params["SAMLRequest"]), -15))
+            acs, in_response_to = str(request.get("AssertionConsumerServiceURL")), \
+                str(request.get("ID"))
+        elif path != "/start":
+            return ""
+        response = encode(self.idp.response(
+            acs_url=acs, audience=self.audience, roles=None, session_name=None,
+            name_id=self.name_id, name_id_format=None, in_response_to=in_response_to,
+            attributes=self.attributes))
+        relay = params.get("RelayState", "")
+        return (f'<!doctype html><title>Test IdP</title><h1>Test IdP</h1>'
+                f'<form method="post" action="{escape(acs)}">'
+                f'<input type="hidden" name="SAMLResponse" value="{escape(response)}">'
+                f'<input type="hidden" name="RelayState" value="{escape(relay)}">'
+                f'<button type="submit">Continue</button></form>')
+
+    def __enter__(self) -> SamlIdpSite:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
