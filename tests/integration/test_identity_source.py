@@ -24,12 +24,13 @@ import lxml.html
 import pytest
 from click.testing import CliRunner
 
+from broker.app import create_app
 from broker.cli import main
 from broker.identitycenter.instances import Instance
 from broker.identitycenter.sources import IdentitySources
 from broker.web.pages import form_token
 from tests.external_idps import OidcIdp, saml_request, saml_request_id
-from tests.helpers import Broker, Creds
+from tests.helpers import Broker, Creds, ServerThread, start_broker
 from tests.oidc_issuer import IssuerKey
 from tests.saml_idp import IdpKey, TestIdp, encode
 from tests.sso_world import Tenant, make_tenant, new_user, set_status
@@ -439,3 +440,39 @@ def test_the_providers_refusal_is_shown_with_an_error_id(world: World) -> None:
     refused(finish(browser, f"/start/{world.oidc.identity_store_id}/oidc/callback?" + urlencode(
         {"error": "access_denied", "error_description": "Not today", "state": state.group(1)}
     )), text="access_denied")
+
+
+def test_an_assertion_is_used_once_across_processes(
+        tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> None:
+    """Two brokers on one database and one Redis (as behind a load balancer): an assertion
+    one of them took is refused by the other; a fresh one signs in there."""
+    env = {"BROKER_STORE_EPHEMERAL_URL": redis_url,
+           "BROKER_STORE_REDIS_PREFIX": f"broker-ids-{secrets.token_hex(4)}:"}
+    one = start_broker(tmp_path_factory.mktemp("one"), env=env)
+    two = ServerThread(create_app(one.settings), one.settings).start()
+    try:
+        tenant = make_tenant(one, "ReadOnly")
+        idp = TestIdp("https://idp.example.test/metadata")
+        instance = one.server.call(
+            one.runtime.identity_center.instances.by_store(tenant.identity_store_id))
+        sources = one.runtime.portal.sources
+        one.server.call(sources.set_saml(instance, idp.metadata(sso_url=SSO_URL)))
+        base = f"{one.url}/start/{tenant.identity_store_id}/saml"
+
+        def response() -> str:
+            return encode(idp.response(acs_url=f"{base}/acs", audience=f"{base}/metadata",
+                                       roles=None, session_name=None,
+                                       name_id=tenant.user_name))
+
+        def post(url: str, encoded: str) -> httpx.Response:
+            with httpx.Client(base_url=url) as client:
+                return client.post(f"/start/{tenant.identity_store_id}/saml/acs",
+                                   data={"SAMLResponse": encoded})
+
+        encoded = response()
+        assert post(one.url, encoded).status_code == 303
+        refused(post(f"http://127.0.0.1:{two.port}", encoded), text="already been used")
+        assert post(f"http://127.0.0.1:{two.port}", response()).status_code == 303  # control
+    finally:
+        two.stop()
+        one.stop()
