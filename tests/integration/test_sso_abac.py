@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.exceptions
@@ -426,3 +427,30 @@ def test_every_source_reads_the_stored_user(abac: Abac) -> None:
         sso.update_instance_access_control_attribute_configuration(
             **arn, **configuration(DEPARTMENT, COST_CENTER, EMAIL))
         store.delete_user(IdentityStoreId=abac.tenant.identity_store_id, UserId=user_id)
+
+
+def test_the_management_console_session_carries_the_tags(abac: Abac) -> None:
+    """The "Management console": the sign-in token of Access.console_url, redeemed as the
+    federation endpoint's login redeems it, holds the tagged session — asserted attributes
+    included."""
+    ic, runtime = abac.broker.runtime.identity_center, abac.broker.runtime
+
+    def console(who: str, asserted: dict[str, str] | None = None) -> Creds:
+        async def run() -> Creds:
+            instance = await ic.instances.by_store(abac.tenant.identity_store_id)
+            user = await ic.directory.user(abac.tenant.account_id,
+                                           abac.tenant.identity_store_id, abac.people[who])
+            assert instance is not None and user is not None
+            url = await ic.access.console_url(instance, user, abac.tenant.account_id,
+                                              "DepartmentData", asserted=asserted)
+            [token] = parse_qs(urlsplit(url).query)["SigninToken"]
+            issued = await runtime.federation_endpoint.redeem(token)
+            assert issued is not None
+            return Creds(issued.session.access_key_id, issued.session.secret_access_key,
+                         issued.token)
+        return abac.broker.server.call(run())
+
+    assert abac.reads(console("alice")) == {"sales-data"}
+    assert abac.reads(console("bob")) == {"engineering-data"}
+    assert abac.reads(console("carol")) == set()
+    assert abac.reads(console("carol", {"Department": "Sales"})) == {"sales-data"}
