@@ -39,8 +39,8 @@ from broker.web.pages import DEV_MODE, http_error
 from broker.web.query import QueryApp
 from broker.web.rest import PATHS as REST_PATHS
 from broker.web.rest import RestApp
-from broker.web.scim import METHODS as SCIM_METHODS
-from broker.web.scim import endpoint as scim_endpoint
+from broker.web.scim import PREFIX as SCIM_PREFIX
+from broker.web.scim import ScimApp
 
 log = logging.getLogger("broker")
 
@@ -57,6 +57,7 @@ class BrokerApp:
         self.web = web
         self.query = QueryApp(web.state)
         self.rest = RestApp(web.state)  # sso and sso-oidc (rest-json), every method
+        self.scim = ScimApp(web.state)  # /scim/v2/…, every method
         self.dev = dev
 
     @property
@@ -69,6 +70,9 @@ class BrokerApp:
             return
         if scope["type"] == "http" and scope["path"] in REST_PATHS:
             await self.rest(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"].startswith(SCIM_PREFIX):
+            await self.scim(scope, receive, send)
             return
         if self.dev:
             DEV_MODE.set(True)
@@ -163,8 +167,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
               methods=["POST"]),
         Route("/start/{identity_store_id}/webauthn", portal.webauthn_register,
               methods=["POST"]),
-        # Identity Center's SCIM 2.0 server: /scim/v2/{identity store id}/Users, /Groups, ...
-        Route("/scim/v2/{rest:path}", scim_endpoint, methods=SCIM_METHODS),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"),
               name="static"),
     ]

@@ -122,10 +122,3 @@ async def _serve(request: Request, server: ScimServer, limit: int) -> ScimRespon
     return await server.handle(ScimRequest(request.method, parts[0], tuple(parts[1:]), query,
                                            headers, body))
 
-
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-async def endpoint(request: Request) -> Response:
-    """The same as a Starlette endpoint (app.py routes through ScimApp)."""
-    return await respond(request, request.app.state.runtime)

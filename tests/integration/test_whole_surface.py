@@ -1711,3 +1711,137 @@ def test_arbitrary_forms_and_query_strings(surface: Surface, data: st.DataObject
             surface.check(f"{method} {path}?{text!r}", surface.http.request(
                 method, f"{path}?{text}"))
     assert not surface.failures, "\n".join(surface.failures[:20])
+
+
+# -- the SCIM server (/scim/v2/{identity store id}/) ------------------------------------------
+
+SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def _scim_problem(response: httpx.Response) -> str | None:
+    if not response.headers.get("content-type", "").startswith("application/scim+json"):
+        return f"a refusal as {response.headers.get('content-type') or 'nothing'}"
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return "a refusal that is not JSON"
+    if body.get("schemas") != [SCIM_ERROR] or body.get("status") != str(response.status_code):
+        return "not SCIM's error document"
+    return None
+
+
+def _scim_world(surface: Surface) -> tuple[str, dict[str, str], str, str]:
+    """(base path, headers with a bearer token of the surface's instance, a user id, a group
+    id): the honest SCIM world the hostile cases spoil."""
+    from broker.scim.tokens import ScimTokens
+
+    runtime, store = surface.broker.runtime, surface.json_good["IdentityStoreId"]
+
+    async def token() -> str:
+        instance = await runtime.identity_center.instances.by_store(store)
+        assert instance is not None
+        tokens = ScimTokens(runtime.identity_center.store, runtime.clock)
+        for old in await tokens.list(instance):  # at most two: this test makes its own
+            await tokens.revoke(instance, old.token_id)
+        return (await tokens.create(instance, days=1)).token
+
+    headers = {"Authorization": f"Bearer {surface.broker.server.call(token())}",
+               "Content-Type": "application/scim+json"}
+    base = f"/scim/v2/{store}"
+    user = surface.http.post(f"{base}/Users", headers=headers, json=_SCIM_USER)
+    assert user.status_code in (201, 409), user.text
+    found = surface.http.get(f"{base}/Users", headers=headers,
+                             params={"filter": 'userName eq "surface-scim"'})
+    group = surface.http.post(f"{base}/Groups", headers=headers,
+                              json={"displayName": "surface-scim"})
+    assert group.status_code in (201, 409), group.text
+    groups = surface.http.get(f"{base}/Groups", headers=headers,
+                              params={"filter": 'displayName eq "surface-scim"'})
+    return (base, headers, found.json()["Resources"][0]["id"],
+            groups.json()["Resources"][0]["id"])
+
+
+_SCIM_USER = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+              "userName": "surface-scim", "displayName": "Surface Scim",
+              "name": {"givenName": "Surface", "familyName": "Scim"},
+              "emails": [{"value": "surface-scim@example.com", "primary": True}]}
+_SCIM_PATCH = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "replace", "path": 'emails[type eq "work"].value',
+                               "value": "s@example.com"},
+                              {"op": "add", "path": "members", "value": [{"value": "x"}]}]}
+
+
+def _scim_cases(surface: Surface) -> Iterator[tuple[str, Callable[[str], httpx.Response]]]:
+    base, headers, user, group = _scim_world(surface)
+    http = surface.http
+    for route in ("/Users/{v}", "/Groups/{v}", "/{v}", "/Schemas/{v}", "/ResourceTypes/{v}"):
+        for method in ("GET", "PUT", "PATCH", "DELETE"):
+            yield f"{method} {base}{route}", lambda v, m=method, r=route: http.request(
+                m, base + r.replace("{v}", v), headers=headers, content=b"{}")
+    yield "GET /scim/v2/{v}/Users", lambda v: http.get(f"/scim/v2/{v}/Users", headers=headers)
+    for name in ("filter", "startIndex", "count", "attributes", "excludedAttributes"):
+        for where in ("/Users", "/Groups", f"/Users/{user}", f"/Groups/{group}"):
+            yield f"GET {where}?{name}=", lambda v, n=name, w=where: http.get(
+                f"{base}{w}?{n}={v}", headers=headers)
+    for template in ('userName eq "{v}"', 'emails[value co "{v}"]', '{v} pr',
+                     'not (displayName sw "{v}") or members.value eq "{v}"'):
+        yield f"GET /Users?filter={template}", lambda v, t=template: http.get(
+            f"{base}/Users?filter=" + wire(t.replace("{v}", "~")).replace("~", v),
+            headers=headers)
+    for header in ("Authorization", "If-Match", "If-None-Match", "Content-Type"):
+        yield f"GET /Users/{{id}} {header}:", lambda v, h=header: http.get(
+            f"{base}/Users/{user}", headers={**headers, h: _unwire(v).decode("latin-1")})
+    bodies = (("POST", "/Users", _SCIM_USER), ("PUT", f"/Users/{user}", _SCIM_USER),
+              ("PATCH", f"/Users/{user}", _SCIM_PATCH), ("POST", "/Groups",
+                                                         {"displayName": "g", "members": []}),
+              ("PATCH", f"/Groups/{group}", _SCIM_PATCH))
+    for method, where, document in bodies:
+        for what, value in json_variants(document):
+            yield f"{method} {where} {what} {ONCE}", lambda _, m=method, w=where, b=value: \
+                http.request(m, base + w, headers=headers, content=_unwire(b))
+
+
+@pytest.mark.timeout(600)
+def test_every_scim_request_with_hostile_values(surface: Surface) -> None:
+    """Hostile paths, filters, query parameters, headers and bodies on every SCIM route: a
+    SCIM error document (its status as a string) or an answer, never a 5xx or a log line."""
+    failures: list[str] = []
+    sent = 0
+    values = {**ESCAPES, "oversized": "a" * 16_000, "quote": "%22%20or%20userName%20pr%20%22"}
+    for what, send in _scim_cases(surface):
+        for kind, value in values.items() if not what.endswith(ONCE) else [("", "")]:
+            try:
+                response = send(value)
+            except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeEncodeError):
+                continue  # a value httpx itself will not send
+            sent += 1
+            problems = []
+            if response.status_code >= 500:
+                problems.append(f"{response.status_code}: {response.text[:300]}")
+            elif response.status_code >= 400:
+                problem = _scim_problem(response)
+                if problem:
+                    problems.append(f"{response.status_code}, {problem}: "
+                                    f"{response.text[:200]}")
+            problems += [f"logged: {line}" for line in surface.watch.take()]
+            if problems:
+                failures.append(f"{what} {kind}: " + "; ".join(problems))
+    assert sent > 500
+    assert not failures, "\n".join(failures[:40])
+
+
+def test_the_scim_control_honest_requests_succeed(surface: Surface) -> None:
+    """The control of the test above: the same world's honest requests are answered."""
+    base, headers, user, group = _scim_world(surface)
+    http = surface.http
+    assert http.get(f"{base}/Users/{user}", headers=headers).status_code == 200
+    assert http.get(f"{base}/Users", headers=headers,
+                    params={"filter": 'userName eq "surface-scim"'}).json()["totalResults"] == 1
+    patched = http.patch(f"{base}/Groups/{group}", headers=headers, json={
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": user}]}]})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["members"][0]["value"] == user
+    assert http.put(f"{base}/Users/{user}", headers=headers,
+                    json=_SCIM_USER).status_code == 200
+    assert not surface.watch.take()
