@@ -476,3 +476,55 @@ def test_an_assertion_is_used_once_across_processes(
     finally:
         two.stop()
         one.stop()
+
+
+def test_a_role_whose_policy_reads_the_asserted_department(world: World,
+                                                           broker: Broker) -> None:
+    """The issue's "done when": a person signs in through the external SAML IdP and opens a
+    role whose policy uses their department tag (ABAC enabled on the instance, the IdP's
+    AccessControl:Department attribute); a person of another department, the same way, is
+    refused (the control that the condition decides)."""
+    import botocore.exceptions
+
+    tenant = make_tenant(broker, "Departments")
+    admin = broker.client("sso-admin", tenant.root)
+    admin.put_inline_policy_to_permission_set(
+        InstanceArn=tenant.instance_arn, PermissionSetArn=tenant.permission_set_arn,
+        InlinePolicy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalTag/Department": "engineering"}}}]}))
+    admin.provision_permission_set(InstanceArn=tenant.instance_arn,
+                                   PermissionSetArn=tenant.permission_set_arn,
+                                   TargetType="ALL_PROVISIONED_ACCOUNTS")
+    admin.create_instance_access_control_attribute_configuration(
+        InstanceArn=tenant.instance_arn,
+        InstanceAccessControlAttributeConfiguration={"AccessControlAttributes": []})
+    broker.server.call(world.sources.set_saml(world.instance(tenant),
+                                              world.idp.metadata(sso_url=SSO_URL)))
+
+    def lists_roles(department: str) -> bool:
+        browser = world.browser()
+        signed = world.post(browser, world.response(
+            tenant, attributes={ACCESS_CONTROL + "Department": [department]}), tenant)
+        assert signed.status_code == 303, signed.text
+        start = f"/start/{tenant.identity_store_id}"
+        csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get(start).text)
+        assert csrf is not None
+        keys = browser.post(f"{start}/credentials", data={
+            "csrf": csrf.group(1), "account_id": tenant.account_id,
+            "role_name": tenant.role_name})
+        assert keys.status_code == 200, keys.text
+        exports = lxml.html.fromstring(keys.text).xpath("//pre[@id='exports']/text()")[0]
+        values = dict(re.findall(r'export (\w+)="([^"]+)"', exports))
+        iam = broker.client("iam", Creds(values["AWS_ACCESS_KEY_ID"],
+                                         values["AWS_SECRET_ACCESS_KEY"],
+                                         values["AWS_SESSION_TOKEN"]))
+        try:
+            iam.list_roles()
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDenied", exc.response
+            return False
+        return True
+
+    assert lists_roles("engineering")
+    assert not lists_roles("sales")
