@@ -238,8 +238,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                                      reads=identity_center.reads)),
                    signin_links=[("Sign in with a user name and password", "/signin")],
                    scim=ScimServer(identity_center.cached_instances, identity_center.directory,
-                                   ScimTokens(identity_center.store, clock,
-                                              identity_center.reads),
+                                   ScimTokens(identity_center.store, clock),
                                    clock, public_url=settings.public_url))
 
 

@@ -150,13 +150,23 @@ class ScimServer:
             await self._delete(caller, kind, entity_id, revision)
             return ScimResponse(204)
         body = _json(request.body)
-        if kind is res.USER:
-            user = await self._user(caller, entity_id)
-            _precondition(revision, user.revision)
-            return await self._write_user(caller, user, body, method, revision)
-        group = await self._group(caller, entity_id)
-        _precondition(revision, group.revision)
-        return await self._write_group(caller, group, body, method, revision, request.query)
+        for attempt in range(3):
+            try:
+                if kind is res.USER:
+                    user = await self._user(caller, entity_id)
+                    _precondition(revision, user.revision)
+                    return await self._write_user(caller, user, body, method, revision)
+                group = await self._group(caller, entity_id)
+                _precondition(revision, group.revision)
+                return await self._write_group(caller, group, body, method, revision,
+                                               request.query)
+            except StoreError as exc:
+                # Changed between the read and the write: without If-Match, read it again
+                # and apply the request to what is there now.
+                if revision is not None or exc.reason != "CONCURRENT_MODIFICATION" or \
+                        attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -306,13 +316,18 @@ class ScimServer:
             users = await self._user_candidates(caller, node)
             docs = [res.render_user(u, caller.base_url) for u in users]
         else:
-            needs = shape.wants("members") or (node is not None and any(
-                p.attr.lower() == "members" for p in filters.paths(node)))
+            # Members are read for every candidate only when the filter asks about them;
+            # otherwise for the page's groups alone.
+            by_members = node is not None and any(
+                p.attr.lower() == "members" for p in filters.paths(node))
             groups = await self._group_candidates(caller, node)
-            docs = [await self._render_group(caller, g, needs) for g in groups]
+            by_id = {g.group_id: g for g in groups}
+            docs = [await self._render_group(caller, g, by_members) for g in groups]
         if node is not None:
             docs = [d for d in docs if filters.matches(node, d, kind.case_exact)]
         page = docs[start - 1:start - 1 + count]
+        if kind is res.GROUP and shape.wants("members") and not by_members:
+            page = [await self._render_group(caller, by_id[d["id"]], True) for d in page]
         return ScimResponse(200, _list_response([shape.apply(d) for d in page], len(docs),
                                                 start))
 
@@ -625,26 +640,21 @@ def _resource(status: int, doc: dict[str, Any]) -> ScimResponse:
 
 @dataclass(frozen=True)
 class _Projection:
-    """``attributes`` / ``excludedAttributes`` (RFC 7644 §3.4.2.5): top-level names, or
-    ``name.sub``; ``id``, ``schemas`` and ``meta`` are always returned."""
+    """``attributes`` / ``excludedAttributes`` (RFC 7644 §3.4.2.5): each a (top-level name,
+    sub-attribute or None) in lower case, an extension's attributes under the extension's
+    URN; ``id``, ``schemas`` and ``meta`` are always returned."""
 
     kind: res.Kind
-    include: frozenset[str] | None
-    exclude: frozenset[str]
+    include: frozenset[tuple[str, str | None]] | None
+    exclude: frozenset[tuple[str, str | None]]
 
     @classmethod
     def of(cls, kind: res.Kind, query: Mapping[str, str]) -> _Projection:
-        def names(text: str | None) -> frozenset[str] | None:
+        def names(text: str | None) -> frozenset[tuple[str, str | None]] | None:
             if text is None:
                 return None
-            out = set()
-            for item in text.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                path = _projection_path(kind, item)
-                out.add(path)
-            return frozenset(out)
+            return frozenset(_projection_path(kind, item.strip())
+                             for item in text.split(",") if item.strip())
 
         return cls(kind, names(query.get("attributes")),
                    names(query.get("excludedAttributes")) or frozenset())
@@ -652,8 +662,8 @@ class _Projection:
     def wants(self, attr: str) -> bool:
         lowered = attr.lower()
         if self.include is not None:
-            return any(n.split(".")[0] == lowered for n in self.include)
-        return lowered not in self.exclude
+            return any(top == lowered for top, _ in self.include)
+        return (lowered, None) not in self.exclude
 
     def apply(self, doc: dict[str, Any]) -> dict[str, Any]:
         always = ("schemas", "id", "meta")
@@ -663,37 +673,35 @@ class _Projection:
             if key in always:
                 out[key] = value
             elif self.include is not None:
-                wanted = {n.split(".", 1)[1] for n in self.include
-                          if "." in n and n.split(".")[0] == lowered}
-                if lowered in self.include:
+                subs = {sub for top, sub in self.include if top == lowered and sub}
+                if (lowered, None) in self.include:
                     out[key] = value
-                elif wanted and isinstance(value, dict):
-                    out[key] = {k: v for k, v in value.items() if k.lower() in wanted}
-                elif wanted and isinstance(value, list):
-                    out[key] = [{k: v for k, v in i.items() if k.lower() in wanted}
+                elif subs and isinstance(value, dict):
+                    out[key] = {k: v for k, v in value.items() if k.lower() in subs}
+                elif subs and isinstance(value, list):
+                    out[key] = [{k: v for k, v in i.items() if k.lower() in subs}
                                 for i in value if isinstance(i, dict)]
-            elif lowered not in self.exclude:
-                if isinstance(value, dict):
-                    value = {k: v for k, v in value.items()
-                             if f"{lowered}.{k.lower()}" not in self.exclude}
+            elif (lowered, None) not in self.exclude:
+                subs = {sub for top, sub in self.exclude if top == lowered and sub}
+                if subs and isinstance(value, dict):
+                    value = {k: v for k, v in value.items() if k.lower() not in subs}
+                elif subs and isinstance(value, list):
+                    value = [{k: v for k, v in i.items() if k.lower() not in subs}
+                             if isinstance(i, dict) else i for i in value]
                 out[key] = value
         return out
 
 
-def _projection_path(kind: res.Kind, text: str) -> str:
-    """An attribute of ``attributes`` in lower case: ``attr``, ``attr.sub``, or an
-    extension's attribute as ``urn.attr``."""
+def _projection_path(kind: res.Kind, text: str) -> tuple[str, str | None]:
+    """An attribute of ``attributes``: (``attr``, None), (``attr``, ``sub``), or an
+    extension's (``urn``, ``attr``) or (``urn``, None) — in lower case."""
+    if kind.extension(text) is not None:
+        return text.lower(), None
     try:
-        path = filters.attr_path(text) if kind.extension(text) is None else None
-    except ScimError:
-        raise invalid_value(f"{text[:200]} is not an attribute of {kind.name}.") from None
-    if path is None:
-        return text.lower()
-    try:
+        path = filters.attr_path(text)
         kind.resolve(path)
-    except KeyError:
+    except (ScimError, KeyError):
         raise invalid_value(f"{text[:200]} is not an attribute of {kind.name}.") from None
     if path.urn is not None and kind.extension(path.urn) is not None:
-        urn = path.urn.lower()
-        return f"{urn}.{path.attr.lower()}"
-    return path.attr.lower() + (f".{path.sub.lower()}" if path.sub else "")
+        return path.urn.lower(), path.attr.lower()
+    return path.attr.lower(), path.sub.lower() if path.sub else None

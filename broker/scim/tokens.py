@@ -9,9 +9,11 @@ the instance's owner account, a child of the instance record (deleting the insta
 its tokens; ``max_siblings`` keeps two, under concurrent requests too; an expired token is
 deleted before a new one is counted). A request's token is found by the store id in its URL
 and the id in the token, and its digest compared in constant time: another instance's token
-names no record under this store and is refused like a wrong one. Checks are read through
-the per-process cache (``identitycenter/reads.py``): revoking deletes the record, an
-``sso_*`` write, so every process sees it at the next request.
+names no record under this store and is refused like a wrong one. Each check reads the
+record (one keyed read; SCIM is an administrator's API, not the hot path) rather than the
+per-process cache: a token revoked by ``broker sso scim-token`` — another process, which on
+the embedded stores shares no EphemeralStore with the server and so renews no generation
+the server sees — is refused at the very next request.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from typing import Any
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound, QuotaExceeded
 from broker.identitycenter.instances import INSTANCE, KEY, Instance
-from broker.identitycenter.reads import Reads
 from broker.store.base import EntityStore, Record, Ref
 
 TOKEN = "sso_scim_token"  # noqa: S105 (a record kind)
@@ -77,10 +78,9 @@ def _info(record: Record) -> TokenInfo:
 
 
 class ScimTokens:
-    def __init__(self, store: EntityStore, clock: Clock, reads: Reads | None = None) -> None:
+    def __init__(self, store: EntityStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._reads = reads
 
     def _ref(self, instance: Instance, token_id: str) -> Ref:
         return Ref(TOKEN, instance.account_id, f"{instance.identity_store_id}/{token_id}")
@@ -148,14 +148,10 @@ class ScimTokens:
             return None
         ref = self._ref(instance, found.group(1))
 
-        async def load() -> dict[str, Any] | None:
-            try:
-                return dict((await self._store.get(ref)).data)
-            except NotFound:
-                return None
-
-        data = await (self._reads.cached(instance.account_id, ("scim-token", ref.key), load)
-                      if self._reads is not None else load())
+        try:
+            data: dict[str, Any] | None = dict((await self._store.get(ref)).data)
+        except NotFound:
+            data = None
         if data is None or not hmac.compare_digest(data["digest"], _digest(presented)):
             return None
         info = TokenInfo(data["token_id"], data["identity_store_id"],

@@ -366,3 +366,61 @@ def test_bad_requests_are_scim_errors(scim: Scim) -> None:
     refused(scim("GET", "/Users/%00"), 404)
     refused(scim("PUT", "/Users"), 405)
     refused(scim("POST", "/Users", raw=b"x" * (2 * 1024 * 1024)), 413)
+
+
+def test_attributes_and_excluded_attributes(scim: Scim) -> None:
+    user = scim.ok("POST", "/Users", user_body(
+        "proj", **{ENTERPRISE: {"department": "Ops", "costCenter": "7"}}), status=201)
+    path = f"/Users/{user['id']}"
+    got = scim.ok("GET", path, params={"attributes": f"{ENTERPRISE}:department"})
+    assert set(got) == {"schemas", "id", "meta", ENTERPRISE}
+    assert got[ENTERPRISE] == {"department": "Ops"}
+    got = scim.ok("GET", path, params={"excludedAttributes": f"name.givenName,emails,"
+                                                             f"{ENTERPRISE}"})
+    assert "emails" not in got and ENTERPRISE not in got
+    assert got["name"] == {"familyName": "Example"}
+    refused(scim("GET", path, params={"attributes": "shoeSize"}), 400, "invalidValue")
+    group = scim.ok("POST", "/Groups", {"displayName": "proj-group",
+                                        "members": [{"value": user["id"]}]}, status=201)
+    listed = scim.ok("GET", "/Groups", params={"filter": 'displayName sw "proj-"'})
+    assert listed["Resources"][0]["members"][0]["value"] == user["id"]
+    slim = scim.ok("GET", "/Groups", params={"filter": 'displayName sw "proj-"',
+                                             "excludedAttributes": "members"})
+    assert "members" not in slim["Resources"][0]
+    scim.ok("DELETE", f"/Groups/{group['id']}", status=204)
+    scim.ok("DELETE", path, status=204)
+
+
+def test_the_command_line_manages_tokens(world: SsoWorld, tmp_path: Any) -> None:
+    """broker sso scim-token create|list|rotate|revoke --json against the broker's data."""
+    from click.testing import CliRunner
+
+    from broker.cli import main
+
+    settings = world.broker.settings
+    runner = CliRunner()
+    env = {"BROKER_SERVER_DATA_DIR": str(settings.data_dir)}
+    store = world.two.identity_store_id
+
+    def run(*args: str) -> Any:
+        result = runner.invoke(main, ["sso", "scim-token", *args, "--identity-store-id", store,
+                                      "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    for old in run("list")["tokens"]:  # test_tokens may have left some
+        run("revoke", "--token-id", old["token_id"])
+    made = run("create", "--days", "30")
+    assert made["status"] == "ACTIVE" and made["token"].startswith("scim-")
+    assert made["scim_endpoint"].endswith(f"/scim/v2/{store}")
+    two = Scim(world, world.two, made["token"])
+    assert two("GET", "/Users").status_code == 200
+    assert [t["token_id"] for t in run("list")["tokens"]] == [made["token_id"]]
+    rotated = run("rotate", "--token-id", made["token_id"])
+    refused(two("GET", "/Users"), 401)
+    assert two("GET", "/Users", token=rotated["token"]).status_code == 200
+    run("revoke", "--token-id", rotated["token_id"])
+    refused(two("GET", "/Users", token=rotated["token"]), 401)
+    failed = runner.invoke(main, ["sso", "scim-token", "revoke", "--identity-store-id", store,
+                                  "--token-id", "nope"], env=env)
+    assert failed.exit_code != 0 and "no token" in failed.output
