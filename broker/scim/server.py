@@ -458,15 +458,23 @@ class ScimServer:
         if given.display_name is None:
             raise invalid_value("displayName is required for a Group.")
         ext = res.external_id(group.external_ids)
+        updated = [group]
         if given.display_name != group.display_name or given.external_id != ext:
             changes = [] if given.display_name == group.display_name else \
                 _group_changes(given.display_name)
-            group = await self._directory.update_group(
-                caller.instance, group.group_id, changes, revision or str(group.revision),
-                caller.by, external_ids=self._external_ids(group.external_ids,
-                                                           given.external_id))
-        if member_ops:
+            before = group
+
+            async def rename() -> None:
+                updated[0] = await self._directory.update_group(
+                    caller.instance, before.group_id, changes,
+                    revision or str(before.revision), caller.by,
+                    external_ids=self._external_ids(before.external_ids, given.external_id))
+            # The members first (each change can be undone), the group's own attributes
+            # last: when they fail, the members are put back.
+            await self._change_members(caller, group.group_id, member_ops, then=rename)
+        elif member_ops:
             await self._change_members(caller, group.group_id, member_ops)
+        group = updated[0]
         shape = _Projection.of(res.GROUP, query)
         return _resource(200, shape.apply(await self._render_group(
             caller, group, shape.wants("members"))))
@@ -488,9 +496,10 @@ class ScimServer:
                             f"{wanted or 'User or Group'} of this identity store.")
 
     async def _change_members(self, caller: _Caller, group_id: str,
-                              operations: Sequence[patch.MemberOp]) -> None:
-        """Carry out member changes in order; when one fails, those done are undone, so a
-        request changes all of its members or none."""
+                              operations: Sequence[patch.MemberOp], *,
+                              then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Carry out member changes in order, then ``then``; when one fails, those done are
+        undone, so a request changes all of its members or none."""
         undo: list[Callable[[], Awaitable[None]]] = []
         try:
             for op in operations:
@@ -519,6 +528,8 @@ class ScimServer:
                         for kind in ("User", "Group"):
                             if value.get("type") in (None, kind):
                                 await self._remove(caller, group_id, kind, ident, undo)
+            if then is not None:
+                await then()
         except BaseException:
             for step in reversed(undo):
                 try:

@@ -424,3 +424,25 @@ def test_the_command_line_manages_tokens(world: SsoWorld, tmp_path: Any) -> None
     failed = runner.invoke(main, ["sso", "scim-token", "revoke", "--identity-store-id", store,
                                   "--token-id", "nope"], env=env)
     assert failed.exit_code != 0 and "no token" in failed.output
+
+
+def test_a_refused_group_patch_changes_no_member(scim: Scim) -> None:
+    user = scim.ok("POST", "/Users", user_body("half"), status=201)
+    taken = scim.ok("POST", "/Groups", {"displayName": "half-taken"}, status=201)
+    group = scim.ok("POST", "/Groups", {"displayName": "half-group"}, status=201)
+    refused(scim("PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": user["id"]}]},
+        {"op": "replace", "path": "displayName", "value": "HALF-TAKEN"}]}), 409, "uniqueness")
+    assert "members" not in scim.ok("GET", f"/Groups/{group['id']}")
+    refused(scim("PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": user["id"]}]},
+        {"op": "add", "path": "members", "value": [{"value": group["id"]}]}]}),
+        400, "invalidValue")  # the second is a cycle: the first is undone
+    assert "members" not in scim.ok("GET", f"/Groups/{group['id']}")
+    # The control: the same member alone, and a free name.
+    got = scim.ok("PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": user["id"]}]},
+        {"op": "replace", "path": "displayName", "value": "half-renamed"}]})
+    assert got["displayName"] == "half-renamed" and len(got["members"]) == 1
+    for path in (f"/Groups/{group['id']}", f"/Groups/{taken['id']}", f"/Users/{user['id']}"):
+        scim.ok("DELETE", path, status=204)
