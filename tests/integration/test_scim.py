@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.scim.tokens import ScimTokens
 from tests.helpers import start_broker
@@ -446,3 +448,38 @@ def test_a_refused_group_patch_changes_no_member(scim: Scim) -> None:
     assert got["displayName"] == "half-renamed" and len(got["members"]) == 1
     for path in (f"/Groups/{group['id']}", f"/Groups/{taken['id']}", f"/Users/{user['id']}"):
         scim.ok("DELETE", path, status=204)
+
+
+FILTER_PIECES = st.sampled_from([
+    "userName", "emails", "emails.value", "name.givenName", "members", "value", "type",
+    f"{ENTERPRISE}:department", "urn:x", " ", "eq", "ne", "co", "sw", "ew", "gt", "pr", "and",
+    "or", "not", "(", ")", "[", "]", '"a"', '"\\""', '"\\u0000"', "true", "null", "1.5",
+    "-0", "1e999", ".", ":", "$ref", "\\", '"', "é", "\x00"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(pieces=st.lists(FILTER_PIECES, max_size=25))
+def test_any_filter_or_patch_path_is_parsed_or_refused(pieces: list[str]) -> None:
+    """Whatever a filter or a PATCH path holds: it parses, or it is a SCIM 400 — never
+    another exception, in the parser or in matching."""
+    from broker.scim import filters, patch
+    from broker.scim import resources as res
+    from broker.scim.errors import ScimError
+
+    text = " ".join(pieces)
+    doc = {"userName": "a", "displayName": "A", "emails": [{"value": "a", "type": "work"}], "active": True,
+           "name": {"givenName": "b", "familyName": "c"}, ENTERPRISE: {"department": "a"}}
+    try:
+        node = filters.parse(text)
+    except ScimError as exc:
+        assert exc.status == 400 and exc.scim_type == "invalidFilter"
+    else:
+        filters.matches(node, doc, res.USER.case_exact)
+    for joined in (text, "".join(pieces)):
+        try:
+            ops = patch.parse(res.USER, {"Operations": [
+                {"op": "replace", "path": joined, "value": "x"}]})
+            changed, _ = patch.apply(res.USER, doc, ops)
+            res.user_input(changed)
+        except ScimError as exc:
+            assert exc.status == 400
