@@ -314,6 +314,11 @@ class ScimServer:
         docs: list[dict[str, Any]]
         if kind is res.USER:
             users = await self._user_candidates(caller, node)
+            if node is None:  # no filter: only the page is rendered
+                page_users = users[start - 1:start - 1 + count]
+                return ScimResponse(200, _list_response(
+                    [shape.apply(res.render_user(u, caller.base_url)) for u in page_users],
+                    len(users), start))
             docs = [res.render_user(u, caller.base_url) for u in users]
         else:
             # Members are read for every candidate only when the filter asks about them;

@@ -183,6 +183,12 @@ def test_filters_and_pages(scim: Scim) -> None:
     assert listed["itemsPerPage"] == 1 and [u["userName"] for u in listed["Resources"]] == \
         [sorted(ids, key=lambda n: ids[n])[1]]
     assert scim.ok("GET", "/Users", params={"count": "0"})["Resources"] == []
+    every = scim.ok("GET", "/Users")  # no filter: pages of the whole store, in one order
+    pages = [scim.ok("GET", "/Users", params={"startIndex": str(i), "count": "2"})
+             for i in range(1, every["totalResults"] + 1, 2)]
+    assert [u["id"] for p in pages for u in p["Resources"]] == \
+        [u["id"] for u in every["Resources"]]
+    assert all(p["totalResults"] == every["totalResults"] for p in pages)
     refused(scim("GET", "/Users", params={"count": "many"}), 400, "invalidValue")
     only = scim.ok("GET", "/Users", params={"filter": 'userName eq "fil-ann"',
                                             "attributes": "userName,name.givenName"})
