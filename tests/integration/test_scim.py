@@ -474,7 +474,8 @@ def test_any_filter_or_patch_path_is_parsed_or_refused(pieces: list[str]) -> Non
 
     text = " ".join(pieces)
     doc = {"userName": "a", "displayName": "A", "emails": [{"value": "a", "type": "work"}],
-           "active": True, "name": {"givenName": "b", "familyName": "c"}, ENTERPRISE: {"department": "a"}}
+           "active": True, "name": {"givenName": "b", "familyName": "c"},
+           ENTERPRISE: {"department": "a"}}
     try:
         node = filters.parse(text)
     except ScimError as exc:
