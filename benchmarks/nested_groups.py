@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -106,7 +107,7 @@ async def populate(data_dir: str, store_id: str, deep_user: str) -> tuple[str, i
                 await directory.add_group_member(instance, parent, child, "bench")
 
         chain = [await group(f"level-{i}") for i in range(DEPTH)]
-        for parent, child in zip(chain, chain[1:], strict=False):
+        for parent, child in itertools.pairwise(chain):
             await nest(parent, child)
         per_level = (GROUPS - DEPTH) // DEPTH
         others = await asyncio.gather(*(group(f"team-{i}") for i in range(per_level * DEPTH)))
