@@ -16,17 +16,13 @@ cookie), then the page the person was going to. Parsing and rendering only.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.aws.errors import AwsError, InvalidInput
 from broker.aws.ids import new_request_id
 from broker.identitycenter.sources import (
-    OIDC,
     REQUEST_SECONDS,
-    SAML,
     ExternalSignIn,
     IdentitySources,
     next_path,
@@ -52,12 +48,6 @@ def _sources(request: Request) -> IdentitySources:
     sources = _portal(request).sources
     assert sources is not None
     return sources
-
-
-def login_url(identity_store_id: str, kind: str, next_page: str) -> str:
-    """Where the portal sends a person to sign in through the instance's external source."""
-    path = f"{_start(identity_store_id)}/{'saml' if kind == SAML else 'oidc'}/login"
-    return f"{path}?{urlencode({'next': next_page})}" if next_page else path
 
 
 @guarded
@@ -144,5 +134,3 @@ async def _signed_in(request: Request, identity_store_id: str, signed: ExternalS
     drop_cookie(request, response, NEXT_COOKIE)
     return response
 
-
-__all__ = ["OIDC", "SAML", "login_url"]
