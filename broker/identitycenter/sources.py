@@ -373,7 +373,9 @@ class IdentitySources:
         deflated = zlib.compress(request.encode())[2:-4]  # raw DEFLATE (saml-bindings §3.4.4.1)
         query = {"SAMLRequest": base64.b64encode(deflated).decode()}
         relay = next_path(next_page)
-        if relay:
+        # The page to return to is kept in the request's record; RelayState carries it too
+        # where SAML allows (at most 80 bytes, saml-bindings §3.4.3), for IdPs that show it.
+        if relay and len(relay.encode()) <= 80:
             query["RelayState"] = relay
         browser = secrets.token_urlsafe(32)
         pending = {"store": instance.identity_store_id, "browser": _digest(browser),
