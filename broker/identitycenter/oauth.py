@@ -45,7 +45,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
@@ -185,6 +185,11 @@ class Grant:
     expires_at: datetime  # of the access token
     grant_id: str = ""
     session_expires_at: datetime | None = None
+    # What the portal session that approved the sign-in carried: the external identity
+    # provider's AccessControl attributes (None: the directory's alone) and the stamp of the
+    # identity source it was made under (a sign-in made under another source has ended).
+    asserted: Mapping[str, str] | None = None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -423,7 +428,9 @@ class OAuth:
         return _device_request(request)
 
     async def approve_device(self, user_code: str, *, account_id: str, identity_store_id: str,
-                             user_id: str, session_expires_at: datetime | None = None) -> None:
+                             user_id: str, session_expires_at: datetime | None = None,
+                             asserted: Mapping[str, str] | None = None,
+                             source: str = "") -> None:
         """Approve a pending request for this user of this instance, once; Refused when the
         code is unknown, decided or expired, or belongs to another instance. The tokens end
         with the portal session (``session_expires_at``; otherwise ``session_seconds``)."""
@@ -445,7 +452,7 @@ class OAuth:
             session_end = min(session_end, int(session_expires_at.timestamp()))
         decision = {"approved": True, "account_id": account_id,
                     "identity_store_id": identity_store_id, "user_id": user_id,
-                    "session_end": session_end}
+                    "session_end": session_end, "sign_in": _sign_in(asserted, source)}
         await self._ephemeral.set(_key("decision", request["device"]), _dump(decision),
                                   max(request["expires_at"] - now, 1) + EXPIRED_GRACE)
 
@@ -498,7 +505,7 @@ class OAuth:
             raise unknown  # never: approve_device checks the instance
         return await self._issue(client, approval["account_id"],
                                  approval["identity_store_id"], approval["user_id"],
-                                 approval["session_end"])
+                                 approval["session_end"], sign_in=approval.get("sign_in"))
 
     # -- the authorization code grant -----------------------------------------------------------
 
@@ -551,7 +558,8 @@ class OAuth:
 
     async def issue_code(self, request: AuthorizationRequest, *, account_id: str,
                          identity_store_id: str, user_id: str,
-                         session_expires_at: datetime | None = None) -> str:
+                         session_expires_at: datetime | None = None,
+                         asserted: Mapping[str, str] | None = None, source: str = "") -> str:
         """A code for this person's approval of the request (Refused for a person of
         another instance); the portal sends the browser to
         ``redirect_uri?code=…&state=…``."""
@@ -565,7 +573,7 @@ class OAuth:
         record = {"client_id": request.client_id, "redirect_uri": request.redirect_uri,
                   "challenge": request.code_challenge, "account_id": account_id,
                   "identity_store_id": identity_store_id, "user_id": user_id,
-                  "session_end": session_end}
+                  "session_end": session_end, "sign_in": _sign_in(asserted, source)}
         await self._ephemeral.set(_key("code", _digest(code)), _dump(record), CODE_SECONDS)
         return code
 
@@ -593,7 +601,8 @@ class OAuth:
             raise _error("InvalidGrantException", "The PKCE code verifier does not match the "
                          "challenge.")
         return await self._issue(client, record["account_id"], record["identity_store_id"],
-                                 record["user_id"], record["session_end"])
+                                 record["user_id"], record["session_end"],
+                                 sign_in=record.get("sign_in"))
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -615,7 +624,8 @@ class OAuth:
         return await self._refresh(client, refresh_token)
 
     async def _issue(self, client: Client, account_id: str, identity_store_id: str,
-                     user_id: str, session_end: int, grant_id: str | None = None) -> Tokens:
+                     user_id: str, session_end: int, grant_id: str | None = None, *,
+                     sign_in: Any = None) -> Tokens:
         now = self._now()
         if session_end <= now:
             raise _error("InvalidGrantException", "The sign-in has ended.")
@@ -631,7 +641,8 @@ class OAuth:
         expires = min(now + ACCESS_SECONDS, session_end)
         grant = {"account_id": account_id, "identity_store_id": identity_store_id,
                  "user_id": user_id, "client_id": client.client_id, "expires_at": expires,
-                 "grant_id": grant_id, "session_end": session_end}
+                 "grant_id": grant_id, "session_end": session_end,
+                 "sign_in": sign_in if isinstance(sign_in, dict) else _sign_in(None, "")}
         await self._ephemeral.set(_key("access", _digest(access)), _dump(grant), expires - now)
         refresh = None
         if client.refreshes:
@@ -672,7 +683,8 @@ class OAuth:
             await self._end_reused(grant["grant_id"])
         await self._ephemeral.delete(_key("refresh", digest))
         return await self._issue(client, grant["account_id"], grant["identity_store_id"],
-                                 grant["user_id"], grant["session_end"], grant["grant_id"])
+                                 grant["user_id"], grant["session_end"], grant["grant_id"],
+                                 sign_in=grant.get("sign_in"))
 
     async def _end_reused(self, grant_id: str) -> NoReturn:
         """A refresh token presented again (stolen, copied, or raced by a thief): end its
@@ -699,9 +711,14 @@ class OAuth:
             # Ended, as the portal ends their sessions: enabling them again revives nothing.
             await self._ephemeral.delete(_key("grant", grant["grant_id"]))
             return None
+        sign_in = grant.get("sign_in") or {}
+        asserted = sign_in.get("asserted")
         return Grant(grant["account_id"], grant["identity_store_id"], grant["user_id"],
                      grant["client_id"], datetime.fromtimestamp(grant["expires_at"], UTC),
-                     grant["grant_id"], datetime.fromtimestamp(grant["session_end"], UTC))
+                     grant["grant_id"], datetime.fromtimestamp(grant["session_end"], UTC),
+                     {str(k): str(v) for k, v in asserted.items()}
+                     if isinstance(asserted, dict) else None,
+                     str(sign_in.get("source") or ""))
 
     async def logout(self, access_token: str) -> None:
         """End the grant of this access token: it, its refresh token and every token
@@ -712,6 +729,11 @@ class OAuth:
         raw = await self._ephemeral.take(key)
         if raw is not None:
             await self._ephemeral.delete(_key("grant", _load(raw)["grant_id"]))
+
+
+def _sign_in(asserted: Mapping[str, str] | None, source: str) -> dict[str, Any]:
+    """What a sign-in keeps of the portal session that approved it (see ``Grant``)."""
+    return {"asserted": None if asserted is None else dict(asserted), "source": source}
 
 
 def _device_request(request: dict[str, Any]) -> DeviceRequest:

@@ -151,6 +151,7 @@ class PortalSession:
     mfa: bool
     # AccessControl key → value the external identity provider asserted (None: the directory)
     asserted: Mapping[str, str] | None = None
+    source: str = ""  # the stamp of the identity source it was made under
 
     @property
     def expiration(self) -> datetime:
@@ -663,7 +664,8 @@ class Portal:
         asserted = record.get("asserted")
         return PortalSession(instance, user, int(record["expires"]), bool(record["mfa"]),
                              {str(k): str(v) for k, v in asserted.items()}
-                             if isinstance(asserted, dict) else None)
+                             if isinstance(asserted, dict) else None,
+                             str(record.get("source") or ""))
 
     async def sign_out(self, cookie: str | None) -> None:
         if cookie and len(cookie) <= 128:

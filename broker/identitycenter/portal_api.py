@@ -11,6 +11,7 @@ exist, and it says nothing of whether the account or the role exist for anyone e
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from broker.identitycenter.access import Access, NotAssigned
 from broker.identitycenter.directory import Directory
 from broker.identitycenter.instances import Instance, Instances
 from broker.identitycenter.oauth import Grant, OAuth
+from broker.identitycenter.sources import IdentitySources
 
 STATUSES = {"InvalidRequestException": 400, "UnauthorizedException": 401,
             "TooManyRequestsException": 429, "ResourceNotFoundException": 404,
@@ -58,7 +60,8 @@ def _page(items: Sequence[Any], params: dict[str, Any], name: str) -> dict[str, 
 
 
 def operations(oauth: OAuth, instances: Instances, directory: Directory, access: Access,
-               audit: AuditSink, clock: Clock) -> list[RestOperation]:
+               audit: AuditSink, clock: Clock, *,
+               sources: IdentitySources | None = None) -> list[RestOperation]:
     registry = RestRegistry(SSO, portal_model)
     action = registry.action
 
@@ -77,6 +80,11 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
             raise _unauthorized()
         instance = await instances.by_store(grant.identity_store_id)
         if instance is None or instance.account_id != grant.account_id:
+            raise _unauthorized()
+        # A sign-in made under another identity source has ended, as its portal session has
+        # (switching the source ends every sign-in of the instance).
+        if sources is not None and not hmac.compare_digest(
+                grant.source, (await sources.get(instance)).stamp):
             raise _unauthorized()
         return grant, instance
 
@@ -112,11 +120,11 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
                 raise _unauthorized()
             try:
                 issued = await access.credentials(instance, user, account,
-                                                  call.params["roleName"])
-            except NotAssigned:
+                                                  call.params["roleName"],
+                                                  asserted=grant.asserted)
+            except NotAssigned as exc:
                 raise RestError("ResourceNotFoundException",
-                                "No access: the role is not assigned to you in that account."
-                                ) from None
+                                f"No access: {exc}"[:1024]) from None
         except RestError as exc:
             audited(call, "refused", account=account, subject=person, error=exc)
             raise

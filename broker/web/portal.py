@@ -491,7 +491,8 @@ async def device_decide(request: Request) -> Response:
             await oauth.approve_device(code, account_id=session.instance.account_id,
                                        identity_store_id=session.instance.identity_store_id,
                                        user_id=session.user.user_id,
-                                       session_expires_at=session.expiration)
+                                       session_expires_at=session.expiration,
+                                       asserted=session.asserted, source=session.source)
         except Refused as exc:
             raise _refused(exc) from None
         audit_browser(request, "AuthorizeDevice", request_id, None,
@@ -568,7 +569,8 @@ async def authorize_decide(request: Request) -> Response:
         code = await _oauth(request).issue_code(
             checked, account_id=session.instance.account_id,
             identity_store_id=session.instance.identity_store_id,
-            user_id=session.user.user_id, session_expires_at=session.expiration)
+            user_id=session.user.user_id, session_expires_at=session.expiration,
+            asserted=session.asserted, source=session.source)
     except Refused as exc:
         raise _refused(exc) from None
     audit_browser(request, "Authorize", new_request_id(), None,

@@ -528,3 +528,70 @@ def test_a_role_whose_policy_reads_the_asserted_department(world: World,
 
     assert lists_roles("engineering")
     assert not lists_roles("sales")
+
+
+def test_a_cli_sign_in_through_the_idp_carries_its_attributes_and_ends_with_the_source(
+        world: World, broker: Broker) -> None:
+    """The CLI's sign-in (a device authorization approved in a portal session that the SAML
+    IdP opened) gives GetRoleCredentials the asserted department, as the portal's own keys
+    have it; switching the identity source ends that sign-in too, not only the portal's
+    session. The control: the same sign-in before the switch reads the tag and works."""
+    import boto3
+    import botocore
+    import botocore.config
+    import botocore.exceptions
+
+    tenant = make_tenant(broker, "CliDepartments")
+    admin = broker.client("sso-admin", tenant.root)
+    admin.create_instance_access_control_attribute_configuration(
+        InstanceArn=tenant.instance_arn,
+        InstanceAccessControlAttributeConfiguration={"AccessControlAttributes": []})
+    instance = world.instance(tenant)
+    broker.server.call(world.sources.set_saml(instance, world.idp.metadata(sso_url=SSO_URL)))
+
+    def unsigned(service: str) -> object:
+        return boto3.client(service, endpoint_url=broker.url, region_name="us-east-1",
+                            config=botocore.config.Config(signature_version=botocore.UNSIGNED))
+
+    oidc, sso = unsigned("sso-oidc"), unsigned("sso")
+    client = oidc.register_client(clientName="cli", clientType="public")  # type: ignore[attr-defined]
+    started = oidc.start_device_authorization(  # type: ignore[attr-defined]
+        clientId=client["clientId"], clientSecret=client["clientSecret"],
+        startUrl=tenant.start_url)
+    browser = world.browser()
+    signed = world.post(browser, world.response(
+        tenant, attributes={ACCESS_CONTROL + "Department": ["research"]}), tenant)
+    assert signed.status_code == 303, signed.text
+    page = browser.get("/start/device", params={"user_code": started["userCode"]})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and csrf is not None, page.text[:500]
+    allowed = browser.post("/start/device", data={
+        "csrf": csrf.group(1), "user_code": started["userCode"], "action": "allow"})
+    assert allowed.status_code in (200, 303), allowed.text[:500]
+    tokens = oidc.create_token(  # type: ignore[attr-defined]
+        clientId=client["clientId"], clientSecret=client["clientSecret"],
+        grantType="urn:ietf:params:oauth:grant-type:device_code",
+        deviceCode=started["deviceCode"])
+    creds = sso.get_role_credentials(  # type: ignore[attr-defined]
+        accessToken=tokens["accessToken"], accountId=tenant.account_id,
+        roleName=tenant.role_name)["roleCredentials"]
+    iam = broker.client("iam", Creds(creds["accessKeyId"], creds["secretAccessKey"],
+                                     creds["sessionToken"]))
+    admin.put_inline_policy_to_permission_set(
+        InstanceArn=tenant.instance_arn, PermissionSetArn=tenant.permission_set_arn,
+        InlinePolicy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalTag/Department": "research"}}}]}))
+    admin.provision_permission_set(InstanceArn=tenant.instance_arn,
+                                   PermissionSetArn=tenant.permission_set_arn,
+                                   TargetType="ALL_PROVISIONED_ACCOUNTS")
+    iam.list_roles()  # the tag came with the CLI's sign-in: the condition allows
+    refreshed = sso.get_role_credentials(  # type: ignore[attr-defined]
+        accessToken=tokens["accessToken"], accountId=tenant.account_id,
+        roleName=tenant.role_name)["roleCredentials"]
+    assert refreshed["accessKeyId"]
+
+    broker.server.call(world.sources.set_directory(instance))
+    with pytest.raises(botocore.exceptions.ClientError) as ended:
+        sso.list_accounts(accessToken=tokens["accessToken"])  # type: ignore[attr-defined]
+    assert ended.value.response["Error"]["Code"] == "UnauthorizedException"
