@@ -263,7 +263,8 @@ class SamlSettings:
     idp_initiated: bool = setting(
         True, _bool,
         "Accept sign-in responses that answer no request of the broker's (IdP-initiated "
-        "sign-in, as AWS does). When false, only SP-initiated sign-in (/saml/login) works.",
+        "sign-in, as AWS does). When false, only SP-initiated sign-in works: /saml/login, "
+        "and an Identity Center portal's /start/{id}/saml/login.",
     )
     sp_key_file: str = setting(
         "", _str,

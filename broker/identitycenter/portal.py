@@ -154,8 +154,21 @@ class PortalSession:
     source: str = ""  # the stamp of the identity source it was made under
 
     @property
+    def external(self) -> bool:
+        """Whether an external identity provider signed the person in (its MFA is theirs)."""
+        return self.asserted is not None
+
+    @property
     def expiration(self) -> datetime:
         return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+def _own_mfa(session: PortalSession) -> None:
+    """The portal's MFA devices are the directory's: a person an external identity provider
+    signed in has theirs there (as on AWS), and registers none here."""
+    if session.external:
+        raise AccessDenied("Your identity provider signs you in and keeps your MFA devices: "
+                           "register security keys there.")
 
 
 def credential_ref(instance: Instance, user_id: str) -> Ref:
@@ -575,6 +588,7 @@ class Portal:
     async def key_options(self, session: PortalSession, cookie: str) -> str:
         """Registration options for a new security key (JSON); the challenge is kept for
         this portal session, five minutes, used once."""
+        _own_mfa(session)
         credential = await self.credential(session.instance, session.user.user_id)
         handle = hashlib.sha256(
             f"{session.instance.identity_store_id}/{session.user.user_id}".encode()).digest()
@@ -589,6 +603,7 @@ class Portal:
                       response: str) -> PortalKey:
         """Verify the browser's registration response against this session's challenge and
         register the key for the signed-in user."""
+        _own_mfa(session)
         if not name or len(name) > 64 or not all(c.isalnum() or c in "+=,.@_ -" for c in name):
             raise InvalidInput("Name the security key: 1 to 64 letters, digits, spaces or "
                                "+=,.@_- characters.")

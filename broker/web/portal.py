@@ -184,6 +184,7 @@ async def home(request: Request) -> Response:
     return page("portal_home.html", store=instance.identity_store_id, name=instance.name,
                 user_name=session.user.user_name, accounts=accounts,
                 csrf=session_csrf(cookie), devices=credential.devices, keys=credential.keys,
+                external=session.external,
                 done=done if done in ("key-registered",) else "")
 
 

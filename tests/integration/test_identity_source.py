@@ -595,3 +595,34 @@ def test_a_cli_sign_in_through_the_idp_carries_its_attributes_and_ends_with_the_
     with pytest.raises(botocore.exceptions.ClientError) as ended:
         sso.list_accounts(accessToken=tokens["accessToken"])  # type: ignore[attr-defined]
     assert ended.value.response["Error"]["Code"] == "UnauthorizedException"
+
+
+def test_a_person_the_idp_signed_in_registers_no_portal_mfa(world: World) -> None:
+    """MFA is the IdP's: the portal shows no MFA devices to a person it signed in and refuses
+    security key options for them; the control, a person of the directory tenant signed in
+    with a password, is offered the registration form."""
+    browser = world.browser()
+    assert world.post(browser, world.response()).status_code == 303
+    start = f"/start/{world.saml.identity_store_id}"
+    home = browser.get(start)
+    assert home.status_code == 200 and "webauthn-form" not in home.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', home.text)
+    assert csrf is not None
+    options = browser.post(f"{start}/webauthn/options", data={"csrf": csrf.group(1)})
+    refused(options, text="identity provider")
+
+    # The control: a person of the directory tenant, signed in with a password and TOTP.
+    from broker.identitycenter.directory import Directory
+    from tests.integration import test_portal
+
+    runtime = world.broker.runtime
+    own = test_portal.World(world.broker, world.instance(world.directory),
+                            Directory(runtime.store, runtime.clock), {})
+    name, _ = own.user()
+    with test_portal.browser(own) as http:
+        test_portal.first_sign_in(http, own, name)
+        home = test_portal.signed_in_home(http, own)
+        assert "webauthn-form" in home.text
+        _, fields = test_portal.form_of(home, "/webauthn")
+        offered = http.post(f"{own.start}/webauthn/options", data={"csrf": fields["csrf"]})
+        assert offered.status_code == 200 and "challenge" in offered.json(), offered.text
