@@ -407,6 +407,7 @@ class ScimServer:
             except BaseException:
                 await self._directory.delete_group(caller.instance, group.group_id, None)
                 raise
+            group = await self._directory.group(caller.instance, group.group_id)
         log.info("SCIM %s created group %s", caller.token_id, group.group_id)
         return _resource(201, await self._render_group(caller, group, True))
 
@@ -479,6 +480,7 @@ class ScimServer:
             await self._change_members(caller, group.group_id, member_ops, then=rename)
         elif member_ops:
             await self._change_members(caller, group.group_id, member_ops)
+            updated[0] = await self._directory.group(caller.instance, group.group_id)
         group = updated[0]
         shape = _Projection.of(res.GROUP, query)
         return _resource(200, shape.apply(await self._render_group(
@@ -534,7 +536,10 @@ class ScimServer:
                             if value.get("type") in (None, kind):
                                 await self._remove(caller, group_id, kind, ident, undo)
             if then is not None:
-                await then()
+                await then()  # the group's own change: a new version
+            elif undo:  # members changed: the group is a new version (its ETag changes)
+                await self._directory.update_group(caller.instance, group_id, [], None,
+                                                   caller.by)
         except BaseException:
             for step in reversed(undo):
                 try:

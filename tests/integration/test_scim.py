@@ -280,6 +280,25 @@ def test_etags(scim: Scim) -> None:
     assert scim.ok("GET", path)["title"] == "One"
     scim.ok("DELETE", path, headers={"If-Match": changed["meta"]["version"]}, status=204)
 
+    # A group's members are part of it: a member added or removed is a new version, so a
+    # client holding the old one cannot replace the group over the change (a lost update).
+    group = scim.ok("POST", "/Groups", {"schemas": [GROUP], "displayName": "etag-group"},
+                    status=201)
+    member = scim.ok("POST", "/Users", user_body("etag-member"), status=201)
+    gpath, before = f"/Groups/{group['id']}", group["meta"]["version"]
+    added = scim.ok("PATCH", gpath, {"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": member["id"]}]}]},
+        headers={"If-Match": before})
+    assert added["meta"]["version"] != before
+    assert scim.ok("GET", gpath)["meta"]["version"] == added["meta"]["version"]
+    refused(scim("PUT", gpath, {"schemas": [GROUP], "displayName": "etag-group",
+                                "members": []}, headers={"If-Match": before}), 412)
+    assert [m["value"] for m in scim.ok("GET", gpath)["members"]] == [member["id"]]
+    emptied = scim.ok("PUT", gpath, {"schemas": [GROUP], "displayName": "etag-group",
+                                     "members": []}, headers={"If-Match": added["meta"]["version"]})
+    assert emptied["meta"]["version"] != added["meta"]["version"]
+    assert "members" not in emptied or emptied["members"] == []
+
 
 def test_tokens(world: SsoWorld, scim: Scim) -> None:
     other = new_token(world, world.two)
