@@ -640,6 +640,8 @@ class Portal:
                                           lambda c: replace(c, last_used=now))
         cookie = secrets.token_urlsafe(32)
         seconds = self.session_seconds
+        if external is not None and external.ends_at is not None:  # the IdP's session ends it
+            seconds = max(1, min(seconds, int((external.ends_at - now).total_seconds())))
         record = {"account": instance.account_id, "store": instance.identity_store_id,
                   "user": user.user_id, "mfa": mfa,
                   "expires": int(now.timestamp()) + seconds, "source": stamp,

@@ -179,6 +179,7 @@ class ExternalSignIn:
     asserted: Mapping[str, str]  # AccessControl key → value
     next: str  # the portal page to go to ("" for the portal's home)
     stamp: str
+    ends_at: datetime | None = None  # the provider's SessionNotOnOrAfter, if it gave one
 
 
 def urls(public_url: str, instance: Instance) -> ServiceProviderUrls:
@@ -419,13 +420,18 @@ class IdentitySources:
         key = "saml-assertion:" + _digest(f"{assertion.issuer}\0{assertion.assertion_id}")
         ttl = max(1.0, (assertion.not_on_or_after + self._skew
                         - self._clock.now()).total_seconds())
+        # The session the IdP grants ends the portal's (as for AssumeRoleWithSAML).
+        ends = assertion.session_not_on_or_after
+        if ends is not None and ends <= self._clock.now():
+            raise AccessDenied("The session the identity provider granted "
+                               "(SessionNotOnOrAfter) has ended: sign in again.")
         if not await self._ephemeral.put_if_absent(key, b"1", ttl):
             raise AccessDenied("The SAML assertion has already been used: sign in again.")
         asserted = {name[len(ASSERTED_PREFIX):]: values[0]
                     for name, values in assertion.attributes
                     if name.startswith(ASSERTED_PREFIX) and len(values) == 1}
         user = await self._person(instance, assertion.subject)
-        return ExternalSignIn(user, asserted, next_path(following), source.stamp)
+        return ExternalSignIn(user, asserted, next_path(following), source.stamp, ends)
 
     async def _answered(self, key: str, instance: Instance,
                         browser: str | None) -> dict[str, Any]:
@@ -523,6 +529,10 @@ class IdentitySources:
             raise AccessDenied("The identity provider's ID token is refused: its nonce is not "
                                "this sign-in's.")
         name = claims.values.get(o.user_claim)
+        if o.user_claim == "email" and claims.values.get("email_verified") is not True:
+            raise AccessDenied("The identity provider's ID token has an email address it has "
+                               "not verified (email_verified): it cannot find you in the "
+                               "directory by it.")
         if not isinstance(name, str):
             raise AccessDenied(f"The identity provider's ID token has no {o.user_claim!r} "
                                "claim to find you in the directory by.")
@@ -531,15 +541,12 @@ class IdentitySources:
                               str(pending.get("next", "")), source.stamp)
 
     async def _claims(self, instance: Instance, values: Mapping[str, Any]) -> dict[str, str]:
-        asserted = {name[len(ASSERTED_PREFIX):]: value for name, value in values.items()
-                    if name.startswith(ASSERTED_PREFIX) and isinstance(value, str)}
-        configuration = None if self._access_control is None else \
-            await self._access_control.of(instance)
-        for attribute in configuration.attributes if configuration else ():
-            value = values.get(attribute.key)
-            if isinstance(value, str):
-                asserted.setdefault(attribute.key, value)
-        return asserted
+        """The ID token's AccessControl claims only: a claim of another name (``email``,
+        ``locale``, ...) is often one the person edits at the provider, and must not become a
+        tag that policies trust."""
+        del instance
+        return {name[len(ASSERTED_PREFIX):]: value for name, value in values.items()
+                if name.startswith(ASSERTED_PREFIX) and isinstance(value, str)}
 
     async def _redeem(self, instance: Instance, o: OidcSource, code: str,
                       verifier: str) -> str:

@@ -626,3 +626,79 @@ def test_a_person_the_idp_signed_in_registers_no_portal_mfa(world: World) -> Non
         _, fields = test_portal.form_of(home, "/webauthn")
         offered = http.post(f"{own.start}/webauthn/options", data={"csrf": fields["csrf"]})
         assert offered.status_code == 200 and "challenge" in offered.json(), offered.text
+
+
+def test_the_idps_session_end_ends_the_portal_session(world: World) -> None:
+    """SessionNotOnOrAfter binds the portal as it binds AssumeRoleWithSAML (docs/saml.md): a
+    response whose session has ended is refused, one that grants five minutes opens a portal
+    session of five minutes, not sso.session_hours; the control, without one, the full
+    session."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    refused(world.post(world.browser(), world.response(
+        session_not_on_or_after=now - timedelta(minutes=1))), text="SessionNotOnOrAfter")
+    portal = world.broker.runtime.portal
+    for ends, longest in ((now + timedelta(minutes=5), 300),
+                          (None, portal.session_seconds)):
+        browser = world.browser()
+        answer = world.post(browser, world.response(session_not_on_or_after=ends))
+        assert answer.status_code == 303, answer.text
+        session = world.broker.server.call(portal.session(
+            browser.cookies["broker-portal-session"]))
+        assert session is not None
+        left = session.expires_at - now.timestamp()
+        assert longest - 30 <= left <= longest + 5, (ends, left)
+
+
+def test_only_access_control_claims_of_an_id_token_become_tags(world: World,
+                                                               broker: Broker) -> None:
+    """An OIDC provider's claims of other names (``email``, ``locale``: often the person's to
+    edit at the provider) are not asserted attributes, even when named like an ABAC key; the
+    control: the AccessControl claim of the same token is."""
+    admin = broker.client("sso-admin", world.oidc.root)
+    admin.create_instance_access_control_attribute_configuration(
+        InstanceArn=world.oidc.instance_arn,
+        InstanceAccessControlAttributeConfiguration={"AccessControlAttributes": [
+            {"Key": "locale", "Value": {"Source": ["${path:locale}"]}}]})
+    before = dict(world.provider.person)
+    world.provider.person = {**before, "locale": "chosen-by-me"}
+    try:
+        browser, location = begin(world)
+        done = finish(browser, at_provider(world, location))
+        assert done.status_code == 303, done.text
+        session = broker.server.call(broker.runtime.portal.session(
+            browser.cookies["broker-portal-session"]))
+        assert session is not None and session.asserted == {"Team": "platform"}
+    finally:
+        world.provider.person = before
+        admin.delete_instance_access_control_attribute_configuration(
+            InstanceArn=world.oidc.instance_arn)
+
+
+def test_matching_people_by_email_needs_a_verified_email(world: World, broker: Broker) -> None:
+    """With ``user_claim`` ``email`` the provider must say it verified the address: an
+    unverified one finds nobody (anyone may type anyone's address at some providers); the
+    control, the same person with ``email_verified`` true, signs in."""
+    provider, tenant = world.provider, world.oidc
+    instance = world.instance(tenant)
+    broker.server.call(world.sources.set_oidc(
+        instance, issuer=provider.url, client_id=provider.client_id,
+        client_secret=provider.client_secret, thumbprints=(provider.thumbprint,),
+        user_claim="email"))
+    before = dict(provider.person)
+    try:
+        for verified, works in ((False, False), (True, True)):
+            provider.person = {"email": tenant.user_name, "email_verified": verified}
+            browser, location = begin(world)
+            done = finish(browser, at_provider(world, location))
+            if works:
+                assert done.status_code == 303, done.text
+                assert signed_in(world, browser, tenant)
+            else:
+                refused(done, text="email_verified")
+    finally:
+        provider.person = before
+        broker.server.call(world.sources.set_oidc(
+            instance, issuer=provider.url, client_id=provider.client_id,
+            client_secret=provider.client_secret, thumbprints=(provider.thumbprint,)))
