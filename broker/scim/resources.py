@@ -297,7 +297,7 @@ class UserInput:
 
     attrs: dict[str, Any]
     external_id: str | None
-    active: bool
+    active: bool | None  # None: not given (a new user is active; a replaced one keeps it)
 
 
 def _store_changes(operations: list[dict[str, Any]]) -> list[Change]:
@@ -313,7 +313,7 @@ def user_input(doc: Mapping[str, Any]) -> UserInput:
     name, or the given and family names (Entra ID's documented request has none)."""
     operations: list[dict[str, Any]] = []
     external: str | None = None
-    active = True
+    active: bool | None = None
     enterprise: dict[str, Any] = {}
     for key, value in doc.items():
         if not isinstance(key, str):
@@ -339,7 +339,7 @@ def user_input(doc: Mapping[str, Any]) -> UserInput:
         if attr.name == "externalId":
             external = _text(value, "externalId")
         elif attr.name == "active":
-            active = True if value is None else boolean(value, "active")
+            active = None if value is None else boolean(value, "active")
         elif attr.type == "complex" and attr.multi:
             values = [] if value is None else value if isinstance(value, list) else [value]
             kept = [v for v in (_complex_value(attr, v, attr.name) for v in values) if v]

@@ -277,24 +277,26 @@ class ScimServer:
     async def _all_users(self, caller: _Caller) -> list[DirectoryUser]:
         out: list[DirectoryUser] = []
         after: str | None = None
-        while len(out) < MAX_SCAN:
+        while True:
             found, after = await self._directory.list_users(
                 caller.instance, user_name=None, limit=100, after=after)
             out.extend(found)
+            if len(out) > MAX_SCAN:
+                raise _too_many()
             if after is None:
-                break
-        return out
+                return out
 
     async def _all_groups(self, caller: _Caller) -> list[DirectoryGroup]:
         out: list[DirectoryGroup] = []
         after: str | None = None
-        while len(out) < MAX_SCAN:
+        while True:
             found, after = await self._directory.list_groups(
                 caller.instance, display_name=None, limit=100, after=after)
             out.extend(found)
+            if len(out) > MAX_SCAN:
+                raise _too_many()
             if after is None:
-                break
-        return out
+                return out
 
     async def _list(self, caller: _Caller, kind: res.Kind,
                     query: Mapping[str, str]) -> ScimResponse:
@@ -392,7 +394,8 @@ class ScimServer:
             given = res.user_input(body)
             user = await self._directory.create_user(
                 caller.instance, given.attrs, caller.by,
-                external_ids=self._external_ids((), given.external_id), active=given.active)
+                external_ids=self._external_ids((), given.external_id),
+                active=given.active is not False)
             log.info("SCIM %s created user %s", caller.token_id, user.user_id)
             return _resource(201, res.render_user(user, caller.base_url))
         group_in = res.group_input(body)
@@ -592,6 +595,12 @@ class ScimServer:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def _too_many() -> ScimError:
+    """RFC 7644 §3.4.2.2: more resources than the server reads for one listing."""
+    return ScimError(400, f"More than {MAX_SCAN} resources would be read for this listing: "
+                     "filter by userName, displayName, externalId or id.", "tooMany")
+
 
 def _allow(method: str, allowed: tuple[str, ...]) -> None:
     if method not in allowed:

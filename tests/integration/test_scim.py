@@ -509,3 +509,30 @@ def test_any_filter_or_patch_path_is_parsed_or_refused(pieces: list[str]) -> Non
             res.user_input(changed)
         except ScimError as exc:
             assert exc.status == 400
+
+
+def test_a_replace_without_active_keeps_a_deactivated_user_inactive(scim: Scim) -> None:
+    """Deprovisioning sticks: a PUT that does not mention ``active`` keeps the stored status
+    (a script replacing the profile must not re-enable a person the IdP deactivated); the
+    control, a PUT that says ``active: true``, enables them."""
+    user = scim.ok("POST", "/Users", user_body("sticky"), status=201)
+    assert user["active"] is True  # a new user without ``active`` is active
+    path = f"/Users/{user['id']}"
+    scim.ok("PATCH", path, {"schemas": [PATCH], "Operations": [
+        {"op": "replace", "value": {"active": False}}]})
+    replaced = scim.ok("PUT", path, user_body("sticky", title="Renamed"))
+    assert replaced["active"] is False and replaced["title"] == "Renamed"
+    assert scim.ok("PUT", path, user_body("sticky", active=True))["active"] is True
+
+
+def test_a_listing_beyond_what_the_server_reads_is_too_many(
+        scim: Scim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter without a key reads at most MAX_SCAN resources: beyond that the answer is
+    SCIM's ``tooMany``, never a wrong totalResults; the control, a keyed filter, answers."""
+    from broker.scim import server
+
+    made = [scim.ok("POST", "/Users", user_body(f"many-{n}"), status=201) for n in range(3)]
+    monkeypatch.setattr(server, "MAX_SCAN", 2)
+    refused(scim("GET", "/Users", params={"filter": 'title pr'}), 400, "tooMany")
+    found = scim.ok("GET", "/Users", params={"filter": f'userName eq "{made[0]["userName"]}"'})
+    assert found["totalResults"] == 1
