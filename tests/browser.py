@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.helpers import unavailable
+from tests.helpers import Broker, free_port, start_broker, unavailable
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -80,3 +80,16 @@ def screenshot(page: Page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
     return path
+
+
+def localhost_broker(data: Path) -> Broker:
+    """A broker whose public URL is ``http://localhost:PORT``: a host name, not an address,
+    as a security key's relying party id must be a domain."""
+    port = free_port()
+    return start_broker(data, port=port,
+                        env={"BROKER_SERVER_PUBLIC_URL": f"http://localhost:{port}"})
+
+
+def site(broker: Broker) -> str:
+    """The broker's public URL, as the browser reaches it."""
+    return f"http://localhost:{broker.server.port}"

@@ -217,13 +217,14 @@ def set_status(broker: Broker, account_id: str, store_id: str, user_id: str,
         Ref(USER, account_id, f"{store_id}/{user_id}"), change))
 
 
-def assign(broker: Broker, tenant: Tenant, user_id: str) -> None:
-    """Give a user the tenant's permission set in its account, as sso-admin does, and wait
-    for the assignment to be provisioned."""
+def assign(broker: Broker, tenant: Tenant, user_id: str,
+           principal_type: str = "USER") -> None:
+    """Give a user (or a group: ``principal_type`` GROUP) the tenant's permission set in its
+    account, as sso-admin does, and wait for the assignment to be provisioned."""
     admin = broker.client("sso-admin", tenant.root)
     status = admin.create_account_assignment(
         InstanceArn=tenant.instance_arn, TargetId=tenant.account_id, TargetType="AWS_ACCOUNT",
-        PermissionSetArn=tenant.permission_set_arn, PrincipalType="USER",
+        PermissionSetArn=tenant.permission_set_arn, PrincipalType=principal_type,
         PrincipalId=user_id)["AccountAssignmentCreationStatus"]
     for _ in range(200):
         status = admin.describe_account_assignment_creation_status(

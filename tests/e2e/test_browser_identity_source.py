@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser import chromium, launch, screenshot
+from tests.browser import chromium, launch, localhost_broker, screenshot, site
 from tests.external_idps import OidcIdp, SamlIdpSite
-from tests.helpers import Broker, Creds, free_port, start_broker
+from tests.helpers import Broker, Creds
 from tests.saml_idp import TestIdp
 from tests.sso_world import Tenant, make_tenant
 
@@ -29,15 +29,9 @@ ACCESS_CONTROL = "https://aws.amazon.com/SAML/Attributes/AccessControl:"
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    port = free_port()
-    b = start_broker(tmp_path_factory.mktemp("broker"), port=port,
-                     env={"BROKER_SERVER_PUBLIC_URL": f"http://localhost:{port}"})
+    b = localhost_broker(tmp_path_factory.mktemp("broker"))
     yield b
     b.stop()
-
-
-def site(broker: Broker) -> str:
-    return f"http://localhost:{broker.server.port}"
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import pyotp
 import pytest
 
-from tests.browser import chromium, launch, screenshot
+from tests.browser import chromium, launch, localhost_broker, screenshot, site
 from tests.e2e.support import BIN, clean_env
-from tests.helpers import Broker, Creds, free_port, start_broker
+from tests.helpers import Broker, Creds
 from tests.sso_world import Tenant, make_tenant
 
 if TYPE_CHECKING:
@@ -34,16 +34,9 @@ NEW_PASSWORD = "Browser-portal-9-Battery!"
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    # A host name, not an address: a security key's relying party id is a domain.
-    port = free_port()
-    b = start_broker(tmp_path_factory.mktemp("broker"), port=port,
-                     env={"BROKER_SERVER_PUBLIC_URL": f"http://localhost:{port}"})
+    b = localhost_broker(tmp_path_factory.mktemp("broker"))
     yield b
     b.stop()
-
-
-def site(broker: Broker) -> str:
-    return f"http://localhost:{broker.server.port}"
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pyotp
 import pytest
 
-from tests.browser import chromium, launch, screenshot
-from tests.helpers import Broker, free_port, start_broker
+from tests.browser import chromium, launch, localhost_broker, screenshot
+from tests.helpers import Broker
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -32,9 +32,7 @@ MANAGE = {"Version": "2012-10-17", "Statement": [{
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    port = free_port()
-    b = start_broker(tmp_path_factory.mktemp("keys"), port=port,
-                     env={"BROKER_SERVER_PUBLIC_URL": f"http://localhost:{port}"})
+    b = localhost_broker(tmp_path_factory.mktemp("keys"))
     yield b
     b.stop()
 

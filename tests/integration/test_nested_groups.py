@@ -14,7 +14,7 @@ from broker.identitycenter.directory import NESTING, Directory, StoreError
 from broker.identitycenter.instances import Instance
 from tests.helpers import Broker
 from tests.integration.test_identitystore import strict
-from tests.sso_world import Tenant, make_tenant
+from tests.sso_world import Tenant, assign, make_tenant
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +80,7 @@ def _roles(broker: Broker, tenant: Tenant, user_id: str) -> list[str]:
 
 
 def _assign_group(broker: Broker, tenant: Tenant, group_id: str) -> None:
-    admin = broker.client("sso-admin", tenant.root)
-    status = admin.create_account_assignment(
-        InstanceArn=tenant.instance_arn, TargetId=tenant.account_id, TargetType="AWS_ACCOUNT",
-        PermissionSetArn=tenant.permission_set_arn, PrincipalType="GROUP",
-        PrincipalId=group_id)["AccountAssignmentCreationStatus"]
-    for _ in range(200):
-        status = admin.describe_account_assignment_creation_status(
-            InstanceArn=tenant.instance_arn,
-            AccountAssignmentCreationRequestId=status["RequestId"]
-        )["AccountAssignmentCreationStatus"]
-        if status["Status"] != "IN_PROGRESS":
-            break
-    assert status["Status"] == "SUCCEEDED", status
+    assign(broker, tenant, group_id, "GROUP")
 
 
 def test_membership_and_assignments_reach_through_nested_groups(broker: Broker,
