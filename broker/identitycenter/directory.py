@@ -514,15 +514,9 @@ class Directory:
         # (children of those groups): see the module docstring.
         prefix = f"{instance.identity_store_id}/{group_id}/"
         for kind in (MEMBERSHIP, NESTING):
-            while True:
-                found = [r for r in await self._store.list(
-                    kind, instance.account_id, after=prefix, limit=PAGE)
-                    if r.key.startswith(prefix)]
-                for record in found:
-                    with contextlib.suppress(NotFound):
-                        await self._store.delete(record.ref)
-                if len(found) < PAGE:
-                    break
+            for record in await self._under(kind, instance, prefix):
+                with contextlib.suppress(NotFound):
+                    await self._store.delete(record.ref)
 
     async def list_groups(self, instance: Instance, *, display_name: str | None,
                           limit: int | None, after: str | None
@@ -677,17 +671,8 @@ class Directory:
     async def member_groups(self, instance: Instance, group_id: str) -> list[str]:
         """The groups that are direct members of the group."""
         await self.group(instance, group_id)
-        prefix = f"{instance.identity_store_id}/{group_id}/"
-        out: list[str] = []
-        after = prefix
-        while True:
-            found = [r for r in await self._store.list(
-                NESTING, instance.account_id, after=after, limit=PAGE)
-                if r.key.startswith(prefix)]
-            out.extend(r.key.rpartition("/")[2] for r in found)
-            if len(found) < PAGE:
-                return out
-            after = found[-1].key
+        found = await self._under(NESTING, instance, f"{instance.identity_store_id}/{group_id}/")
+        return [r.key.rpartition("/")[2] for r in found]
 
     async def is_effective_member(self, instance: Instance, user_id: str,
                                   group_id: str) -> bool:
@@ -708,6 +693,19 @@ class Directory:
         records = await self._store.list(MEMBERSHIP, account, parent=user, after=after,
                                          limit=limit)
         return [_membership(r, store) for r in records]
+
+    async def _under(self, kind: str, instance: Instance, prefix: str) -> list[Record]:
+        """Every record of the kind in the instance's account whose key starts so."""
+        out: list[Record] = []
+        after = prefix
+        while True:
+            found = [r for r in await self._store.list(
+                kind, instance.account_id, after=after, limit=PAGE)
+                if r.key.startswith(prefix)]
+            out.extend(found)
+            if len(found) < PAGE:
+                return out
+            after = found[-1].key
 
     async def _page(self, kind: str, instance: Instance, after: str | None,
                     limit: int | None) -> tuple[list[Record], bool]:
