@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -74,3 +75,40 @@ def anyio_backend() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="module")
+def machine_cluster(tmp_path_factory: pytest.TempPathFactory,
+                    postgres_databases: Callable[[], str], redis_url: str) -> Iterator[Any]:
+    """tests/cluster.py's three nodes behind nginx, on a fresh database of the machine's
+    PostgreSQL and a fresh prefix in its Redis, shared by the tests of one module."""
+    from tests.cluster import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), {
+        "BROKER_STORE_DATABASE_URL": postgres_databases(),
+        "BROKER_STORE_EPHEMERAL_URL": redis_url,
+        "BROKER_STORE_REDIS_PREFIX": f"broker-cluster-{uuid.uuid4().hex[:8]}:"})
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Any]:
+    """The same cluster on a Redis and a PostgreSQL of the test's own, which it may stop and
+    start: (cluster, OwnRedis, OwnPostgres)."""
+    from tests.cluster import Cluster, OwnPostgres, OwnRedis
+
+    redis_server = OwnRedis(tmp_path / "redis")
+    postgres = OwnPostgres()
+    try:
+        cluster = Cluster(tmp_path / "cluster", {
+            "BROKER_STORE_DATABASE_URL": postgres.url,
+            "BROKER_STORE_EPHEMERAL_URL": redis_server.url,
+            "BROKER_STORE_REDIS_PREFIX": "broker:"})
+        try:
+            yield cluster, redis_server, postgres
+        finally:
+            cluster.close()
+    finally:
+        redis_server.stop()
+        postgres.remove()
