@@ -498,6 +498,33 @@ class Settings:
     def keyring_path(self) -> Path:
         return Path(self.keyring.path) if self.keyring.path else self.data_dir / "keyring.json"
 
+    format: str = setting(
+        "text", _choice("text", "json"),
+        "'text' (one line of prose per record) or 'json' (one JSON object per line with time, "
+        "level, logger, message and the request id; access lines with method, path without "
+        "its query, status and duration), all on standard error.",
+    )
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = setting(False, _bool, "Count requests, store round trips, cache lookups, "
+                            "credentials, sign-ins and throttling for Prometheus.")
+    host: str = setting("127.0.0.1", _str, "Address of the metrics listener.")
+    port: int = setting(
+        0, _int(0, 65535),
+        "Port of a listener of its own serving GET /metrics (0: none). Never the public port.",
+    )
+    public: bool = setting(
+        False, _bool,
+        "Also serve GET /metrics on the public port, to callers in public_networks only "
+        "(everyone else gets the usual 404).",
+    )
+    public_networks: tuple[str, ...] = setting(
+        ("127.0.0.1/32", "::1/128"), _list(_network),
+        "Addresses that may read /metrics on the public port when public is true (the "
+        "caller's address as the broker sees it, after server.trusted_proxies).",
+    )
     @property
     def public_url(self) -> str:
         if self.server.public_url:
@@ -509,6 +536,7 @@ class Settings:
 
     @property
     def acs_url(self) -> str:
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
         """Where identity providers send SAML responses (AWS: https://signin.aws.amazon.com/saml)."""
         return f"{self.public_url}/saml"
 
@@ -630,3 +658,9 @@ def _check(settings: Settings) -> None:
             "setting server.workers: more than one worker needs a shared ephemeral store; "
             "set store.ephemeral_url to a redis:// URL"
         )
+    if settings.metrics.enabled and not settings.metrics.port and not settings.metrics.public:
+        raise ConfigError("setting metrics.enabled: set metrics.port (a listener of its own) "
+                          "or metrics.public = true, or nothing can read the metrics")
+    if settings.metrics.port and settings.metrics.port == settings.server.port:
+        raise ConfigError("setting metrics.port: must differ from server.port (the public "
+                          "port serves metrics only with metrics.public)")
