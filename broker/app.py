@@ -105,8 +105,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await runtime.last_used.flush()
-            await runtime.close()
+            try:
+                await runtime.last_used.flush()
+            finally:
+                await runtime.close()  # the audit sink's pending lines are sent here
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -198,3 +200,5 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def app_from_environment() -> BrokerApp:
     """The factory uvicorn's worker processes call: settings from BROKER_CONFIG and BROKER_*."""
     return create_app(settings_module.load(os.environ.get("BROKER_CONFIG") or None))
+        # SIGTERM: requests in flight get this long to finish (docs/operations.md).
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout_seconds,

@@ -169,6 +169,7 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
         _fail(str(exc))
     logging.basicConfig(level=settings.log.level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _serve_signals()
     if not is_initialized(settings):
         account, key = _run(initialize(settings))
         click.echo(f"Initialised {settings.data_dir.resolve()}.")
@@ -196,6 +197,27 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
             os.environ[f"BROKER_SERVER_{name}"] = value
     uvicorn.run("broker.app:app_from_environment", factory=True,
                 workers=settings.server.workers, **options)
+
+
+def _serve_signals() -> None:
+    """SIGTERM ends ``broker serve`` with status 0. uvicorn takes the signal while it serves,
+    stops accepting, lets requests in flight finish (``server.shutdown_timeout_seconds``),
+    runs the lifespan's shutdown (last-used notes and audit lines flushed), then raises the
+    signal again with the handler it found: this one, so the process exits 0 rather than
+    dying by the signal (143). Before uvicorn serves, it exits at once. With several workers,
+    uvicorn's supervisor takes SIGTERM itself (and SIGHUP: it replaces its workers).
+
+    SIGHUP opens the audit file again (logrotate's ``postrotate``) instead of ending the
+    process, as the signal's default action would."""
+    import signal
+
+    from broker.audit_sinks import request_reopen
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: request_reopen())
 
 
 # -- accounts -----------------------------------------------------------------------------------

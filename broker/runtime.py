@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from broker.audit import AuditEvent, AuditSink, open_sink
+from broker.audit import AuditEvent, AuditSink
+from broker.audit_sinks import open_sink
 from broker.authn import Authenticator
 from broker.authz import Authorizer
 from broker.aws import arn
@@ -142,7 +143,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     # generation (identitycenter/reads.py).
     generations = Generations(ephemeral)
     store: EntityStore = BumpingStore(watched, generations)
-    audit = open_sink(settings.audit.sink, settings.audit.path)
+    audit = open_sink(settings.audit)
     iam = IamService(store, keyring, clock,
                      allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
     permissions = Permissions(iam.entities, iam.policies,
@@ -361,7 +362,7 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
 def audit_issued_locally(settings: Settings, clock: Clock, key: NewAccessKey,
                          command: str) -> None:
     """The audit line of a root access key the command line issued (init, accounts create)."""
-    sink = open_sink(settings.audit.sink, settings.audit.path, command_line=True)
+    sink = open_sink(settings.audit, command_line=True)
     try:
         sink.emit(AuditEvent(
             time=clock.now(), event="CreateAccessKey", outcome="issued",

@@ -168,6 +168,12 @@ class ServerSettings:
         "passwords, labelled on every page). The broker refuses to start in this mode unless "
         "it listens on a loopback address, with one worker.",
     )
+    shutdown_timeout_seconds: int = setting(
+        30, _int(1, 3600),
+        "On SIGTERM: how long requests in flight may take to finish before they are cut off "
+        "(new connections are refused at once; the process then flushes last-used notes and "
+        "audit lines and exits 0).",
+    )
 
 
 @dataclass(frozen=True)
@@ -455,11 +461,36 @@ class SsoSettings:
     )
 
 
+def _syslog_address(value: Any) -> str:
+    from broker.audit_sinks import parse_syslog_address
+
+    text = _str(value).strip()
+    parse_syslog_address(text)  # ValueError says what is wrong
+    return text
+
+
 @dataclass(frozen=True)
 class AuditSettings:
-    sink: str = setting("stdout", _choice("stdout", "file"), "Where audit events go.")
+    sink: str = setting("stdout", _choice("stdout", "file", "syslog"),
+                        "Where audit events go: stdout, file or syslog.")
     path: str = setting(
         "", _str, "Audit file when sink = 'file' (one JSON line per event, appended)."
+    )
+    syslog_address: str = setting(
+        "/dev/log", _syslog_address,
+        "Where sink = 'syslog' sends: a local socket path (/dev/log) or udp://HOST:PORT or "
+        "tcp://HOST:PORT (port 514 when left out).",
+    )
+    syslog_facility: str = setting(
+        "auth", _choice("auth", "authpriv", "daemon", "user", "local0", "local1", "local2",
+                        "local3", "local4", "local5", "local6", "local7"),
+        "The syslog facility of audit messages.",
+    )
+    broker_members: bool = setting(
+        True, _bool,
+        "Also write the members of the broker's earlier audit line (event, outcome, "
+        "principal, subject, ...) beside CloudTrail's, for readers not yet moved to "
+        "CloudTrail's names.",
     )
 
 

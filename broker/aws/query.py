@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from broker.audit import AuditEvent, AuditSink
+from broker.audit import AuditEvent, AuditSink, identity_of_federation
 from broker.authn import Authenticator
 from broker.aws import ids, shapes, sigv4, xml
 from broker.aws.errors import (
@@ -85,11 +85,23 @@ class Operation:
     signed: bool = True
     issued: Issued | None = None  # set for operations that issue credentials: audited
 
+    @property
+    def audited(self) -> bool:
+        """Whether a call writes an audit line: it issues credentials or changes IAM."""
+        return self.issued is not None or (self.service is IAM
+                                           and not self.name.startswith(_READS))
+
+
+# IAM's actions that change nothing (the rest are audited, as CloudTrail records writes).
+_READS = ("Get", "List", "Simulate")
+
 
 class QueryResponse(NamedTuple):
     status: int
     body: bytes
     request_id: str  # also sent as the x-amzn-RequestId header
+    action: str = "other"  # the operation's name (for metrics), "other" when none was found
+    error_code: str = ""
 
 
 class QueryProtocol:
@@ -115,6 +127,7 @@ class QueryProtocol:
         namespace = STS.namespace
         op: Operation | None = None
         caller: Principal | None = None
+        call: Call | None = None
         user_agent = req.header("user-agent")
         try:
             query, params = _parameters(req)
@@ -124,7 +137,8 @@ class QueryProtocol:
                 try:
                     caller = await self._authn.authenticate(req, query, op.service.name)
                 except AwsError as exc:
-                    self._refused_auth(exc, req, query, request_id, source_ip, user_agent)
+                    self._refused_auth(exc, op, req, query, request_id, source_ip,
+                                       user_agent)
                     raise
             call = Call(
                 action=op.name,
@@ -137,19 +151,22 @@ class QueryProtocol:
             )
             result = await op.handler(call)
         except AwsError as exc:
-            return self._error(exc, op, caller, namespace, request_id, source_ip, user_agent)
+            return self._error(exc, op, caller, call, namespace, request_id, source_ip,
+                               user_agent)
         except StoreUnavailable as exc:
             log.error("request %s: store unavailable: %s", request_id, exc)
             error: AwsError = ServiceUnavailable(
                 "The service is unavailable. Please try again later.")
-            return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
+            return self._error(error, op, caller, call, namespace, request_id, source_ip,
+                               user_agent)
         except Exception:
             log.exception("request %s: unexpected failure", request_id)
             error = internal_failure(request_id)
-            return self._error(error, op, caller, namespace, request_id, source_ip, user_agent)
-        self._issued(op, result, caller, request_id, source_ip, user_agent)
+            return self._error(error, op, caller, call, namespace, request_id, source_ip,
+                               user_agent)
+        self._issued(op, call, result)
         body = xml.result_document(op.name, namespace, result, request_id)
-        return QueryResponse(200, body, request_id)
+        return QueryResponse(200, body, request_id, op.name)
 
     async def invoke(self, caller: Principal, action: str, params: Mapping[str, str], *,
                      source_ip: str | None, user_agent: str | None,
@@ -160,30 +177,37 @@ class QueryProtocol:
         a signed request is (and audited as one). Raises the action's AwsError."""
         op = self._by_name[action]
         request_id = ids.new_request_id()
+        call: Call | None = None
         try:
             call = Call(action=op.name, params=shapes.parse(op.input, params), caller=caller,
                         request_id=request_id, source_ip=source_ip, user_agent=user_agent,
                         secure=secure)
             result = await op.handler(call)
         except AwsError as exc:
-            self._refused(exc, op, caller, request_id, source_ip, user_agent)
+            self._refused(exc, op, caller, call, request_id, source_ip, user_agent)
             raise
-        self._issued(op, result, caller, request_id, source_ip, user_agent)
+        self._issued(op, call, result)
         return result
 
-    def _issued(self, op: Operation, result: Result, caller: Principal | None,
-                request_id: str, source_ip: str | None, user_agent: str | None) -> None:
-        """The audit line of an operation that issues credentials."""
-        if op.issued is None or result is None:
+    def _issued(self, op: Operation, call: Call, result: Result) -> None:
+        """The audit line of an operation that issued credentials or changed IAM."""
+        if not op.audited:
             return
-        key_id, subject = op.issued(result)
+        key_id = subject = None
+        if op.issued is not None and result is not None:
+            key_id, subject = op.issued(result)
+        caller = call.caller
         self._audit.emit(AuditEvent(
-            time=self._clock.now(), event=op.name, outcome="issued",
-            request_id=request_id, source_ip=source_ip, user_agent=user_agent,
+            time=self._clock.now(), event=op.name,
+            outcome="issued" if op.issued is not None else "succeeded",
+            request_id=call.request_id, source_ip=call.source_ip, user_agent=call.user_agent,
             principal=caller.arn if caller else None,
-            account=caller.account_id if caller else None,
+            account=caller.account_id if caller else subject and _account(subject),
             caller_access_key_id=caller.access_key_id if caller else None,
-            access_key_id=key_id, subject=subject,
+            access_key_id=key_id, subject=subject, service=op.service.name, caller=caller,
+            identity=None if op.signed else identity_of_federation(op.name, result),
+            parameters=call.params, shape=op.input,
+            response=result if op.issued is not None else None,
         ))
 
     def _operation(self, params: Mapping[str, str]) -> Operation:
@@ -202,18 +226,19 @@ class QueryProtocol:
         return op
 
     def _error(self, error: AwsError, op: Operation | None, caller: Principal | None,
-               namespace: str, request_id: str, source_ip: str | None,
+               call: Call | None, namespace: str, request_id: str, source_ip: str | None,
                user_agent: str | None) -> QueryResponse:
-        self._refused(error, op, caller, request_id, source_ip, user_agent)
+        self._refused(error, op, caller, call, request_id, source_ip, user_agent)
         return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
-                             request_id)
+                             request_id, op.name if op else "other", error.code)
 
     def _refused(self, error: AwsError, op: Operation | None, caller: Principal | None,
-                 request_id: str, source_ip: str | None, user_agent: str | None) -> None:
-        """The audit line of credentials refused: to a signed caller, or to anyone asking an
-        unsigned action (AssumeRoleWithSAML) — an identity provider's evidence refused is
-        worth a line too."""
-        if op is not None and op.issued is not None and (caller is not None or not op.signed):
+                 call: Call | None, request_id: str, source_ip: str | None,
+                 user_agent: str | None) -> None:
+        """The audit line of credentials or a change refused: to a signed caller, or to
+        anyone asking an unsigned action (AssumeRoleWithSAML) — an identity provider's
+        evidence refused is worth a line too. The parameters when they were valid."""
+        if op is not None and op.audited and (caller is not None or not op.signed):
             self._audit.emit(AuditEvent(
                 time=self._clock.now(), event=op.name, outcome="refused",
                 request_id=request_id, source_ip=source_ip, user_agent=user_agent,
@@ -221,10 +246,14 @@ class QueryProtocol:
                 account=caller.account_id if caller else None,
                 caller_access_key_id=caller.access_key_id if caller else None,
                 error_code=error.code, error_message=error.message,
+                service=op.service.name, caller=caller,
+                identity=None if op.signed else identity_of_federation(op.name, None),
+                parameters=call.params if call is not None else None, shape=op.input,
             ))
 
-    def _refused_auth(self, error: AwsError, req: HttpRequest, query: list[tuple[str, str]],
-                      request_id: str, source_ip: str | None, user_agent: str | None) -> None:
+    def _refused_auth(self, error: AwsError, op: Operation, req: HttpRequest,
+                      query: list[tuple[str, str]], request_id: str, source_ip: str | None,
+                      user_agent: str | None) -> None:
         if not sigv4.has_auth(req, query):
             return  # no credentials were presented, so none were refused
         key_id = None
@@ -234,7 +263,13 @@ class QueryProtocol:
             time=self._clock.now(), event="Authenticate", outcome="refused",
             request_id=request_id, source_ip=source_ip, user_agent=user_agent,
             caller_access_key_id=key_id, error_code=error.code, error_message=error.message,
+            service=op.service.name, action=op.name,
         ))
+
+
+def _account(arn: str) -> str | None:
+    parts = arn.split(":", 5)
+    return parts[4] or None if len(parts) == 6 else None
 
 
 def internal_failure(request_id: str) -> InternalFailure:

@@ -72,7 +72,8 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
             source_ip=call.source_ip, user_agent=call.user_agent, principal=subject,
             account=account, access_key_id=issued, subject=subject,
             error_code=error.code if error else None,
-            error_message=error.message if error else None))
+            error_message=error.message if error else None, service="sso",
+            parameters={k: v for k, v in call.params.items() if k != "accessToken"}))
 
     async def signed_in(call: Call) -> tuple[Grant, Instance]:
         grant = await oauth.resolve(call.params["accessToken"])
