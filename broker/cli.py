@@ -195,8 +195,33 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
                        ("WORKERS", str(settings.server.workers))):
         if value:
             os.environ[f"BROKER_SERVER_{name}"] = value
-    uvicorn.run("broker.app:app_from_environment", factory=True,
-                workers=settings.server.workers, **options)
+    _supervise(settings.server.workers, options)
+
+
+def _supervise(workers: int, options: dict[str, Any]) -> None:
+    """uvicorn's supervisor over worker processes (what ``uvicorn.run(workers=N)`` runs), which
+    on SIGTERM or SIGINT also closes its own copy of the listening socket at once: the workers
+    close theirs as they shut down, and a copy left open would queue new connections that
+    nobody serves, instead of refusing them, until the last worker has finished."""
+    from uvicorn import Config
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def _stop_accepting(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+        def handle_term(self) -> None:
+            self._stop_accepting()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._stop_accepting()
+            super().handle_int()
+
+    config = Config("broker.app:app_from_environment", factory=True, workers=workers,
+                    **options)
+    Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def _serve_signals() -> None:
