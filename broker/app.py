@@ -7,7 +7,8 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from broker import metrics
 from broker import settings as settings_module
 from broker.clock import Clock
+from broker.identitycenter import oidc_model, portal_model
+from broker.logformat import REQUEST_STARTED
 from broker.runtime import open_runtime
 from broker.settings import Settings
 from broker.signin.demo import DemoIdentityProvider
@@ -53,30 +57,112 @@ class BrokerApp:
     Starlette's routing and middleware.
     """
 
-    def __init__(self, web: Starlette, *, dev: bool = False) -> None:
+    def __init__(self, web: Starlette, *, dev: bool = False,
+                 metrics_networks: tuple[str, ...] | None = None) -> None:
         self.web = web
         self.query = QueryApp(web.state)
         self.rest = RestApp(web.state)  # sso and sso-oidc (rest-json), every method
         self.scim = ScimApp(web.state)  # /scim/v2/…, every method
         self.dev = dev
+        # Who may read GET /metrics on this (the public) port: None, nobody (a 404 page).
+        self.metrics_networks = metrics_networks
+        # Metrics' action of a browser request: its route's path template.
+        self._route_paths: dict[Any, str] = {}
+        for route in web.routes:
+            if isinstance(route, Route):
+                self._route_paths[route.endpoint] = route.path
+            elif isinstance(route, Mount):
+                self._route_paths[route.app] = route.path + "/"
 
     @property
     def state(self) -> State:
         return self.web.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in _QUERY:
-            await self.query(scope, receive, send)
+        if scope["type"] != "http":
+            await self.web(scope, receive, send)  # the lifespan
             return
-        if scope["type"] == "http" and scope["path"] in REST_PATHS:
-            await self.rest(scope, receive, send)
+        REQUEST_STARTED.set(time.time())  # an access log line's duration
+        path = scope["path"]
+        if path == "/" and scope["method"] in _QUERY:
+            await self.query(scope, receive, send)  # counts its own requests
             return
-        if scope["type"] == "http" and scope["path"].startswith(SCIM_PREFIX):
-            await self.scim(scope, receive, send)
+        if path in REST_PATHS:
+            await _observed("rest-json", _rest_action, self.rest, scope, receive, send)
             return
+        if path.startswith(SCIM_PREFIX):
+            await _observed("scim", _scim_action, self.scim, scope, receive, send)
+            return
+        if path == "/metrics" and self.metrics_networks is not None \
+                and scope["method"] in ("GET", "HEAD"):
+            client = scope.get("client")
+            if metrics.allowed(client[0] if client else None, self.metrics_networks):
+                await _metrics(send)
+                return
         if self.dev:
             DEV_MODE.set(True)
-        await self.web(scope, receive, send)
+        await _observed("web", self._web_action, self.web, scope, receive, send)
+
+    def _web_action(self, scope: Scope) -> str:
+        """The path of the route Starlette's router chose (it writes its endpoint into the
+        scope), or "other" (no route)."""
+        return self._route_paths.get(scope.get("endpoint"), metrics.OTHER)
+
+
+async def _observed(protocol: str, action_of: Callable[[Scope], str],
+                    app: Callable[[Scope, Receive, Send], Any], scope: Scope,
+                    receive: Receive, send: Send) -> None:
+    """``app``'s answer, counted by ``protocol``, action, status and AWS error code."""
+    started = time.perf_counter()
+    answer: list[Any] = [0, ""]
+
+    async def observe(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            answer[0] = message["status"]
+            for name, value in message.get("headers", ()):
+                if name.lower() == b"x-amzn-errortype":
+                    answer[1] = value.decode("latin-1")
+        await send(message)
+
+    await app(scope, receive, observe)
+    status = answer[0]
+    if status:
+        action = action_of(scope)
+        metrics.request(protocol, action, status, answer[1] if status >= 400 else "",
+                        time.perf_counter() - started)
+        if status == 200 and action in _ISSUING_REST:
+            metrics.credentials_issued(action)
+
+
+async def _metrics(send: Send) -> None:
+    body = metrics.exposition()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", metrics.CONTENT_TYPE.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# Metrics' action labels, each from the broker's own tables: the rest-json operations by
+# method and path, SCIM's resource types, the Starlette endpoints' names.
+_REST_ACTIONS = {(method, path): name for model in (portal_model, oidc_model)
+                 for name, (method, path, _) in model.HTTP.items()}
+_ISSUING_REST = frozenset({"GetRoleCredentials"})
+_SCIM_RESOURCES = frozenset({"Users", "Groups", "ServiceProviderConfig", "ResourceTypes",
+                             "Schemas", "Bulk", "Me"})
+_SCIM_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+def _rest_action(scope: Scope) -> str:
+    return _REST_ACTIONS.get((scope["method"], scope["path"]), metrics.OTHER)
+
+
+def _scim_action(scope: Scope) -> str:
+    parts = scope["path"][len(SCIM_PREFIX):].split("/")
+    resource = parts[1] if len(parts) > 1 else ""
+    if resource not in _SCIM_RESOURCES or scope["method"] not in _SCIM_METHODS:
+        return metrics.OTHER
+    return f"{scope['method']} {resource}"
 
 
 _QUERY = frozenset({"GET", "POST"})
@@ -93,6 +179,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
             await runtime.demo.ensure()
             runtime.signin_links.append(("Demo sign-in (development mode)", "/dev/signin"))
         redact_access_log()
+        metrics.worker_started()
         flusher = asyncio.create_task(runtime.last_used.run())
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which would otherwise walk it again and again.
@@ -180,7 +267,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
         ]
     web = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error})
-    return BrokerApp(web, dev=settings.server.dev)
+    public_metrics = settings.metrics.enabled and settings.metrics.public
+    return BrokerApp(web, dev=settings.server.dev,
+                     metrics_networks=settings.metrics.public_networks if public_metrics
+                     else None)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -194,11 +284,11 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log.level,
         "server_header": False,
         "http": "broker.web.transport:BrokerHttpProtocol",
+        # SIGTERM: requests in flight get this long to finish (docs/operations.md).
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout_seconds,
     }
 
 
 def app_from_environment() -> BrokerApp:
     """The factory uvicorn's worker processes call: settings from BROKER_CONFIG and BROKER_*."""
     return create_app(settings_module.load(os.environ.get("BROKER_CONFIG") or None))
-        # SIGTERM: requests in flight get this long to finish (docs/operations.md).
-        "timeout_graceful_shutdown": settings.server.shutdown_timeout_seconds,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from broker import logformat, metrics
 from broker import settings as settings_module
 from broker.aws import ids
 from broker.aws.errors import AwsError
@@ -167,8 +167,7 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
                              workers=workers, dev=dev)
     except BrokerError as exc:
         _fail(str(exc))
-    logging.basicConfig(level=settings.log.level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logformat.configure(settings.log.format, settings.log.level)
     _serve_signals()
     if not is_initialized(settings):
         account, key = _run(initialize(settings))
@@ -177,6 +176,13 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
     from broker.app import server_options
 
     options = server_options(settings)
+    if log_config is not None:
+        options["log_config"] = log_config  # uvicorn's lines (and its workers') in JSON too
+    try:  # before the workers start: they inherit the multiprocess directory
+        metrics.prepare(settings.metrics.enabled, settings.server.workers,
+                        settings.metrics.host, settings.metrics.port)
+    except OSError as exc:
+        _fail(f"metrics.port {settings.metrics.port}: cannot listen: {exc.strerror}")
     click.echo(f"Serving on {settings.public_url}")
     if settings.server.dev:
         click.echo(f"DEVELOPMENT MODE: demo sign-in at {settings.public_url}/dev/signin "

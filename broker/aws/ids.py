@@ -12,6 +12,7 @@ import binascii
 import random
 import re
 import secrets
+from contextvars import ContextVar
 
 LONG_TERM_PREFIX = "AKIA"
 TEMPORARY_PREFIX = "ASIA"
@@ -93,4 +94,11 @@ def new_request_id() -> str:
     """A random (version 4) UUID in its usual text form. A request id is a label, not a
     secret, so it comes from the fast generator rather than the operating system's."""
     h = f"{random.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    made = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    REQUEST_ID.set(made)
+    return made
+
+
+# The request id most recently made in this context (each request runs in a task of its own):
+# the JSON log lines of the request, its access line included, carry it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)

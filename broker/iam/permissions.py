@@ -20,6 +20,7 @@ from broker.aws.errors import NoSuchEntity
 from broker.iam.entities import GROUP, ROLE, USER, Group, PolicyRef, Role, Tag, User
 from broker.iam.policies import Policies
 from broker.iam.records import Entities
+from broker.metrics import cache_lookup
 from broker.policy.document import Policy, PolicyKind, parse
 from broker.store.base import Data, EntityStore, Record, Ref
 
@@ -192,8 +193,10 @@ class Permissions:
         writes = self._writes()
         entry = cache.get(key)
         if entry is not None and entry[0] > now and entry[1] == writes:
+            cache_lookup("iam_untrusted" if untrusted else "iam", True)
             value: T = entry[2]
             return value
+        cache_lookup("iam_untrusted" if untrusted else "iam", False)
         # One build per key at a time: when an answer expires under load, the requests that
         # find it expired together wait for one read of the store instead of each making
         # their own. A read under way is joined only as a kept answer would be used: begun

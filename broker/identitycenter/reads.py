@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from broker.metrics import cache_lookup
 from broker.store.base import GLOBAL, Data, EntityStore, EphemeralStore, Record, Ref
 
 T = TypeVar("T")
@@ -111,8 +112,10 @@ class Reads:
         found = self._entries.get((account, key))
         now = time.monotonic()
         if found is not None and found[0] == generation and now - found[1] < self._max_age:
+            cache_lookup("identity_center", True)
             value: T = found[2]
             return value
+        cache_lookup("identity_center", False)
         value = await load()
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()

@@ -44,6 +44,7 @@ from broker.iam.entities import ALIAS, ROOT_EMAIL, RootUser, decode
 from broker.iam.logins import hash_password, verify
 from broker.iam.mfa import otpauth_uri
 from broker.iam.service import IamService
+from broker.metrics import throttled
 from broker.principal import Principal, PrincipalType
 from broker.signin.sessions import ConsoleSessions
 from broker.signin.webauthn import SecurityKeys
@@ -353,9 +354,13 @@ class Throttle:
 
     async def locked(self, who: Who, source: str | None) -> bool:
         if await self._ephemeral.get(_LOCKED + _digest(who.key)) is not None:
+            throttled("signin_user")
             return True
-        return source is not None and \
-            await self._ephemeral.get(_LOCKED + _digest("source:" + source)) is not None
+        if source is not None and \
+                await self._ephemeral.get(_LOCKED + _digest("source:" + source)) is not None:
+            throttled("signin_source")
+            return True
+        return False
 
     async def failed(self, who: Who, source: str | None) -> None:
         """Count a failure for the user and for the source address; lock at the limit."""

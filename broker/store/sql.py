@@ -36,6 +36,7 @@ from broker.errors import (
     QuotaExceeded,
     StoreUnavailable,
 )
+from broker.metrics import watch_engine
 from broker.store.base import Data, Record, Ref, check_storable, storable
 
 metadata = sa.MetaData()
@@ -92,6 +93,9 @@ class SqlEntityStore:
                 self._url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800
             )
             self._reader = self._engine
+        watch_engine(self._engine.sync_engine)  # round trips and failures, for metrics
+        if self._reader is not self._engine:
+            watch_engine(self._reader.sync_engine)
 
     @property
     def dialect(self) -> str:

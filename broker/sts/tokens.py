@@ -28,6 +28,7 @@ from broker.aws.errors import ExpiredToken, InvalidClientTokenId
 from broker.errors import SealError
 from broker.frozen import frozen
 from broker.keyring import Keyring
+from broker.metrics import cache_lookup
 
 PURPOSE = "session-token"
 MAX_TOKEN_BYTES = 4096  # the size SessionTokenUtilization is a percentage of
@@ -203,6 +204,7 @@ class OpenedTokens:
             self._generation = self._keyring.generation
         key = (token, access_key_id)
         session = self._opened.get(key)
+        cache_lookup("session_tokens", session is not None)
         if session is None:
             session = _decode(token, access_key_id, self._keyring)
             self._opened[key] = session

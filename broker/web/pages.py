@@ -28,6 +28,8 @@ from broker.aws.errors import AwsError, InternalFailure, InvalidRequest, Service
 from broker.aws.http import parse_query
 from broker.aws.ids import new_request_id
 from broker.errors import StoreUnavailable
+from broker.metrics import SIGNIN_EVENTS
+from broker.metrics import signin as count_signin
 
 log = logging.getLogger("broker.web")
 
@@ -231,6 +233,8 @@ def audit_browser(request: Request, event: str, request_id: str,
         error_code=error.code if error else None,
         error_message=error.message if error else None,
         mfa_used=None if mfa_used is None else ("Yes" if mfa_used else "No")))
+    if event in SIGNIN_EVENTS:
+        count_signin(request.url.path, refused=error is not None)
 
 
 def guarded(handler: Callable[[Request], Awaitable[Response]]

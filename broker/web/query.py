@@ -9,6 +9,7 @@ objects but their cost.
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.datastructures import State
 from starlette.types import Message, Receive, Scope, Send
@@ -22,6 +23,9 @@ from broker.aws.errors import (
 from broker.aws.http import HttpRequest
 from broker.aws.ids import new_request_id
 from broker.aws.query import STS, QueryProtocol, internal_failure
+from broker.metrics import OTHER
+from broker.metrics import credentials_issued as _issued
+from broker.metrics import request as _observe
 
 log = logging.getLogger("broker.query")
 
@@ -39,18 +43,50 @@ class QueryApp:
 
     def __init__(self, state: State) -> None:
         self._state = state
+        # For metrics, from the registries (never from the request): the JSON actions by
+        # target, and the Query actions that issue credentials.
+        self._json_actions: dict[str, str] | None = None
+        self._issuing: frozenset[str] = frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         try:
-            await self._serve(scope, receive, send)
+            protocol, action, status, code = await self._serve(scope, receive, send)
         except Exception:
             request_id = new_request_id()
             log.exception("request %s: unexpected failure in the Query endpoint", request_id)
             error = internal_failure(request_id)
             await _respond(send, 500, xml.error_document(error, STS.namespace, request_id),
                            request_id)
+            protocol, action, status, code = "query", OTHER, 500, error.code
+        if status:
+            _observe(protocol, action, status, code, time.perf_counter() - started)
+            if status == 200 and action in self._issuing:
+                _issued(action)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _json_action(self, scope: Scope, status: int,
+                     headers: tuple[tuple[bytes, bytes], ...]) -> tuple[str, str]:
+        """(the JSON action's name or "other", the error code of the answer or "")."""
+        if self._json_actions is None:
+            self._names()
+        assert self._json_actions is not None
+        target = next((v for k, v in scope["headers"] if k == b"x-amz-target"), b"")
+        action = self._json_actions.get(target.decode("latin-1"), OTHER)
+        code = next((v.decode() for k, v in headers if k == b"x-amzn-errortype"), "") \
+            if status >= 400 else ""
+        return action, code
+
+    def _names(self) -> None:
+        runtime = self._state.runtime
+        self._json_actions = {f"{op.service.target}.{op.name}": op.name
+                              for op in runtime.json_protocol.operations}
+        self._issuing = frozenset(op.name for op in runtime.protocol.operations
+                                  if op.issued is not None)
+
+    async def _serve(self, scope: Scope, receive: Receive,
+                     send: Send) -> tuple[str, str, int, str]:
+        """Answer; (protocol, action, status, error code) for the metrics (status 0: no
+        answer was sent)."""
         runtime = self._state.runtime
         protocol: QueryProtocol = runtime.protocol
         is_json = any(name == b"x-amz-target" for name, _ in scope["headers"])
@@ -58,16 +94,17 @@ class QueryApp:
             body = await _body(scope, receive, runtime.settings.server.max_body_bytes)
             http = _http_request(scope, body)
         except Disconnected:
-            return  # nobody is left to read an answer
+            return "query", OTHER, 0, ""  # nobody is left to read an answer
         except AwsError as exc:
             request_id = new_request_id()
             if is_json:
                 error = jsonproto.error_response(exc, request_id)
                 await _send(send, error.status, error.body, error.headers)
-                return
+                action, code = self._json_action(scope, error.status, error.headers)
+                return "json", action, error.status, code
             document = xml.error_document(exc, STS.namespace, request_id)
             await _respond(send, exc.status, document, request_id)
-            return
+            return "query", OTHER, exc.status, exc.code
         client = scope.get("client")
         source_ip = client[0] if client else None
         secure = scope["scheme"] == "https"
@@ -75,9 +112,13 @@ class QueryApp:
             # JSON 1.1 (X-Amz-Target): Organizations and the services after it.
             reply = await runtime.json_protocol.handle(http, source_ip=source_ip, secure=secure)
             await _send(send, reply.status, reply.body, reply.headers)
-            return
+            action, code = self._json_action(scope, reply.status, reply.headers)
+            return "json", action, reply.status, code
         answer = await protocol.handle(http, source_ip=source_ip, secure=secure)
         await _respond(send, answer.status, answer.body, answer.request_id)
+        if self._json_actions is None:
+            self._names()
+        return "query", answer.action, answer.status, answer.error_code
 
 
 
