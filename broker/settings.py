@@ -169,7 +169,7 @@ class ServerSettings:
         "it listens on a loopback address, with one worker.",
     )
     shutdown_timeout_seconds: int = setting(
-        30, _int(1, 3600),
+        25, _int(1, 3600),
         "On SIGTERM: how long requests in flight may take to finish before they are cut off "
         "(new connections are refused at once; the process then flushes last-used notes and "
         "audit lines and exits 0).",
