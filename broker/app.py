@@ -169,6 +169,7 @@ _QUERY = frozenset({"GET", "POST"})
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
+    metrics.count(settings.metrics.enabled)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, clock=clock)
