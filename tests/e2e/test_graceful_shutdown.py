@@ -98,12 +98,12 @@ def refused(port: int, timeout: float = 15) -> bool:
     return False
 
 
-def used_before_stopping(node: Node, broker: BrokerProcess) -> tuple[str, str]:
+def used_before_stopping(node: Node, broker: BrokerProcess) -> tuple[tuple[str, str], str]:
     """A second root key (the reader's, never used by this process) and the access key id of
     credentials issued just before the stop: the root key's use is noted, not yet flushed."""
     second = node.client(broker, "iam").create_access_key()["AccessKey"]
     issued = node.client(broker, "sts").get_session_token()["Credentials"]["AccessKeyId"]
-    return (second["AccessKeyId"], second["SecretAccessKey"]), issued  # type: ignore[return-value]
+    return (second["AccessKeyId"], second["SecretAccessKey"]), issued
 
 
 def last_used(node: Node, reader: tuple[str, str]) -> dict[str, Any]:
