@@ -194,7 +194,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                              identity_center.permission_sets, identity_center.assignments,
                              AccessControl(identity_center.store)),
          *store_api.operations(identity_center.directory, authz)],
-        authenticator)
+        authenticator, audit=audit, clock=clock)
     oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,
                   identity_center.cached_directory, public_url=settings.public_url,
                   session_seconds=settings.sso.session_hours * 3600)

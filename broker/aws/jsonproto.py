@@ -30,12 +30,15 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from broker import jsontext
+from broker.audit import AuditEvent, AuditSink
 from broker.authn import Authenticator
 from broker.aws import ids, shapes
 from broker.aws.errors import AwsError
 from broker.aws.http import HttpRequest, parse_query
 from broker.aws.query import Call, Result, internal_failure
+from broker.clock import Clock
 from broker.errors import StoreUnavailable
+from broker.principal import Principal
 
 log = logging.getLogger("broker.json")
 
@@ -140,10 +143,13 @@ class JsonResponse(NamedTuple):
 
 class JsonProtocol:
     def __init__(self, operations: Iterable[JsonOperation],
-                 authenticator: Authenticator) -> None:
+                 authenticator: Authenticator, *, audit: AuditSink | None = None,
+                 clock: Clock | None = None) -> None:
         self._ops = {f"{op.service.target}.{op.name}": op for op in operations}
         self._services = {op.service.target: op.service for op in self._ops.values()}
         self._authn = authenticator
+        self._audit = audit
+        self._clock = clock
 
     @property
     def operations(self) -> list[JsonOperation]:
@@ -157,12 +163,14 @@ class JsonProtocol:
         request_id = ids.new_request_id()
         target = req.header("x-amz-target") or ""
         service = self._services.get(target.partition(".")[0])
+        op: JsonOperation | None = None
+        caller: Principal | None = None
+        params: dict[str, Any] | None = None
         try:
             op = self._ops.get(target)
             if op is None:
                 raise UnknownOperationException(
                     f"The operation {target[:128]} is not one this endpoint knows.")
-            caller = None
             if op.signed:
                 query = parse_query(req.query) if req.query else []
                 caller = await self._authn.authenticate(req, query, op.service.name)
@@ -171,16 +179,41 @@ class JsonProtocol:
                 action=op.name, params=params, caller=caller, request_id=request_id,
                 source_ip=source_ip, user_agent=req.header("user-agent"), secure=secure))
         except AwsError as exc:
-            return _error(exc, service, request_id)
+            error: AwsError = exc
         except StoreUnavailable as exc:
             log.error("request %s: store unavailable: %s", request_id, exc)
-            return _error(_Unavailable("The service is unavailable. Please try again later."),
-                          service, request_id)
+            error = _Unavailable("The service is unavailable. Please try again later.")
         except Exception:
             log.exception("request %s: unexpected failure", request_id)
-            return _error(internal_failure(request_id), service, request_id)
-        body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
-        return JsonResponse(200, body, request_id, _headers(request_id))
+            error = internal_failure(request_id)
+        else:
+            self._audited(op, caller, params, request_id, source_ip, req, None, service)
+            body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
+            return JsonResponse(200, body, request_id, _headers(request_id))
+        self._audited(op, caller, params, request_id, source_ip, req, error, service)
+        return _error(error, service, request_id)
+
+    def _audited(self, op: JsonOperation | None, caller: Principal | None,
+                 params: dict[str, Any] | None, request_id: str, source_ip: str | None,
+                 req: HttpRequest, error: AwsError | None,
+                 service: JsonService | None) -> None:
+        """The audit line of a change (every action but Describe*, List* and Get*) a signed
+        caller made or was refused, as CloudTrail records Organizations', sso-admin's and
+        identitystore's writes."""
+        if (self._audit is None or self._clock is None or op is None or caller is None
+                or op.name.startswith(_READS)):
+            return
+        self._audit.emit(AuditEvent(
+            time=self._clock.now(), event=op.name,
+            outcome="refused" if error is not None else "succeeded", request_id=request_id,
+            source_ip=source_ip, user_agent=req.header("user-agent"), principal=caller.arn,
+            account=caller.account_id, caller_access_key_id=caller.access_key_id,
+            error_code=None if error is None else json_code(error, service),
+            error_message=None if error is None else error.message,
+            service=op.service.name, caller=caller, parameters=params, shape=op.input))
+
+
+_READS = ("Describe", "List", "Get")
 
 
 class _Unavailable(AwsError):

@@ -246,3 +246,28 @@ def test_a_console_password_sign_in(broker: Broker) -> None:
               and doc["userIdentity"].get("arn", "").endswith(f":user/{name}")]
     assert [d["responseElements"]["ConsoleLogin"] for d in logins][-1] == "Success"
     assert logins[-1]["eventType"] == "AwsConsoleSignIn"
+
+
+def test_organizations_writes_and_refusals_but_not_reads(broker: Broker,
+                                                         user: tuple[str, Creds]) -> None:
+    orgs = broker.client("organizations")
+    made = orgs.create_organization(FeatureSet="ALL")
+    doc = record(broker, made["ResponseMetadata"]["RequestId"])
+    assert (doc["eventSource"], doc["eventName"], doc["readOnly"]) == (
+        "organizations.amazonaws.com", "CreateOrganization", False)
+    assert doc["requestParameters"] == {"featureSet": "ALL"}
+    assert doc["userIdentity"]["type"] == "Root"
+    # CreateAccount's Email is sensitive in botocore's model: hidden, as CloudTrail does.
+    email = f"audit-{uuid.uuid4().hex[:8]}@example.test"
+    asked = orgs.create_account(Email=email, AccountName="Audited")
+    doc = record(broker, asked["ResponseMetadata"]["RequestId"], email)
+    assert doc["requestParameters"]["email"] == "HIDDEN_DUE_TO_SECURITY_REASONS"
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        broker.client("organizations", user[1]).create_policy(
+            Name="deny", Description="", Type="SERVICE_CONTROL_POLICY",
+            Content=allow_policy("*", "*"))
+    doc = record(broker, request_id(refused.value), user[1].secret_access_key)
+    assert (doc["errorCode"], doc["userIdentity"]["type"]) == ("AccessDeniedException",
+                                                               "IAMUser")
+    read = orgs.describe_organization()
+    assert records(broker, read["ResponseMetadata"]["RequestId"]) == []
