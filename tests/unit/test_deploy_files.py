@@ -1,12 +1,17 @@
-"""The Dockerfile and the compose file cannot be built here (no Docker engine); what can be
-checked without one is checked: every setting they name exists and every command they run
-is one the broker has."""
+"""The Dockerfile, the compose files and the Helm chart cannot be run here (no Docker engine,
+no Kubernetes); what can be checked without one is checked: every setting they name exists and
+loads, every command they run is one the broker has, the Dockerfile as BuildKit's parser reads
+it, the load balancer's nginx site as `nginx -t` reads it, and the chart as Helm itself renders
+and lints it, each object valid against Kubernetes' schemas."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -74,3 +79,287 @@ def test_starting_the_cli_prints_no_warning() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "Usage" in done.stdout
+
+
+# -- the Dockerfile, as BuildKit parses it --------------------------------------------------------
+
+
+def _dockerfile() -> list[Any]:
+    dockerfile = pytest.importorskip("dockerfile")
+    return list(dockerfile.parse_file(str(ROOT / "Dockerfile")))
+
+
+def test_the_image_is_multi_stage_non_root_and_checks_its_health() -> None:
+    commands = _dockerfile()
+    stages = [c for c in commands if c.cmd == "FROM"]
+    assert len(stages) == 2 and stages[0].value[1:] == ("AS", "build")
+    final = commands[commands.index(stages[-1]):]
+    by = {c.cmd: c for c in final}
+    # Numeric, so that Kubernetes' runAsNonRoot can check it; the chart runs as the same ids.
+    assert by["USER"].value == ("10001:10001",)
+    assert "--uid 10001" in by["RUN"].value[0] and "--gid 10001" in by["RUN"].value[0]
+    assert [c.cmd for c in final].index("USER") < [c.cmd for c in final].index("ENTRYPOINT")
+    assert any("--from=build" in c.flags for c in final if c.cmd == "COPY")
+    assert not any(c.cmd == "RUN" and "pip install" in c.value[0] for c in final)
+    assert by["STOPSIGNAL"].value == ("SIGTERM",)
+    health = by["HEALTHCHECK"]
+    assert health.value[0] == "CMD" and "/readyz" in health.value[-1]
+    assert {f.split("=")[0] for f in health.flags} >= {"--interval", "--timeout",
+                                                       "--start-period"}
+    assert all("--no-cache-dir" in c.value[0] for c in commands
+               if c.cmd == "RUN" and "pip install" in c.value[0])
+
+
+# -- the cluster with compose ---------------------------------------------------------------------
+
+CLUSTER = ROOT / "deploy" / "compose.cluster.yaml"
+LB_CONF = ROOT / "deploy" / "nginx" / "broker-lb.conf"
+NODES = ("broker-1", "broker-2", "broker-3")
+
+
+def test_the_compose_cluster_has_three_nodes_behind_nginx_on_one_keyring() -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    services = doc["services"]
+    assert set(services) == {"postgres", "redis", "init", *NODES, "lb"}
+    for name in ("postgres", "redis"):
+        assert services[name]["healthcheck"]["test"]
+    init = services["init"]
+    assert "broker init --json" in " ".join(init["entrypoint"])
+    assert "test -f /var/lib/broker/keyring.json" in " ".join(init["entrypoint"])
+    assert "keyring:/var/lib/broker" in init["volumes"]
+    workers = []
+    for name in NODES:
+        node = services[name]
+        env = node["environment"]
+        assert set(env) <= KNOWN, set(env) - KNOWN
+        assert env == init["environment"]  # one set of settings for every process
+        assert node["volumes"] == ["keyring:/var/lib/broker:ro"]  # one keyring, read-only
+        assert node["read_only"] is True and node["cap_drop"] == ["ALL"]
+        assert node["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+        assert node["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert node["depends_on"]["redis"] == {"condition": "service_healthy"}
+        assert "/readyz" in " ".join(node["healthcheck"]["test"])
+        command = node["command"]
+        result = CliRunner().invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        count = command[command.index("--workers") + 1] if "--workers" in command else "1"
+        workers.append(int(count))
+        loaded = settings.load(None, environ={**env, "BROKER_SERVER_WORKERS": count})
+        # nginx's address (on the compose network) is a trusted proxy.
+        assert loaded.server.trusted_proxies == (doc["networks"]["cluster"]["ipam"]["config"]
+                                                 [0]["subnet"],)
+        grace = int(node["stop_grace_period"].rstrip("s"))
+        assert grace > loaded.server.shutdown_timeout_seconds
+    assert sorted(workers) == [1, 1, 2]
+    lb = services["lb"]
+    assert lb["volumes"] == ["./nginx/broker-lb.conf:/etc/nginx/conf.d/default.conf:ro"]
+    assert {n: {"condition": "service_healthy"} for n in NODES} == lb["depends_on"]
+    # The nodes of the nginx site are exactly the compose services.
+    upstream = re.findall(r"^\s*server (\S+):8000 ", LB_CONF.read_text(), re.MULTILINE)
+    assert upstream == list(NODES)
+
+
+def _lb_site(directory: Path) -> str:
+    """The LB site with its documented placeholders replaced (nginx -t resolves upstream host
+    names, which exist only on the compose network)."""
+    from tests.nginx import render
+
+    replacements = {f"server {n}:8000 ": f"server 127.0.0.1:{8001 + i} "
+                    for i, n in enumerate(NODES)}
+    replacements["listen 80;"] = "listen 127.0.0.1:18080;"
+    path = directory / "site.conf"
+    path.write_text(render(LB_CONF, replacements))
+    return str(path)
+
+
+def _nginx_t(site: str, prefix: Path) -> subprocess.CompletedProcess[str]:
+    from tests.nginx import nginx_binary
+
+    (prefix / "logs").mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n"
+                    "events {}\nhttp {\n" f"    include {site};\n}}\n")
+    return subprocess.run([nginx_binary(), "-t", "-p", f"{prefix}/", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_load_balancer_site_passes_nginx_t(tmp_path: Path) -> None:
+    site = _lb_site(tmp_path)
+    done = _nginx_t(site, tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = Path(site).read_text()
+    # Retries: connection errors only, never a request already sent (see the file's comment).
+    assert re.findall(r"proxy_next_upstream (.*);", text) == ["error", "error"]
+    assert "non_idempotent" not in text.split("upstream broker_nodes")[1]
+    assert text.count("proxy_set_header Host $http_host;") == 2
+    assert "underscores_in_headers on;" in text
+    assert re.search(r"location = /federation \{\s*access_log off;", text)
+    # The control: a broken copy of the same site is refused by the same check.
+    broken = tmp_path / "broken.conf"
+    broken.write_text(text.replace("proxy_next_upstream error;", "proxy_next_upstream errors;"))
+    refused = _nginx_t(str(broken), tmp_path)
+    assert refused.returncode != 0 and 'invalid value "errors"' in refused.stderr
+
+
+# -- the Helm chart, rendered and linted by Helm's own engine -------------------------------------
+
+CHART = ROOT / "deploy" / "helm" / "broker"
+KUBERNETES = "1.30.0"
+SECRETS = {"keyring": '{"keys": []}', "databaseUrl": "postgresql://broker:pw@db:5432/broker",
+           "ephemeralUrl": "redis://redis:6379/0"}
+PRODUCTION = {
+    "image": {"repository": "registry.example.com/broker", "tag": "1.2.3"},
+    "workers": 4,
+    "shutdownTimeoutSeconds": 45,
+    "terminationGracePeriodSeconds": 75,
+    "preStopSleepSeconds": 15,
+    "secret": {"existingSecret": "broker-prod"},
+    "autoscaling": {"minReplicas": 4, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
+    "podDisruptionBudget": {"minAvailable": 3},
+    "networkPolicy": {"ingressFrom": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]},
+    "config": '[server]\npublic_url = "https://sts.prod.example.com"\n'
+              'trusted_proxies = ["10.20.0.0/16"]\n\n[iam]\npolicy_cache_seconds = 5\n',
+}
+
+
+def _helm() -> Any:
+    try:
+        import helm_python
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        from tests.helpers import unavailable
+
+        unavailable("helm-python-sdk (Helm's engine)", str(exc))
+    return helm_python
+
+
+def _render(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every object the chart renders with ``values``, by kind, each validated against
+    Kubernetes' schema for its apiVersion and kind (strict: no unknown fields)."""
+    import kubernetes_validate
+
+    helm = _helm()
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="broker", namespace="iam", is_install=True)
+    objects: dict[str, dict[str, Any]] = {}
+    for name, text in rendered.items():
+        if not name.endswith(".yaml"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+                assert doc["kind"] not in objects, doc["kind"]
+                objects[doc["kind"]] = doc
+    return objects
+
+
+def _container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("values", [{"secret": SECRETS}, PRODUCTION],
+                         ids=["defaults", "production"])
+def test_the_chart_renders_valid_kubernetes_objects(values: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    objects = _render(values)
+    assert set(objects) == {"ConfigMap", "Deployment", "Service", "ServiceAccount",
+                            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} | (
+        set() if "existingSecret" in values["secret"] else {"Secret"})
+    deployment = objects["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(objects)
+    # Probes.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    # Security context: the image's user, read-only root, nothing more than it needs.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001 == pod["securityContext"]["runAsGroup"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True, "privileged": False,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert pod["automountServiceAccountToken"] is False
+    # The settings the pod starts with: the ConfigMap's file under the chart's variables.
+    env = _env(container)
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_dir, config_name = env["BROKER_CONFIG"].rsplit("/", 1)
+    assert volumes[mounts[config_dir]["name"]]["configMap"]["name"] == \
+        objects["ConfigMap"]["metadata"]["name"]
+    (tmp_path / config_name).write_text(objects["ConfigMap"]["data"][config_name])
+    secret_name = values["secret"].get("existingSecret") or "broker"
+    for var, key in (("BROKER_STORE_DATABASE_URL", "database-url"),
+                     ("BROKER_STORE_EPHEMERAL_URL", "ephemeral-url")):
+        assert env[var] == {"secretKeyRef": {"name": secret_name, "key": key}}
+    plain = {k: v for k, v in env.items() if isinstance(v, str) and k != "BROKER_CONFIG"}
+    assert set(plain) <= KNOWN
+    loaded = settings.load(tmp_path / config_name, environ={
+        **plain, "BROKER_STORE_DATABASE_URL": SECRETS["databaseUrl"],
+        "BROKER_STORE_EPHEMERAL_URL": SECRETS["ephemeralUrl"]})
+    assert loaded.server.workers == values.get("workers", 2)
+    assert loaded.server.public_url.startswith("https://sts.")
+    # The keyring: the Secret's keyring.json, mounted as a directory (no subPath, so that a
+    # rotated keyring reaches the running pods) exactly where keyring.path points.
+    keyring_dir = str(loaded.keyring_path.parent)
+    assert "subPath" not in mounts[keyring_dir] and mounts[keyring_dir]["readOnly"] is True
+    keyring_volume = volumes[mounts[keyring_dir]["name"]]["secret"]
+    assert keyring_volume["secretName"] == secret_name
+    assert keyring_volume["items"] == [{"key": "keyring.json", "path": loaded.keyring_path.name}]
+    assert str(loaded.data_dir) in mounts and "/tmp" in mounts  # the only writable places
+    # Shutdown: the endpoints drain (preStop), then uvicorn's timeout, within the grace period.
+    sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert sleep == values.get("preStopSleepSeconds", 10)
+    assert loaded.server.shutdown_timeout_seconds == values.get("shutdownTimeoutSeconds", 30)
+    assert pod["terminationGracePeriodSeconds"] > sleep + loaded.server.shutdown_timeout_seconds
+    # Disruptions and scaling.
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert objects["Service"]["spec"]["selector"] == selector
+    pdb = objects["PodDisruptionBudget"]["spec"]
+    assert pdb["minAvailable"] == values.get("podDisruptionBudget", {}).get("minAvailable", 2)
+    assert pdb["selector"]["matchLabels"] == selector
+    hpa = objects["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": deployment["metadata"]["name"]}
+    assert hpa["minReplicas"] >= pdb["minAvailable"] + 1  # a node drain can always proceed
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
+    # Network: in only to the broker's port from the selector; out only to what it needs.
+    policy = objects["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"] == values.get("networkPolicy", {}).get(
+        "ingressFrom", [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}])
+    assert sorted(p["port"] for rule in policy["egress"] for p in rule["ports"]) == \
+        [53, 53, 443, 5432, 6379]
+
+
+def test_the_chart_lints_clean() -> None:
+    helm = _helm()
+    for values in ({"secret": SECRETS}, PRODUCTION):
+        report = helm.lint(str(CHART), values, strict=True, kube_version=KUBERNETES)
+        assert report["errors"] == [], report
+        assert [m for m in report["messages"] if m["severity"] > 1] == [], report
+
+
+def test_the_chart_refuses_what_would_break_a_pod() -> None:
+    """No keyring (the pods could open no stored secret), and a grace period too short for
+    the drain and uvicorn's shutdown (requests in flight would be killed): each refused at
+    render time, beside the honest values that render."""
+    helm = _helm()
+    assert _render({"secret": SECRETS})  # the control
+    cases = [
+        ({"secret": {**SECRETS, "keyring": ""}}, "secret.keyring"),
+        ({"secret": SECRETS, "terminationGracePeriodSeconds": 40}, "terminationGracePeriodSeconds"),
+    ]
+    for values, message in cases:
+        with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError) as info:
+            chart.render(values, name="broker", namespace="iam", is_install=True)
+        assert message in str(info.value)
