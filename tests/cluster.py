@@ -35,6 +35,9 @@ from tests.nginx import Nginx
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NODES = 3
+# How long nginx passes over a node that refused a connection. A rolling restart waits this
+# long after a node is ready before stopping the next, or all three may be passed over at once.
+FAIL_TIMEOUT = 1
 
 
 def _wait(probe: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -65,6 +68,10 @@ class OwnRedis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
         log = (self.directory / "redis.log").open("a")
@@ -129,6 +136,10 @@ class OwnPostgres:
     def url(self) -> str:
         return self._dsn("broker")
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self) -> None:
         log = (self.directory / "postgres.log").open("a")
         self.proc = subprocess.Popen(
@@ -164,11 +175,12 @@ class OwnPostgres:
 
 def lb_site(port: int, nodes: list[int]) -> str:
     """The load balancer's nginx site: round robin over the nodes. A node that refuses a
-    connection is marked down for two seconds and the request goes to the next one; a request
-    that reached a node is never sent to another (no ``non_idempotent``, no ``timeout``);
+    connection is passed over for FAIL_TIMEOUT seconds and the request goes to the next one; a
+    request that reached a node is never sent to another (no ``non_idempotent``, no ``timeout``);
     no idle upstream connections are kept (a node that stops listening then refuses, which is
     safe to retry, rather than closing a kept connection under a request)."""
-    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n" for p in nodes)
+    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;\n"
+                      for p in nodes)
     return (
         "upstream broker_nodes {\n" + servers + "}\n"
         "server {\n"
@@ -266,6 +278,10 @@ class Cluster:
         code = self.stop(i)
         self.start(i)
         return code
+
+    def running(self, i: int) -> bool:
+        node = self.nodes[i]
+        return node is not None and node.proc.poll() is None
 
     def wait_ready(self, i: int, timeout: float = 30) -> None:
         self.node(i).wait_ready(timeout)

@@ -92,12 +92,14 @@ def machine_cluster(tmp_path_factory: pytest.TempPathFactory,
     cluster.close()
 
 
-@pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[Any]:
-    """The same cluster on a Redis and a PostgreSQL of the test's own, which it may stop and
-    start: (cluster, OwnRedis, OwnPostgres)."""
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same cluster on a Redis and a PostgreSQL of the module's own, which its tests may
+    stop and start (each test leaves them running and every node up; see
+    tests/e2e/test_faults.py's heal): (cluster, OwnRedis, OwnPostgres)."""
     from tests.cluster import Cluster, OwnPostgres, OwnRedis
 
+    tmp_path = tmp_path_factory.mktemp("own-cluster")
     redis_server = OwnRedis(tmp_path / "redis")
     postgres = OwnPostgres()
     try:

@@ -1,0 +1,210 @@
+"""The cluster under faults: while a bounded load runs through the load balancer, Redis stops and
+starts, PostgreSQL stops and starts, a node is SIGKILLed, a node restarts with a rotated keyring,
+and every node restarts in turn.
+
+Each test prints its figures (``pytest tests/e2e/test_faults.py -s`` shows them; they show in
+the test log without -s too) and asserts them: no wrong answer (tests/load/run.py says what
+that is), every refusal while a store is down AWS's ServiceUnavailable in the interface's own
+format, /readyz naming the store, every node answering again within five seconds of the
+store's return without a restart, and what needs no store (GetCallerIdentity with temporary
+credentials) never refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import httpx
+import pytest
+
+from tests.cluster import FAIL_TIMEOUT, Cluster, OwnPostgres, OwnRedis
+from tests.load.run import Load, Verdict, judge, missing_users, prepare
+
+RECOVERY_SECONDS = 5.0
+OUTAGE_SECONDS = 1.5
+World = tuple[Cluster, OwnRedis, OwnPostgres]
+
+
+@pytest.fixture(autouse=True)
+def heal(own_cluster: World) -> Iterator[None]:
+    """The module shares one cluster: after each test, whatever it stopped runs again."""
+    yield
+    cluster, redis_server, postgres = own_cluster
+    for server in (redis_server, postgres):
+        if not server.running:
+            server.start()
+    for i in range(3):
+        if not cluster.running(i):
+            cluster.start(i)
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    with capsys.disabled():
+        print(f"\nFIGURES {line}")
+
+
+def first_success(probe: Callable[[], bool], since: float, limit: float = 15) -> float:
+    """Seconds from ``since`` until ``probe()`` first answers True (inf if not within limit)."""
+    while time.monotonic() - since < limit:
+        if probe():
+            return time.monotonic() - since
+        time.sleep(0.05)
+    return float("inf")
+
+
+def sign_in_token(url: str, federated: dict[str, str]) -> httpx.Response:
+    """The federation endpoint's getSigninToken: needs Redis (the token lives there)."""
+    import json
+
+    session = json.dumps({"sessionId": federated["AccessKeyId"],
+                          "sessionKey": federated["SecretAccessKey"],
+                          "sessionToken": federated["SessionToken"]})
+    return httpx.get(f"{url}/federation", params={"Action": "getSigninToken",
+                                                   "Session": session}, timeout=10)
+
+
+def refusal(call: Callable[[], Any]) -> tuple[str, int]:
+    """The AWS error code and HTTP status a boto3 call is refused with."""
+    try:
+        call()
+    except botocore.exceptions.ClientError as exc:
+        return (exc.response["Error"]["Code"],
+                exc.response["ResponseMetadata"]["HTTPStatusCode"])
+    return "answered", 200
+
+
+def check(verdict: Verdict, cluster: Cluster) -> None:
+    assert verdict.wrong == [], verdict.wrong[:5]
+    assert verdict.failed == [], verdict.failed[:5]
+    assert missing_users(cluster, verdict.acknowledged_users) == []
+    assert verdict.acknowledged_users and verdict.issued  # the load did write and issue
+
+
+def start_load(world: World, tmp_path: Path, seconds: float = 5) -> tuple[Load, dict[str, Any]]:
+    cluster = world[0]
+    config = prepare(cluster)
+    return Load(tmp_path / "load", cluster.url, config, seconds=seconds).start(), config
+
+
+@pytest.mark.parametrize("store", ["ephemeral_store", "entity_store"])
+def test_a_store_stops_and_returns_under_load(own_cluster: World, tmp_path: Path, store: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    cluster, redis_server, postgres = own_cluster
+    load, config = start_load(own_cluster, tmp_path)
+    server: OwnRedis | OwnPostgres = redis_server if store == "ephemeral_store" else postgres
+    temporary_sts = cluster.clients("sts", config["temporary"])
+    root_iam = cluster.clients("iam")
+    root_orgs = cluster.clients("organizations")
+
+    def needs_store(i: int) -> bool:
+        """A request to node ``i`` that needs the stopped store: answered?"""
+        if store == "ephemeral_store":
+            return sign_in_token(cluster.node_urls[i], config["federated"]).status_code == 200
+        return refusal(lambda: root_iam[i].list_users(MaxItems=1)) == ("answered", 200)
+
+    # The control: every node answers what needs the store before it goes.
+    assert all(needs_store(i) for i in range(3))
+    time.sleep(1)
+    down = time.time()
+    server.stop()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            ready = list(pool.map(lambda url: httpx.get(url + "/readyz", timeout=10),
+                                  cluster.node_urls))
+        for answer in ready:
+            assert answer.status_code == 503
+            assert answer.json()["failed"] == {store: "StoreUnavailable"}
+        for i, url in enumerate(cluster.node_urls):
+            if store == "ephemeral_store":
+                refused = sign_in_token(url, config["federated"])
+                assert refused.status_code == 503
+                assert refused.json()["Error"]["Code"] == "ServiceUnavailable"
+            else:  # Query XML and JSON, each in its own format
+                assert refusal(lambda i=i: root_iam[i].list_users()) == (
+                    "ServiceUnavailable", 503)
+                assert refusal(lambda i=i: root_orgs[i].describe_organization()) == (
+                    "ServiceUnavailableException", 503)
+            # Temporary credentials carry their session: they need neither store.
+            assert ":user/loader-" in temporary_sts[i].get_caller_identity()["Arn"]
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.time() - down)))
+    finally:
+        server.start()
+    back = time.monotonic()
+    up = time.time()
+    with ThreadPoolExecutor(3) as pool:
+        recovery = list(pool.map(
+            lambda i: first_success(lambda: needs_store(i), back), range(3)))
+    verdict = judge(load.wait())
+    report(capsys, verdict.summary(f"{store} outage of {up - down:.1f} s") +
+           f"; recovery seconds per node {[round(s, 2) for s in recovery]}")
+    assert max(recovery) <= RECOVERY_SECONDS, recovery
+    assert cluster.ready() == [200, 200, 200]
+    check(verdict, cluster)
+    # The load met the outage, and was refused only while the store was away.
+    assert verdict.unavailable, "the load never met the outage"
+    late = [r for r in verdict.unavailable if not down <= r["t"] <= up + RECOVERY_SECONDS]
+    assert late == []
+
+
+def test_a_node_killed_then_back_with_a_rotated_keyring(
+        own_cluster: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL node 1: what was in flight on it gets nginx's 502 (never retried elsewhere, as
+    it had reached a broker); everything after goes to the other two. Meanwhile a key is
+    rotated as a cluster rotates (``broker keys add``; once every node has read it, ``broker
+    keys activate``) and node 1 comes back with it: credentials sealed with the old key (the
+    load's) open on every node, and one node 1 seals with the new key opens on the others."""
+    cluster = own_cluster[0]
+    load, config = start_load(own_cluster, tmp_path)
+    time.sleep(1)
+    killed = time.time()
+    cluster.kill(1)
+    staged = cluster.cli("keys", "add").split()[2].rstrip(".")
+    time.sleep(1.5)  # the nodes' keyring check interval
+    cluster.cli("keys", "activate", staged)
+    cluster.start(1)
+    issued = cluster.client("sts", config["user"], cluster.node_urls[1]).get_session_token()
+    fresh = {k: issued["Credentials"][k]
+             for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
+    for i in range(3):
+        for creds in (fresh, config["temporary"]):
+            sts = cluster.client("sts", creds, cluster.node_urls[i])
+            assert ":user/loader-" in sts.get_caller_identity()["Arn"]
+    verdict = judge(load.wait())
+    victim = f"127.0.0.1:{cluster.ports[1]}"
+    in_flight = [r for r in verdict.failed
+                 if r["status"] == 502 and victim in (r["node"] or "")
+                 and killed <= r["t"] <= killed + 1]
+    report(capsys, verdict.summary("node 1 SIGKILLed, back with a rotated key") +
+           f"; in flight at the kill (502) {len(in_flight)}")
+    assert verdict.wrong == []
+    assert len(in_flight) == len(verdict.failed) <= load.users, verdict.failed
+    assert missing_users(cluster, verdict.acknowledged_users) == []
+    answered_after = {r["node"] for r in load.records() if r["t"] > killed + 1
+                      and r["status"] == 200}
+    assert answered_after >= {f"127.0.0.1:{p}" for p in (cluster.ports[0], cluster.ports[2])}
+
+
+def test_a_rolling_restart_fails_no_request(own_cluster: World, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM, wait for the exit, start, wait for /readyz; node after node. A stopping node
+    stops listening, so nginx meets connection errors, which it retries on the next node."""
+    cluster = own_cluster[0]
+    load, _ = start_load(own_cluster, tmp_path, seconds=14)
+    codes, stopping, starting = [], [], []
+    for i in range(3):
+        began = time.monotonic()
+        codes.append(cluster.stop(i))
+        stopping.append(round(time.monotonic() - began, 1))
+        cluster.start(i)
+        starting.append(round(time.monotonic() - began - stopping[-1], 1))
+        time.sleep(FAIL_TIMEOUT)  # until nginx sends to it again
+    verdict = judge(load.wait())
+    report(capsys, verdict.summary("rolling restart of 3 nodes") + f"; exit statuses {codes}"
+           f"; seconds to stop {stopping}, to be ready again {starting}")
+    check(verdict, cluster)
+    assert codes == [0, 0, 0]
