@@ -145,7 +145,8 @@ async def _metrics(send: Send) -> None:
 
 # Metrics' action labels, each from the broker's own tables: the rest-json operations by
 # method and path, SCIM's resource types, the Starlette endpoints' names.
-_REST_ACTIONS = {(method, path): name for model in (portal_model, oidc_model)
+_REST_ACTIONS: dict[tuple[str, str], str] = {
+    (method, path): name for model in (portal_model, oidc_model)
                  for name, (method, path, _) in model.HTTP.items()}
 _ISSUING_REST = frozenset({"GetRoleCredentials"})
 _SCIM_RESOURCES = frozenset({"Users", "Groups", "ServiceProviderConfig", "ResourceTypes",

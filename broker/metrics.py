@@ -258,14 +258,14 @@ def _reap(path: str) -> None:
     pids: set[int] = set()
     for name in os.listdir(path):
         stem = name.rsplit(".", 1)[0]
-        _, _, pid = stem.rpartition("_")
-        if pid.isdigit():
-            pids.add(int(pid))
+        _, _, digits = stem.rpartition("_")
+        if digits.isdigit():
+            pids.add(int(digits))
     for pid in pids:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, path)
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass
 
@@ -277,7 +277,7 @@ def exposition() -> bytes:
         return generate_latest(REGISTRY)
     _reap(path)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path)
+    multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 

@@ -76,7 +76,7 @@ def test_request_series_are_bounded() -> None:
     try:
         saved = dict(metrics._request_series)
         metrics._request_series.clear()
-        metrics._request_series.update({("x", str(i), 200, ""): (None, None)
+        metrics._request_series.update({("x", str(i), 200, ""): (None, None, None, None)
                                         for i in range(metrics._MAX_SERIES)})
         metrics.request("query", "MadeUpAction", 400, "MadeUpCode", 0.001)
         # Past the bound a new combination shares the "other" series and is not kept.
