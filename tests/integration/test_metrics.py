@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.support import BIN, clean_env
-from tests.helpers import Creds, free_port, presigned_url, signed_request
+from tests.helpers import Creds, free_port, presigned_url, signed_request, start_broker
 
 
 @dataclass
@@ -207,3 +207,22 @@ def test_two_workers_add_up(tmp_path: Path, redis_url: str) -> None:
         # Each worker wrote its own file: the sum above is of two processes' counts.
         assert len({p.name.rsplit("_", 1)[-1] for p in (tmp_path / "prom").glob("counter_*")
                     }) == 2
+
+
+def test_public_metrics_only_to_their_networks(tmp_path: Path) -> None:
+    allowed = start_broker(tmp_path / "a", env={
+        "BROKER_METRICS_ENABLED": "true", "BROKER_METRICS_PUBLIC": "true"})
+    try:
+        reply = httpx.get(allowed.server.url + "/metrics", timeout=10)
+        assert reply.status_code == 200 and "broker_requests_total" in reply.text
+    finally:
+        allowed.stop()
+    # The same broker, but the tests' address (127.0.0.1) is not among public_networks.
+    refused = start_broker(tmp_path / "b", env={
+        "BROKER_METRICS_ENABLED": "true", "BROKER_METRICS_PUBLIC": "true",
+        "BROKER_METRICS_PUBLIC_NETWORKS": "10.0.0.0/8"})
+    try:
+        reply = httpx.get(refused.server.url + "/metrics", timeout=10)
+        assert reply.status_code == 404 and "broker_requests_total" not in reply.text
+    finally:
+        refused.stop()
