@@ -26,6 +26,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import httpx
+import lxml.html
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -95,7 +96,7 @@ def _serve(tmp_path: Path, *extra: str, **env: str) -> Iterator[Served]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    yield from _serve(tmp_path)
+    yield from _serve(tmp_path, BROKER_SIGNIN_MAX_FAILURES="2")
 
 
 def _client(url: str, service: str, creds: Creds) -> Any:
@@ -134,17 +135,33 @@ def test_scrape_counts_each_request_by_its_labels(served: Served) -> None:
                    Creds(root.access_key_id, "x" * 40))
     assert forged.status_code == 403 and b"SignatureDoesNotMatch" in forged.content
     session = _client(url, "sts", root).get_session_token()["Credentials"]
+    # Three wrong passwords for one user with signin.max_failures = 2: the third is refused
+    # by the lock-out, not by the password.
+    account = _client(url, "sts", root).get_caller_identity()["Account"]
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        for _ in range(3):
+            page = lxml.html.fromstring(browser.get("/signin").text)
+            csrf = page.xpath("//form[@action='/signin']//input[@name='csrf']/@value")[0]
+            wrong = browser.post("/signin", data={
+                "csrf": csrf, "kind": "iam", "account": account, "username": "nobody",
+                "password": "Wrong-Passw0rd-1"})
+            assert wrong.status_code == 403
 
     samples = served.scrape()
-    assert _requests(samples, "query", "GetCallerIdentity", "ok", "") == 1
+    assert samples[("broker_signins_total", (("kind", "password"),
+                                             ("outcome", "refused")))] == 3
+    assert samples[("broker_throttled_total", (("kind", "signin_user"),))] == 1
+    assert _requests(samples, "web", "/signin", "client_error", "") == 3
+    assert _requests(samples, "web", "/signin", "ok", "") == 3
     assert _requests(samples, "query", "GetUser", "client_error", "NoSuchEntity") == 1
     assert _requests(samples, "json", "DescribeOrganization", "client_error", json_code) == 1
     assert _requests(samples, "query", "GetCallerIdentity", "client_error",
                      "SignatureDoesNotMatch") == 1
     assert _requests(samples, "query", "GetSessionToken", "ok", "") == 1
+    assert _requests(samples, "query", "GetCallerIdentity", "ok", "") == 1 + 1
     latency = ("broker_request_duration_seconds_count",
                (("action", "GetCallerIdentity"), ("protocol", "query")))
-    assert samples[latency] == 2
+    assert samples[latency] == 3
     assert samples[("broker_credentials_issued_total", (("action", "GetSessionToken"),))] == 1
     # The root key's lookup read the entity store (SQLite here) at least once.
     trips = sum(v for (name, labels), v in samples.items()
