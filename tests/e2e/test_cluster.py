@@ -75,6 +75,9 @@ def test_the_load_balancer_spreads_over_every_node(machine_cluster: Cluster) -> 
     seen = {httpx.get(machine_cluster.url + "/readyz").headers["x-upstream"]
             for _ in range(9)}
     assert seen == {f"127.0.0.1:{p}" for p in machine_cluster.ports}
+    # Every node publishes the same SP key: the one made at init, kept in the database.
+    assert len({httpx.get(url + "/saml/metadata").text
+                for url in machine_cluster.node_urls}) == 1
 
 
 def test_a_saml_assertion_is_accepted_once(machine_cluster: Cluster,
@@ -263,3 +266,47 @@ def test_an_scp_reaches_every_node(machine_cluster: Cluster,
     allowed = reaches_every_node(member_may)
     report(capsys, f"SCP attach on every node after {denied} s, detach after {allowed} s")
     assert max(denied + allowed) <= POLICY_CACHE_SECONDS + MARGIN
+
+
+def test_an_identity_center_change_reaches_every_node(
+        machine_cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory change (a user renamed, a group membership removed) and a new permission
+    set, made through the load balancer, are read on every node (each asked directly)
+    within iam.policy_cache_seconds."""
+    cluster = machine_cluster
+    sso = cluster.client("sso-admin")
+    instances = sso.list_instances()["Instances"]
+    arn = instances[0]["InstanceArn"] if instances else \
+        sso.create_instance(Name="cluster")["InstanceArn"]
+    store_id = sso.describe_instance(InstanceArn=arn)["IdentityStoreId"]
+    store = cluster.client("identitystore")
+    suffix = uuid.uuid4().hex[:6]
+    user = store.create_user(IdentityStoreId=store_id, UserName=f"p-{suffix}",
+                             DisplayName="Before", Name={"GivenName": "P", "FamilyName": "Q"}
+                             )["UserId"]
+    group = store.create_group(IdentityStoreId=store_id, DisplayName=f"g-{suffix}")["GroupId"]
+    membership = store.create_group_membership(
+        IdentityStoreId=store_id, GroupId=group, MemberId={"UserId": user})["MembershipId"]
+    stores, admins = cluster.clients("identitystore"), cluster.clients("sso-admin")
+
+    def named(i: int, name: str) -> bool:
+        return bool(stores[i].describe_user(IdentityStoreId=store_id, UserId=user)
+                    ["DisplayName"] == name)
+
+    def members(i: int) -> int:
+        return len(stores[i].list_group_memberships(
+            IdentityStoreId=store_id, GroupId=group)["GroupMemberships"])
+
+    assert all(named(i, "Before") and members(i) == 1 for i in range(3))  # read and kept
+    store.update_user(IdentityStoreId=store_id, UserId=user, Operations=[
+        {"AttributePath": "displayName", "AttributeValue": "After"}])
+    store.delete_group_membership(IdentityStoreId=store_id, MembershipId=membership)
+    permission_set = sso.create_permission_set(InstanceArn=arn, Name=f"ps-{suffix}")[
+        "PermissionSet"]["PermissionSetArn"]
+    renamed = reaches_every_node(lambda i: named(i, "After"))
+    left = reaches_every_node(lambda i: members(i) == 0)
+    created = reaches_every_node(lambda i: permission_set in admins[i].list_permission_sets(
+        InstanceArn=arn)["PermissionSets"])
+    report(capsys, f"Identity Center rename on every node after {renamed} s, membership "
+           f"removed after {left} s, permission set after {created} s")
+    assert max(renamed + left + created) <= POLICY_CACHE_SECONDS + MARGIN
