@@ -3,7 +3,8 @@
 Two broker processes (one of them with two workers) share the real PostgreSQL and Redis of
 this machine and one keyring file, as replicas behind a load balancer would. Whatever one
 process writes or issues, the other honours; a key rotated from the command line reaches both
-without a restart.
+without a restart. The races through a real load balancer (one SAML assertion, one TOTP code,
+an IAM change on every node) are tests/e2e/test_cluster.py's.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import pytest
 
 from tests.e2e.support import BIN, BrokerProcess, clean_env
 from tests.helpers import free_port
-from tests.saml_idp import TestIdp, encode
-from tests.saml_world import trust_policy
 
 PUBLIC_URL = "http://broker.example.test"
 
@@ -187,34 +186,6 @@ def test_hosts_with_their_own_keyring_copies(tmp_path: Path,
         b.stop()
 
 
-def test_an_iam_change_reaches_every_process_within_seconds(
-        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
-    """A policy attached through one process governs requests to the other within
-    iam.policy_cache_seconds (2 s by default); a detach likewise."""
-    a, b, root, _ = cluster
-    iam_a = client(a.url, "iam", root)
-    iam_a.create_user(UserName="propagated")  # type: ignore[attr-defined]
-    key = iam_a.create_access_key(UserName="propagated")["AccessKey"]  # type: ignore
-    user = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
-    iam_b_user = client(b.url, "iam", user)
-
-    def allowed() -> bool:
-        try:
-            iam_b_user.list_users()  # type: ignore[attr-defined]
-        except botocore.exceptions.ClientError as exc:
-            assert exc.response["Error"]["Code"] == "AccessDenied"
-            return False
-        return True
-
-    assert not allowed()  # the control: nothing granted yet
-    iam_a.attach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
-                             PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
-    settles(allowed, True)
-    iam_a.detach_user_policy(UserName="propagated",  # type: ignore[attr-defined]
-                             PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
-    settles(allowed, False)
-
-
 def test_a_deactivated_key_stops_working_everywhere_within_seconds(
         cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
     """Authentication keeps an active key's lookup as long as IAM's other answers: the process
@@ -246,82 +217,6 @@ def test_a_deactivated_key_stops_working_everywhere_within_seconds(
                             Status="Active")
     assert works(sts_b)
     settles(lambda: works(sts_a), True)
-
-
-def test_saml_assertions_are_accepted_once_across_processes(
-        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
-    a, b, root, _ = cluster
-    # Every replica publishes the same SP key: the one made at init, kept in the database.
-    assert httpx.get(a.url + "/saml/metadata").text == httpx.get(b.url + "/saml/metadata").text
-    idp = TestIdp("https://idp.distributed.example.test/metadata")
-    iam = client(a.url, "iam", root)
-    provider = iam.create_saml_provider(  # type: ignore[attr-defined]
-        Name="corp", SAMLMetadataDocument=idp.metadata())["SAMLProviderArn"]
-    role = iam.create_role(  # type: ignore[attr-defined]
-        RoleName="engineers",
-        AssumeRolePolicyDocument=trust_policy(provider, f"{PUBLIC_URL}/saml"))["Role"]["Arn"]
-
-    def assertion() -> str:
-        return encode(idp.response(acs_url=f"{PUBLIC_URL}/saml",
-                                   audience=f"{PUBLIC_URL}/saml/metadata",
-                                   roles=[(role, provider)]))
-
-    def attempt(url: str, saml: str) -> str:
-        try:
-            client(url, "sts", root).assume_role_with_saml(  # type: ignore[attr-defined]
-                RoleArn=role, PrincipalArn=provider, SAMLAssertion=saml)
-        except botocore.exceptions.ClientError as exc:
-            return str(exc.response["Error"]["Message"])
-        return "issued"
-
-    # The provider reaches B within the IAM cache's lifetime; then B alone accepts a fresh one.
-    settles(lambda: attempt(b.url, assertion()) == "issued", True)
-    # Sequentially: used on A, refused on B (and on A again).
-    saml = assertion()
-    assert attempt(a.url, saml) == "issued"
-    assert attempt(b.url, saml) == "The SAML assertion has already been used."
-    assert attempt(a.url, saml) == "The SAML assertion has already been used."
-    # Concurrently, on both workers of A and on B: exactly one wins.
-    saml = assertion()
-    with ThreadPoolExecutor(12) as pool:
-        outcomes = list(pool.map(lambda url: attempt(url, saml), [a.url, b.url] * 6))
-    assert outcomes.count("issued") == 1
-    assert set(outcomes) == {"issued", "The SAML assertion has already been used."}
-
-
-def test_an_mfa_code_opens_once_across_processes(
-        cluster: tuple[BrokerProcess, BrokerProcess, dict[str, str], dict[str, str]]) -> None:
-    """A TOTP code spent on one process is spent on every process: twelve simultaneous
-    GetSessionToken calls with one code, across both workers of A and across B, issue once;
-    the others are refused with AWS's AccessDenied."""
-    import pyotp
-
-    a, b, root, _ = cluster
-    iam = client(a.url, "iam", root)
-    iam.create_user(UserName="mfa-everywhere")  # type: ignore[attr-defined]
-    key = iam.create_access_key(UserName="mfa-everywhere")["AccessKey"]  # type: ignore
-    device = iam.create_virtual_mfa_device(  # type: ignore[attr-defined]
-        VirtualMFADeviceName="mfa-everywhere")["VirtualMFADevice"]
-    totp, now = pyotp.TOTP(device["Base32StringSeed"].decode("ascii")), time.time()
-    iam.enable_mfa_device(  # type: ignore[attr-defined]
-        UserName="mfa-everywhere", SerialNumber=device["SerialNumber"],
-        AuthenticationCode1=totp.at(now, counter_offset=-1), AuthenticationCode2=totp.at(now))
-    user = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
-
-    def attempt(url: str, code: str) -> str:
-        try:
-            client(url, "sts", user).get_session_token(  # type: ignore[attr-defined]
-                SerialNumber=device["SerialNumber"], TokenCode=code)
-        except botocore.exceptions.ClientError as exc:
-            return str(exc.response["Error"]["Code"])
-        return "issued"
-
-    # Devices are read from the shared database on every check: B knows it at once.
-    code = totp.at(now, counter_offset=1)
-    with ThreadPoolExecutor(12) as pool:
-        outcomes = list(pool.map(lambda url: attempt(url, code), [a.url, b.url] * 6))
-    assert outcomes.count("issued") == 1, outcomes
-    assert set(outcomes) == {"issued", "AccessDenied"}
 
 
 def test_sign_in_lock_outs_and_pending_steps_hold_across_processes(
