@@ -332,8 +332,10 @@ def prepare(enabled: bool, workers: int, host: str, port: int) -> None:
     if given:
         directory = Path(given)
         directory.mkdir(parents=True, exist_ok=True)
+        own = f"_{os.getpid()}.db"  # this process's own files, opened when it started
         for stale in directory.glob("*.db"):
-            stale.unlink()
+            if not stale.name.endswith(own):
+                stale.unlink()
     elif workers > 1:
         made = tempfile.mkdtemp(prefix="broker-metrics-")
         atexit.register(shutil.rmtree, made, True)
