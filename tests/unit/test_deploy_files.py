@@ -328,6 +328,8 @@ def test_the_chart_renders_valid_kubernetes_objects(values: dict[str, Any],
                                      "name": deployment["metadata"]["name"]}
     assert hpa["minReplicas"] >= pdb["minAvailable"] + 1  # a node drain can always proceed
     assert "replicas" not in deployment["spec"]  # the HPA owns the count
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["spec"]["minReadySeconds"] >= 5  # above the LB's fail_timeout
     # Network: in only to the broker's port from the selector; out only to what it needs.
     policy = objects["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == selector
