@@ -173,14 +173,14 @@ class OwnPostgres:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def lb_site(port: int, nodes: list[int]) -> str:
+def lb_site(port: int, nodes: list[int], down: frozenset[int] = frozenset()) -> str:
     """The load balancer's nginx site: round robin over the nodes. A node that refuses a
     connection is passed over for FAIL_TIMEOUT seconds and the request goes to the next one; a
     request that reached a node is never sent to another (no ``non_idempotent``, no ``timeout``);
     no idle upstream connections are kept (a node that stops listening then refuses, which is
     safe to retry, rather than closing a kept connection under a request)."""
-    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;\n"
-                      for p in nodes)
+    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s"
+                      + (" down" if i in down else "") + ";\n" for i, p in enumerate(nodes))
     return (
         "upstream broker_nodes {\n" + servers + "}\n"
         "server {\n"
@@ -226,6 +226,7 @@ class Cluster:
         self.nodes: list[BrokerProcess | None] = [None] * NODES
         self.starts = [0] * NODES
         self.nginx: Nginx | None = None
+        self.drained: frozenset[int] = frozenset()
         try:
             with ThreadPoolExecutor(NODES) as pool:
                 list(pool.map(self.start, range(NODES)))
@@ -282,6 +283,24 @@ class Cluster:
     def running(self, i: int) -> bool:
         node = self.nodes[i]
         return node is not None and node.proc.poll() is None
+
+    def drain(self, i: int, *, out: bool = True) -> None:
+        """Take node ``i`` out of the load balancer (``down``) or put it back, as an operator
+        does before stopping a node: nginx reloads (SIGHUP), its old workers finish what they
+        carry, the new ones send nothing more to a drained node."""
+        assert self.nginx is not None
+        self.drained = self.drained | {i} if out else self.drained - {i}
+        (self.nginx.prefix / "site.conf").write_text(
+            lb_site(self.lb_port, self.ports, self.drained))
+        self.nginx.proc.send_signal(signal.SIGHUP)
+        node = f"127.0.0.1:{self.ports[i]}"
+
+        def settled() -> bool:
+            seen = {httpx.get(self.url + "/healthz", timeout=5).headers.get("x-upstream")
+                    for _ in range(2 * NODES)}
+            return (node in seen) != out
+
+        _wait(settled, f"nginx {'draining' if out else 'restoring'} node {i}", timeout=10)
 
     def wait_ready(self, i: int, timeout: float = 30) -> None:
         self.node(i).wait_ready(timeout)

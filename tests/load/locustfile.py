@@ -80,7 +80,7 @@ class Caller(FastHttpUser):
 
     # Requests are refused while a store is down: the caller keeps going at its own pace.
     def wait_time(self) -> float:
-        return random.uniform(0.01, 0.05)
+        return random.uniform(0.05, 0.15)
 
     def _record(self, action: str, response: Any, **facts: Any) -> None:
         body = response.content or b""

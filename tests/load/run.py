@@ -93,7 +93,7 @@ class Load:
     """``locust --headless`` against ``url`` for ``seconds``, ``users`` callers."""
 
     def __init__(self, directory: Path, url: str, config: dict[str, Any], *,
-                 users: int = 6, seconds: float = 8) -> None:
+                 users: int = 4, seconds: float = 8) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.config_path = directory / "load.json"
         self.output = directory / "load.jsonl"
@@ -134,6 +134,13 @@ class Load:
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.output.read_text().splitlines() if line]
+
+    def stop(self) -> list[dict[str, Any]]:
+        """End the load now (locust stops its callers on SIGTERM) and return its records."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.wait()
 
     def wait(self) -> list[dict[str, Any]]:
         assert self.proc is not None
