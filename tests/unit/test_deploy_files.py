@@ -217,6 +217,8 @@ PRODUCTION = {
     "autoscaling": {"minReplicas": 4, "maxReplicas": 20, "targetCPUUtilizationPercentage": 60},
     "podDisruptionBudget": {"minAvailable": 3},
     "networkPolicy": {"ingressFrom": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]},
+    "metrics": {"enabled": True, "port": 9102,
+                "scrapeFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]},
     "config": '[server]\npublic_url = "https://sts.prod.example.com"\n'
               'trusted_proxies = ["10.20.0.0/16"]\n\n[iam]\npolicy_cache_seconds = 5\n',
 }
@@ -276,7 +278,7 @@ def test_the_chart_renders_valid_kubernetes_objects(values: dict[str, Any],
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": 8000, "protocol": "TCP"}
     # Security context: the image's user, read-only root, nothing more than it needs.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001 == pod["securityContext"]["runAsGroup"]
@@ -334,11 +336,21 @@ def test_the_chart_renders_valid_kubernetes_objects(values: dict[str, Any],
     policy = objects["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == selector
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = policy["ingress"]
+    ingress, *scrape = policy["ingress"]
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert ingress["from"] == values.get("networkPolicy", {}).get(
         "ingressFrom", [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "ingress-nginx"}}}])
+    # Metrics: on their own port (never the public one), open only to the scraper.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if "metrics" in values:
+        assert loaded.metrics.enabled and loaded.metrics.port == ports["metrics"] == 9102
+        assert loaded.metrics.port != loaded.server.port
+        assert scrape == [{"from": values["metrics"]["scrapeFrom"],
+                           "ports": [{"port": "metrics", "protocol": "TCP"}]}]
+        assert {p["name"] for p in objects["Service"]["spec"]["ports"]} == {"http", "metrics"}
+    else:
+        assert not loaded.metrics.enabled and scrape == [] and set(ports) == {"http"}
     assert sorted(p["port"] for rule in policy["egress"] for p in rule["ports"]) == \
         [53, 53, 443, 5432, 6379]
 
