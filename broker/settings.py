@@ -498,37 +498,6 @@ class AuditSettings:
 class LogSettings:
     level: str = setting("info", _level, "Log level: debug, info, warning or error.")
     access: bool = setting(False, _bool, "Log every HTTP request (uvicorn's access log).")
-
-
-@dataclass(frozen=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    store: StoreSettings = field(default_factory=StoreSettings)
-    keyring: KeyringSettings = field(default_factory=KeyringSettings)
-    sigv4: Sigv4Settings = field(default_factory=Sigv4Settings)
-    iam: IamSettings = field(default_factory=IamSettings)
-    audit: AuditSettings = field(default_factory=AuditSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    saml: SamlSettings = field(default_factory=SamlSettings)
-    signin: SigninSettings = field(default_factory=SigninSettings)
-    oidc: OidcSettings = field(default_factory=OidcSettings)
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    sso: SsoSettings = field(default_factory=SsoSettings)
-
-    # -- derived values -------------------------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.server.data_dir)
-
-    @property
-    def database_url(self) -> str:
-        return self.store.database_url or f"sqlite:///{self.data_dir.resolve() / 'broker.db'}"
-
-    @property
-    def keyring_path(self) -> Path:
-        return Path(self.keyring.path) if self.keyring.path else self.data_dir / "keyring.json"
-
     format: str = setting(
         "text", _choice("text", "json"),
         "'text' (one line of prose per record) or 'json' (one JSON object per line with time, "
@@ -556,6 +525,38 @@ class MetricsSettings:
         "Addresses that may read /metrics on the public port when public is true (the "
         "caller's address as the broker sees it, after server.trusted_proxies).",
     )
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    keyring: KeyringSettings = field(default_factory=KeyringSettings)
+    sigv4: Sigv4Settings = field(default_factory=Sigv4Settings)
+    iam: IamSettings = field(default_factory=IamSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    saml: SamlSettings = field(default_factory=SamlSettings)
+    signin: SigninSettings = field(default_factory=SigninSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    sso: SsoSettings = field(default_factory=SsoSettings)
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.store.database_url or f"sqlite:///{self.data_dir.resolve() / 'broker.db'}"
+
+    @property
+    def keyring_path(self) -> Path:
+        return Path(self.keyring.path) if self.keyring.path else self.data_dir / "keyring.json"
+
     @property
     def public_url(self) -> str:
         if self.server.public_url:
@@ -567,7 +568,6 @@ class MetricsSettings:
 
     @property
     def acs_url(self) -> str:
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
         """Where identity providers send SAML responses (AWS: https://signin.aws.amazon.com/saml)."""
         return f"{self.public_url}/saml"
 
@@ -682,6 +682,12 @@ def _check(settings: Settings) -> None:
             raise ConfigError("setting server.dev: development mode runs one worker")
     if settings.sso.smtp_url and not settings.sso.smtp_from:
         raise ConfigError("setting sso.smtp_from: required when sso.smtp_url is set")
+    if settings.metrics.enabled and not settings.metrics.port and not settings.metrics.public:
+        raise ConfigError("setting metrics.enabled: set metrics.port (a listener of its own) "
+                          "or metrics.public = true, or nothing can read the metrics")
+    if settings.metrics.port and settings.metrics.port == settings.server.port:
+        raise ConfigError("setting metrics.port: must differ from server.port (the public "
+                          "port serves metrics only with metrics.public)")
     if settings.audit.sink == "file" and not settings.audit.path:
         raise ConfigError("setting audit.path: required when audit.sink is 'file'")
     if settings.server.workers > 1 and settings.store.ephemeral_url == "memory://":
@@ -689,9 +695,3 @@ def _check(settings: Settings) -> None:
             "setting server.workers: more than one worker needs a shared ephemeral store; "
             "set store.ephemeral_url to a redis:// URL"
         )
-    if settings.metrics.enabled and not settings.metrics.port and not settings.metrics.public:
-        raise ConfigError("setting metrics.enabled: set metrics.port (a listener of its own) "
-                          "or metrics.public = true, or nothing can read the metrics")
-    if settings.metrics.port and settings.metrics.port == settings.server.port:
-        raise ConfigError("setting metrics.port: must differ from server.port (the public "
-                          "port serves metrics only with metrics.public)")
