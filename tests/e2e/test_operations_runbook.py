@@ -24,7 +24,6 @@ from typing import Any
 
 import boto3
 import botocore.config
-import botocore.exceptions
 import pytest
 import sqlalchemy as sa
 

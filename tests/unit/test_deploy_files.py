@@ -256,7 +256,7 @@ def _render(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
     (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
