@@ -217,10 +217,11 @@ def drop_cookie(request: Request, response: Response, name: str, *,
 def audit_browser(request: Request, event: str, request_id: str,
                   who: tuple[str, str, str] | None, *, error: AwsError | None = None,
                   issued_key: str | None = None, subject: str | None = None,
-                  mfa_used: bool | None = None) -> None:
+                  mfa_used: bool | None = None, service: str | None = None) -> None:
     """The audit line of something a browser endpoint issued or refused (a sign-in token, a
     console sign-in, a role switch): ``who`` is (ARN, account, access key id) of the
-    credentials that asked, ``subject`` the identity issued (default: ``who``'s ARN)."""
+    credentials that asked, ``subject`` the identity issued (default: ``who``'s ARN),
+    ``service`` the eventSource when the event's name does not say it (audit.py)."""
     runtime = request.app.state.runtime
     client = request.client
     runtime.audit.emit(AuditEvent(
@@ -232,7 +233,8 @@ def audit_browser(request: Request, event: str, request_id: str,
         subject=None if error else (subject or (who[0] if who else None)),
         error_code=error.code if error else None,
         error_message=error.message if error else None,
-        mfa_used=None if mfa_used is None else ("Yes" if mfa_used else "No")))
+        mfa_used=None if mfa_used is None else ("Yes" if mfa_used else "No"),
+        service=service))
     if event in SIGNIN_EVENTS:
         count_signin(request.url.path, refused=error is not None)
 

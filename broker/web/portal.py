@@ -220,7 +220,7 @@ async def signin_change(request: Request) -> Response:
             handle, read_cookie(request, BROWSER_COOKIE), fields.get("new_password", ""),
             fields.get("confirm_password", ""))
     except AwsError as exc:
-        audit_browser(request, "ChangePassword", request_id, None, error=exc)
+        audit_browser(request, "ChangePassword", request_id, None, error=exc, service="sso")
         raise
     return _next(request, step, identity_store_id, request_id)
 
