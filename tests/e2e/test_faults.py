@@ -125,9 +125,8 @@ def test_a_store_stops_and_returns_under_load(own_cluster: World, tmp_path: Path
                 assert refused.status_code == 503
                 assert refused.json()["Error"]["Code"] == "ServiceUnavailable"
             else:  # Query XML and JSON, each in its own format
-                assert refusal(lambda i=i: root_iam[i].list_users()) == (
-                    "ServiceUnavailable", 503)
-                assert refusal(lambda i=i: root_orgs[i].describe_organization()) == (
+                assert refusal(root_iam[i].list_users) == ("ServiceUnavailable", 503)
+                assert refusal(root_orgs[i].describe_organization) == (
                     "ServiceUnavailableException", 503)
             # Temporary credentials carry their session: they need neither store.
             assert ":user/loader-" in temporary_sts[i].get_caller_identity()["Arn"]

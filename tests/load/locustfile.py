@@ -38,7 +38,7 @@ _KEY_ID = re.compile(rb"<AccessKeyId>([^<]+)</AccessKeyId>")
 _names = itertools.count()
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _close(**_: Any) -> None:
     OUTPUT.close()
 
@@ -145,7 +145,7 @@ class Caller(FastHttpUser):
     @task(1)
     def describe_organization(self) -> None:
         """The JSON protocol: a refusal comes in its own format."""
-        body = b"{}"
+        body = "{}"
         request = AWSRequest(method="POST", url=f"{self.host}/", data=body, headers={
             "Content-Type": "application/x-amz-json-1.1",
             "X-Amz-Target": "AWSOrganizationsV20161128.DescribeOrganization"})
