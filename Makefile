@@ -51,6 +51,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/password_signin.py
 	$(BIN)/python benchmarks/role_credentials.py $(ARGS)
 	$(BIN)/python benchmarks/nested_groups.py $(ARGS)
+	$(BIN)/python benchmarks/sustained_load.py
+	$(BIN)/python benchmarks/estate_growth.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

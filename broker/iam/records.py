@@ -82,6 +82,36 @@ class Entities:
     async def all(self, cls: type[E], kind: str, account: str) -> list[E]:
         return [_entity(cls, r) for r in await self.store.list(kind, account)]
 
+    async def after(self, cls: type[E], kind: str, account: str, key: str | None,
+                    count: int, keep: Callable[[E], bool] = lambda _: True) -> list[E]:
+        """Up to ``count`` entities that ``keep`` accepts, in order of their record keys,
+        keys > ``key``: read from the store a bounded listing at a time (keyset pagination),
+        so that a page costs the same at the start of a long listing as at its end."""
+        found: list[E] = []
+        while len(found) < count:
+            chunk = await self.store.list(kind, account, after=key, limit=count + 1)
+            found += [e for e in (_entity(cls, r) for r in chunk) if keep(e)]
+            if len(chunk) <= count:
+                break
+            key = chunk[-1].key
+        return found[:count]
+
+    async def page(self, cls: type[E], kind: str, account: str, marker: str | None,
+                   max_items: int | None, keep: Callable[[E], bool] = lambda _: True) -> Page:
+        """``paginate`` over the entities of a kind whose record key is the page's key
+        (users, groups and roles: the name in lower case), reading only the page's records
+        and one more."""
+        limit = 100 if max_items is None else max_items
+        found = await self.after(cls, kind, account, unmark(marker), limit + 1, keep)
+        page = found[:limit]
+        more = len(found) > limit and bool(page)
+        return Page(page, mark(_key_of(page[-1])) if more else None)
+
+
+def _key_of(entity: Any) -> str:
+    key: str = entity.record().key
+    return key
+
 
 def _entity(cls: type[E], record: Record) -> E:
     return decode(cls, {**record.data, "account_id": record.account})

@@ -19,7 +19,7 @@ from broker.aws.errors import (
 from broker.clock import Clock
 from broker.errors import AlreadyExists, NotFound
 from broker.iam.entities import ACCOUNT, ROLE, USER, PolicyRef, Role, Tag, name_key
-from broker.iam.records import Entities, Page, check_tags, missing_role, paginate, policy_size
+from broker.iam.records import Entities, Page, check_tags, missing_role, policy_size
 from broker.policy.document import PolicyKind, parse
 from broker.store.base import GLOBAL, Record, Ref
 
@@ -66,9 +66,8 @@ class Roles:
 
     async def listing(self, account: str, *, path_prefix: str = "/", marker: str | None = None,
                    max_items: int | None = None) -> Page:
-        roles = [r for r in await self._entities.all(Role, ROLE, account)
-                 if r.path.startswith(path_prefix)]
-        return paginate(roles, lambda r: r.name.lower(), marker, max_items)
+        return await self._entities.page(Role, ROLE, account, marker, max_items,
+                                         lambda r: r.path.startswith(path_prefix))
 
     async def change(self, account: str, name: str, **fields: object) -> Role:
         path = fields.get("path")

@@ -252,9 +252,8 @@ class IamService:
 
     async def list_users(self, account_id: str, *, path_prefix: str = "/",
                          marker: str | None = None, max_items: int | None = 100) -> Page:
-        users = [u for u in await self.entities.all(User, USER, account_id)
-                 if u.path.startswith(path_prefix)]
-        return paginate(users, lambda u: u.name.lower(), marker, max_items)
+        return await self.entities.page(User, USER, account_id, marker, max_items,
+                                        lambda u: u.path.startswith(path_prefix))
 
     async def delete_user(self, account_id: str, name: str) -> None:
         def unused(record: Record) -> None:

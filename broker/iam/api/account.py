@@ -9,9 +9,18 @@ from typing import Any
 from broker.aws.errors import AwsError, NoSuchEntity
 from broker.aws.query import Call, Operation, Result
 from broker.iam.api.common import IamContext, Registry
-from broker.iam.entities import Group, PasswordPolicy, Role, User, boundary_wire
+from broker.iam.entities import (
+    GROUP,
+    ROLE,
+    USER,
+    Group,
+    PasswordPolicy,
+    Role,
+    User,
+    boundary_wire,
+)
 from broker.iam.policies import encoded
-from broker.iam.records import paginate
+from broker.iam.records import paginate, unmark
 
 
 def _inline(entity: User | Group | Role) -> list[dict[str, str]]:
@@ -130,11 +139,26 @@ def operations(ctx: IamContext) -> list[Operation]:
         await ctx.allow(call, "GetAccountAuthorizationDetails", "*")
         wanted = set(call.params.get("Filter") or
                      ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"])
-        principals = await iam.policies.principals(account)
-        groups = {g.group_id: g for g in principals if isinstance(g, Group)}
-        counts, bounding = await iam.policies.usage_counts(account)
-        # One page across the four lists, in this order, with one marker.
+        groups = {g.group_id: g for g in await iam.entities.all(Group, GROUP, account)}
+        # One page across the four lists, in this order, with one marker. Each list is read
+        # from where the marker points and only as far as the page (and one more entry, which
+        # says whether the listing goes on) can reach: keyset pagination, so the thousandth
+        # page of a large account costs what its first does.
+        after = unmark(call.params.get("Marker"))
+        limit = call.params.get("MaxItems")
+        wanted_entries = (100 if limit is None else limit) + 1
         entries: list[tuple[str, str, dict[str, Any]]] = []
+
+        async def reach(number: int, cls: type[Any], kind: str) -> list[Any]:
+            """The entities of a list the page reaches, from where the marker points."""
+            prefix = f"{number}/"
+            room = wanted_entries - len(entries)
+            if room <= 0 or (after is not None and after >= prefix
+                             and not after.startswith(prefix)):
+                return []
+            within = after[len(prefix):] if after and after.startswith(prefix) else None
+            return await iam.entities.after(cls, kind, account, within, room)
+
         if "User" in wanted:
             entries += [(f"1/{u.name.lower()}", "UserDetailList", {
                 "Path": u.path, "UserName": u.name, "UserId": u.user_id, "Arn": u.arn,
@@ -143,15 +167,16 @@ def operations(ctx: IamContext) -> list[Operation]:
                 "AttachedManagedPolicies": _attached(u),
                 "PermissionsBoundary": boundary_wire(u.boundary) if u.boundary else None,
                 "Tags": [t.wire() for t in u.tags],
-            }) for u in principals if isinstance(u, User)]
+            }) for u in await reach(1, User, USER)]
         if "Group" in wanted:
             entries += [(f"2/{g.name.lower()}", "GroupDetailList", {
                 "Path": g.path, "GroupName": g.name, "GroupId": g.group_id, "Arn": g.arn,
                 "CreateDate": g.created, "GroupPolicyList": _inline(g),
                 "AttachedManagedPolicies": _attached(g),
-            }) for g in groups.values()]
+            }) for g in groups.values()
+                if after is None or f"2/{g.name.lower()}" > after]
         if "Role" in wanted:
-            for r in principals:
+            for r in await reach(3, Role, ROLE):
                 if isinstance(r, Role):
                     detail = r.wire()
                     detail.pop("Description", None)
@@ -161,7 +186,14 @@ def operations(ctx: IamContext) -> list[Operation]:
                     entries.append((f"3/{r.name.lower()}", "RoleDetailList", detail))
         scope = [s for s, f in (("Local", "LocalManagedPolicy"), ("AWS", "AWSManagedPolicy"))
                  if f in wanted]
-        for s in scope:
+        # The policies' attachment counts need every principal: read only for a page that
+        # reaches the policies.
+        if not scope or len(entries) >= wanted_entries:
+            scope_read: list[str] = []
+        else:
+            scope_read = scope
+            counts, bounding = await iam.policies.usage_counts(account)
+        for s in scope_read:
             listing = await iam.policies.listing(account, scope=s, only_attached=s == "AWS",
                                                  max_items=10_000)
             entries += [(f"4/{p.arn.lower()}", "Policies", {
