@@ -1,7 +1,8 @@
 """The cluster as production runs it: three nodes (one with two workers) behind nginx on this
 machine's PostgreSQL and Redis (tests/cluster.py). Every single-use value and every count is
 raced through the load balancer, so the attempts land on different nodes at once: one SAML
-assertion, one sign-in token, one TOTP code each open once; failed sign-ins add up to one
+assertion, one sign-in token, one TOTP code, one device code each open once, one refresh token
+rotates once (and its reuse ends the sign-in); failed sign-ins add up to one
 lock-out; a user gets two access keys and no more. Every IAM and Organizations change reaches
 every node (each polled directly, not through the load balancer) within
 ``iam.policy_cache_seconds``.
@@ -13,7 +14,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -310,3 +311,125 @@ def test_an_identity_center_change_reaches_every_node(
     report(capsys, f"Identity Center rename on every node after {renamed} s, membership "
            f"removed after {left} s, permission set after {created} s")
     assert max(renamed + left + created) <= POLICY_CACHE_SECONDS + MARGIN
+
+
+# -- Identity Center's codes and tokens ---------------------------------------------------------
+
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@pytest.fixture(scope="module")
+def portal(machine_cluster: Cluster) -> Iterator[dict[str, Any]]:
+    """An Identity Center instance with one person, and the portal's approval of a device
+    code (the broker's own use case, on a runtime of the test's own over the cluster's
+    stores: the person's browser sign-in is not what is raced here)."""
+    import asyncio
+
+    from broker.runtime import open_runtime
+    from broker.settings import load
+
+    cluster = machine_cluster
+    sso = cluster.client("sso-admin")
+    instances = sso.list_instances()["Instances"]
+    arn = instances[0]["InstanceArn"] if instances else \
+        sso.create_instance(Name="cluster")["InstanceArn"]
+    described = sso.describe_instance(InstanceArn=arn)
+    store_id = described["IdentityStoreId"]
+    user_id = cluster.client("identitystore").create_user(
+        IdentityStoreId=store_id, UserName=f"cli-{uuid.uuid4().hex[:6]}", DisplayName="CLI",
+        Name={"GivenName": "C", "FamilyName": "L"})["UserId"]
+    loop = asyncio.new_event_loop()
+    settings = load(None, environ={k: v for k, v in cluster.env.items()
+                                   if k.startswith("BROKER_")})
+    runtime = loop.run_until_complete(open_runtime(settings, migrate=False))
+
+    def approve(user_code: str) -> None:
+        loop.run_until_complete(runtime.oauth.approve_device(
+            user_code, account_id=described["OwnerAccountId"], identity_store_id=store_id,
+            user_id=user_id))
+
+    try:
+        yield {"start_url": f"{cluster.url}/start/{store_id}", "approve": approve}
+    finally:
+        loop.run_until_complete(runtime.close())
+        loop.close()
+
+
+def unsigned(cluster: Cluster, service: str, url: str | None = None) -> Any:
+    import boto3
+    import botocore
+    import botocore.config
+
+    return boto3.client(service, endpoint_url=url or cluster.url, region_name="us-east-1",
+                        config=botocore.config.Config(signature_version=botocore.UNSIGNED,
+                                                      retries={"max_attempts": 1}))
+
+
+def device_sign_in(cluster: Cluster, portal: dict[str, Any]) -> tuple[dict[str, str],
+                                                                      dict[str, Any]]:
+    """A client registered and a device code started through the LB, approved: (client's
+    secret, the started authorization)."""
+    oidc = unsigned(cluster, "sso-oidc")
+    client = oidc.register_client(clientName="cluster", clientType="public",
+                                  scopes=["sso:account:access"])
+    secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+    started = oidc.start_device_authorization(**secret, startUrl=portal["start_url"])
+    portal["approve"](started["userCode"])
+    return secret, started
+
+
+def test_a_device_code_is_redeemed_once(machine_cluster: Cluster,
+                                        portal: dict[str, Any]) -> None:
+    cluster = machine_cluster
+    secret, started = device_sign_in(cluster, portal)
+    tokens: list[dict[str, Any]] = []
+
+    def attempt() -> str:
+        def redeem() -> None:
+            tokens.append(unsigned(cluster, "sso-oidc").create_token(
+                **secret, grantType=DEVICE, deviceCode=started["deviceCode"]))
+        return code_of(redeem)
+
+    outcomes = race(attempt)
+    assert outcomes.count("issued") == 1, outcomes
+    assert set(outcomes) - {"issued"} <= {"InvalidGrantException", "SlowDownException"}
+    # The token one node issued reads on every node.
+    for url in cluster.node_urls:
+        assert unsigned(cluster, "sso", url).list_accounts(
+            accessToken=tokens[0]["accessToken"])["accountList"] == []
+
+
+def test_a_refresh_token_raced_rotates_once_and_ends_the_sign_in(
+        machine_cluster: Cluster, portal: dict[str, Any]) -> None:
+    """Twelve refreshes with one refresh token at once: one rotates; the rest are reuse,
+    which ends the sign-in, so even the winner's new tokens are refused on every node. The
+    control: another sign-in's refresh token rotates and its tokens read everywhere."""
+    cluster = machine_cluster
+
+    def signed_in() -> tuple[dict[str, str], dict[str, Any]]:
+        secret, started = device_sign_in(cluster, portal)
+        return secret, unsigned(cluster, "sso-oidc").create_token(
+            **secret, grantType=DEVICE, deviceCode=started["deviceCode"])
+
+    secret, first = signed_in()
+    refresh = {**secret, "grantType": "refresh_token", "refreshToken": first["refreshToken"]}
+    won: list[dict[str, Any]] = []
+
+    def attempt() -> str:
+        return code_of(lambda: won.append(
+            unsigned(cluster, "sso-oidc").create_token(**refresh)))
+
+    outcomes = race(attempt)
+    assert outcomes.count("issued") == 1, outcomes
+    assert set(outcomes) == {"issued", "InvalidGrantException"}, outcomes
+    for url in cluster.node_urls:
+        for access in (first["accessToken"], won[0]["accessToken"]):
+            assert code_of(lambda url=url, access=access: unsigned(  # type: ignore[misc]
+                cluster, "sso", url).list_accounts(accessToken=access)) == \
+                "UnauthorizedException"
+    secret, other = signed_in()  # the control
+    fresh = unsigned(cluster, "sso-oidc").create_token(
+        **secret, grantType="refresh_token", refreshToken=other["refreshToken"])
+    for url in cluster.node_urls:
+        assert unsigned(cluster, "sso", url).list_accounts(
+            accessToken=fresh["accessToken"])["accountList"] == []
