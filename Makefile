@@ -2,7 +2,8 @@
 #   make run   serve the broker on its embedded defaults (SQLite + in-process state), in
 #              development mode (a demo identity provider at /dev/signin);
 #              ARGS="--port 9000" passes flags to broker serve
-#   make test  every test, plus ruff and mypy
+#   make test  every test, plus ruff and mypy (on two cores: pytest-xdist, one worker per
+#              module file, so a module's fixtures and whole-surface bookkeeping stay together)
 #   make fast  the inner loop: ruff and the unit tests (ARGS="tests/..." runs those instead)
 PYTHON ?= python3
 VENV := .venv
@@ -29,7 +30,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check broker tests benchmarks examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 fast: $(STAMP)
 	$(BIN)/ruff check broker tests benchmarks examples
