@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=40, help="users of the steady step")
     parser.add_argument("--load", type=float, default=0.8, help="share of capacity")
     parser.add_argument("--window", type=float, default=10.0, help="first/last seconds")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"where the results go (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     span = min(args.window, args.seconds / 2)
 
@@ -250,9 +252,14 @@ def main() -> None:
         "target_p99_ratio": 1.5,
         "by_action": by_action,
         "issuer_fetches_during_steady_step": fetches,
+        # Every 5 seconds: what a trend (or the machine's other tenants) looks like.
+        "timeline": [{"from_second": t, "rps": w["requests"] / 5, "p50_ms": w["p50_ms"],
+                      "p99_ms": w["p99_ms"]}
+                     for t in range(0, int(elapsed), 5)
+                     for w in [window(steady, start + t, start + t + 5)]],
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(summary, indent=2) + "\n")
 
     print()
     print(f"capacity {capacity:.0f} requests/s; steady: {len(steady)} requests in "
