@@ -28,7 +28,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from broker.clock import Clock
-from broker.errors import AlreadyExists, ConfigError, NotFound
+from broker.errors import AlreadyExists, ConfigError, NotFound, SealError
 from broker.keyring import Keyring
 from broker.settings import Settings
 from broker.store.base import EntityStore, Record, Ref
@@ -70,7 +70,16 @@ async def load(settings: Settings, store: EntityStore, keyring: Keyring,
             return made
         except AlreadyExists:  # another process made one first: use theirs
             record = await store.get(REF)
-    key_pem = keyring.unseal(base64.b64decode(record.data["key"]), purpose=PURPOSE, aad=REF.key)
+    try:
+        key_pem = keyring.unseal(base64.b64decode(record.data["key"]), purpose=PURPOSE,
+                                 aad=REF.key)
+    except SealError as exc:
+        # The first sealed record every start opens: a keyring of another broker (a restore
+        # beside the wrong keyring file, a host given another copy) ends here, before serving.
+        raise SealError(
+            f"this keyring does not open the database's sealed records ({exc}): is it this "
+            "database's keyring? Restore the keyring file backed up with the database, or "
+            "copy the keyring of the nodes already serving it") from exc
     key = serialization.load_pem_private_key(key_pem, password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return SpCredentials(key, x509.load_pem_x509_certificate(record.data["certificate"].encode()))

@@ -169,7 +169,9 @@ def test_postgres_backup_beside_another_keyring_fails_closed(
     env = restore(backup, postgres_databases, tmp_path / "wrong")
     Keyring.generate(SystemClock(), path=tmp_path / "wrong" / "keyring.json").save()
     kid = json.loads((backup.directory / "keyring.json").read_text())["keys"][0]["id"]
-    assert f"key {kid!r} is unknown or retired" in refuses_to_serve(env)
+    refusal = refuses_to_serve(env)
+    assert f"key {kid!r} is unknown or retired" in refusal
+    assert "is it this database's keyring?" in refusal  # what an administrator reads
 
 
 def test_sqlite_online_backup_restores_into_a_new_data_dir(

@@ -40,6 +40,22 @@ def test_dockerfile_names_real_settings_and_commands() -> None:
     settings.load(None, environ=env)  # the image's settings load
 
 
+def test_the_build_context_leaves_out_the_local_tree_but_not_the_sources() -> None:
+    """.dockerignore keeps the virtualenv, git and caches out of `docker build .`, and nothing
+    the Dockerfile copies is among what it leaves out."""
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for local in (".git", ".venv"):
+        assert local in ignored, local
+    copied = [name for line in re.findall(r"^COPY (?!--from)(.*) \S+$",
+                                          (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+              for name in line.split()]
+    assert "broker" in copied and "pyproject.toml" in copied
+    for name in copied:
+        for pattern in ignored:
+            assert not Path(name).match(pattern.removeprefix("**/")), (name, pattern)
+
+
 def test_compose_file() -> None:
     doc = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = doc["services"]
