@@ -16,8 +16,11 @@ caller:
   key id, the expiration, the assumed-role or federated user, the identity provider's
   subject), never a secret access key or a session token; other actions have none.
 
-Until every reader has moved to CloudTrail's names, a line also carries the members of the
-broker's earlier line (``event``, ``outcome``, ``principal``, ... — ``audit.broker_members``).
+What CloudTrail's members leave no room for goes to additionalEventData: whether a sign-in used
+MFA (``MFAUsed``, as CloudTrail writes it for ConsoleLogin) and, for the events that have no
+answer to show (a browser's sign-in, the access portal, the command line's root keys), the
+access key issued (``IssuedAccessKeyId``) and the identity it was issued to or signed in
+(``IssuedTo``) when userIdentity does not already name it.
 """
 
 from __future__ import annotations
@@ -47,15 +50,15 @@ _quote: Callable[[str], str] = encode_basestring_ascii  # json.dumps's quoting, 
 class AuditEvent:
     time: datetime
     event: str  # the action (GetSessionToken, CreateAccessKey, ConsoleLogin, ...) or Authenticate
-    outcome: str  # "issued" (or done) or "refused"
+    outcome: str  # "issued" (or "succeeded") or "refused": ConsoleLogin's Success or Failure
     request_id: str
     source_ip: str | None
     user_agent: str | None
     principal: str | None = None  # ARN of the caller, when known
     account: str | None = None
     caller_access_key_id: str | None = None  # the key that signed the request
-    access_key_id: str | None = None  # the key issued
-    subject: str | None = None  # the identity the issued credentials speak for
+    access_key_id: str | None = None  # the key issued (in responseElements or additionalEventData)
+    subject: str | None = None  # whom it was issued to (responseElements, userIdentity or IssuedTo)
     error_code: str | None = None
     error_message: str | None = None
     mfa_used: str | None = None  # console sign-in: "Yes" or "No" (CloudTrail's MFAUsed)
@@ -68,7 +71,7 @@ class AuditEvent:
     shape: Structure | None = None  # their input shape: its sensitive members are hidden
     response: Mapping[str, Any] | None = None  # the result: only _RESPONSE's members are kept
 
-    def line(self, *, broker_members: bool = True) -> str:
+    def line(self) -> str:
         """The record as one line of JSON (ASCII, compact), built without a dict to encode."""
         name = self.action or self.event
         service = self.service or _SERVICES.get(self.event, "iam")
@@ -88,10 +91,11 @@ class AuditEvent:
                                          else _parameters(self.parameters, self.shape))
         if console:
             outcome = "Failure" if self.outcome == "refused" else "Success"
-            out += (',"responseElements":{"ConsoleLogin":"', outcome,
-                    '"},"additionalEventData":{"MFAUsed":"', self.mfa_used or "No", '"}')
+            out += ',"responseElements":{"ConsoleLogin":"', outcome, '"}'
         elif (response := _response(self.response)) is not None:
             out += ',"responseElements":', response
+        if self.response is None or self.mfa_used is not None or console:
+            out.append(self._additional(console))
         out += (',"requestID":', _text(self.request_id), ',"eventID":"', new_request_id(),
                 '","readOnly":', "true" if _read_only(name, service) else "false",
                 ',"eventType":"', "AwsConsoleSignIn" if console else "AwsApiCall",
@@ -99,8 +103,6 @@ class AuditEvent:
         recipient = self._recipient()
         if recipient is not None:
             out += ',"recipientAccountId":', _text(recipient)
-        if broker_members:
-            out.append(self._broker_members())
         out.append("}")
         return "".join(out)
 
@@ -109,9 +111,7 @@ class AuditEvent:
             return _json(self.identity)
         if self.caller is not None:
             return _caller(self.caller)
-        arn = self.principal
-        if arn is None and self.event == "ConsoleLogin":
-            arn = self.subject  # who signed in: CloudTrail's ConsoleLogin names them
+        arn = self._arn()
         if arn is None:
             members = ['"type":"Unknown"']
         else:
@@ -123,6 +123,27 @@ class AuditEvent:
             members.append(f'"accessKeyId":{_text(self.caller_access_key_id)}')
         return "{" + ",".join(members) + "}"
 
+    def _arn(self) -> str | None:
+        """userIdentity's ARN when no caller or identity is given."""
+        if self.principal is None and self.event == "ConsoleLogin":
+            return self.subject  # who signed in: CloudTrail's ConsoleLogin names them
+        return self.principal
+
+    def _additional(self, console: bool) -> str:
+        """additionalEventData: MFAUsed of a sign-in, and what was issued when no answer
+        (responseElements) shows it: the key, and whom it speaks for unless userIdentity
+        names them already."""
+        members = []
+        if self.mfa_used is not None or console:
+            members.append('"MFAUsed":' + _text("No" if self.mfa_used is None else self.mfa_used))
+        if self.response is None:
+            if self.access_key_id is not None:
+                members.append('"IssuedAccessKeyId":' + _text(self.access_key_id))
+            if self.subject is not None and self.subject != (
+                    self.caller.arn if self.caller is not None else self._arn()):
+                members.append('"IssuedTo":' + _text(self.subject))
+        return ',"additionalEventData":{' + ",".join(members) + "}" if members else ""
+
     def _recipient(self) -> str | None:
         if self.account is not None:
             return self.account
@@ -133,31 +154,12 @@ class AuditEvent:
                 return found
         return None
 
-    def _broker_members(self) -> str:
-        # The earlier line's members, in its alphabetical order, each value a JSON string.
-        members = []
-        for name in _BROKER_MEMBERS:
-            if name == "time":
-                value: object = iso8601(self.time)
-            elif name == "type":
-                value = "broker.audit"
-            else:
-                value = getattr(self, name)
-                if value is None:
-                    continue
-            members.append(f',"{name}":{_text(value)}')
-        return "".join(members)
-
 
 class AuditSink(Protocol):
     def emit(self, event: AuditEvent) -> None: ...
 
     def close(self) -> None: ...
 
-
-_BROKER_MEMBERS = ("access_key_id", "account", "caller_access_key_id", "error_code",
-                   "error_message", "event", "mfa_used", "outcome", "principal", "request_id",
-                   "source_ip", "subject", "time", "type", "user_agent")
 
 # eventSource of the events that are not IAM's (the Query protocol names its service itself).
 _SERVICES = {

@@ -46,13 +46,12 @@ def request_reopen() -> None:
 
 
 class StreamSink:
-    def __init__(self, stream: TextIO, *, broker_members: bool = True) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        self._members = broker_members
 
     def emit(self, event: AuditEvent) -> None:
-        line = event.line(broker_members=self._members) + "\n"
+        line = event.line() + "\n"
         with self._lock:
             self._stream.write(line)
             self._stream.flush()
@@ -63,12 +62,10 @@ class StreamSink:
 
 
 class FileSink:
-    def __init__(self, path: Path, *, broker_members: bool = True,
-                 check_seconds: float = 1.0) -> None:
+    def __init__(self, path: Path, *, check_seconds: float = 1.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._check_seconds = check_seconds
-        self._members = broker_members
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._open()
@@ -97,7 +94,7 @@ class FileSink:
         return (found.st_dev, found.st_ino) != self._identity
 
     def emit(self, event: AuditEvent) -> None:
-        data = (event.line(broker_members=self._members) + "\n").encode()
+        data = (event.line() + "\n").encode()
         with self._lock:
             if self._fd is None:
                 raise ValueError("the audit file is closed")
@@ -141,7 +138,7 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
 class SyslogSink:
     _STOP = None
 
-    def __init__(self, address: str, facility: str, *, broker_members: bool = True) -> None:
+    def __init__(self, address: str, facility: str) -> None:
         target, socktype, network = parse_syslog_address(address)
         try:
             self._handler = _SyslogHandler(
@@ -150,7 +147,6 @@ class SyslogSink:
         except OSError as exc:
             raise ConfigError(f"setting audit.syslog_address: cannot reach {address}: "
                               f"{exc.strerror or exc}") from None
-        self._members = broker_members
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
         self._writer = threading.Thread(target=self._write, name="audit-syslog", daemon=True)
         self._writer.start()
@@ -160,7 +156,7 @@ class SyslogSink:
         if self._closed:
             raise ValueError("the audit sink is closed")
         # A full queue (a receiver that stopped reading) waits rather than drops a line.
-        self._queue.put(event.line(broker_members=self._members))
+        self._queue.put(event.line())
 
     def _write(self) -> None:
         while (line := self._queue.get()) is not None:
@@ -194,10 +190,8 @@ def parse_syslog_address(address: str
 
 def open_sink(settings: AuditSettings, *, command_line: bool = False) -> AuditSink:
     """The configured sink. From the command line, "stdout" means standard error."""
-    members = settings.broker_members
     if settings.sink == "file":
-        return FileSink(Path(settings.path), broker_members=members)
+        return FileSink(Path(settings.path))
     if settings.sink == "syslog":
-        return SyslogSink(settings.syslog_address, settings.syslog_facility,
-                          broker_members=members)
-    return StreamSink(sys.stderr if command_line else sys.stdout, broker_members=members)
+        return SyslogSink(settings.syslog_address, settings.syslog_facility)
+    return StreamSink(sys.stderr if command_line else sys.stdout)

@@ -486,12 +486,6 @@ class AuditSettings:
                         "local3", "local4", "local5", "local6", "local7"),
         "The syslog facility of audit messages.",
     )
-    broker_members: bool = setting(
-        True, _bool,
-        "Also write the members of the broker's earlier audit line (event, outcome, "
-        "principal, subject, ...) beside CloudTrail's, for readers not yet moved to "
-        "CloudTrail's names.",
-    )
 
 
 @dataclass(frozen=True)

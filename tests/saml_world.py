@@ -41,8 +41,8 @@ def session_arn(role_arn: str, session_name: str) -> str:
 def issued_sessions(broker: Broker) -> list[str]:
     """Every role session the broker has issued by AssumeRoleWithSAML, from its audit log."""
     lines = Path(broker.settings.audit.path).read_text().splitlines()
-    return [doc["subject"] for doc in map(json.loads, lines)
-            if doc["event"] == "AssumeRoleWithSAML" and doc["outcome"] == "issued"]
+    return [doc["responseElements"]["assumedRoleUser"]["arn"] for doc in map(json.loads, lines)
+            if doc["eventName"] == "AssumeRoleWithSAML" and "errorCode" not in doc]
 
 
 @dataclass

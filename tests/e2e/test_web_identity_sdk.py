@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,10 +65,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcWorld]:
             broker.stop()
 
 
-def issued(broker: Broker) -> list[dict[str, str]]:
+def issued(broker: Broker) -> list[dict[str, Any]]:
     lines = Path(broker.settings.audit.path).read_text().splitlines()
     return [doc for doc in map(json.loads, lines)
-            if doc["event"] == "AssumeRoleWithWebIdentity" and doc["outcome"] == "issued"]
+            if doc["eventName"] == "AssumeRoleWithWebIdentity" and "errorCode" not in doc]
 
 
 def run_child(world: OidcWorld, tmp_path: Path, token: str,
@@ -106,7 +107,8 @@ def test_boto3_gets_and_refreshes_credentials_from_the_token_file(
     # seeing sessions that each have five minutes left by its shifted clock, may call it more
     # than once).
     assert out["first_key"] != out["second_key"]
-    keys = [doc["access_key_id"] for doc in issued(world.broker)[before:]]
+    keys = [doc["responseElements"]["credentials"]["accessKeyId"]
+            for doc in issued(world.broker)[before:]]
     assert len(keys) >= 2 and keys[0] == out["first_key"] and out["second_key"] in keys[1:]
 
 

@@ -220,9 +220,10 @@ def test_a_refused_signature_names_the_action_and_keeps_the_secret_out(
     assert r.status_code == 403
     doc = record(broker, r.headers["x-amzn-RequestId"], "W" * 40, creds.secret_access_key,
                  headers["Authorization"].rsplit("Signature=", 1)[1])
-    assert (doc["eventName"], doc["errorCode"], doc["event"]) == (
-        "GetSessionToken", "SignatureDoesNotMatch", "Authenticate")
-    assert doc["userIdentity"]["accessKeyId"] == creds.access_key_id
+    assert (doc["eventName"], doc["errorCode"]) == ("GetSessionToken", "SignatureDoesNotMatch")
+    # Not believed: only the key it presented, no user.
+    assert doc["userIdentity"] == {"type": "Unknown", "accessKeyId": creds.access_key_id}
+    assert "responseElements" not in doc and "additionalEventData" not in doc
 
 
 def test_a_console_password_sign_in(broker: Broker) -> None:
@@ -246,6 +247,9 @@ def test_a_console_password_sign_in(broker: Broker) -> None:
               and doc["userIdentity"].get("arn", "").endswith(f":user/{name}")]
     assert [d["responseElements"]["ConsoleLogin"] for d in logins][-1] == "Success"
     assert logins[-1]["eventType"] == "AwsConsoleSignIn"
+    # The console session's key, which no answer shows, beside MFAUsed; never its secret.
+    assert logins[-1]["additionalEventData"]["MFAUsed"] == "No"
+    assert logins[-1]["additionalEventData"]["IssuedAccessKeyId"].startswith("ASIA")
 
 
 def test_organizations_writes_and_refusals_but_not_reads(broker: Broker,

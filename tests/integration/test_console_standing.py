@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -215,9 +216,9 @@ def test_standing_is_decided_with_the_request_source_address(world: ConsoleWorld
     assert gateway(world.broker, cookie).status_code == 401
 
 
-def audit_events(broker: Broker, event: str) -> list[dict[str, str]]:
+def audit_events(broker: Broker, event: str) -> list[dict[str, Any]]:
     lines = Path(broker.settings.audit.path).read_text().splitlines()
-    return [doc for doc in map(json.loads, lines) if doc["event"] == event]
+    return [doc for doc in map(json.loads, lines) if doc["eventName"] == event]
 
 
 def test_switching_role_is_audited_issued_and_refused(world: ConsoleWorld) -> None:
@@ -241,10 +242,12 @@ def test_switching_role_is_audited_issued_and_refused(world: ConsoleWorld) -> No
             headers={"Cookie": f"{SESSION}={new_cookie}"})
         assert no.status_code == 403
     events = audit_events(world.broker, "SwitchRole")[before:]
-    assert [e["outcome"] for e in events] == ["issued", "refused"]
-    assert events[0]["subject"].endswith(f"{world.chained_arn.rsplit('/', 1)[1]}/switched")
-    assert events[0]["principal"].endswith("/switcher")
-    assert events[1]["error_code"] == "AccessDenied" and "subject" not in events[1]
+    assert [e.get("errorCode") for e in events] == [None, "AccessDenied"]
+    issued = events[0]["additionalEventData"]
+    assert issued["IssuedTo"].endswith(f"{world.chained_arn.rsplit('/', 1)[1]}/switched")
+    assert issued["IssuedAccessKeyId"].startswith("ASIA")
+    assert events[0]["userIdentity"]["arn"].endswith("/switcher")
+    assert "additionalEventData" not in events[1]  # nothing issued
 
 
 def test_a_session_revoked_for_the_console_cannot_switch_role(world: ConsoleWorld) -> None:

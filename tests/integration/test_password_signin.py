@@ -244,14 +244,17 @@ def test_every_attempt_is_audited_without_the_password(broker: Broker,
     assert PASSWORD not in text and "Wrong-Passw0rd-1" not in text
     lines: list[dict[str, Any]] = [json.loads(line) for line in text.splitlines()
                                    if '"ConsoleLogin"' in line]
-    mine = [d for d in lines if d.get("subject", "").endswith(f"user/{name}")]
-    assert mine and mine[-1]["outcome"] == "issued" and mine[-1]["mfa_used"] == "Yes"
-    assert any(d["outcome"] == "refused" for d in lines)
-    # Shaped as CloudTrail's ConsoleLogin: the outcome and MFAUsed where CloudTrail has them.
+    mine = [d for d in lines if d["userIdentity"].get("arn", "").endswith(f"user/{name}")]
+    assert mine and "errorCode" not in mine[-1]
+    assert any("errorCode" in d for d in lines)
+    # Shaped as CloudTrail's ConsoleLogin: the outcome and MFAUsed where CloudTrail has them,
+    # and the console session's access key id (never its secret) beside MFAUsed.
     assert mine[-1]["responseElements"] == {"ConsoleLogin": "Success"}
-    assert mine[-1]["additionalEventData"] == {"MFAUsed": "Yes"}
+    extra = mine[-1]["additionalEventData"]
+    assert extra.pop("IssuedAccessKeyId").startswith("ASIA")
+    assert extra == {"MFAUsed": "Yes"}
     assert mine[-1]["eventSource"] == "signin.amazonaws.com"
-    failed = [d for d in lines if d["outcome"] == "refused"]
+    failed = [d for d in lines if "errorCode" in d]
     assert failed[-1]["responseElements"] == {"ConsoleLogin": "Failure"}
     assert failed[-1]["additionalEventData"] == {"MFAUsed": "No"}
     others = [json.loads(line) for line in text.splitlines() if '"ConsoleLogin"' not in line]

@@ -132,21 +132,26 @@ def test_audit_log_has_no_secrets(broker: Broker) -> None:
                         "X-Amz-Date": "20260101T000000Z"})
     log = (broker.settings.data_dir / "audit.log").read_text()
     events = [json.loads(line) for line in log.splitlines()]
-    issued = [e for e in events if e["outcome"] == "issued"]
-    assert any(e["event"] == "GetSessionToken" and
-               e["access_key_id"] == result["Credentials"]["AccessKeyId"] for e in issued)
-    assert any(e["event"] == "CreateAccessKey" and e["access_key_id"] == key["AccessKeyId"]
-               for e in issued)
-    refused = [e for e in events if e["event"] == "Authenticate"]
-    assert any(e["caller_access_key_id"] == "AKIAZZZZZZZZZZZZZZZZ" and
-               e["error_code"] == "SignatureDoesNotMatch" for e in refused)
-    cli = [e for e in events if e.get("user_agent") == "broker init"]
-    assert [e["access_key_id"] for e in cli] == [broker.root.access_key_id]
+    issued = [e for e in events if "errorCode" not in e]
+    assert any(e["eventName"] == "GetSessionToken" and
+               e["responseElements"]["credentials"]["accessKeyId"] ==
+               result["Credentials"]["AccessKeyId"] for e in issued)
+    assert any(e["eventName"] == "CreateAccessKey" and
+               e.get("responseElements", {}).get("accessKey", {}).get("accessKeyId") ==
+               key["AccessKeyId"] for e in issued)
+    # A refused signature: a caller the broker did not identify, under the action it asked.
+    refused = [e for e in events if "errorCode" in e and e["userIdentity"]["type"] == "Unknown"]
+    assert any(e["userIdentity"].get("accessKeyId") == "AKIAZZZZZZZZZZZZZZZZ" and
+               e["errorCode"] == "SignatureDoesNotMatch" and
+               e["eventName"] == "GetCallerIdentity" for e in refused)
+    cli = [e for e in events if e.get("userAgent") == "broker init"]
+    assert [e["additionalEventData"]["IssuedAccessKeyId"] for e in cli] == [
+        broker.root.access_key_id]
     for e in events:
-        assert {"time", "event", "outcome", "request_id"} <= set(e)
-        assert "source_ip" in e or e in cli  # only the command line has no address
-    assert any(e["error_code"] == "IncompleteSignature" and "Signature=(redacted)" in
-               e["error_message"] for e in refused)
+        assert {"eventTime", "eventName", "requestID"} <= set(e)
+        assert "sourceIPAddress" in e or e in cli  # only the command line has no address
+    assert any(e["errorCode"] == "IncompleteSignature" and "Signature=(redacted)" in
+               e["errorMessage"] for e in refused)
     for needle in (secret, token, key["SecretAccessKey"], broker.root.secret_access_key, "0" * 64,
                    "f" * 64):
         assert needle not in log

@@ -190,8 +190,9 @@ def test_one_role_signs_in_to_the_console(world: SamlWorld) -> None:
     # The browser sign-in is in the audit trail, as the API's AssumeRoleWithSAML is.
     logins = [doc for doc in map(json.loads, Path(world.broker.settings.audit.path)
                                  .read_text().splitlines())
-              if doc["event"] == "ConsoleLogin" and doc["outcome"] == "issued"]
-    assert logins and logins[-1]["subject"] == session_arn(world.role_arn)
+              if doc["eventName"] == "ConsoleLogin" and "errorCode" not in doc]
+    assert logins and logins[-1]["userIdentity"]["arn"] == session_arn(world.role_arn)
+    assert logins[-1]["responseElements"] == {"ConsoleLogin": "Success"}
 
 
 @pytest.mark.parametrize("relay_state", ["/console/x", "/console/x?tab=1", "/console"])

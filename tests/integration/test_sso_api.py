@@ -79,10 +79,12 @@ def test_accounts_roles_and_credentials(world: SsoWorld) -> None:
     assert caller["Account"] == world.one.account_id
     assert ":assumed-role/AWSReservedSSO_ReadOnly_" in caller["Arn"]
     assert caller["Arn"].endswith(f"/{world.one.user_name}")
-    issued = [e for e in audit_events(world) if e["event"] == "GetRoleCredentials"
-              and e.get("access_key_id") == creds["accessKeyId"]]
-    assert [e["outcome"] for e in issued] == ["issued"]
-    assert issued[0]["account"] == world.one.account_id
+    issued = [e for e in audit_events(world) if e["eventName"] == "GetRoleCredentials"
+              and e.get("additionalEventData", {}).get("IssuedAccessKeyId") ==
+              creds["accessKeyId"]]
+    assert [e.get("errorCode") for e in issued] == [None]
+    assert issued[0]["recipientAccountId"] == world.one.account_id
+    assert issued[0]["userIdentity"]["arn"] == caller["Arn"]  # the session it speaks for
     # Paging: one at a time.
     page = sso.list_accounts(accessToken=token, maxResults=1)
     assert len(page["accountList"]) == 1 and "nextToken" not in page
@@ -99,9 +101,10 @@ def test_a_role_not_assigned_is_not_found(world: SsoWorld) -> None:
                        roleName=role) == ("ResourceNotFoundException", 404), (account, role)
     sso.get_role_credentials(accessToken=token, accountId=world.one.account_id,
                              roleName="ReadOnly")  # the control
-    refusals = [e for e in audit_events(world) if e["event"] == "GetRoleCredentials"
-                and e["outcome"] == "refused"]
-    assert {e["error_code"] for e in refusals} >= {"ResourceNotFoundException"}
+    refusals = [e for e in audit_events(world) if e["eventName"] == "GetRoleCredentials"
+                and "errorCode" in e]
+    assert {e["errorCode"] for e in refusals} >= {"ResourceNotFoundException"}
+    assert not any("additionalEventData" in e for e in refusals)  # nothing issued
 
 
 def test_a_token_of_another_instance_reads_nothing_of_this_one(world: SsoWorld) -> None:

@@ -137,13 +137,20 @@ def fresh_name() -> str:
 
 def audit(broker: Broker) -> list[dict[str, Any]]:
     lines = Path(broker.settings.audit.path).read_text().splitlines()
-    return [doc for doc in map(json.loads, lines) if doc["event"] == EVENT]
+    return [doc for doc in map(json.loads, lines) if doc["eventName"] == EVENT]
+
+
+def issued_to(doc: dict[str, Any]) -> str:
+    """The session an audit line says was issued ("" when none was)."""
+    return str(doc.get("responseElements", {}).get("assumedRoleUser", {}).get("arn", ""))
 
 
 def logged(broker: Broker, request_id: str) -> list[tuple[str, str | None]]:
-    """(outcome, error code) of each audit line of this request."""
-    return [(doc["outcome"], doc.get("error_code")) for doc in audit(broker)
-            if doc["request_id"] == request_id]
+    """(outcome, error code) of each audit line of this request: issued when the line has
+    no errorCode and names the credentials issued, refused when it has an errorCode."""
+    return [("refused" if "errorCode" in doc else
+             "issued" if "credentials" in doc.get("responseElements", {}) else "neither",
+             doc.get("errorCode")) for doc in audit(broker) if doc["requestID"] == request_id]
 
 
 def assume(sts: Any, world: OidcWorld, token: str, *, role_arn: str | None,
@@ -178,7 +185,7 @@ def refused(sts: Any, world: OidcWorld, token: str, *,
     code, message = response["Error"]["Code"], response["Error"]["Message"]
     meta = response["ResponseMetadata"]
     assert logged(world.broker, meta["RequestId"]) == [("refused", code)]
-    assert not any(doc["outcome"] == "issued" and doc.get("subject", "").endswith(f"/{name}")
+    assert not any("errorCode" not in doc and issued_to(doc).endswith(f"/{name}")
                    for doc in audit(world.broker))
     return code, message, meta["HTTPStatusCode"]
 

@@ -1,9 +1,10 @@
-"""The audit line: a CloudTrail record (plus the broker's earlier members), one line of ASCII
-JSON whatever the values hold — quotes, backslashes, control characters, line separators,
-characters beyond the BMP —, which a reader parses back to the same values; secrets are
-hidden by the rendering itself (sensitive shapes, secret-bearing names, an allow-list of the
-answer's members); and the sinks: the file (appended by many threads, opened again when
-rotated or on SIGHUP) and syslog (a real UDP receiver)."""
+"""The audit line: a CloudTrail record and nothing else, one line of ASCII JSON whatever the
+values hold — quotes, backslashes, control characters, line separators, characters beyond
+the BMP —, which a reader parses back to the same values; secrets are hidden by the rendering
+itself (sensitive shapes, secret-bearing names, an allow-list of the answer's members); what
+CloudTrail's members have no room for in additionalEventData; and the sinks: the file
+(appended by many threads, opened again when rotated or on SIGHUP) and syslog (a real UDP
+receiver)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,13 @@ VALUE = st.none() | st.text(max_size=40)
 CLOUDTRAIL = {"eventVersion", "userIdentity", "eventTime", "eventSource", "eventName",
               "awsRegion", "requestParameters", "requestID", "eventID", "readOnly",
               "eventType", "managementEvent", "eventCategory"}
+OPTIONAL = {"sourceIPAddress", "userAgent", "errorCode", "errorMessage", "responseElements",
+            "additionalEventData", "recipientAccountId"}
 
 
 @settings(max_examples=200)
-@given(st.text(min_size=1, max_size=30), st.text(min_size=1, max_size=30),
+@given(st.text(min_size=1, max_size=30).filter(lambda name: name != "ConsoleLogin"),
+       st.text(min_size=1, max_size=30),
        st.fixed_dictionaries(dict.fromkeys(TEXT_FIELDS, VALUE)),
        st.dictionaries(st.from_regex(r"[A-Z][a-zA-Z]{0,8}", fullmatch=True),
                        st.text(max_size=20) | st.integers(), max_size=4))
@@ -53,13 +57,22 @@ def test_any_values_make_one_line_that_reads_back(event: str, request_id: str,
     assert set(doc) >= CLOUDTRAIL
     assert (doc["eventName"], doc["requestID"], doc["eventTime"]) == (event, request_id,
                                                                      iso8601(AT))
-    # The broker's earlier members, with the values given.
-    assert {k: doc[k] for k in ("event", "outcome", "request_id", "time", "type")} == {
-        "event": event, "outcome": "issued", "request_id": request_id, "time": iso8601(AT),
-        "type": "broker.audit"}
-    assert {k: doc.get(k) for k in TEXT_FIELDS} == optional
+    # Every value given, under CloudTrail's name for it, and no member of the earlier line.
+    assert set(doc) <= CLOUDTRAIL | OPTIONAL
     assert doc.get("sourceIPAddress") == optional["source_ip"]
+    assert doc.get("userAgent") == optional["user_agent"]
+    assert doc.get("errorCode") == optional["error_code"]
     assert doc.get("errorMessage") == optional["error_message"]
+    who = doc["userIdentity"]
+    assert who.get("arn") == optional["principal"]
+    assert who.get("accessKeyId") == optional["caller_access_key_id"]
+    extra = doc.get("additionalEventData", {})
+    assert extra.get("MFAUsed") == optional["mfa_used"]
+    assert extra.get("IssuedAccessKeyId") == optional["access_key_id"]
+    subject = optional["subject"]
+    assert extra.get("IssuedTo") == (None if subject == optional["principal"] else subject)
+    if optional["account"] is not None:
+        assert doc["recipientAccountId"] == optional["account"]
     # Each parameter under CloudTrail's name, its value kept unless its name says secret.
     shown = doc["requestParameters"]
     assert len(shown) == len({k[:1].lower() + k[1:] for k in params})
@@ -68,13 +81,13 @@ def test_any_values_make_one_line_that_reads_back(event: str, request_id: str,
         assert kept in (value, HIDDEN)
 
 
-def test_without_the_broker_members_the_line_is_cloudtrail_s_alone() -> None:
+def test_an_iam_change_is_cloudtrail_s_members_alone() -> None:
     e = AuditEvent(time=AT, event="CreateUser", outcome="succeeded", request_id="r",
                    source_ip="10.0.0.1", user_agent="aws-cli/2", service="iam",
                    principal="arn:aws:iam::123456789012:root", account="123456789012",
                    caller_access_key_id="AKIAEXAMPLE", parameters={"UserName": "jo"},
                    shape=iam_model.CreateUserRequest)
-    doc = json.loads(e.line(broker_members=False))
+    doc = json.loads(e.line())
     assert set(doc) == CLOUDTRAIL | {"sourceIPAddress", "userAgent", "recipientAccountId"}
     assert doc["userIdentity"] == {"type": "Root", "arn": "arn:aws:iam::123456789012:root",
                                    "accountId": "123456789012", "accessKeyId": "AKIAEXAMPLE"}
@@ -195,6 +208,38 @@ def test_a_console_login_is_a_console_sign_in_event() -> None:
     assert doc["additionalEventData"] == {"MFAUsed": "Yes"}
     assert doc["userIdentity"] == {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/jo",
                                    "accountId": "123456789012"}
+
+
+def test_what_no_answer_shows_is_kept_in_additional_event_data() -> None:
+    """A browser's role switch issues a key and a session no answer shows: both are kept in
+    additionalEventData. The controls, built alike: the same event whose subject is its caller
+    does not name it twice; STS's answer carries both, so its line has no
+    additionalEventData; an IAM change issues nothing and has none either."""
+    switcher = "arn:aws:sts::123456789012:assumed-role/admin/jo"
+    switched = "arn:aws:sts::123456789012:assumed-role/deploy/jo"
+
+    def switch(subject: str, **more: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(AuditEvent(
+            time=AT, event="SwitchRole", outcome="issued", request_id="r", source_ip=None,
+            user_agent=None, principal=switcher, caller_access_key_id="ASIACALLER",
+            access_key_id="ASIAISSUED", subject=subject, **more).line())
+        return doc
+
+    doc = switch(switched)
+    assert doc["additionalEventData"] == {"IssuedAccessKeyId": "ASIAISSUED",
+                                          "IssuedTo": switched}
+    assert doc["userIdentity"]["arn"] == switcher and "errorCode" not in doc
+    assert switch(switcher)["additionalEventData"] == {"IssuedAccessKeyId": "ASIAISSUED"}
+    answered = switch(switched, response={
+        "Credentials": {"AccessKeyId": "ASIAISSUED", "SecretAccessKey": "wJalrSECRET"},
+        "AssumedRoleUser": {"Arn": switched, "AssumedRoleId": "AROAEXAMPLE:jo"}})
+    assert "additionalEventData" not in answered
+    assert answered["responseElements"]["credentials"] == {"accessKeyId": "ASIAISSUED"}
+    assert answered["responseElements"]["assumedRoleUser"]["arn"] == switched
+    change = json.loads(AuditEvent(time=AT, event="CreateUser", outcome="succeeded",
+                                   request_id="r", source_ip=None, user_agent=None,
+                                   principal=switcher).line())
+    assert "additionalEventData" not in change and "responseElements" not in change
 
 
 def _event(i: int, agent: str = "x") -> AuditEvent:

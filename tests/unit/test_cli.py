@@ -244,15 +244,17 @@ def test_keys_issued_from_the_command_line_are_audited(tmp_path: Path) -> None:
     assert code == 0
     root = json.loads(out)["root"]  # stdout stays exactly the documented JSON
     event = json.loads(err.strip().splitlines()[-1])
-    assert (event["event"], event["outcome"], event["access_key_id"]) == (
-        "CreateAccessKey", "issued", root["access_key_id"])
-    assert event["user_agent"] == "broker init" and root["secret_access_key"] not in err
+    assert (event["eventName"], "errorCode" in event,
+            event["additionalEventData"]["IssuedAccessKeyId"]) == (
+        "CreateAccessKey", False, root["access_key_id"])
+    assert event["userAgent"] == "broker init" and root["secret_access_key"] not in err
     log = tmp_path / "audit.jsonl"
     code, out, _ = run("accounts", "create", "--data-dir", str(data), "--json",
                        env={"BROKER_AUDIT_SINK": "file", "BROKER_AUDIT_PATH": str(log)})
     created = json.loads(out)
     event = json.loads(log.read_text())
-    assert (event["account"], event["access_key_id"], event["user_agent"]) == (
+    assert (event["recipientAccountId"], event["additionalEventData"]["IssuedAccessKeyId"],
+            event["userAgent"]) == (
         created["account_id"], created["root"]["access_key_id"], "broker accounts create")
 
 
