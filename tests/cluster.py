@@ -168,7 +168,26 @@ class OwnPostgres:
             self.proc.wait(timeout=30)
         self.proc = None
 
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (each backend leads a process group of its own)."""
+        assert self.proc is not None
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+                                  capture_output=True, text=True, check=False).stdout.split()
+        return [self.proc.pid, *map(int, children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and every backend: a server that hangs (or a network that drops
+        packets) rather than refuses; connections open, nothing answered."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
     def remove(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 

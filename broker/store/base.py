@@ -26,12 +26,17 @@ The in-memory backends are the reference; every backend passes the same conforma
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from broker.errors import StoreUnavailable
 
 Data = Mapping[str, Any]
+T = TypeVar("T")
 GLOBAL = ""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -152,3 +157,33 @@ class EphemeralStore(Protocol):
     async def incr(self, key: str, ttl: float) -> int:
         """Add one to a counter and return it; a new counter lives ``ttl`` seconds."""
         ...
+
+
+async def within(seconds: float, work: Coroutine[Any, Any, T], what: str,
+                 abandoned: set[asyncio.Task[Any]]) -> T:
+    """``work``'s answer if it comes within ``seconds``; else StoreUnavailable at once.
+
+    A store that hangs (a frozen server, a network that drops packets) must cost a caller a
+    bounded wait, not its whole request. ``asyncio.wait_for`` would also wait for the
+    cancelled work to wind up, and a database driver cancelling a query on a server that
+    does not answer takes seconds more (psycopg: up to ten); so the work is cancelled and left
+    to finish in the background, held in ``abandoned`` until it has.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    abandoned.add(task)
+    task.add_done_callback(functools.partial(_forget, abandoned))
+    raise StoreUnavailable(f"{what}: no answer within {seconds:g} s")
+
+
+def _forget(abandoned: set[asyncio.Task[Any]], task: asyncio.Task[Any]) -> None:
+    abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: it was answered as unavailable already

@@ -14,13 +14,15 @@ lock, so several processes starting at once are safe.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -37,7 +39,7 @@ from broker.errors import (
     StoreUnavailable,
 )
 from broker.metrics import watch_engine
-from broker.store.base import Data, Record, Ref, check_storable, storable
+from broker.store.base import Data, Record, Ref, check_storable, storable, within
 
 metadata = sa.MetaData()
 
@@ -59,6 +61,27 @@ records = sa.Table(
 )
 
 _MIGRATION_LOCK = 0x62726B72  # "brkr": the advisory lock PostgreSQL migrations hold
+# A PostgreSQL that does not answer (frozen, or a network that drops packets) costs a request
+# at most this long, waiting for a pooled connection included; then ServiceUnavailable. Every
+# operation is a few rows or one page: far below it on any healthy server.
+TIMEOUT_SECONDS = 5.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _bounded(method: Callable[Concatenate[SqlEntityStore, P], Coroutine[Any, Any, T]]
+             ) -> Callable[Concatenate[SqlEntityStore, P], Coroutine[Any, Any, T]]:
+    """The operation within the store's time bound (PostgreSQL; SQLite is a local file)."""
+
+    @functools.wraps(method)
+    async def bounded(self: SqlEntityStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._timeout is None:
+            return await method(self, *args, **kwargs)
+        return await within(self._timeout, method(self, *args, **kwargs), self.dialect,
+                            self._abandoned)
+
+    return bounded
 
 
 def async_url(url: str) -> str:
@@ -77,9 +100,12 @@ def async_url(url: str) -> str:
 
 
 class SqlEntityStore:
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5,
+                 timeout: float = TIMEOUT_SECONDS) -> None:
         self._url = async_url(url)
         self._sqlite = self._url.startswith("sqlite")
+        self._timeout: float | None = None if self._sqlite else timeout
+        self._abandoned: set[asyncio.Task[Any]] = set()
         if self._sqlite:
             path = sa.engine.make_url(self._url).database
             if path and path != ":memory:":
@@ -90,7 +116,8 @@ class SqlEntityStore:
             _sqlite_setup(self._reader, write=False)
         else:
             self._engine = create_async_engine(
-                self._url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800
+                self._url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800,
+                connect_args={"connect_timeout": max(1, int(timeout))},
             )
             self._reader = self._engine
         watch_engine(self._engine.sync_engine)  # round trips and failures, for metrics
@@ -109,17 +136,21 @@ class SqlEntityStore:
                 await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
             await conn.run_sync(_upgrade_to_head)
 
+    @_bounded
     async def ping(self) -> None:
         async with self._read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
+        for task in list(self._abandoned):
+            task.cancel()
         await self._engine.dispose()
         if self._reader is not self._engine:
             await self._reader.dispose()
 
     # -- the protocol ---------------------------------------------------------------------------
 
+    @_bounded
     async def create(self, record: Record, *, max_siblings: int | None = None) -> Record:
         check_storable(record)
         try:
@@ -147,6 +178,7 @@ class SqlEntityStore:
             version=1,
         )
 
+    @_bounded
     async def get(self, ref: Ref) -> Record:
         if not storable(ref.kind, ref.account, ref.key):
             raise NotFound(str(ref))
@@ -156,6 +188,7 @@ class SqlEntityStore:
             raise NotFound(str(ref))
         return _record(row._mapping)
 
+    @_bounded
     async def find(self, kind: str, lookup: str) -> Record:
         if not storable(kind, lookup):
             raise NotFound(f"{kind} lookup {lookup!r}")
@@ -169,6 +202,7 @@ class SqlEntityStore:
             raise NotFound(f"{kind} lookup {lookup}")
         return _record(row._mapping)
 
+    @_bounded
     async def update(self, ref: Ref, change: Callable[[Record], Data]) -> Record:
         if not storable(ref.kind, ref.account, ref.key):
             raise NotFound(str(ref))
@@ -190,6 +224,7 @@ class SqlEntityStore:
             version=current.version + 1,
         )
 
+    @_bounded
     async def delete(self, ref: Ref, *, blocked_by: tuple[str, ...] = (),
                      check: Callable[[Record], None] | None = None) -> None:
         if not storable(ref.kind, ref.account, ref.key):
@@ -209,6 +244,7 @@ class SqlEntityStore:
             await conn.execute(records.delete().where(*_children_of(ref)))
             await conn.execute(records.delete().where(*_is(ref)))
 
+    @_bounded
     async def list(
         self,
         kind: str,

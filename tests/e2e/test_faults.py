@@ -13,6 +13,7 @@ credentials) never refused.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,6 +149,68 @@ def test_a_store_stops_and_returns_under_load(own_cluster: World, tmp_path: Path
     assert verdict.unavailable, "the load never met the outage"
     late = [r for r in verdict.unavailable if not down <= r["t"] <= up + RECOVERY_SECONDS]
     assert late == []
+
+
+def test_a_hung_database_costs_a_bounded_wait(own_cluster: World,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL frozen (SIGSTOP: connections open, nothing answered, as when a network drops
+    packets): what needs it is refused with ServiceUnavailable within the store's bound
+    (store/sql.py TIMEOUT_SECONDS) instead of hanging, /readyz answers 503 within its own two
+    seconds, temporary credentials keep working, and once it thaws every node answers again."""
+    from broker.store.sql import TIMEOUT_SECONDS
+
+    cluster, _, postgres = own_cluster
+    iam = cluster.clients("iam")
+    config = prepare(cluster)
+    temporary_sts = cluster.clients("sts", config["temporary"])
+
+    def name() -> str:
+        return f"hung-{uuid.uuid4().hex[:8]}"
+
+    def timed(call: Callable[[], Any]) -> tuple[tuple[str, int], float]:
+        began = time.monotonic()
+        return refusal(call), round(time.monotonic() - began, 1)
+
+    assert all(timed(lambda i=i: iam[i].create_user(UserName=name()))[0]  # type: ignore
+               == ("answered", 200) for i in range(3))  # the control
+    postgres.freeze()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            writes = list(pool.map(lambda i: timed(
+                lambda: iam[i].create_user(UserName=name())), range(3)))
+            ready = list(pool.map(lambda url: timed(
+                lambda: _readyz(url)), cluster.node_urls))
+        for i in range(3):
+            assert ":user/loader-" in temporary_sts[i].get_caller_identity()["Arn"]
+    finally:
+        postgres.thaw()
+    back = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        recovery = list(pool.map(lambda i: first_success(
+            lambda: refusal(lambda: iam[i].list_users(MaxItems=1)) == ("answered", 200),
+            back), range(3)))
+    report(capsys, f"PostgreSQL frozen: CreateUser refused after {[s for _, s in writes]} s, "
+           f"/readyz after {[s for _, s in ready]} s; recovery seconds per node "
+           f"{[round(s, 2) for s in recovery]}")
+    for outcome, seconds in writes:
+        assert outcome == ("ServiceUnavailable", 503)
+        # Each of the request's store calls is bounded (a signed write makes two or three:
+        # its key, its caller's policies, the write); without the bound it never answers.
+        assert seconds <= 3 * TIMEOUT_SECONDS + 3
+    for outcome, seconds in ready:
+        assert outcome == ("entity_store", 503)
+        assert seconds <= 2 + 2
+    assert max(recovery) <= RECOVERY_SECONDS
+
+
+def _readyz(url: str) -> None:
+    """Raise the store /readyz names as failing (as a ClientError-like refusal)."""
+    answer = httpx.get(url + "/readyz", timeout=30)
+    if answer.status_code != 200:
+        [store] = answer.json()["failed"]
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": store}, "ResponseMetadata": {
+                "HTTPStatusCode": answer.status_code}}, "readyz")
 
 
 def test_a_node_killed_then_back_with_a_rotated_keyring(
