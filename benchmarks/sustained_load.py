@@ -124,21 +124,46 @@ def saml_responses(idp: TestIdp, plan: dict[str, Any], count: int) -> list[str]:
     return made
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every process of the machine has used so far (all cores, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])  # idle, iowait
+    return (sum(int(f) for f in fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_locust(plan: dict[str, Any], work: Path, name: str, *, users: int, spawn_rate: float,
-               seconds: float, rate: float) -> list[tuple[float, str, float, str | None]]:
-    """locust, headless, in its own process: one event per request."""
+               seconds: float, rate: float, server_pgid: int = 0,
+               samples: list[dict[str, float]] | None = None,
+               ) -> list[tuple[float, str, float, str | None]]:
+    """locust, headless, in its own process: one event per request. Every second, into
+    ``samples``: the CPU time used so far by the broker, by locust and by the whole machine
+    (so that a slow stretch can be told apart from another tenant's)."""
     plan_file, events = work / f"{name}-plan.json", work / f"{name}-events.jsonl"
     plan_file.write_text(json.dumps(plan))
     CSV.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BENCH_PLAN": str(plan_file), "BENCH_EVENTS": str(events),
            "BENCH_RATE": str(rate), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [str(BIN / "locust"), "-f", str(LOCUSTFILE), "--headless", "--host", plan["host"],
-         "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds:g}s", "--stop-timeout", "10",
-         "--only-summary", "--loglevel", "WARNING", "--csv", str(CSV / name)],
-        env=env, capture_output=True, text=True, timeout=seconds + 120)
+    log = work / f"{name}-locust.log"
+    with log.open("wb") as out:
+        locust = subprocess.Popen(
+            [str(BIN / "locust"), "-f", str(LOCUSTFILE), "--headless", "--host", plan["host"],
+             "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds:g}s",
+             "--stop-timeout", "10", "--only-summary", "--loglevel", "WARNING",
+             "--csv", str(CSV / name)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + seconds + 120
+        while locust.poll() is None:
+            if time.monotonic() > deadline:
+                locust.kill()
+                raise SystemExit("locust did not stop")
+            if samples is not None:
+                samples.append({"time": time.time(), "machine": machine_busy_seconds(),
+                                "broker": group_cpu_seconds(server_pgid) if server_pgid
+                                else 0.0, "locust": group_cpu_seconds(locust.pid)})
+            time.sleep(1)
     if not events.exists():
-        raise SystemExit(f"locust wrote no events ({done.returncode}): {done.stderr[-2000:]}")
+        raise SystemExit(f"locust wrote no events ({locust.returncode}): "
+                         f"{log.read_text()[-2000:]}")
     return [tuple(json.loads(line)) for line in events.read_text().splitlines()]
 
 
@@ -167,7 +192,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="the steady step")
     parser.add_argument("--capacity-seconds", type=float, default=20.0, help="the ramp")
     parser.add_argument("--capacity-users", type=int, default=32)
-    parser.add_argument("--users", type=int, default=40, help="users of the steady step")
+    parser.add_argument("--users", type=int, default=80, help="users of the steady step")
     parser.add_argument("--load", type=float, default=0.8, help="share of capacity")
     parser.add_argument("--window", type=float, default=10.0, help="first/last seconds")
     parser.add_argument("--results", type=Path, default=RESULTS,
@@ -188,7 +213,7 @@ def main() -> None:
             plan["web_identity_tokens"] = oidc_bench.tokens(issuer, 256)
 
             print("step 1: capacity", flush=True)
-            guess = 1000.0  # requests/s, for the SAML responses the ramp may use
+            guess = 3000.0  # requests/s, for the SAML responses the ramp may use
             plan["saml_responses"] = saml_responses(
                 idp, plan, int(guess * SAML_SHARE * args.capacity_seconds))
             ramp = run_locust(plan, work, "capacity", users=args.capacity_users,
@@ -210,9 +235,11 @@ def main() -> None:
                 idp, plan, int(rate * SAML_SHARE * (args.seconds + 15) * 1.5) + 20)
             fetches = sum(issuer.fetches.values())
             cpu = group_cpu_seconds(server.pid)
+            samples: list[dict[str, float]] = []
             steady = run_locust(plan, work, "steady", users=args.users,
                                 spawn_rate=args.users, seconds=args.seconds,
-                                rate=rate / args.users)
+                                rate=rate / args.users, server_pgid=server.pid,
+                                samples=samples)
             cpu = group_cpu_seconds(server.pid) - cpu
             fetches = sum(issuer.fetches.values()) - fetches
     finally:
@@ -227,6 +254,13 @@ def main() -> None:
                      "p99_ratio": last[a]["p99_ms"] / first[a]["p99_ms"]
                      if first[a]["p99_ms"] else None} for a in ACTIONS}
     elapsed = stop - start
+    def cores(t: float, key: str) -> float:
+        """Cores' worth of CPU ``key`` used over the 5 seconds from ``t``."""
+        inside = [x for x in samples if start + t <= x["time"] <= start + t + 5]
+        if len(inside) < 2:
+            return 0.0
+        return (inside[-1][key] - inside[0][key]) / (inside[-1]["time"] - inside[0]["time"])
+
     summary = {
         "benchmark": "sustained load: the mixed workload at a share of measured capacity, "
                      "broker serve --workers 2 on PostgreSQL and Redis",
@@ -253,8 +287,11 @@ def main() -> None:
         "by_action": by_action,
         "issuer_fetches_during_steady_step": fetches,
         # Every 5 seconds: what a trend (or the machine's other tenants) looks like.
+        # With the cores' worth of CPU the broker, locust and the whole machine used: what
+        # the machine had left over for the broker.
         "timeline": [{"from_second": t, "rps": w["requests"] / 5, "p50_ms": w["p50_ms"],
-                      "p99_ms": w["p99_ms"]}
+                      "p99_ms": w["p99_ms"], "broker_cores": cores(t, "broker"),
+                      "locust_cores": cores(t, "locust"), "machine_cores": cores(t, "machine")}
                      for t in range(0, int(elapsed), 5)
                      for w in [window(steady, start + t, start + t + 5)]],
     }
@@ -265,6 +302,11 @@ def main() -> None:
     print(f"capacity {capacity:.0f} requests/s; steady: {len(steady)} requests in "
           f"{elapsed:.1f} s ({summary['achieved_rps']:.0f}/s, target {rate:.0f}), "
           f"errors {len(errors)}")
+    print(f"{'from second':>12}{'req/s':>8}{'p50':>8}{'p99':>8}{'broker':>8}{'locust':>8}"
+          f"{'machine':>9}  (cores of CPU)")
+    for w in summary["timeline"]:
+        print(f"{w['from_second']:12}{w['rps']:8.0f}{w['p50_ms']:8.1f}{w['p99_ms']:8.1f}"
+              f"{w['broker_cores']:8.2f}{w['locust_cores']:8.2f}{w['machine_cores']:9.2f}")
     print(f"{'':28}{'first p50':>10}{'p99':>9}{'last p50':>10}{'p99':>9}{'ratio':>8}")
 
     def line(label: str, a: dict[str, Any], b: dict[str, Any]) -> None:
