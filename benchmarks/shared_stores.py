@@ -36,8 +36,8 @@ def fresh_database() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped on the way out."""
     import psycopg
 
-    admin_url = DATABASE_URL.split("+", 1)[0] if "+" in DATABASE_URL.split("://")[0] \
-        else DATABASE_URL
+    scheme, _, rest = DATABASE_URL.partition("://")
+    admin_url = f"{scheme.split('+', 1)[0]}://{rest}"  # psycopg's own URL: no driver name
     name = f"broker_bench_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(admin_url, autocommit=True)
