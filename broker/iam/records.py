@@ -86,14 +86,18 @@ class Entities:
                     count: int, keep: Callable[[E], bool] = lambda _: True) -> list[E]:
         """Up to ``count`` entities that ``keep`` accepts, in order of their record keys,
         keys > ``key``: read from the store a bounded listing at a time (keyset pagination),
-        so that a page costs the same at the start of a long listing as at its end."""
+        so that a page costs the same at the start of a long listing as at its end. When
+        ``keep`` refuses many, each further read is twice as long (up to 1,000 records), so
+        that a filter matching few of many records costs few round trips."""
         found: list[E] = []
+        size = count + 1
         while len(found) < count:
-            chunk = await self.store.list(kind, account, after=key, limit=count + 1)
+            chunk = await self.store.list(kind, account, after=key, limit=size)
             found += [e for e in (_entity(cls, r) for r in chunk) if keep(e)]
-            if len(chunk) <= count:
+            if len(chunk) < size:
                 break
             key = chunk[-1].key
+            size = max(size, min(2 * size, 1000))
         return found[:count]
 
     async def page(self, cls: type[E], kind: str, account: str, marker: str | None,
