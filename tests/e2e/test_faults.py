@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
@@ -86,17 +85,23 @@ def check(verdict: Verdict, cluster: Cluster) -> None:
     assert verdict.acknowledged_users and verdict.issued  # the load did write and issue
 
 
-def start_load(world: World, tmp_path: Path, seconds: float = 5) -> tuple[Load, dict[str, Any]]:
+def start_load(world: World, request: pytest.FixtureRequest,
+               seconds: float = 5) -> tuple[Load, dict[str, Any]]:
+    """The load's world set up, and locust running (ended at the test's end, pass or fail)."""
     cluster = world[0]
     config = prepare(cluster)
-    return Load(tmp_path / "load", cluster.url, config, seconds=seconds).start(), config
+    load = Load(request.getfixturevalue("tmp_path") / "load", cluster.url, config,
+                seconds=seconds)
+    request.addfinalizer(load.kill)
+    return load.start(), config
 
 
 @pytest.mark.parametrize("store", ["ephemeral_store", "entity_store"])
-def test_a_store_stops_and_returns_under_load(own_cluster: World, tmp_path: Path, store: str,
+def test_a_store_stops_and_returns_under_load(own_cluster: World, request: pytest.FixtureRequest,
+                                              store: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     cluster, redis_server, postgres = own_cluster
-    load, config = start_load(own_cluster, tmp_path)
+    load, config = start_load(own_cluster, request)
     server: OwnRedis | OwnPostgres = redis_server if store == "ephemeral_store" else postgres
     temporary_sts = cluster.clients("sts", config["temporary"])
     root_iam = cluster.clients("iam")
@@ -214,14 +219,15 @@ def _readyz(url: str) -> None:
 
 
 def test_a_node_killed_then_back_with_a_rotated_keyring(
-        own_cluster: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        own_cluster: World, request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL node 1: what was in flight on it gets nginx's 502 (never retried elsewhere, as
     it had reached a broker); everything after goes to the other two. Meanwhile a key is
     rotated as a cluster rotates (``broker keys add``; once every node has read it, ``broker
     keys activate``) and node 1 comes back with it: credentials sealed with the old key (the
     load's) open on every node, and one node 1 seals with the new key opens on the others."""
     cluster = own_cluster[0]
-    load, config = start_load(own_cluster, tmp_path)
+    load, config = start_load(own_cluster, request)
     time.sleep(1)
     killed = time.time()
     cluster.kill(1)
@@ -251,13 +257,13 @@ def test_a_node_killed_then_back_with_a_rotated_keyring(
     assert answered_after >= {f"127.0.0.1:{p}" for p in (cluster.ports[0], cluster.ports[2])}
 
 
-def test_a_rolling_restart_fails_no_request(own_cluster: World, tmp_path: Path,
+def test_a_rolling_restart_fails_no_request(own_cluster: World, request: pytest.FixtureRequest,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """Node after node: out of the load balancer (nginx reloaded with the node ``down``),
     SIGTERM, wait for the exit, start, wait for /readyz, back in. The broker finishes what it
     had; nginx's old workers finish what they had sent; nothing is sent to a stopping node."""
     cluster = own_cluster[0]
-    load, _ = start_load(own_cluster, tmp_path, seconds=120)  # ended when the restarts are
+    load, _ = start_load(own_cluster, request, seconds=120)  # ended when the restarts are
     codes, stopping, starting = [], [], []
     for i in range(3):
         cluster.drain(i)

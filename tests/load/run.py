@@ -135,6 +135,12 @@ class Load:
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.output.read_text().splitlines() if line]
 
+    def kill(self) -> None:
+        """End locust if it still runs (a test that failed before waiting for it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self) -> list[dict[str, Any]]:
         """End the load now (locust stops its callers on SIGTERM) and return its records."""
         assert self.proc is not None
