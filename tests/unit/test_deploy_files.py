@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,16 +181,25 @@ def test_the_compose_cluster_has_three_nodes_behind_nginx_on_one_keyring() -> No
     assert upstream == list(NODES)
 
 
-def _lb_site(directory: Path) -> str:
+def _lb_text(directory: Path, listen: int = 18080, nodes: tuple[int, ...] = (8001, 8002, 8003),
+             front: str = "") -> str:
     """The LB site with its documented placeholders replaced (nginx -t resolves upstream host
-    names, which exist only on the compose network)."""
+    names, which exist only on the compose network): the nodes, the address it listens on,
+    the access log's file, and, when ``front`` is given, that address as the TLS front."""
     from tests.nginx import render
 
-    replacements = {f"server {n}:8000 ": f"server 127.0.0.1:{8001 + i} "
-                    for i, n in enumerate(NODES)}
-    replacements["listen 80;"] = "listen 127.0.0.1:18080;"
+    replacements = {f"server {n}:8000 ": f"server 127.0.0.1:{port} "
+                    for n, port in zip(NODES, nodes, strict=True)}
+    replacements["listen 80;"] = f"listen 127.0.0.1:{listen};"
+    replacements["access_log /var/log/nginx/access.log "] = f"access_log {directory}/lb.log "
+    if front:
+        replacements["# 192.0.2.10 1;"] = f"{front} 1;"
+    return render(LB_CONF, replacements)
+
+
+def _lb_site(directory: Path) -> str:
     path = directory / "site.conf"
-    path.write_text(render(LB_CONF, replacements))
+    path.write_text(_lb_text(directory))
     return str(path)
 
 
@@ -220,6 +230,133 @@ def test_the_load_balancer_site_passes_nginx_t(tmp_path: Path) -> None:
     broken.write_text(text.replace("proxy_next_upstream error;", "proxy_next_upstream errors;"))
     refused = _nginx_t(str(broken), tmp_path)
     assert refused.returncode != 0 and 'invalid value "errors"' in refused.stderr
+
+
+class _Upstream:
+    """A broker node's stand-in behind the LB site: a real HTTP server that answers every GET
+    with 200 and, as JSON, the X-Forwarded-* headers nginx sent it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        class Echo(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({name: self.headers.get(name) for name in (
+                    "X-Forwarded-Proto", "X-Forwarded-For")}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[_Upstream]:
+    server = _Upstream()
+    yield server
+    server.close()
+
+
+def _run_lb(directory: Path, upstream: _Upstream, front: str = "",
+            change: Callable[[str], str] = str) -> Any:
+    """The LB site, every node ``upstream``, under a real nginx of its own in ``directory``
+    (``change``: what to alter in the site's text first)."""
+    from tests.helpers import free_port
+    from tests.nginx import Nginx
+
+    directory.mkdir()
+    port = free_port()
+    return Nginx(directory, change(_lb_text(directory, port, (upstream.port,) * 3, front)), port)
+
+
+# What a client sends in query strings that nginx must not write down: a presigned URL's
+# signature and token, an identity token and a SAML assertion sent by GET, an OIDC callback's
+# code and state.
+QUERY_SECRETS = {"X-Amz-Signature": "5ec2e7" * 10, "X-Amz-Security-Token": "FwoGZXIvYXdzEDx" * 4,
+                 "WebIdentityToken": "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.c2ln",
+                 "SAMLAssertion": "PHNhbWxwOlJlc3BvbnNlIHNlY3JldA"}
+CALLBACK_SECRETS = {"code": "c0de-5ec2e7-4u7h", "state": "57a7e-5ec2e7"}
+
+
+def _send_secrets(nginx: Any) -> None:
+    import httpx
+
+    base = f"http://127.0.0.1:{nginx.port}"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        api = client.get("/", params={"Action": "AssumeRoleWithWebIdentity", **QUERY_SECRETS},
+                         headers={"Referer": "https://app.example.com/?code=r3f3r3r-5ec2e7"})
+        assert api.status_code == 200
+        callback = client.get("/start/d-1234567890/oidc/callback", params=CALLBACK_SECRETS)
+        assert callback.status_code == 200
+
+
+def test_the_load_balancer_logs_no_query_string(tmp_path: Path, upstream: _Upstream) -> None:
+    """The LB site under the real nginx: its access lines have each request's method, path and
+    status, and none of the secrets its query string (or Referer) carried."""
+    nginx = _run_lb(tmp_path / "lb", upstream)
+    try:
+        _send_secrets(nginx)
+    finally:
+        nginx.stop()
+    log = (tmp_path / "lb" / "lb.log").read_text()
+    assert '"GET / HTTP/1.1" 200 ' in log  # the control: the requests are logged
+    assert '"GET /start/d-1234567890/oidc/callback HTTP/1.1" 200 ' in log
+    for secret in (*QUERY_SECRETS.values(), *CALLBACK_SECRETS.values(), "r3f3r3r"):
+        assert secret not in log
+    assert "?" not in log and "Action=" not in log
+    # The same site with nginx's default line instead of broker_lb, run the same way, writes
+    # them all: this is what the test would see if the format were lost.
+    nginx = _run_lb(tmp_path / "combined", upstream,
+                    change=lambda text: text.replace("/lb.log broker_lb;", "/lb.log;"))
+    try:
+        _send_secrets(nginx)
+    finally:
+        nginx.stop()
+    leaked = (tmp_path / "combined" / "lb.log").read_text()
+    for secret in (*QUERY_SECRETS.values(), *CALLBACK_SECRETS.values()):
+        assert secret in leaked
+
+
+def _forwarded(nginx: Any) -> dict[str, str]:
+    import httpx
+
+    reply = httpx.get(f"http://127.0.0.1:{nginx.port}/", timeout=10, headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
+    assert reply.status_code == 200
+    return dict(reply.json())
+
+
+def test_the_load_balancer_believes_forwarded_headers_only_from_its_tls_front(
+        tmp_path: Path, upstream: _Upstream) -> None:
+    """A client that sends X-Forwarded-Proto: https and an X-Forwarded-For of its choosing:
+    by default the nodes are told the scheme nginx received (http) and the address it saw;
+    with the client's address listed as the TLS front, the same request's headers are passed
+    on, the front's address after the one it forwarded."""
+    nginx = _run_lb(tmp_path / "alone", upstream)
+    try:
+        assert _forwarded(nginx) == {"X-Forwarded-Proto": "http",
+                                     "X-Forwarded-For": "127.0.0.1"}
+    finally:
+        nginx.stop()
+    nginx = _run_lb(tmp_path / "fronted", upstream, front="127.0.0.1")
+    try:
+        assert _forwarded(nginx) == {"X-Forwarded-Proto": "https",
+                                     "X-Forwarded-For": "203.0.113.9, 127.0.0.1"}
+    finally:
+        nginx.stop()
 
 
 # -- the Helm chart, rendered and linted by Helm's own engine -------------------------------------
