@@ -124,14 +124,21 @@ async def _observed(protocol: str, action_of: Callable[[Scope], str],
                     answer[1] = value.decode("latin-1")
         await send(message)
 
-    await app(scope, receive, observe)
-    status = answer[0]
-    if status:
-        action = action_of(scope)
-        metrics.request(protocol, action, status, answer[1] if status >= 400 else "",
-                        time.perf_counter() - started)
-        if status == 200 and action in _ISSUING_REST:
-            metrics.credentials_issued(action)
+    try:
+        await app(scope, receive, observe)
+    except Exception:
+        # Raised before answering: the server answers 500 for it (after answering: counted as
+        # answered). Counted either way, so that failures show in the figures.
+        answer[0] = answer[0] or 500
+        raise
+    finally:
+        status = answer[0]
+        if status:
+            action = action_of(scope)
+            metrics.request(protocol, action, status, answer[1] if status >= 400 else "",
+                            time.perf_counter() - started)
+            if status == 200 and action in _ISSUING_REST:
+                metrics.credentials_issued(action)
 
 
 async def _metrics(send: Send) -> None:

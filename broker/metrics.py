@@ -27,6 +27,8 @@ before the workers start, each worker writes its counts there, and a scrape adds
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -34,7 +36,7 @@ import shutil
 import tempfile
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -50,6 +52,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.mmap_dict import MmapedDict
 
 log = logging.getLogger("broker.metrics")
 
@@ -252,22 +255,85 @@ class EphemeralCounter:
 # -- exposition ---------------------------------------------------------------------------------
 
 
-def _reap(path: str) -> None:
-    """``mark_process_dead`` for every worker that left files behind and is gone (killed, or
-    replaced by uvicorn's supervisor): its live gauges stop counting; its counts stay."""
-    pids: set[int] = set()
-    for name in os.listdir(path):
-        stem = name.rsplit(".", 1)[0]
-        _, _, digits = stem.rpartition("_")
-        if digits.isdigit():
-            pids.add(int(digits))
-    for pid in pids:
+# The multiprocess directory's files are prometheus-client's, one per kind of value and process:
+# ``counter_1234.db``, ``gauge_livesum_1234.db``. The counts of processes that are gone are added
+# into one file per kind (``counter_reaped.db``), so that workers replaced again and again (a
+# SIGHUP restarts them all) leave a bounded number of files, and a scrape reads as many files
+# as there are live processes, not as many as there ever were.
+_REAPED = "reaped"
+_ADDITIVE = ("counter", "histogram", "summary")
+_LOCK = "broker-metrics.lock"  # not *.db: prometheus-client reads only those
+
+
+def _pid_of(name: str) -> int | None:
+    """The process id a file of the directory belongs to, or None: not a process's file (the
+    ``reaped`` ones), or digits no process id has (os.kill would raise OverflowError for
+    them): such a file is left as it is."""
+    stem = name.removesuffix(".db")
+    _, _, digits = stem.rpartition("_")
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 9 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """One process at a time reaps or reads the directory (the supervisor's listener and,
+    with metrics.public, every worker's /metrics): a file added up and removed by one never
+    goes missing under another's read."""
+    with open(os.path.join(path, _LOCK), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        except PermissionError:
-            pass
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _processes(path: str) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for name in os.listdir(path):
+        pid = _pid_of(name) if name.endswith(".db") else None
+        if pid is not None:
+            found.setdefault(pid, []).append(name)
+    return found
+
+
+def _reap(path: str) -> None:
+    """For every process that left files behind and is gone (killed, or replaced by uvicorn's
+    supervisor): ``mark_process_dead`` (its live gauges stop counting) and its counts added
+    into the ``reaped`` files (they stay in every scrape), its own files removed."""
+    for pid, names in _processes(path).items():
+        if _alive(pid):
+            continue
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        for name in names:
+            kind = name.split("_", 1)[0]
+            if kind in _ADDITIVE:
+                # Added up, then removed: a crash between the two would count it twice, never
+                # lose it (the lock keeps every other reader out meanwhile).
+                _add_into(os.path.join(path, f"{kind}_{_REAPED}.db"), os.path.join(path, name))
+                os.unlink(os.path.join(path, name))
+
+
+def _add_into(total_path: str, dead_path: str) -> None:
+    """Each value of a dead process's file added to the same key's in ``total_path`` (the
+    files hold counts and histogram buckets as they were observed, so sums stay exact)."""
+    values = list(MmapedDict.read_all_values_from_file(dead_path))
+    total = MmapedDict(total_path)
+    try:
+        for key, value, timestamp, _ in values:
+            before, _ = total.read_value(key)
+            total.write_value(key, before + value, timestamp)
+    finally:
+        total.close()
 
 
 def exposition() -> bytes:
@@ -275,10 +341,11 @@ def exposition() -> bytes:
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return generate_latest(REGISTRY)
-    _reap(path)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+    with _locked(path):
+        _reap(path)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -324,24 +391,38 @@ def listen(host: str, port: int) -> ThreadingWSGIServer:
 def prepare(enabled: bool, workers: int, host: str, port: int) -> None:
     """What ``broker serve`` does before uvicorn starts: with several workers, a clean
     multiprocess directory in the environment they inherit (``PROMETHEUS_MULTIPROC_DIR`` if
-    set, emptied; else a new temporary one, removed at exit); the metrics listener when a
-    port is set."""
+    set, emptied of what processes that are gone left, see ``_empty``; else a new temporary
+    one, removed at exit); the metrics listener when a port is set."""
     if not enabled:
         return
     given = os.environ.get(MULTIPROC_ENV)
     if given:
-        directory = Path(given)
-        directory.mkdir(parents=True, exist_ok=True)
-        own = f"_{os.getpid()}.db"  # this process's own files, opened when it started
-        for stale in directory.glob("*.db"):
-            if not stale.name.endswith(own):
-                stale.unlink()
+        Path(given).mkdir(parents=True, exist_ok=True)
+        _empty(given)
     elif workers > 1:
         made = tempfile.mkdtemp(prefix="broker-metrics-")
         atexit.register(shutil.rmtree, made, True)
         os.environ[MULTIPROC_ENV] = made
     if port:
         listen(host, port)
+
+
+def _empty(path: str) -> None:
+    """A given multiprocess directory made fresh for this start: the files of processes that
+    are gone removed, and the counts they left (``reaped``) too unless another live process
+    still writes here. The files of a live process — this one's own, opened when its families
+    were made, or another broker's that shares the directory — are never touched."""
+    with _locked(path):
+        processes = _processes(path)
+        others = any(_alive(pid) for pid in processes if pid != os.getpid())
+        for pid, names in processes.items():
+            if not _alive(pid):
+                for name in names:
+                    os.unlink(os.path.join(path, name))
+        if not others:
+            for kind in _ADDITIVE:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(path, f"{kind}_{_REAPED}.db"))
 
 
 def worker_started() -> None:

@@ -6,10 +6,19 @@ tests/integration/test_metrics.py; these pin the shapes and the refusals.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from broker import metrics
 from broker.aws.ids import REQUEST_ID, new_request_id
@@ -126,5 +135,134 @@ def test_direct_writes_match_prometheus_clients_own() -> None:
         assert REGISTRY.get_sample_value(
             "broker_requests_total",
             {**labels, "outcome": "ok", "error_code": ""}) == 1
+    finally:
+        metrics.count(before)
+
+
+# -- the multiprocess directory -----------------------------------------------------------------
+
+# A process that counts as a broker worker does, in prometheus-client's multiprocess mode: a
+# counter and a live gauge, written to the directory it inherits; it exits, or stays alive
+# until its standard input closes.
+_WORKER = """
+import sys
+from prometheus_client import Counter, Gauge
+Counter("broker_unit", "Unit.", ("action",)).labels("A").inc(int(sys.argv[1]))
+Gauge("broker_unit_live", "Live.", multiprocess_mode="livesum").set(1)
+print("counted", flush=True)
+if sys.argv[2] == "stay":
+    sys.stdin.read()
+"""
+
+
+class _Worker:
+    def __init__(self, directory: Path, count: int, stay: bool) -> None:
+        env = {**os.environ, metrics.MULTIPROC_ENV: str(directory)}
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(count),
+                                      "stay" if stay else "exit"], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "counted\n"
+        self.pid = self.proc.pid
+        if not stay:
+            self.end()
+
+    def end(self) -> None:
+        self.proc.communicate(timeout=30)  # closes its input: it ends, if it had not
+        assert self.proc.returncode == 0
+
+
+def _files(directory: Path) -> set[str]:
+    return {p.name for p in directory.glob("*.db")}
+
+
+def _scrape() -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.exposition().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name.startswith("broker_unit")}
+
+
+def test_a_start_keeps_a_live_brokers_files_and_drops_the_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two brokers given one PROMETHEUS_MULTIPROC_DIR: the second's start removes what a
+    process that is gone left, never the files of the first, which still serves."""
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    live, dead = _Worker(tmp_path, 3, stay=True), _Worker(tmp_path, 5, stay=False)
+    try:
+        assert {f"counter_{dead.pid}.db", f"counter_{live.pid}.db"} <= _files(tmp_path)
+        metrics.prepare(True, 2, "127.0.0.1", 0)
+        assert _files(tmp_path) == {f"counter_{live.pid}.db", f"gauge_livesum_{live.pid}.db"}
+        assert _scrape() == {"broker_unit_total": 3, "broker_unit_live": 1}
+    finally:
+        live.end()
+    # The control: once that broker is gone too, a start empties the directory.
+    metrics.prepare(True, 2, "127.0.0.1", 0)
+    assert _files(tmp_path) == set()
+
+
+def test_restarted_workers_add_up_into_a_bounded_number_of_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers replaced one after another (as SIGHUP does): each scrape adds the counts of
+    those that are gone into one file, so the total stays exact, the live gauge counts only
+    the live worker, and the files do not pile up."""
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    live = _Worker(tmp_path, 2, stay=True)
+    try:
+        for _ in range(4):
+            _Worker(tmp_path, 1, stay=False)
+        assert len(_files(tmp_path)) == 2 * 5
+        assert _scrape() == {"broker_unit_total": 6, "broker_unit_live": 1}
+        kept = {f"counter_{live.pid}.db", f"gauge_livesum_{live.pid}.db", "counter_reaped.db"}
+        assert _files(tmp_path) == kept
+        assert _scrape() == {"broker_unit_total": 6, "broker_unit_live": 1}  # counted once
+        _Worker(tmp_path, 10, stay=False)
+        assert _scrape() == {"broker_unit_total": 16, "broker_unit_live": 1}
+        assert _files(tmp_path) == kept
+        # A file whose name ends in more digits than any process id (os.kill would raise
+        # OverflowError): the scrape still answers, and counts it as prometheus-client reads it.
+        shutil.copy(tmp_path / f"counter_{live.pid}.db", tmp_path / f"counter_{'9' * 30}.db")
+        assert _scrape() == {"broker_unit_total": 18, "broker_unit_live": 1}
+    finally:
+        live.end()
+
+
+# -- what BrokerApp counts ----------------------------------------------------------------------
+
+
+def test_an_app_that_raises_is_counted_as_a_server_error() -> None:
+    """BrokerApp's wrapper around the rest-json, SCIM and Starlette apps: an app that raises
+    before answering (the server then answers 500) is counted, beside the control of the same
+    wrapper around an app that answers."""
+    from broker.app import _observed
+
+    async def answers(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def raises(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    def count(app: Any, action: str) -> dict[str, float]:
+        asyncio.run(_observed("unit", lambda scope: action, app, {"type": "http"}, receive,
+                              send))
+        return {outcome: metrics.REQUESTS.labels("unit", action, outcome, "")._value.get()
+                for outcome in ("ok", "server_error")}
+
+    before = metrics.counting()
+    metrics.count(True)
+    try:
+        assert count(answers, "Answers") == {"ok": 1, "server_error": 0}
+        with pytest.raises(RuntimeError):
+            count(raises, "Raises")
+        assert {
+            outcome: metrics.REQUESTS.labels("unit", "Raises", outcome, "")._value.get()
+            for outcome in ("ok", "server_error")} == {"ok": 0, "server_error": 1}
     finally:
         metrics.count(before)
