@@ -326,14 +326,14 @@ def _reap(path: str) -> None:
 def _add_into(total_path: str, dead_path: str) -> None:
     """Each value of a dead process's file added to the same key's in ``total_path`` (the
     files hold counts and histogram buckets as they were observed, so sums stay exact)."""
-    values = list(MmapedDict.read_all_values_from_file(dead_path))
-    total = MmapedDict(total_path)
+    values = list(MmapedDict.read_all_values_from_file(dead_path))  # type: ignore[no-untyped-call]
+    total = MmapedDict(total_path)  # type: ignore[no-untyped-call]
     try:
         for key, value, timestamp, _ in values:
-            before, _ = total.read_value(key)
-            total.write_value(key, before + value, timestamp)
+            before, _ = total.read_value(key)  # type: ignore[no-untyped-call]
+            total.write_value(key, before + value, timestamp)  # type: ignore[no-untyped-call]
     finally:
-        total.close()
+        total.close()  # type: ignore[no-untyped-call]
 
 
 def exposition() -> bytes:

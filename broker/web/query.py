@@ -80,8 +80,10 @@ class QueryApp:
         runtime = self._state.runtime
         self._json_actions = {f"{op.service.target}.{op.name}": op.name
                               for op in runtime.json_protocol.operations}
+        # Temporary credentials only (broker_credentials_issued_total): IAM's CreateAccessKey
+        # is audited as issuing a key too, but it is a long-term one, counted among requests.
         self._issuing = frozenset(op.name for op in runtime.protocol.operations
-                                  if op.issued is not None)
+                                  if op.issued is not None and op.service is STS)
 
     async def _serve(self, scope: Scope, receive: Receive,
                      send: Send) -> tuple[str, str, int, str]:

@@ -135,6 +135,11 @@ def test_scrape_counts_each_request_by_its_labels(served: Served) -> None:
                    Creds(root.access_key_id, "x" * 40))
     assert forged.status_code == 403 and b"SignatureDoesNotMatch" in forged.content
     session = _client(url, "sts", root).get_session_token()["Credentials"]
+    # A long-term key is not a temporary credential: CreateAccessKey is counted among the
+    # requests only, beside GetSessionToken's count below.
+    iam = _client(url, "iam", root)
+    iam.create_user(UserName="metrics-keyed")
+    iam.create_access_key(UserName="metrics-keyed")
     # Three wrong passwords for one user with signin.max_failures = 2: the third is refused
     # by the lock-out, not by the password.
     account = _client(url, "sts", root).get_caller_identity()["Account"]
@@ -163,6 +168,8 @@ def test_scrape_counts_each_request_by_its_labels(served: Served) -> None:
                (("action", "GetCallerIdentity"), ("protocol", "query")))
     assert samples[latency] == 3
     assert samples[("broker_credentials_issued_total", (("action", "GetSessionToken"),))] == 1
+    assert ("broker_credentials_issued_total", (("action", "CreateAccessKey"),)) not in samples
+    assert _requests(samples, "query", "CreateAccessKey", "ok", "") == 1
     # The root key's lookup read the entity store (SQLite here) at least once.
     trips = sum(v for (name, labels), v in samples.items()
                 if name == "broker_store_round_trips_total" and ("store", "entity") in labels)
