@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -90,7 +89,3 @@ def configure(log_format: str, level: str) -> dict[str, Any] | None:
         return config
     logging.basicConfig(level=level.upper(), format=TEXT_FORMAT)
     return None
-
-
-def started_now() -> None:
-    REQUEST_STARTED.set(time.time())
