@@ -213,6 +213,7 @@ def watch_engine(engine: Any) -> None:
     """Count an SQLAlchemy engine's round trips (each statement sent, each commit) and failures
     (``engine``: the synchronous Engine under an AsyncEngine)."""
     from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError
 
     trips = {verb: STORE_ROUND_TRIPS.labels("entity", verb) for verb in (*_VERBS, OTHER)}
     commits = STORE_ROUND_TRIPS.labels("entity", "commit")
@@ -226,7 +227,9 @@ def watch_engine(engine: Any) -> None:
             commits.inc()
 
     def failed(context: Any) -> None:
-        if not _counting[0]:
+        # A unique key refused (AlreadyExists: CreateUser of a name taken) is the store
+        # answering, not failing: counted among the round trips only.
+        if not _counting[0] or isinstance(context.sqlalchemy_exception, IntegrityError):
             return
         statement = getattr(context, "statement", None)
         STORE_ERRORS.labels("entity", _verb(statement) if statement else "connect").inc()
