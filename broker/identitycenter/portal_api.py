@@ -65,12 +65,26 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
     registry = RestRegistry(SSO, portal_model)
     action = registry.action
 
-    def audited(call: Call, outcome: str, *, account: str | None, subject: str | None,
+    def audited(call: Call, outcome: str, *, account: str | None, grant: Grant | None = None,
+                user_name: str | None = None, session_arn: str | None = None,
                 issued: str | None = None, error: RestError | None = None) -> None:
+        """The line of credentials issued or refused. The caller is an Identity Center user,
+        not an IAM principal: userIdentity is CloudTrail's for the portal's events (type
+        Unknown, the user's name, the account of the instance) with the user's id and store
+        (``onBehalfOf``), never an ARN it does not have; the session issued is IssuedTo."""
+        identity: dict[str, Any] = {"type": "Unknown"}
+        if grant is not None:
+            identity["accountId"] = grant.account_id
+            if user_name is not None:
+                identity["userName"] = user_name
+            identity["onBehalfOf"] = {
+                "userId": grant.user_id,
+                "identityStoreArn": f"arn:aws:identitystore::{grant.account_id}:identitystore/"
+                                    f"{grant.identity_store_id}"}
         audit.emit(AuditEvent(
             time=clock.now(), event=call.action, outcome=outcome, request_id=call.request_id,
-            source_ip=call.source_ip, user_agent=call.user_agent, principal=subject,
-            account=account, access_key_id=issued, subject=subject,
+            source_ip=call.source_ip, user_agent=call.user_agent, identity=identity,
+            account=account, access_key_id=issued, subject=session_arn,
             error_code=error.code if error else None,
             error_message=error.message if error else None, service="sso",
             parameters={k: v for k, v in call.params.items() if k != "accessToken"}))
@@ -111,11 +125,11 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
         try:
             grant, instance = await signed_in(call)
         except RestError as exc:
-            audited(call, "refused", account=None, subject=None, error=exc)
+            audited(call, "refused", account=None, error=exc)
             raise
         user = await directory.active_user(grant.account_id, grant.identity_store_id,
                                            grant.user_id)
-        person = f"{grant.identity_store_id}/{user.user_name if user else grant.user_id}"
+        name = user.user_name if user else None
         try:
             if user is None:
                 raise _unauthorized()
@@ -127,10 +141,11 @@ def operations(oauth: OAuth, instances: Instances, directory: Directory, access:
                 raise RestError("ResourceNotFoundException",
                                 f"No access: {exc}"[:1024]) from None
         except RestError as exc:
-            audited(call, "refused", account=account, subject=person, error=exc)
+            audited(call, "refused", account=account, grant=grant, user_name=name, error=exc)
             raise
         session = issued.session
-        audited(call, "issued", account=account, subject=session.arn, issued=session.access_key_id)
+        audited(call, "issued", account=account, grant=grant, user_name=name,
+                session_arn=session.arn, issued=session.access_key_id)
         return {"roleCredentials": {
             "accessKeyId": session.access_key_id,
             "secretAccessKey": session.secret_access_key,

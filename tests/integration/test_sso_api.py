@@ -84,7 +84,13 @@ def test_accounts_roles_and_credentials(world: SsoWorld) -> None:
               creds["accessKeyId"]]
     assert [e.get("errorCode") for e in issued] == [None]
     assert issued[0]["recipientAccountId"] == world.one.account_id
-    assert issued[0]["userIdentity"]["arn"] == caller["Arn"]  # the session it speaks for
+    # The caller is the Identity Center user, not an ARN; the session issued is IssuedTo.
+    assert issued[0]["userIdentity"] == {
+        "type": "Unknown", "accountId": world.one.account_id, "userName": world.one.user_name,
+        "onBehalfOf": {"userId": world.one.user_id, "identityStoreArn":
+                       f"arn:aws:identitystore::{world.one.account_id}:identitystore/"
+                       f"{world.one.identity_store_id}"}}
+    assert issued[0]["additionalEventData"]["IssuedTo"] == caller["Arn"]
     # Paging: one at a time.
     page = sso.list_accounts(accessToken=token, maxResults=1)
     assert len(page["accountList"]) == 1 and "nextToken" not in page
@@ -105,6 +111,8 @@ def test_a_role_not_assigned_is_not_found(world: SsoWorld) -> None:
                 and "errorCode" in e]
     assert {e["errorCode"] for e in refusals} >= {"ResourceNotFoundException"}
     assert not any("additionalEventData" in e for e in refusals)  # nothing issued
+    assert not any("arn" in e["userIdentity"] for e in refusals)  # no ARN it does not have
+    assert {e["userIdentity"].get("userName") for e in refusals} >= {world.one.user_name}
 
 
 def test_a_token_of_another_instance_reads_nothing_of_this_one(world: SsoWorld) -> None:
