@@ -208,12 +208,18 @@ def _supervise(workers: int, options: dict[str, Any]) -> None:
     """uvicorn's supervisor over worker processes (what ``uvicorn.run(workers=N)`` runs), which
     on SIGTERM or SIGINT also closes its own copy of the listening socket at once: the workers
     close theirs as they shut down, and a copy left open would queue new connections that
-    nobody serves, instead of refusing them, until the last worker has finished."""
+    nobody serves, instead of refusing them, until the last worker has finished. A worker that
+    fails to start (the store unreachable, a setting refused) stops it too, and then it exits
+    3, uvicorn's status for a failed start, as one worker does; after a signal, 0."""
     from uvicorn import Config
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors.multiprocess import Multiprocess
 
     class Supervisor(Multiprocess):
+        signalled = False  # else what stops it is a worker's failed start
+
         def _stop_accepting(self) -> None:
+            self.signalled = True
             for sock in self.sockets:
                 sock.close()
 
@@ -225,9 +231,34 @@ def _supervise(workers: int, options: dict[str, Any]) -> None:
             self._stop_accepting()
             super().handle_int()
 
-    config = Config("broker.app:app_from_environment", factory=True, workers=workers,
-                    **options)
-    Supervisor(config, sockets=[config.bind_socket()]).run()
+    config = Config("broker.cli:worker_app", factory=True, workers=workers, **options)
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if not supervisor.signalled:
+        # It stopped because a worker failed to start (it logged which): a failed start, as
+        # with one worker, for the orchestrator to see rather than a clean exit.
+        sys.exit(STARTUP_FAILURE)
+
+
+def worker_app() -> Any:
+    """The app of one of uvicorn's worker processes, built from the environment ``serve``
+    hands down. A worker that cannot build it (a setting refused, a file it cannot read)
+    exits with uvicorn's startup-failure status, on which the supervisor stops and fails as
+    well; any other status would have it start the worker again, and fail again, forever."""
+    import logging
+
+    from uvicorn.config import STARTUP_FAILURE
+
+    from broker.app import app_from_environment
+
+    log = logging.getLogger("broker.cli")
+    try:
+        return app_from_environment()
+    except BrokerError as exc:
+        log.error("worker cannot start: %s", exc)
+    except Exception:
+        log.exception("worker cannot start")
+    sys.exit(STARTUP_FAILURE)
 
 
 def _serve_signals() -> None:

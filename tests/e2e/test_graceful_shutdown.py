@@ -2,7 +2,8 @@
 once, a request in flight (its body still arriving) gets its whole answer, the last-used note
 and the audit line of requests answered just before are written, and the process exits 0 — with
 one worker and with uvicorn's supervisor over two. The control beside each: the same broker
-killed (SIGKILL) instead loses the last-used note the shutdown would have flushed."""
+killed (SIGKILL) instead loses the last-used note the shutdown would have flushed. Beside them,
+a start that fails in the workers exits 3, not 0, as an orchestrator needs to see it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -172,3 +174,60 @@ def test_sigkill_loses_the_last_used_note_the_shutdown_would_have_flushed(
     assert any(e.get("responseElements", {}).get("credentials", {}).get("accessKeyId")
                == issued for e in node.audit_lines())  # written at once
     assert last_used(node) is None
+
+
+# A PostgreSQL nobody listens on: the keyring is there, so `serve` itself starts, and only the
+# workers, opening the store, find it unreachable.
+UNREACHABLE_DATABASE = "postgresql://127.0.0.1:1/broker"
+
+
+def failed_start(node: Node, command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """A start the broker must give up: its status and output, once it has exited."""
+    return subprocess.run(command, env={**node.env, **env}, capture_output=True, text=True,
+                          timeout=120, check=False, cwd=str(node.dir))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_start_whose_workers_cannot_open_the_store_exits_3(
+        tmp_path: Path, workers: int, request: pytest.FixtureRequest) -> None:
+    """What Kubernetes and systemd see as a failed start (a crash-looping pod, a failed unit),
+    with one worker or with uvicorn's supervisor over two, rather than a clean exit 0. The
+    control is the SIGTERM test above: the same node, started well, stops with 0."""
+    extra: dict[str, str] = {}
+    if workers > 1:
+        extra = {"BROKER_STORE_EPHEMERAL_URL": request.getfixturevalue("redis_url"),
+                 "BROKER_STORE_REDIS_PREFIX": f"failed-{uuid.uuid4().hex[:8]}:"}
+    node = Node(tmp_path, **extra)
+    done = failed_start(node, [str(BIN / "broker"), "serve", "--port", str(free_port()),
+                               "--workers", str(workers)],
+                        BROKER_STORE_DATABASE_URL=UNREACHABLE_DATABASE)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "StoreUnavailable" in done.stderr and "Application startup failed" in done.stderr
+
+
+# uvicorn's supervisor over two workers, as `broker serve --workers 2` runs it, started on its
+# own so that the workers read settings `serve` would have refused before starting them.
+SUPERVISOR = ("from broker.cli import _supervise; "
+              "_supervise(2, {'host': '127.0.0.1', 'port': int(__import__('sys').argv[1])})")
+
+
+def test_workers_refusing_their_settings_stop_the_supervisor_with_3(tmp_path: Path) -> None:
+    """A worker that cannot build its app exits with uvicorn's startup-failure status, so the
+    supervisor stops and exits 3, instead of starting the worker again and again."""
+    node = Node(tmp_path)
+    done = failed_start(node, [sys.executable, "-c", SUPERVISOR, str(free_port())],
+                        BROKER_SERVER_WORKERS="2")  # and no shared ephemeral store
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "worker cannot start: setting server.workers" in done.stderr, done.stderr
+
+
+def test_workers_with_their_settings_serve_under_the_supervisor_and_exit_0(
+        tmp_path: Path, redis_url: str) -> None:
+    """The control: the same supervisor, its workers given the shared store they need."""
+    node = Node(tmp_path, BROKER_SERVER_WORKERS="2", BROKER_STORE_EPHEMERAL_URL=redis_url,
+                BROKER_STORE_REDIS_PREFIX=f"supervised-{uuid.uuid4().hex[:8]}:")
+    port = free_port()
+    broker = BrokerProcess([str(port)], node.env, port, tmp_path / "supervisor.log",
+                           command=[sys.executable, "-c", SUPERVISOR])
+    assert node.client(broker, "sts").get_caller_identity()["Account"]
+    assert stop(broker, os.kill, signal.SIGTERM) == 0, broker.output()
