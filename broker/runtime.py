@@ -119,10 +119,17 @@ class Runtime:
     scim: ScimServer | None = None  # Identity Center's SCIM 2.0 server (/scim/v2/)
 
     async def close(self) -> None:
-        await self.organizations.wait()
-        await self.store.close()
-        await self.ephemeral.close()
-        self.audit.close()
+        # Each part is closed even when one before it fails; the audit lines last, always.
+        try:
+            try:
+                await self.organizations.wait()
+            finally:
+                try:
+                    await self.store.close()
+                finally:
+                    await self.ephemeral.close()
+        finally:
+            self.audit.close()
 
 
 async def open_runtime(settings: Settings, *, clock: Clock | None = None,

@@ -15,9 +15,10 @@ order and with the same guarantees:
    as ``{"__type": CODE, "Message": ...}`` with the ``x-amzn-ErrorType`` header.
 
 Errors the broker's shared layers raise under Query names (AccessDenied,
-InvalidClientTokenId, ...) take the names JSON services give them. Store outages are
-``ServiceUnavailableException`` (503); anything unexpected is logged once with the request id
-and answered with the service's internal error, never a stack trace.
+InvalidClientTokenId, ...) take the names JSON services give them. Store outages, and an
+audit line that cannot be written, are ``ServiceUnavailableException`` (503); anything
+unexpected is logged once with the request id and answered with the service's internal error,
+never a stack trace.
 """
 
 from __future__ import annotations
@@ -187,10 +188,19 @@ class JsonProtocol:
             log.exception("request %s: unexpected failure", request_id)
             error = internal_failure(request_id)
         else:
-            self._audited(op, caller, params, request_id, source_ip, req, None, service)
-            body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
-            return JsonResponse(200, body, request_id, _headers(request_id))
-        self._audited(op, caller, params, request_id, source_ip, req, error, service)
+            try:
+                self._audited(op, caller, params, request_id, source_ip, req, None, service)
+            except StoreUnavailable as exc:  # the audit line: no answer is given without it
+                log.error("request %s: %s", request_id, exc)
+                error = _Unavailable("The service is unavailable. Please try again later.")
+            else:
+                body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
+                return JsonResponse(200, body, request_id, _headers(request_id))
+        try:
+            self._audited(op, caller, params, request_id, source_ip, req, error, service)
+        except StoreUnavailable as exc:  # the refusal's audit line could not be written
+            log.error("request %s: %s", request_id, exc)
+            error = _Unavailable("The service is unavailable. Please try again later.")
         return _error(error, service, request_id)
 
     def _audited(self, op: JsonOperation | None, caller: Principal | None,

@@ -8,9 +8,10 @@
 4. parse and validate the input against the operation's shape;
 5. run the handler and render its result, or render the AwsError it raised.
 
-Every failure is an ``ErrorResponse`` with AWS's code and status. Store outages become
-ServiceUnavailable; anything unexpected is logged once with the request id and answered with
-InternalFailure, never with a stack trace.
+Every failure is an ``ErrorResponse`` with AWS's code and status. Store outages, and an audit
+line that cannot be written (audit_sinks.AuditUnavailable), become ServiceUnavailable; anything
+unexpected is logged once with the request id and answered with InternalFailure, never with a
+stack trace.
 """
 
 from __future__ import annotations
@@ -164,7 +165,13 @@ class QueryProtocol:
             error = internal_failure(request_id)
             return self._error(error, op, caller, call, namespace, request_id, source_ip,
                                user_agent)
-        self._issued(op, call, result)
+        try:
+            self._issued(op, call, result)
+        except StoreUnavailable as exc:  # the audit line: no answer is given without it
+            log.error("request %s: %s", request_id, exc)
+            error = ServiceUnavailable("The service is unavailable. Please try again later.")
+            return self._error(error, op, caller, call, namespace, request_id, source_ip,
+                               user_agent)
         body = xml.result_document(op.name, namespace, result, request_id)
         return QueryResponse(200, body, request_id, op.name)
 
@@ -228,7 +235,11 @@ class QueryProtocol:
     def _error(self, error: AwsError, op: Operation | None, caller: Principal | None,
                call: Call | None, namespace: str, request_id: str, source_ip: str | None,
                user_agent: str | None) -> QueryResponse:
-        self._refused(error, op, caller, call, request_id, source_ip, user_agent)
+        try:
+            self._refused(error, op, caller, call, request_id, source_ip, user_agent)
+        except StoreUnavailable as exc:  # the refusal's audit line could not be written
+            log.error("request %s: %s", request_id, exc)
+            error = ServiceUnavailable("The service is unavailable. Please try again later.")
         return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
                              request_id, op.name if op else "other", error.code)
 

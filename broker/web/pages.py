@@ -221,7 +221,9 @@ def audit_browser(request: Request, event: str, request_id: str,
     """The audit line of something a browser endpoint issued or refused (a sign-in token, a
     console sign-in, a role switch): ``who`` is (ARN, account, access key id) of the
     credentials that asked, ``subject`` the identity issued (default: ``who``'s ARN),
-    ``service`` the eventSource when the event's name does not say it (audit.py)."""
+    ``service`` the eventSource when the event's name does not say it (audit.py). A line
+    that cannot be written raises AuditUnavailable, a StoreUnavailable: ``guarded`` answers
+    the request with its 503 page instead of what the line was for."""
     runtime = request.app.state.runtime
     client = request.client
     runtime.audit.emit(AuditEvent(

@@ -1,0 +1,322 @@
+"""The audit sinks under faults, with real sockets, files and a real broker: a TCP syslog
+receiver that restarts gets lines again; one that stops reading makes the broker refuse
+requests (it never answers without the line) and does not hang its shutdown; an audit file
+whose directory is gone makes every interface answer ServiceUnavailable in its own format,
+and lines land again once the path is writable; a store that fails to close still lets the
+audit lines out; the file is created 0640. Each fault has its control beside it, built the
+same way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import httpx
+import pytest
+
+from broker.audit import AuditEvent
+from broker.audit_sinks import AuditUnavailable, FileSink, SyslogSink, request_reopen
+from broker.runtime import initialize, open_runtime
+from broker.settings import load
+from tests.helpers import Broker, free_port, start_broker
+
+AT = datetime(2026, 12, 7, 20, 41, 9, tzinfo=UTC)
+
+
+def _event(i: int, agent: str = "x") -> AuditEvent:
+    return AuditEvent(time=AT, event="E", outcome="issued", request_id=str(i),
+                      source_ip=None, user_agent=agent)
+
+
+def _listener(port: int) -> socket.socket:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the same port again
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # fills up soon
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    server.settimeout(10)
+    return server
+
+
+def _ids(conn: socket.socket, count: int) -> list[str]:
+    """The request ids of the next ``count`` messages (one per line: RFC 6587 framing)."""
+    conn.settimeout(10)
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = conn.recv(65536)
+        assert chunk, "the connection ended early"
+        data += chunk
+    lines = data.decode().splitlines()
+    return [json.loads(line.partition(": ")[2])["requestID"] for line in lines]
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` when broker.audit logs a line it could not send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.event.set()
+
+
+@pytest.fixture
+def seen() -> Iterator[_Seen]:
+    handler = _Seen()
+    logger = logging.getLogger("broker.audit")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_tcp_syslog_receiver_that_restarts_gets_lines_again(seen: _Seen) -> None:
+    port = free_port()
+    server = _listener(port)
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth")
+    try:
+        conn, _ = server.accept()
+        for i in range(3):
+            sink.emit(_event(i))
+        assert _ids(conn, 3) == ["0", "1", "2"]  # the control: lines before the restart
+        conn.close()  # rsyslog stops...
+        server.close()
+        sink.emit(_event(3))  # ...so this line finds nobody: logged, not sent
+        assert seen.event.wait(10)
+        assert "not sent to syslog" in seen.messages[-1]
+        server = _listener(port)  # ...and starts again on the same port
+        sink.emit(_event(4))
+        again, _ = server.accept()  # the sink opened a new connection for the next line
+        assert _ids(again, 1) == ["4"]
+        sink.emit(_event(5))  # and keeps using it
+        assert _ids(again, 1) == ["5"]
+        again.close()
+    finally:
+        sink.close()
+        server.close()
+
+
+def test_a_restart_between_two_lines_loses_neither() -> None:
+    """A receiver that closed the connection is seen before the next line is sent: the line
+    goes to the new connection, not into the old one that only a later send finds dead."""
+    port = free_port()
+    server = _listener(port)
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth")
+    try:
+        conn, _ = server.accept()
+        sink.emit(_event(1))
+        assert _ids(conn, 1) == ["1"]
+        conn.close()
+        server.close()
+        server = _listener(port)
+        sink.emit(_event(2))
+        again, _ = server.accept()
+        assert _ids(again, 1) == ["2"]
+        again.close()
+    finally:
+        sink.close()
+        server.close()
+
+
+def _stuck_or_reading(read: bool) -> tuple[socket.socket, list[bytes], threading.Thread,
+                                            list[socket.socket]]:
+    """A receiver on a fresh port that reads everything (read=True), or accepts and then
+    never reads (the control is the same receiver, reading)."""
+    server = _listener(0)
+    received: list[bytes] = []
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        if not read:
+            held.append(conn)  # accepted; keeps the connection open, reads nothing
+            return
+        conn.settimeout(30)
+        while chunk := conn.recv(1 << 20):
+            received.append(chunk)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, received, thread, held
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["reading", "stopped-reading"])
+def test_a_receiver_that_stops_reading_refuses_lines_and_does_not_hang_close(
+        read: bool, seen: _Seen) -> None:
+    server, received, thread, held = _stuck_or_reading(read)
+    port = server.getsockname()[1]
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth", queue_size=4, put_seconds=2,
+                      close_seconds=3)
+    big = "x" * 65536
+    refused = 0
+    try:
+        # More than the kernel's socket buffers and the queue can hold together.
+        for i in range(200):
+            try:
+                sink.emit(_event(i, big))
+            except AuditUnavailable:
+                refused += 1
+        sink.close()  # returns, whether the receiver reads or not
+        thread.join(timeout=30)
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
+    if read:  # the control: every line sent, none refused
+        assert refused == 0
+        lines = b"".join(received).decode().splitlines()
+        assert [json.loads(x.partition(": ")[2])["requestID"] for x in lines] == \
+            [str(i) for i in range(200)]
+    else:
+        assert refused > 0
+        assert any("lines not sent to syslog" in m and "before stopping" in m
+                   for m in seen.messages), seen.messages
+    with pytest.raises(ValueError, match="closed"):
+        sink.emit(_event(0))
+
+
+def test_the_file_sink_tries_its_path_again_after_a_failed_reopen(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    path = logs / "audit.log"
+    sink = FileSink(path, check_seconds=3600)
+    sink.emit(_event(1))  # the control
+    shutil.rmtree(logs)
+    logs.write_text("a file where the directory was")  # root's chmod would not stop root
+    request_reopen()
+    for i in (2, 3):  # refused, each time: no answer is given without its line
+        with pytest.raises(AuditUnavailable, match="cannot be written"):
+            sink.emit(_event(i))
+    logs.unlink()
+    logs.mkdir()
+    sink.emit(_event(4))  # writable again: the line lands, without a signal
+    sink.close()
+    assert [json.loads(x)["requestID"] for x in path.read_text().splitlines()] == ["4"]
+
+
+def test_the_audit_file_is_created_0640_and_an_existing_file_keeps_its_mode(
+        tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        FileSink(tmp_path / "new.log").close()
+        kept = tmp_path / "kept.log"
+        kept.write_text("")
+        kept.chmod(0o600)
+        FileSink(kept).close()  # the control: a file logrotate made keeps its mode
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.log").stat().st_mode & 0o777 == 0o640
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = start_broker(tmp_path / "d", env={"BROKER_AUDIT_PATH": str(tmp_path / "logs" /
+                                                                   "audit.log")})
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def _code(caught: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> tuple[str, int]:
+    response: dict[str, Any] = caught.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _sign_in(broker: Broker) -> httpx.Response:
+    with httpx.Client(base_url=broker.url) as client:
+        page = client.get("/signin")
+        assert page.status_code == 200  # a page that writes no line is served regardless
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text
+        return client.post("/signin", data={"csrf": csrf.group(1), "kind": "iam",
+                                            "account": broker.account_id,
+                                            "username": "nobody", "password": "wrong"})
+
+
+def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
+        broker: Broker) -> None:
+    path = Path(broker.settings.audit.path)
+    sts, orgs = broker.client("sts"), broker.client("organizations")
+    before = sts.get_session_token()  # the control, before
+    assert before["ResponseMetadata"]["RequestId"] in path.read_text()
+
+    shutil.rmtree(path.parent)
+    path.parent.write_text("a file where the directory was")
+    request_reopen()  # logrotate's SIGHUP: the path is opened again, and that fails
+
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sts.get_session_token()  # credentials are never answered without their line
+    assert _code(caught) == ("ServiceUnavailable", 503)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        orgs.create_organization(FeatureSet="ALL")
+    assert _code(caught) == ("ServiceUnavailableException", 503)
+    page = _sign_in(broker)  # a refused sign-in's line cannot be written either
+    assert page.status_code == 503
+    assert "text/html" in page.headers["content-type"] and "ServiceUnavailable" in page.text
+
+    path.parent.unlink()
+    path.parent.mkdir()  # writable again: lines land again, with no signal
+    after = sts.get_session_token()
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        orgs.create_organization(FeatureSet="ALL")  # made before its 503; now refused
+    assert _code(caught)[0] == "AlreadyInOrganizationException"
+    assert _sign_in(broker).status_code == 403  # refused, as it should be: not an outage
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert after["ResponseMetadata"]["RequestId"] in {d["requestID"] for d in docs}
+    assert [d["eventName"] for d in docs] == ["GetSessionToken", "CreateOrganization",
+                                              "ConsoleLogin"]
+
+
+def test_a_store_that_fails_to_close_still_lets_the_audit_lines_out(tmp_path: Path) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    port = receiver.getsockname()[1]
+    settings = load(None, environ={"BROKER_SERVER_DATA_DIR": str(tmp_path / "d"),
+                                   "BROKER_AUDIT_SINK": "syslog",
+                                   "BROKER_AUDIT_SYSLOG_ADDRESS": f"udp://127.0.0.1:{port}"})
+    asyncio.run(initialize(settings))
+    assert "CreateAccessKey" in receiver.recv(65536).decode()  # init's line
+
+    async def run(fail: bool) -> None:
+        runtime = await open_runtime(settings)
+        if fail:
+            close = runtime.store.close
+
+            async def broken() -> None:
+                await close()
+                raise RuntimeError("the store did not close")
+            runtime.store.close = broken  # type: ignore[method-assign]
+        runtime.audit.emit(_event(1 if fail else 2))
+        if fail:
+            with pytest.raises(RuntimeError, match="did not close"):
+                await runtime.close()
+        else:
+            await runtime.close()  # the control: a clean close
+        with pytest.raises(ValueError, match="closed"):
+            runtime.audit.emit(_event(0))  # closed all the same
+
+    try:
+        for fail in (True, False):
+            asyncio.run(run(fail))
+            message = receiver.recv(65536).decode()
+            assert json.loads(message.partition(": ")[2])["requestID"] == ("1" if fail else "2")
+    finally:
+        receiver.close()
