@@ -1,10 +1,10 @@
 """The audit sinks under faults, with real sockets, files and a real broker: a TCP syslog
 receiver that restarts gets lines again; one that stops reading makes the broker refuse
 requests (it never answers without the line) and does not hang its shutdown; an audit file
-whose directory is gone makes every interface answer ServiceUnavailable in its own format,
-and lines land again once the path is writable; a store that fails to close still lets the
-audit lines out; the file is created 0640. Each fault has its control beside it, built the
-same way."""
+whose directory is gone makes every interface (Query, JSON, the browser's pages, the access
+portal's API) answer 503 in its own format, and lines land again once the path is writable;
+a store that fails to close still lets the audit lines out; the file is created 0640. Each
+fault has its control beside it, built the same way."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore
+import botocore.config
 import botocore.exceptions
 import httpx
 import pytest
@@ -30,6 +33,7 @@ from broker.audit_sinks import AuditUnavailable, FileSink, SyslogSink, request_r
 from broker.runtime import initialize, open_runtime
 from broker.settings import load
 from tests.helpers import Broker, free_port, start_broker
+from tests.sso_world import MovableClock, make_world
 
 AT = datetime(2026, 12, 7, 20, 41, 9, tzinfo=UTC)
 
@@ -320,3 +324,35 @@ def test_a_store_that_fails_to_close_still_lets_the_audit_lines_out(tmp_path: Pa
             assert json.loads(message.partition(": ")[2])["requestID"] == ("1" if fail else "2")
     finally:
         receiver.close()
+
+
+def test_the_access_portal_api_refuses_credentials_without_their_line(tmp_path: Path) -> None:
+    clock = MovableClock()
+    logs = tmp_path / "logs"
+    broker = start_broker(tmp_path / "d", clock=clock,
+                          env={"BROKER_AUDIT_PATH": str(logs / "audit.log")})
+    try:
+        world = make_world(broker, clock)
+        _, tokens = world.device_tokens(world.one)
+        # Not the world's strict client: the 503 is a store outage's (InternalServerException),
+        # which the model does not list for GetRoleCredentials.
+        sso = boto3.client("sso", endpoint_url=broker.url, region_name="us-east-1",
+                           config=botocore.config.Config(
+                               signature_version=botocore.UNSIGNED,
+                               retries={"max_attempts": 1, "mode": "standard"}))
+        asked = {"accessToken": tokens["accessToken"], "accountId": world.one.account_id,
+                 "roleName": "ReadOnly"}
+        shutil.rmtree(logs)
+        logs.write_text("a file where the directory was")
+        request_reopen()
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            sso.get_role_credentials(**asked)
+        assert _code(caught) == ("InternalServerException", 503)
+        logs.unlink()
+        logs.mkdir()
+        issued = sso.get_role_credentials(**asked)["roleCredentials"]  # the control
+        docs = [json.loads(x) for x in (logs / "audit.log").read_text().splitlines()]
+        assert [d["additionalEventData"]["IssuedAccessKeyId"] for d in docs
+                if d["eventName"] == "GetRoleCredentials"] == [issued["accessKeyId"]]
+    finally:
+        broker.stop()
