@@ -6,6 +6,7 @@ and lints it, each object valid against Kubernetes' schemas."""
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -511,6 +512,68 @@ def test_the_chart_renders_valid_kubernetes_objects(values: dict[str, Any],
         assert not loaded.metrics.enabled and scrape == [] and set(ports) == {"http"}
     assert sorted(p["port"] for rule in policy["egress"] for p in rule["ports"]) == \
         [53, 53, 443, 5432, 6379]
+    # E-mail: its URL only ever from the Secret, and only when the Secret has it.
+    assert env["BROKER_SSO_SMTP_URL"] == {"secretKeyRef": {
+        "name": secret_name, "key": "smtp-url", "optional": True}}
+    assert "smtp-url" not in objects.get("Secret", {}).get("data", {})
+    # The install's notes name the URL clients use.
+    assert f"AWS_ENDPOINT_URL={loaded.public_url}\n" in _notes(values)
+
+
+def _notes(values: dict[str, Any]) -> str:
+    helm = _helm()
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="broker", namespace="iam", is_install=True)
+    (notes,) = [text for name, text in rendered.items() if name.endswith("/NOTES.txt")]
+    return str(notes)
+
+
+def _egress(values: dict[str, Any]) -> dict[int, list[Any]]:
+    """The NetworkPolicy's egress rules by port: where each lets the pods connect."""
+    rules = _render(values)["NetworkPolicy"]["spec"]["egress"]
+    return {port["port"]: rule.get("to", "anywhere") for rule in rules
+            for port in rule["ports"]}
+
+
+DATABASE_OUTSIDE = [{"ipBlock": {"cidr": "10.1.2.0/24"}}]
+REDIS_ELSEWHERE = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "db"}},
+                    "podSelector": {"matchLabels": {"app": "redis"}}}]
+ISSUERS = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+MAIL_SERVER = [{"ipBlock": {"cidr": "192.0.2.25/32"}}]
+MAIL_CONFIG = ('[server]\npublic_url = "https://sts.example.com"\n\n'
+               '[sso]\nsmtp_from = "broker@example.com"\n')
+
+
+@pytest.mark.parametrize(("network", "expected"), [
+    ({"postgres": {"port": 6432, "to": DATABASE_OUTSIDE}}, {6432: DATABASE_OUTSIDE}),
+    ({"redis": {"port": 6380, "to": REDIS_ELSEWHERE}}, {6380: REDIS_ELSEWHERE}),
+    ({"identityProviders": {"port": 8443, "to": ISSUERS}}, {8443: ISSUERS}),
+    ({"identityProviders": {"to": []}}, {443: None}),  # static JWKS only: no rule
+    ({"smtp": {"port": 465, "to": MAIL_SERVER}}, {465: MAIL_SERVER}),
+], ids=["postgres-outside", "redis-elsewhere", "issuers", "no-issuers", "smtp"])
+def test_each_egress_value_renders_its_rule(network: dict[str, Any],
+                                            expected: dict[int, Any]) -> None:
+    egress = _egress({"secret": SECRETS, "networkPolicy": network})
+    assert egress[53] == "anywhere"  # DNS, to any resolver
+    for port, to in expected.items():
+        assert egress.get(port) == to, egress
+    if 587 not in expected:
+        assert 587 not in egress  # no SMTP rule unless it is asked for
+
+
+def test_the_chart_sends_mail_through_the_secret_and_its_own_egress_rule(
+        tmp_path: Path) -> None:
+    """e-mail on: the SMTP URL (it holds a password) in the Secret, the From address in config,
+    and a rule to the mail server; the pod's settings load with the URL from the Secret."""
+    url = "smtp+starttls://broker:pw@mail.example.com:587"
+    values = {"secret": {**SECRETS, "smtpUrl": url}, "config": MAIL_CONFIG,
+              "networkPolicy": {"smtp": {"to": MAIL_SERVER}}}
+    objects = _render(values)
+    assert base64.b64decode(objects["Secret"]["data"]["smtp-url"]).decode() == url
+    assert _egress(values)[587] == MAIL_SERVER
+    (tmp_path / "broker.toml").write_text(objects["ConfigMap"]["data"]["broker.toml"])
+    loaded = settings.load(tmp_path / "broker.toml", environ={"BROKER_SSO_SMTP_URL": url})
+    assert (loaded.sso.smtp_url, loaded.sso.smtp_from) == (url, "broker@example.com")
 
 
 def test_the_chart_lints_clean() -> None:
@@ -530,6 +593,17 @@ def test_the_chart_refuses_what_would_break_a_pod() -> None:
     cases = [
         ({"secret": {**SECRETS, "keyring": ""}}, "secret.keyring"),
         ({"secret": SECRETS, "terminationGracePeriodSeconds": 40}, "terminationGracePeriodSeconds"),
+        # Without it, every link and SAML endpoint would name http://0.0.0.0:8000.
+        ({"secret": SECRETS, "config": "[log]\nlevel = \"info\"\n"}, "server.public_url"),
+        ({"secret": SECRETS, "config": "[server\n"}, "config is not valid TOML"),
+        # An empty "to" would open the port to every address.
+        ({"secret": SECRETS, "networkPolicy": {"postgres": {"to": []}}},
+         "networkPolicy.postgres.to"),
+        ({"secret": SECRETS, "networkPolicy": {"redis": {"to": []}}}, "networkPolicy.redis.to"),
+        # E-mail on, and no way out to the mail server: every invitation would fail.
+        ({"secret": SECRETS, "config": MAIL_CONFIG}, "networkPolicy.smtp.to"),
+        ({"secret": {**SECRETS, "smtpUrl": "smtps://b:pw@mail.example.com:465"}},
+         "networkPolicy.smtp.to"),
     ]
     for values, message in cases:
         with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError) as info:

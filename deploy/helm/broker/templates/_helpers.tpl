@@ -40,3 +40,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
      keyring reaches running pods (the kubelet swaps the directory; subPath mounts never
      change) and each process re-reads it within keyring.check_interval_seconds. */}}
 {{- define "broker.keyringDir" -}}/etc/broker/keyring{{- end -}}
+
+{{/* The broker's settings file (values: config), parsed; a file that is not TOML is refused. */}}
+{{- define "broker.settings" -}}
+{{- $settings := fromToml .Values.config -}}
+{{- if $settings.Error -}}
+{{- fail (printf "config is not valid TOML: %s" $settings.Error) -}}
+{{- end -}}
+{{- toJson $settings -}}
+{{- end -}}
+
+{{/* server.public_url from config: the URL clients use. Without it the broker would name
+     itself http://0.0.0.0:8000 (its listening address) in every link and SAML endpoint. */}}
+{{- define "broker.publicUrl" -}}
+{{- $server := (include "broker.settings" . | fromJson).server | default dict -}}
+{{- required "config must set server.public_url (the URL clients use to reach the broker)" $server.public_url -}}
+{{- end -}}
+
+{{/* Whether config turns e-mail on (sso.smtp_url, or sso.smtp_from beside a smtp-url key in the
+     Secret): the NetworkPolicy must then let the pods reach the SMTP server. */}}
+{{- define "broker.mail" -}}
+{{- $sso := (include "broker.settings" . | fromJson).sso | default dict -}}
+{{- if or $sso.smtp_url $sso.smtp_from .Values.secret.smtpUrl }}true{{ end -}}
+{{- end -}}
