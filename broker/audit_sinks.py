@@ -28,7 +28,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import select
 import socket
 import sys
 import threading
@@ -209,14 +208,11 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     writes to it, so anything to read is its end of file: seen before a line is sent, the
     line goes to a new connection instead of into one that only the next send would find
     dead. A receiver that vanished without closing is found only by a failing send."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
+    try:  # without select(): a descriptor past FD_SETSIZE is as good as any
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
+    except BlockingIOError:  # nothing to read: still open
         return False
-    except OSError:
+    except OSError:  # reset
         return True
 
 
@@ -266,8 +262,11 @@ class SyslogSink:
 
     def _write(self) -> None:
         while (line := self._queue.get()) is not None and not self._abandoned:
-            self._handler.emit(logging.LogRecord("broker.audit", logging.INFO, "", 0, line,
-                                                 None, None))
+            try:
+                self._handler.emit(logging.LogRecord("broker.audit", logging.INFO, "", 0, line,
+                                                     None, None))
+            except Exception:  # the writer lives on: a dead one would fill the queue
+                log.exception("audit line not sent to syslog %s", self._address)
 
     def close(self) -> None:
         """Send every queued line, for at most ``close_seconds``; then close the socket."""
