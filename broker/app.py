@@ -282,6 +282,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> BrokerApp:
                      else None)
 
 
+WORKER_HEALTHCHECK_SECONDS = 30
+
+
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for this broker: proxies it trusts, logging, no version banner."""
     return {
@@ -295,6 +298,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "http": "broker.web.transport:BrokerHttpProtocol",
         # SIGTERM: requests in flight get this long to finish (docs/operations.md).
         "timeout_graceful_shutdown": settings.server.shutdown_timeout_seconds,
+        # --workers: uvicorn's supervisor kills a worker that does not answer its ping within
+        # this (5 s by default, which a worker busy on a loaded machine, or opening its stores
+        # at start, overruns); a worker that hangs is still replaced, 30 s later.
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
     }
 
 

@@ -8,6 +8,7 @@ the database schema, the first account with its root user and one root access ke
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from broker.aws.jsonproto import JsonProtocol
 from broker.aws.query import QueryProtocol
 from broker.aws.restjson import RestProtocol
 from broker.clock import Clock, SystemClock
-from broker.errors import ConfigError
+from broker.errors import AlreadyExists, ConfigError, StoreUnavailable
 from broker.iam import api as iam_api
 from broker.iam.entities import Account
 from broker.iam.lastused import LastUsedRecorder
@@ -62,7 +63,7 @@ from broker.signin.password import PasswordSignIn, Throttle
 from broker.signin.saml import SamlSignIn
 from broker.signin.sessions import ConsoleSessions
 from broker.signin.webauthn import SecurityKeys
-from broker.store.base import EntityStore, EphemeralStore
+from broker.store.base import GLOBAL, EntityStore, EphemeralStore, Record
 from broker.store.memory import MemoryEphemeralStore
 from broker.store.redis import RedisEphemeralStore
 from broker.store.sql import SqlEntityStore
@@ -70,6 +71,8 @@ from broker.sts import api as sts_api
 from broker.sts.saml import SamlFederation
 from broker.sts.service import StsService
 from broker.sts.web_identity import WebIdentityFederation
+
+log = logging.getLogger("broker.runtime")
 
 
 def open_entity_store(settings: Settings) -> EntityStore:
@@ -80,7 +83,33 @@ def open_ephemeral_store(settings: Settings, clock: Clock) -> EphemeralStore:
     url = settings.store.ephemeral_url
     if url == "memory://":
         return MemoryEphemeralStore(clock)
-    return RedisEphemeralStore(url, prefix=settings.store.redis_prefix)
+    return RedisEphemeralStore(url, prefix=settings.store.redis_prefix, clock=clock)
+
+
+EPHEMERAL_PREFIX_KIND = "ephemeral_prefix"
+
+
+async def begin_ephemeral(ephemeral: EphemeralStore, store: EntityStore, clock: Clock) -> None:
+    """Tell a Redis whether its prefix was used before (store/redis.py: a prefix in use whose
+    lost-at key is gone has lost its data). The first call ever makes the entity store's
+    record of the prefix; a store away now is asked again at the first single-use value."""
+    if not isinstance(ephemeral, RedisEphemeralStore):
+        return
+    prefix = ephemeral.prefix
+
+    async def used_before() -> bool:
+        try:
+            await store.create(Record(kind=EPHEMERAL_PREFIX_KIND, account=GLOBAL, key=prefix,
+                                      data={"first_used": clock.now().isoformat()}))
+        except AlreadyExists:
+            return True
+        return False
+
+    try:
+        await ephemeral.begin(used_before)
+    except StoreUnavailable as exc:
+        log.warning("the ephemeral store's lost-at key not checked at start (%s): checked at "
+                    "the first single-use value", exc)
 
 
 @dataclass
@@ -146,6 +175,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
         await raw_store.migrate()
     watched = WatchedStore(raw_store)
     ephemeral = open_ephemeral_store(settings, clock)
+    await begin_ephemeral(ephemeral, raw_store, clock)
     # Every write of an Identity Center record, whoever makes it, gives its account a new
     # generation (identitycenter/reads.py).
     generations = Generations(ephemeral)

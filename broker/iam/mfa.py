@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import io
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import replace
@@ -43,7 +44,7 @@ from broker.iam.entities import MFA_DEVICE, SECURITY_KEY, MfaDevice, SecurityKey
 from broker.iam.policies import merge_tags
 from broker.iam.records import Entities, check_tags, missing_user
 from broker.keyring import Keyring
-from broker.store.base import EphemeralStore, Record, Ref
+from broker.store.base import EphemeralStore, Record, Ref, Spent
 
 SEED_PURPOSE = "mfa-seed"
 STEP_SECONDS = 30
@@ -58,6 +59,7 @@ _LOCKED = "mfa-locked:"
 MAX_FAILURES = 5
 FAILURE_SECONDS = 300
 ISSUER = "Broker"
+log = logging.getLogger("broker.mfa")
 
 FAILED = "MultiFactorAuthentication failed with invalid MFA one time pass code."
 
@@ -213,7 +215,8 @@ class MfaDevices:
                            drift=0)  # only ResyncMFADevice moves a device's time
 
         # The two codes, seen once, open nothing more: spent before the device is enabled.
-        if not (await self._spend(device, step) and await self._spend(device, step + 1)):
+        if not (await self._spend(device, step, ENABLE_WINDOW) and
+                await self._spend(device, step + 1, ENABLE_WINDOW)):
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         await self._entities.change(MfaDevice, device_ref(device), assign,
                                     lambda: missing_device(serial))
@@ -227,7 +230,8 @@ class MfaDevices:
         if step is None:
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         drift = step + 1 - self._step()
-        if not (await self._spend(device, step) and await self._spend(device, step + 1)):
+        if not (await self._spend(device, step, RESYNC_WINDOW) and
+                await self._spend(device, step + 1, RESYNC_WINDOW)):
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         await self._entities.change(MfaDevice, device_ref(device),
                                     lambda d: replace(d, drift=drift),
@@ -315,7 +319,7 @@ class MfaDevices:
         if await self._ephemeral.get(_LOCKED + digest) is not None:
             raise AccessDenied(FAILED)
         step = self._match(device, code, 1)
-        if step is None or not await self._spend(device, step):
+        if step is None or not await self._spend(device, step, 1):
             if await self._ephemeral.incr(_FAILED + digest, FAILURE_SECONDS) >= MAX_FAILURES:
                 await self._ephemeral.put_if_absent(_LOCKED + digest, b"1", FAILURE_SECONDS)
             raise AccessDenied(FAILED)
@@ -342,11 +346,13 @@ class MfaDevices:
         return consecutive_step(self._totp(device), self._step() + device.drift, code1, code2,
                                 window)
 
-    async def _spend(self, device: MfaDevice, step: int) -> bool:
-        """Mark the step's code used, once across every process; False if it already was."""
+    async def _spend(self, device: MfaDevice, step: int, window: int) -> bool:
+        """Mark the step's code used, once across every process; False if it already was
+        (or could have been, before the ephemeral store lost its data)."""
         if self._ephemeral is None:
             return False
-        return await spend_code(self._ephemeral, device.serial, step)
+        return await spend_code(self._ephemeral, device.serial, step,
+                                since_step=step - device.drift - window)
 
 
 # -- TOTP, apart from where a device is kept (IAM's devices above; Identity Center's directory
@@ -392,11 +398,19 @@ def consecutive_step(totp: pyotp.TOTP, centre: int, code1: str, code2: str,
     return None
 
 
-async def spend_code(ephemeral: EphemeralStore, device_id: str, step: int) -> bool:
-    """Mark a device's step's code used, once across every process; False if it already was."""
+async def spend_code(ephemeral: EphemeralStore, device_id: str, step: int, *,
+                     since_step: int) -> bool:
+    """Mark a device's step's code used, once across every process; False if it already was.
+
+    ``since_step``: the first step at which the code was accepted (its step less the window
+    and the device's drift). A code accepted from before the ephemeral store lost its data
+    is refused as spent too, since nothing tells whether it was: the next code works."""
     key = _SPENT + hashlib.sha256(device_id.encode()).hexdigest() + f":{step}"
     ttl = (2 * RESYNC_WINDOW + 2) * STEP_SECONDS
-    return await ephemeral.put_if_absent(key, b"1", ttl)
+    spent = await ephemeral.spend(key, ttl, float(since_step * STEP_SECONDS))
+    if spent is Spent.UNKNOWN:
+        log.info("an MFA code from before the ephemeral store lost its data refused")
+    return spent is Spent.NOW
 
 
 def device_ref(device: MfaDevice) -> Ref:

@@ -508,7 +508,7 @@ class Portal:
                                     aad=f"{user.user_id}/{device_id}").decode("ascii")
         step = matching_step(totp_of(seed), current_step(self._clock), code.strip(), 1)
         if step is None or not await spend_code(self._ephemeral, _device_key(
-                instance, user.user_id, device_id), step):
+                instance, user.user_id, device_id), step, since_step=step - 1):
             await self.throttle.failed(_who(instance, user.user_name.lower()), source)
             raise AccessDenied("That is not the code the new device shows now: enter the code "
                                "your authenticator app shows for this account.")
@@ -552,7 +552,7 @@ class Portal:
             step = matching_step(totp_of(seed.decode("ascii")), centre, code.strip(), 1)
             if step is not None and await spend_code(
                     self._ephemeral, _device_key(instance, user.user_id, device.device_id),
-                    step):
+                    step, since_step=step - 1):
                 if await self._ephemeral.take(key) is None:  # taken once
                     raise AccessDenied(EXPIRED)
                 return await self._signed_in(instance, user, mfa=True)

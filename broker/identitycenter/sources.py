@@ -84,7 +84,7 @@ from broker.idp.saml import IdentityProvider, SamlRefused, ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.keyring import Keyring
 from broker.settings import OidcSettings
-from broker.store.base import EntityStore, EphemeralStore, Record, Ref
+from broker.store.base import EntityStore, EphemeralStore, Record, Ref, Spent
 
 log = logging.getLogger("broker.identitycenter")
 
@@ -425,8 +425,13 @@ class IdentitySources:
         if ends is not None and ends <= self._clock.now():
             raise AccessDenied("The session the identity provider granted "
                                "(SessionNotOnOrAfter) has ended: sign in again.")
-        if not await self._ephemeral.put_if_absent(key, b"1", ttl):
+        spent = await self._ephemeral.spend(
+            key, ttl, (assertion.issue_instant - self._skew).timestamp())
+        if spent is Spent.BEFORE:
             raise AccessDenied("The SAML assertion has already been used: sign in again.")
+        if spent is Spent.UNKNOWN:  # issued before the record of used ones was lost
+            raise AccessDenied("The SAML assertion was issued before the broker lost its "
+                               "record of used assertions: sign in again.")
         asserted = {name[len(ASSERTED_PREFIX):]: values[0]
                     for name, values in assertion.attributes
                     if name.startswith(ASSERTED_PREFIX) and len(values) == 1}

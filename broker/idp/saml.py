@@ -67,6 +67,13 @@ _ATTRIBUTE = f"{{{SAML}}}Attribute"
 # Base64 of at most 100,000 characters (AssumeRoleWithSAML's limit) is at most 75,000 bytes;
 # the sign-in endpoint accepts the same. An honest response nests about eight levels deep.
 LIMITS = xmlsafe.Limits(max_bytes=75_000, max_depth=24, max_elements=2_000)
+# A signed element's canonical form, parsed again to read what the signature covers, is part
+# of a document LIMITS accepted: never deeper, never more elements, but longer (exclusive
+# canonicalization copies the namespace declarations each element uses into it, and writes
+# empty elements out in full). Its bytes are bounded by the element count: an honest response
+# of 370 roles grows from 62 KB to 82 KB. The input's limit, not this, is AWS's.
+CANONICAL_LIMITS = xmlsafe.Limits(max_bytes=8 * LIMITS.max_bytes, max_depth=LIMITS.max_depth,
+                                  max_elements=LIMITS.max_elements)
 MAX_ENCODED = 100_000
 
 
@@ -212,7 +219,7 @@ def _verified(element: etree._Element, signature: etree._Element,
 
 def _reparse(signed: bytes) -> etree._Element:
     try:
-        return xmlsafe.parse(signed, LIMITS, checked=True)
+        return xmlsafe.parse(signed, CANONICAL_LIMITS, checked=True)
     except xmlsafe.UnsafeXml as exc:  # pragma: no cover - canonical XML of a parsed tree
         raise SamlRefused(f"Invalid SAML response: {exc}.") from None
 
@@ -339,6 +346,12 @@ def _read(response: etree._Element, assertion: etree._Element, idp: IdentityProv
         raise SamlRefused("Invalid SAML response: the assertion has no ID.")
     issued = _time(assertion, "IssueInstant", required=True)
     assert issued is not None
+    # An assertion from the future is not valid yet (as NotBefore): so no assertion is accepted
+    # before IssueInstant less the skew, the moment from which a store that lost its data
+    # cannot tell whether it was used (EphemeralStore.spend's ``since``).
+    if now + sp.clock_skew < issued:
+        raise SamlRefused("Invalid SAML response: the assertion is not valid yet "
+                          "(its IssueInstant is in the future).")
     return VerifiedAssertion(
         assertion_id=assertion_id,
         issuer=issuer,

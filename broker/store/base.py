@@ -20,6 +20,15 @@ nothing under such a name (NotFound).
 sessions, rate-limit counters. Its operations are each atomic across every broker process that
 shares the backend.
 
+A value that may be used once and whose record of use lives only in this store (a SAML
+assertion id, a TOTP code) is spent with ``spend``: absence there means "not used yet", so a
+store that lost its data (a Redis restarted without persistence, flushed, or replaced) would
+let every value used before the loss through again. ``spend`` is told since when the value
+could have been accepted anywhere (``since``, seconds since the epoch), and answers
+``Spent.UNKNOWN`` for a value that could have been spent before the store's data were last
+lost: only values that came into being after the loss are spendable, so honest sign-ins
+carry on at once with new assertions and codes.
+
 The in-memory backends are the reference; every backend passes the same conformance suite
 (tests/conformance).
 """
@@ -27,6 +36,7 @@ The in-memory backends are the reference; every backend passes the same conforma
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import re
 from collections.abc import Callable, Coroutine, Mapping
@@ -135,6 +145,14 @@ class EntityStore(Protocol):
         ...
 
 
+class Spent(enum.Enum):
+    """What ``EphemeralStore.spend`` found."""
+
+    NOW = "now"  # this call spent it: the value's first use
+    BEFORE = "before"  # a use is on record: a replay
+    UNKNOWN = "unknown"  # it could have been used before the store lost its data
+
+
 class EphemeralStore(Protocol):
     async def ping(self) -> None: ...
 
@@ -146,6 +164,11 @@ class EphemeralStore(Protocol):
 
     async def take(self, key: str) -> bytes | None:
         """Return the live value and delete it, atomically: only one caller ever gets it."""
+        ...
+
+    async def spend(self, key: str, ttl: float, since: float) -> Spent:
+        """Record a single-use value's use for ``ttl`` seconds, atomically across processes;
+        ``since``: the earliest moment (epoch seconds) it could have been accepted."""
         ...
 
     async def get(self, key: str) -> bytes | None: ...

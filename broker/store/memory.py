@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from broker.clock import Clock
 from broker.errors import AlreadyExists, Conflict, NotFound, QuotaExceeded
-from broker.store.base import Data, Record, Ref, check_storable, storable
+from broker.store.base import Data, Record, Ref, Spent, check_storable, storable
 
 
 def _frozen_copy(data: Data) -> Data:
@@ -181,6 +181,11 @@ class MemoryEphemeralStore:
         self._values[key] = (bytes(value), self._now() + ttl)
         self._wrote()
         return True
+
+    async def spend(self, key: str, ttl: float, since: float) -> Spent:
+        # This store's data live and die with its one process, whose uses it all holds: a
+        # restart forgets them with everything else (docs/operations.md says so).
+        return Spent.NOW if await self.put_if_absent(key, b"1", ttl) else Spent.BEFORE
 
     async def take(self, key: str) -> bytes | None:
         value = self._live(key)

@@ -46,7 +46,7 @@ from broker.idp import saml
 from broker.idp.saml import IdentityProvider, Refusal, SamlRefused, ServiceProvider
 from broker.idp.sp import SpCredentials
 from broker.organizations.guard import Governed, OrgGuard
-from broker.store.base import EphemeralStore
+from broker.store.base import EphemeralStore, Spent
 from broker.sts import federated
 from broker.sts.service import IssuedCredentials, StsService
 
@@ -61,6 +61,10 @@ PRINCIPAL_TAG = ATTRIBUTES + "PrincipalTag:"
 TRANSITIVE_TAG_KEYS = ATTRIBUTES + "TransitiveTagKeys"
 
 ACTION = "sts:AssumeRoleWithSAML"
+# An assertion issued before the broker's store of used assertions lost its data (a Redis
+# restarted empty): whether it was used cannot be told, so it is refused as spent.
+UNKNOWN_USE = ("The SAML assertion was issued before the broker lost its record of used "
+               "assertions: get a new assertion from the identity provider and try again.")
 NOT_AUTHORIZED = "Not authorized to perform sts:AssumeRoleWithSAML"
 IDENTITY_CENTER_PATH = "/aws-reserved/sso.amazonaws.com/"
 _NAME = re.compile(r"[a-zA-Z_0-9+=,.@-]{2,64}")
@@ -319,8 +323,12 @@ class SamlFederation:
             f"{a.issuer}\0{a.assertion_id}".encode()).hexdigest()
         until = a.not_on_or_after + self.sp.clock_skew
         ttl = max(1.0, (until - self._clock.now()).total_seconds())
-        if not await self._ephemeral.put_if_absent(key, b"1", ttl):
+        spent = await self._ephemeral.spend(
+            key, ttl, (a.issue_instant - self.sp.clock_skew).timestamp())
+        if spent is Spent.BEFORE:
             raise InvalidIdentityToken("The SAML assertion has already been used.")
+        if spent is Spent.UNKNOWN:
+            raise ExpiredTokenException(UNKNOWN_USE)
 
     async def role(self, verified: Verified, pair: RolePair) -> Role:
         """The role of ``pair``, if the assertion offers it for its own provider and it

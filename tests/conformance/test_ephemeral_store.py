@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from broker.clock import SystemClock
 from broker.errors import StoreUnavailable
-from broker.store.base import EphemeralStore
+from broker.store.base import EphemeralStore, Spent
 from broker.store.memory import MemoryEphemeralStore
 from broker.store.redis import RedisEphemeralStore
 
@@ -93,3 +94,76 @@ async def test_unreachable_redis_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await dead.put_if_absent("k", b"v", 5)
     await dead.close()
+
+
+async def test_spend_once(store: EphemeralStore) -> None:
+    now = time.time()
+    assert await store.spend("assertion:1", 5, now) is Spent.NOW
+    assert await store.spend("assertion:1", 5, now) is Spent.BEFORE
+    assert await store.spend("assertion:2", 5, now) is Spent.NOW  # another value: its own
+
+
+async def test_spend_under_concurrency(store: EphemeralStore) -> None:
+    results = await asyncio.gather(*(store.spend("code", 5, time.time()) for _ in range(20)))
+    assert results.count(Spent.NOW) == 1 and results.count(Spent.BEFORE) == 19
+
+
+# -- Redis that loses its data -------------------------------------------------------------------
+
+
+async def _prefix_used(used: bool) -> Callable[[], Awaitable[bool]]:
+    async def history() -> bool:
+        return used
+    return history
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisEphemeralStore]:
+    backend = RedisEphemeralStore(redis_url, prefix=f"broker-test:{uuid.uuid4().hex}:")
+    yield backend
+    await backend.close()
+
+
+async def _lose(store: RedisEphemeralStore, redis_url: str) -> None:
+    """What a Redis restarted without persistence (or flushed) does to this prefix's keys."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=store.prefix + "*")]
+        assert keys, "nothing to lose"
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_a_new_prefix_spends_everything(redis_store: RedisEphemeralStore) -> None:
+    """A deployment's first start: nothing was ever spent, so nothing is unknown."""
+    await redis_store.begin(await _prefix_used(False))
+    assert await redis_store.spend("old", 5, time.time() - 3600) is Spent.NOW
+
+
+async def test_values_from_before_a_loss_while_running_are_unknown(
+        redis_store: RedisEphemeralStore, redis_url: str) -> None:
+    await redis_store.begin(await _prefix_used(False))
+    before = time.time()
+    assert await redis_store.spend("assertion", 60, before) is Spent.NOW
+    await _lose(redis_store, redis_url)
+    # The used value would be NOW again if the loss went unnoticed: it is UNKNOWN, and
+    # refused as such again on a second try.
+    assert await redis_store.spend("assertion", 60, before) is Spent.UNKNOWN
+    assert await redis_store.spend("assertion", 60, before) is Spent.BEFORE
+    # The control: a value that came into being after the loss is spendable, once.
+    after = time.time() + 0.01
+    assert await redis_store.spend("new", 60, after) is Spent.NOW
+    assert await redis_store.spend("new", 60, after) is Spent.BEFORE
+
+
+async def test_a_start_after_a_loss_refuses_what_came_before(
+        redis_store: RedisEphemeralStore) -> None:
+    """The prefix was used (the entity store says so) but its lost-at key is gone: its data
+    were lost while no broker ran. Values from before the start are unknown, newer ones not."""
+    before = time.time() - 1
+    await redis_store.begin(await _prefix_used(True))
+    assert await redis_store.spend("old", 60, before) is Spent.UNKNOWN
+    assert await redis_store.spend("new", 60, time.time() + 0.01) is Spent.NOW

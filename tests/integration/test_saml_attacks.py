@@ -339,6 +339,21 @@ def test_a_response_beyond_the_parameter_limit_is_refused(world: SamlWorld) -> N
                        "100000")
 
 
+def test_a_response_whose_canonical_form_outgrows_the_limit_is_read(world: SamlWorld) -> None:
+    """The limit is the input's: a response of many roles within AWS's 100,000 characters is
+    read although its signed assertion's canonical form, which the broker parses again to
+    read what the signature covers, is longer than 75,000 bytes."""
+    account = world.role_arn.split(":")[4]
+    many = [(f"arn:aws:iam::{account}:role/role-number-{i:04d}", world.provider_arn)
+            for i in range(369)] + [(world.role_arn, world.provider_arn)]
+    xml = world.response(roles=many)
+    assertion = etree.fromstring(xml).find("{urn:oasis:names:tc:SAML:2.0:assertion}Assertion")
+    assert assertion is not None
+    canonical = etree.tostring(assertion, method="c14n", exclusive=True)
+    assert len(encode(xml)) <= 100_000 and len(canonical) > 75_000  # the case
+    assert_honest(world.assume(xml), world)
+
+
 # Documents that are not one SAML response ---------------------------------------------------------
 
 
@@ -552,6 +567,19 @@ def test_not_before_is_honoured_to_the_clock_skew(world: SamlWorld) -> None:
     beyond = world.response(now=now, not_before=now + skew(world) + MARGIN)
     assert world.refused(beyond) == NOT_YET
 
+
+
+def test_an_assertion_issued_in_the_future_is_not_valid_yet(world: SamlWorld) -> None:
+    """IssueInstant is honoured as NotBefore is (an assertion without NotBefore included): no
+    assertion is accepted before its issue, less the skew, the moment from which the broker
+    can tell whether a store that lost its data had seen it (EphemeralStore.spend)."""
+    issued = datetime.now(UTC) + skew(world)
+    inside = world.response(now=issued - MARGIN, not_before=None)
+    assert_honest(world.assume(inside), world)
+    beyond = world.response(now=issued + MARGIN, not_before=None)
+    assert world.refused(beyond) == (
+        "InvalidIdentityToken", "Invalid SAML response: the assertion is not valid yet "
+        "(its IssueInstant is in the future).", 400)
 
 @pytest.mark.parametrize("element", ["not_on_or_after", "subject_not_on_or_after"])
 def test_not_on_or_after_is_honoured_to_the_clock_skew(world: SamlWorld, element: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from broker.identitycenter import oidc_api
 from broker.identitycenter.oauth import OAuth, OidcError, Refused, Tokens
-from broker.store.base import EphemeralStore
+from broker.store.base import EphemeralStore, Spent
 from tests.helpers import start_broker
 from tests.sso_world import MovableClock, SsoWorld, code_of, make_world, pkce
 
@@ -339,6 +339,10 @@ class Paced:
     async def take(self, key: str) -> bytes | None:
         await self._pause()
         return await self._inner.take(key)
+
+    async def spend(self, key: str, ttl: float, since: float) -> Spent:
+        await self._pause()
+        return await self._inner.spend(key, ttl, since)
 
     async def get(self, key: str) -> bytes | None:
         await self._pause()
