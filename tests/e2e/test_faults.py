@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import botocore.exceptions
@@ -26,6 +27,7 @@ from tests.cluster import Cluster, OwnPostgres, OwnRedis
 from tests.load.run import Load, Verdict, judge, missing_users, prepare
 
 RECOVERY_SECONDS = 5.0
+SAML_SKEW_SECONDS = 60  # saml.clock_skew_seconds, the default
 OUTAGE_SECONDS = 1.5
 World = tuple[Cluster, OwnRedis, OwnPostgres]
 
@@ -301,10 +303,11 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
                            AssumeRolePolicyDocument=trust_policy(
                                provider, f"{cluster.url}/saml"))["Role"]["Arn"]
 
-    def assertion() -> str:
+    def assertion(ahead: float = 0) -> str:
         return encode(idp.response(acs_url=f"{cluster.url}/saml",
                                    audience=f"{cluster.url}/saml/metadata",
-                                   roles=[(role, provider)]))
+                                   roles=[(role, provider)],
+                                   now=datetime.now(UTC) + timedelta(seconds=ahead)))
 
     def saml(encoded: str, url: str) -> tuple[str, int]:
         return refusal(lambda: cluster.client("sts", url=url).assume_role_with_saml(
@@ -339,9 +342,15 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
 
     redis_server.stop()
     redis_server.start()
-    time.sleep(1)  # a little after the return: issued from now on counts as after it
     replays = {url: (saml(used, url), mfa(url)) for url in cluster.node_urls}
-    fresh = [saml(assertion(), url) for url in cluster.node_urls]
+    # The first replay noticed the loss. An assertion is accepted from its IssueInstant less
+    # the skew (saml.clock_skew_seconds, 60 s), so those issued within the skew after the loss
+    # are refused too; the control is one issued after that, as an identity provider issues
+    # a minute later: here an identity provider whose clock is almost the skew ahead (its
+    # IssueInstant whole seconds), a few seconds after the loss, rather than the test waiting.
+    time.sleep(2.5)
+    fresh = [saml(assertion(ahead=SAML_SKEW_SECONDS - 0.5), url) for url in cluster.node_urls]
+    too_soon = saml(assertion(), cluster.node_urls[0])
     saml_replays = [r[0] for r, _ in replays.values()]
     mfa_replays = [m[0] for _, m in replays.values()]
     report(capsys, f"Redis back empty: a used SAML assertion replayed on each node "
@@ -352,3 +361,4 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
     assert saml_replays == ["ExpiredTokenException"] + ["InvalidIdentityToken"] * 2
     assert mfa_replays == ["AccessDenied"] * 3
     assert fresh == [("answered", 200)] * 3
+    assert too_soon == ("ExpiredTokenException", 400)
