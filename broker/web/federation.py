@@ -103,19 +103,28 @@ async def signin_token(request: Request) -> Response:
         token = await federation.signin_token(verified, session_token,
                                               int(raw) if raw is not None else None,
                                               origin_of(request))
+        # Within the try: a token is never answered without its audit line (an audit sink
+        # that cannot write is an outage, as a store is).
+        audit_browser(request, "GetSigninToken", error_id, who)
     except AwsError as exc:
-        audit_browser(request, "GetSigninToken", error_id, who, error=exc)
+        try:
+            audit_browser(request, "GetSigninToken", error_id, who, error=exc)
+        except StoreUnavailable:
+            return _unavailable(error_id)
         return json_error(exc, error_id)
     except StoreUnavailable:
-        log.error("getSigninToken %s: store unavailable", error_id)
-        return json_error(ServiceUnavailable("The service is unavailable. Please try again "
-                                             "later."), error_id)
+        return _unavailable(error_id)
     except Exception:
         log.exception("getSigninToken %s: unexpected failure", error_id)
         return json_error(InternalFailure("The broker could not complete the request."),
                           error_id)
-    audit_browser(request, "GetSigninToken", error_id, who)
     return JSONResponse({"SigninToken": token}, headers=SECURITY_HEADERS)
+
+
+def _unavailable(error_id: str) -> Response:
+    log.error("getSigninToken %s: store unavailable", error_id)
+    return json_error(ServiceUnavailable("The service is unavailable. Please try again "
+                                         "later."), error_id)
 
 
 @guarded

@@ -260,6 +260,16 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     sts, orgs = broker.client("sts"), broker.client("organizations")
     before = sts.get_session_token()  # the control, before
     assert before["ResponseMetadata"]["RequestId"] in path.read_text()
+    federated = sts.get_federation_token(Name="audited")["Credentials"]
+    session = json.dumps({"sessionId": federated["AccessKeyId"],
+                          "sessionKey": federated["SecretAccessKey"],
+                          "sessionToken": federated["SessionToken"]})
+
+    def signin_token() -> httpx.Response:
+        return httpx.get(f"{broker.url}/federation",
+                         params={"Action": "getSigninToken", "Session": session})
+
+    assert signin_token().status_code == 200  # the control, before
 
     shutil.rmtree(path.parent)
     path.parent.write_text("a file where the directory was")
@@ -271,6 +281,9 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         orgs.create_organization(FeatureSet="ALL")
     assert _code(caught) == ("ServiceUnavailableException", 503)
+    refused = signin_token()  # the federation endpoint's own JSON
+    assert refused.status_code == 503
+    assert refused.json()["Error"]["Code"] == "ServiceUnavailable"
     page = _sign_in(broker)  # a refused sign-in's line cannot be written either
     assert page.status_code == 503
     assert "text/html" in page.headers["content-type"] and "ServiceUnavailable" in page.text
@@ -278,14 +291,15 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     path.parent.unlink()
     path.parent.mkdir()  # writable again: lines land again, with no signal
     after = sts.get_session_token()
+    assert signin_token().status_code == 200
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         orgs.create_organization(FeatureSet="ALL")  # made before its 503; now refused
     assert _code(caught)[0] == "AlreadyInOrganizationException"
     assert _sign_in(broker).status_code == 403  # refused, as it should be: not an outage
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     assert after["ResponseMetadata"]["RequestId"] in {d["requestID"] for d in docs}
-    assert [d["eventName"] for d in docs] == ["GetSessionToken", "CreateOrganization",
-                                              "ConsoleLogin"]
+    assert [d["eventName"] for d in docs] == ["GetSessionToken", "GetSigninToken",
+                                              "CreateOrganization", "ConsoleLogin"]
 
 
 def test_a_store_that_fails_to_close_still_lets_the_audit_lines_out(tmp_path: Path) -> None:
