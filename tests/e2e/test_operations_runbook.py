@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ import sqlalchemy as sa
 
 from broker.clock import SystemClock
 from broker.keyring import Keyring
+from broker.store.sql import _MIGRATION_LOCK
 from tests.e2e.support import BIN, ROOT, BrokerProcess, clean_env
 from tests.helpers import free_port, unavailable
 
@@ -70,11 +73,14 @@ def first_serve(env: dict[str, str], log: Path) -> tuple[BrokerProcess, tuple[st
     return process, process.root_credentials()
 
 
-def refuses_to_serve(env: dict[str, str]) -> str:
-    """``broker serve`` that exits instead of serving: what it printed."""
-    done = subprocess.run([str(BIN / "broker"), "serve", "--port", str(free_port())], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+def refuses_to_serve(env: dict[str, str], *args: str, status: int | None = None) -> str:
+    """``broker serve`` that exits instead of serving (with ``status``, when given): what it
+    printed."""
+    done = subprocess.run([str(BIN / "broker"), "serve", "--port", str(free_port()), *args],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0, done.stdout
+    if status is not None:
+        assert done.returncode == status, done.stdout + done.stderr
     return done.stdout + done.stderr
 
 
@@ -205,28 +211,142 @@ def test_sqlite_online_backup_restores_into_a_new_data_dir(
     assert not (lone / "keyring.json").exists()
 
 
+HEAD = "0001"  # the newest revision in broker/store/migrations/versions
+
+
+class PatientStart(BrokerProcess):
+    """A node given three minutes to become ready: it may wait for a lock the test holds."""
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        super().wait_ready(timeout)
+
+
+def start_at_once(envs: list[dict[str, str]], logs: Path, stopping: list[BrokerProcess],
+                  while_starting: Callable[[], None] = lambda: None) -> list[BrokerProcess]:
+    """``broker serve`` for each environment, all started together, each waited for until it
+    is ready (a node that exits instead fails the test with its output); ``while_starting``
+    runs once they are all started, before they are waited for."""
+
+    def start(i: int) -> BrokerProcess:
+        port = free_port()
+        return PatientStart(["--port", str(port)], envs[i], port, logs / f"node{i}.log")
+
+    with ThreadPoolExecutor(len(envs)) as pool:
+        starts = [pool.submit(start, i) for i in range(len(envs))]
+        try:
+            while_starting()
+        finally:
+            nodes: list[BrokerProcess] = []
+            failed: list[str] = []
+            for started in starts:
+                try:
+                    nodes.append(started.result())
+                except RuntimeError as exc:  # it exited, or never became ready
+                    failed.append(str(exc)[-2000:])
+            stopping.extend(nodes)
+    assert not failed, failed
+    return nodes
+
+
+def schema(database: str) -> tuple[list[str], list[str]]:
+    """The database's tables, and the revisions its version table holds."""
+    engine = engine_of(database)
+    try:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            if "broker_alembic_version" not in tables:
+                return tables, []
+            return tables, list(conn.execute(sa.text(
+                "SELECT version_num FROM broker_alembic_version")).scalars().all())
+    finally:
+        engine.dispose()
+
+
+def engine_of(database: str) -> sa.Engine:
+    return sa.create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def waiting_for_the_migration_lock(conn: sa.Connection) -> int:
+    """How many sessions wait for the advisory lock migrations take (as one bigint key: its
+    low 32 bits are pg_locks' objid)."""
+    return int(conn.execute(sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND objid = :key AND database = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database())"), {"key": _MIGRATION_LOCK}).scalar_one())
+
+
+def test_nodes_started_at_once_on_an_empty_database_migrate_it_once(
+        tmp_path: Path, postgres_databases: Callable[[], str], redis_url: str,
+        stopping: list[BrokerProcess]) -> None:
+    """A first install: one keyring (broker init's, a copy on each node) and an empty database.
+    Three nodes of two workers each start together, and each of the six processes runs the
+    first migration. The test holds the migration lock until all six wait for it, so that
+    they race for the empty schema at the same moment: one creates it while the others wait,
+    then find it at its head. Every node comes up (a second, concurrent CREATE TABLE would
+    fail a worker's start, and with it its node's) and the schema holds one revision."""
+    database = postgres_databases()
+    assert schema(database) == ([], [])  # empty indeed
+    keyring = tmp_path / "keyring.json"
+    Keyring.generate(SystemClock(), path=keyring).save()
+    envs = []
+    for i in range(3):
+        data = tmp_path / f"data{i}"
+        data.mkdir(mode=0o700)
+        shutil.copy(keyring, data / "keyring.json")
+        envs.append(clean_env(BROKER_STORE_DATABASE_URL=database,
+                              BROKER_SERVER_DATA_DIR=str(data), BROKER_SERVER_WORKERS="2",
+                              BROKER_STORE_EPHEMERAL_URL=redis_url,
+                              BROKER_STORE_REDIS_PREFIX=f"first-{uuid.uuid4().hex[:8]}:"))
+    engine = engine_of(database)
+    try:
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+            def all_six_wait() -> None:
+                deadline = time.monotonic() + 150
+                try:
+                    while waiting_for_the_migration_lock(holder) < 6:
+                        assert time.monotonic() < deadline, "the workers never waited for it"
+                        time.sleep(0.2)
+                finally:  # all at once
+                    holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": _MIGRATION_LOCK})
+
+            nodes = start_at_once(envs, tmp_path, stopping, all_six_wait)
+    finally:
+        engine.dispose()
+    assert schema(database)[1] == [HEAD]
+    # One schema, one keyring: an account made through one node is served by every node.
+    made = subprocess.run([str(BIN / "broker"), "accounts", "create", "--json"], env=envs[0],
+                          capture_output=True, text=True, timeout=60, check=True)
+    root = json.loads(made.stdout)["root"]
+    creds = (root["access_key_id"], root["secret_access_key"])
+    assert {account(node.url, creds) for node in nodes} == {json.loads(made.stdout)[
+        "account_id"]}
+
+
 def test_an_upgrade_migrates_under_the_lock_and_refuses_going_back(
-        backup: Backup, tmp_path: Path, stopping: list[BrokerProcess]) -> None:
-    """After the backup step, the nodes of the new release start at once on the database: each
-    takes the migration lock in turn, brings the schema to its head, and all serve the same
-    data. (The schema has one revision so far, so here the head is already there; a release
-    with a new revision runs it the same way, under the same lock.) A release older than the
-    schema then refuses to start; the way back is the restore above."""
-    with ThreadPoolExecutor(2) as pool:
-        nodes = list(pool.map(lambda i: serve(backup.env, tmp_path / f"node{i}.log"), range(2)))
-    stopping.extend(nodes)
+        backup: Backup, tmp_path: Path, redis_url: str, stopping: list[BrokerProcess]) -> None:
+    """After the backup step, three nodes of the new release start at once on the database:
+    each takes the migration lock in turn, finds the schema at its head, and all serve the
+    same data. (The schema has one revision so far, so here the head is already there; the
+    test above runs a migration itself, from nothing to the head, on six processes at once.)
+    A release older than the schema then refuses to start, exiting 3 with one worker or two;
+    the way back is the restore above."""
+    nodes = start_at_once([backup.env] * 3, tmp_path, stopping)
     for node in nodes:
         everything_is_there(node.url, backup.root, backup.alice)
     for node in nodes:
         node.stop()
-    engine = sa.create_engine(backup.database.replace("postgresql://", "postgresql+psycopg://", 1))
+    assert schema(backup.database)[1] == [HEAD]
+    engine = engine_of(backup.database)
     try:
         with engine.begin() as conn:
-            versions = conn.execute(sa.text(
-                "SELECT version_num FROM broker_alembic_version")).scalars().all()
-            assert len(versions) == 1
             # What a later release's migration leaves: a revision this release does not know.
             conn.execute(sa.text("UPDATE broker_alembic_version SET version_num = '9999'"))
     finally:
         engine.dispose()
-    assert "9999" in refuses_to_serve(backup.env)
+    assert "9999" in refuses_to_serve(backup.env, status=3)
+    # With several workers too: the supervisor fails as one worker does.
+    assert "9999" in refuses_to_serve({**backup.env, "BROKER_SERVER_WORKERS": "2",
+                                       "BROKER_STORE_EPHEMERAL_URL": redis_url}, status=3)
