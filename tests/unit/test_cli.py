@@ -604,3 +604,36 @@ def test_signin_status_and_unlock_on_redis(tmp_path: Path, redis_url: str) -> No
     assert "0 failed sign-ins" in out and "not locked" in out
     code, _, err = run("signin", "status", *args)
     assert code == 2 and "in-process memory" in err
+
+
+def test_a_worker_that_cannot_build_its_app_exits_with_uvicorns_startup_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `serve --workers N` runs in each worker: a setting it refuses (here, several workers
+    on the in-process ephemeral store) or any other fault while building the app exits 3, on
+    which uvicorn's supervisor stops and fails instead of starting the worker again. The
+    control: the same worker given a shared store builds its app."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    import broker.app
+    from broker.cli import worker_app
+
+    for name in [n for n in os.environ if n.startswith("BROKER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BROKER_SERVER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BROKER_SERVER_WORKERS", "2")
+    with pytest.raises(SystemExit) as refused:
+        worker_app()
+    assert refused.value.code == STARTUP_FAILURE
+    assert "worker cannot start: setting server.workers" in caplog.text
+    monkeypatch.setenv("BROKER_STORE_EPHEMERAL_URL", "redis://127.0.0.1:6379/0")
+    assert isinstance(worker_app(), broker.app.BrokerApp)  # built; no store is opened yet
+
+    def broken() -> broker.app.BrokerApp:
+        raise RuntimeError("an unforeseen fault")
+
+    monkeypatch.setattr(broker.app, "app_from_environment", broken)
+    with pytest.raises(SystemExit) as faulted:
+        worker_app()
+    assert faulted.value.code == STARTUP_FAILURE
+    assert "RuntimeError: an unforeseen fault" in caplog.text  # with its traceback

@@ -158,6 +158,7 @@ def test_the_compose_cluster_has_three_nodes_behind_nginx_on_one_keyring() -> No
         assert env == init["environment"]  # one set of settings for every process
         assert node["volumes"] == ["keyring:/var/lib/broker:ro"]  # one keyring, read-only
         assert node["read_only"] is True and node["cap_drop"] == ["ALL"]
+        assert node["restart"] == "on-failure"  # a failed start exits 3, a stop 0
         assert node["depends_on"]["init"] == {"condition": "service_completed_successfully"}
         assert node["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert node["depends_on"]["redis"] == {"condition": "service_healthy"}
