@@ -57,8 +57,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- required "config must set server.public_url (the URL clients use to reach the broker)" $server.public_url -}}
 {{- end -}}
 
-{{/* Whether config turns e-mail on (sso.smtp_url, or sso.smtp_from beside a smtp-url key in the
-     Secret): the NetworkPolicy must then let the pods reach the SMTP server. */}}
+{{/* Whether e-mail is on (sso.smtp_url or sso.smtp_from in config, or secret.smtpUrl): the
+     NetworkPolicy must then let the pods reach the SMTP server. */}}
 {{- define "broker.mail" -}}
 {{- $sso := (include "broker.settings" . | fromJson).sso | default dict -}}
 {{- if or $sso.smtp_url $sso.smtp_from .Values.secret.smtpUrl }}true{{ end -}}
