@@ -316,10 +316,7 @@ def _named_providers(xml: bytes) -> tuple[list[str], str | None]:
         raise InvalidIdentityToken(f"Invalid SAML response: {exc}.") from None
     values = [xmlsafe.text_of(v) for a in root.iter(f"{{{saml.SAML}}}Attribute")
               if a.get("Name") == ROLE for v in a.iter(f"{{{saml.SAML}}}AttributeValue")]
-    providers: list[str] = []
-    for pair in pairs_of(values):
-        if pair.provider_arn not in providers:
-            providers.append(pair.provider_arn)
+    providers = list(dict.fromkeys(pair.provider_arn for pair in pairs_of(values)))
     issuer = root.find(f"{{{saml.SAML}}}Issuer")
     return providers[:MAX_PROVIDERS], xmlsafe.text_of(issuer).strip() if issuer is not None \
         else None
