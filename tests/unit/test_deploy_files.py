@@ -146,6 +146,11 @@ def test_the_compose_cluster_has_three_nodes_behind_nginx_on_one_keyring() -> No
     assert set(services) == {"postgres", "redis", "init", *NODES, "lb"}
     for name in ("postgres", "redis"):
         assert services[name]["healthcheck"]["test"]
+    # Redis keeps its data across a restart, on a volume, and never evicts a key.
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in \
+        redis_command
+    assert services["redis"]["volumes"] == ["redis-data:/data"] and "redis-data" in doc["volumes"]
     init = services["init"]
     assert "broker init --json" in " ".join(init["entrypoint"])
     assert "test -f /var/lib/broker/keyring.json" in " ".join(init["entrypoint"])
