@@ -87,6 +87,7 @@ def open_ephemeral_store(settings: Settings, clock: Clock) -> EphemeralStore:
 
 
 EPHEMERAL_PREFIX_KIND = "ephemeral_prefix"
+INSTALLATION_KIND = "installation"  # the one record that says the database was initialised
 
 
 async def begin_ephemeral(ephemeral: EphemeralStore, store: EntityStore, clock: Clock) -> None:
@@ -376,19 +377,31 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
     try:
         await store.migrate()
         iam = IamService(store, Keyring.generate(clock), clock)
+        refused = ConfigError(
+            "the database already holds accounts: copy that broker's keyring to "
+            f"{settings.keyring_path} instead of initialising again")
         if await iam.list_accounts():
-            raise ConfigError(
-                "the database already holds accounts: copy that broker's keyring to "
-                f"{settings.keyring_path} instead of initialising again"
-            )
-        keyring = Keyring.generate(clock, path=settings.keyring_path)
-        keyring.save()
+            raise refused
+        # One initialisation per database, even of several at once (nodes started together
+        # with empty data directories): the first to make this record makes the account and
+        # the keyring; each other one is refused, rather than a second account under a
+        # second keyring.
+        claim = Record(kind=INSTALLATION_KIND, account=GLOBAL, key="first",
+                       data={"initialised": clock.now().isoformat()})
         try:
+            await store.create(claim)
+        except AlreadyExists:
+            raise refused from None
+        keyring = Keyring.generate(clock, path=settings.keyring_path)
+        try:
+            keyring.save()
             account, key = await IamService(store, keyring, clock).create_account(
                 account_id, root_email=root_email, root_password=root_password)
             await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
         except BaseException:
             settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
+            with contextlib.suppress(Exception):
+                await store.delete(claim.ref)  # another try may initialise
             raise
     finally:
         await store.close()
