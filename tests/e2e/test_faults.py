@@ -290,11 +290,10 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
     (it could have been used: store/redis.py's lost-at key), never accepted a second time;
     the control, an assertion the identity provider issues after the return, is accepted."""
     import pyotp
+    import redis
 
     from tests.saml_idp import TestIdp, encode
     from tests.saml_world import trust_policy
-
-    import redis
 
     cluster, redis_server, _ = own_cluster
     # The precondition, a Redis whose data were never lost: an earlier test of this module
