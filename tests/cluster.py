@@ -53,7 +53,7 @@ class OwnRedis:
     """A ``redis-server`` of the test's own on a spare port, keeping nothing on disk; stop()
     and start() again listen on the same port (an outage and a return, everything lost)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server", "not installed (apt-get install redis-server)")
@@ -62,6 +62,7 @@ class OwnRedis:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.options = options  # more redis-server options (they override the defaults)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -77,7 +78,7 @@ class OwnRedis:
         log = (self.directory / "redis.log").open("a")
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "no", "--dir", str(self.directory), *self.options],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         _wait(self._answers, f"redis-server on port {self.port}")
@@ -96,6 +97,13 @@ class OwnRedis:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: what it had not written to disk is gone (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
 

@@ -215,8 +215,7 @@ class MfaDevices:
                            drift=0)  # only ResyncMFADevice moves a device's time
 
         # The two codes, seen once, open nothing more: spent before the device is enabled.
-        if not (await self._spend(device, step, ENABLE_WINDOW) and
-                await self._spend(device, step + 1, ENABLE_WINDOW)):
+        if not await self._spend_pair(device, step, ENABLE_WINDOW):
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         await self._entities.change(MfaDevice, device_ref(device), assign,
                                     lambda: missing_device(serial))
@@ -230,8 +229,7 @@ class MfaDevices:
         if step is None:
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         drift = step + 1 - self._step()
-        if not (await self._spend(device, step, RESYNC_WINDOW) and
-                await self._spend(device, step + 1, RESYNC_WINDOW)):
+        if not await self._spend_pair(device, step, RESYNC_WINDOW):
             raise InvalidAuthenticationCode("Authentication code for device is not valid.")
         await self._entities.change(MfaDevice, device_ref(device),
                                     lambda d: replace(d, drift=drift),
@@ -319,7 +317,12 @@ class MfaDevices:
         if await self._ephemeral.get(_LOCKED + digest) is not None:
             raise AccessDenied(FAILED)
         step = self._match(device, code, 1)
-        if step is None or not await self._spend(device, step, 1):
+        spent = None if step is None else await self._spend(device, step, step - 1)
+        if spent is Spent.UNKNOWN:
+            # The device's right code, from before the ephemeral store lost its data: refused,
+            # as it may have been used, but not counted as a guess (the next code works).
+            raise AccessDenied(FAILED)
+        if spent is not Spent.NOW:
             if await self._ephemeral.incr(_FAILED + digest, FAILURE_SECONDS) >= MAX_FAILURES:
                 await self._ephemeral.put_if_absent(_LOCKED + digest, b"1", FAILURE_SECONDS)
             raise AccessDenied(FAILED)
@@ -346,13 +349,20 @@ class MfaDevices:
         return consecutive_step(self._totp(device), self._step() + device.drift, code1, code2,
                                 window)
 
-    async def _spend(self, device: MfaDevice, step: int, window: int) -> bool:
-        """Mark the step's code used, once across every process; False if it already was
-        (or could have been, before the ephemeral store lost its data)."""
+    async def _spend(self, device: MfaDevice, step: int, first: int) -> Spent:
+        """Mark the step's code used, once across every process. ``first``: the first step,
+        on the device's clock, at which it was acceptable (its own step less the window)."""
         if self._ephemeral is None:
-            return False
+            return Spent.BEFORE
         return await spend_code(self._ephemeral, device.serial, step,
-                                since_step=step - device.drift - window)
+                                since_step=first - device.drift)
+
+    async def _spend_pair(self, device: MfaDevice, step: int, window: int) -> bool:
+        """Two consecutive codes, both spent now; the second was acceptable as soon as the
+        first was (a pair is matched by its first code's step)."""
+        first = step - window
+        return (await self._spend(device, step, first) is Spent.NOW and
+                await self._spend(device, step + 1, first) is Spent.NOW)
 
 
 # -- TOTP, apart from where a device is kept (IAM's devices above; Identity Center's directory
@@ -399,18 +409,19 @@ def consecutive_step(totp: pyotp.TOTP, centre: int, code1: str, code2: str,
 
 
 async def spend_code(ephemeral: EphemeralStore, device_id: str, step: int, *,
-                     since_step: int) -> bool:
-    """Mark a device's step's code used, once across every process; False if it already was.
+                     since_step: int) -> Spent:
+    """Mark a device's step's code used, once across every process: NOW if this call did.
 
-    ``since_step``: the first step at which the code was accepted (its step less the window
-    and the device's drift). A code accepted from before the ephemeral store lost its data
-    is refused as spent too, since nothing tells whether it was: the next code works."""
+    ``since_step``: the first step, on the broker's clock, at which the code was acceptable
+    (its step less the window and the device's drift). A code acceptable from before the
+    ephemeral store lost its data is UNKNOWN (nothing tells whether it was used): refused,
+    but not a wrong guess; the device's next code works."""
     key = _SPENT + hashlib.sha256(device_id.encode()).hexdigest() + f":{step}"
     ttl = (2 * RESYNC_WINDOW + 2) * STEP_SECONDS
     spent = await ephemeral.spend(key, ttl, float(since_step * STEP_SECONDS))
     if spent is Spent.UNKNOWN:
         log.info("an MFA code from before the ephemeral store lost its data refused")
-    return spent is Spent.NOW
+    return spent
 
 
 def device_ref(device: MfaDevice) -> Ref:

@@ -67,7 +67,7 @@ from broker.keyring import Keyring
 from broker.mail import Mailer
 from broker.signin.password import Throttle, Who
 from broker.signin.webauthn import RelyingParty, credential_id_of
-from broker.store.base import EntityStore, EphemeralStore, Record, Ref
+from broker.store.base import EntityStore, EphemeralStore, Record, Ref, Spent
 
 CREDENTIAL = "sso_credential"
 SESSION_SECONDS = 8 * 3600  # Identity Center's default session duration
@@ -507,9 +507,11 @@ class Portal:
         seed = self._keyring.unseal(base64.b64decode(sealed), purpose=SEED_PURPOSE,
                                     aad=f"{user.user_id}/{device_id}").decode("ascii")
         step = matching_step(totp_of(seed), current_step(self._clock), code.strip(), 1)
-        if step is None or not await spend_code(self._ephemeral, _device_key(
-                instance, user.user_id, device_id), step, since_step=step - 1):
-            await self.throttle.failed(_who(instance, user.user_name.lower()), source)
+        spent = None if step is None else await spend_code(self._ephemeral, _device_key(
+            instance, user.user_id, device_id), step, since_step=step - 1)
+        if spent is not Spent.NOW:
+            if spent is not Spent.UNKNOWN:  # a right code the broker cannot vouch for: no guess
+                await self.throttle.failed(_who(instance, user.user_name.lower()), source)
             raise AccessDenied("That is not the code the new device shows now: enter the code "
                                "your authenticator app shows for this account.")
         if await self._ephemeral.take(key) is None:
@@ -545,18 +547,24 @@ class Portal:
                 raise AccessDenied(EXPIRED)
             return await self._signed_in(instance, user, mfa=True)
         centre = current_step(self._clock)
+        unknown = False
         for device in (await self.credential(instance, user.user_id)).devices:
             seed = self._keyring.unseal(base64.b64decode(device.sealed_seed),
                                         purpose=SEED_PURPOSE,
                                         aad=f"{user.user_id}/{device.device_id}")
             step = matching_step(totp_of(seed.decode("ascii")), centre, code.strip(), 1)
-            if step is not None and await spend_code(
-                    self._ephemeral, _device_key(instance, user.user_id, device.device_id),
-                    step, since_step=step - 1):
+            if step is None:
+                continue
+            spent = await spend_code(
+                self._ephemeral, _device_key(instance, user.user_id, device.device_id),
+                step, since_step=step - 1)
+            if spent is Spent.NOW:
                 if await self._ephemeral.take(key) is None:  # taken once
                     raise AccessDenied(EXPIRED)
                 return await self._signed_in(instance, user, mfa=True)
-        await self.throttle.failed(who, source)
+            unknown = unknown or spent is Spent.UNKNOWN
+        if not unknown:  # a right code from before the store lost its data is no guess
+            await self.throttle.failed(who, source)
         raise AccessDenied(MFA_REFUSED)
 
     async def _assert_key(self, instance: Instance, user: DirectoryUser, assertion: str,

@@ -4,14 +4,16 @@ Each operation is one atomic Redis command (or one Lua script): ``SET NX PX`` fo
 put-if-absent, ``GETDEL`` for take, and a script for a counter whose time to live starts with
 its first increment. Keys carry a prefix so several brokers can share one Redis.
 
-A Redis that restarts empty (no persistence), is flushed, evicts keys or is replaced forgets
-which single-use values were spent (``spend``: SAML assertion ids, TOTP codes). So one key
-without a time to live, ``PREFIX + "lost-at"``, holds the moment this prefix's data were last
-known lost (0: never). ``begin`` writes it when the broker starts: 0 if the entity store has
-no record that this prefix was ever used (a new deployment), else the start's own moment
-(its data are gone, or Redis would still hold the key). ``spend``'s script finds the key gone
-while the broker runs (lost since), writes the present moment, and refuses as ``UNKNOWN``
-every value that could have been accepted before the recorded loss. One round trip, as before.
+A Redis that restarts empty (no persistence), is flushed, evicts keys, comes back from an
+older snapshot or is replaced by a replica forgets which single-use values were spent
+(``spend``: SAML assertion ids, TOTP codes). So one key without a time to live,
+``PREFIX + "lost-at"``, holds the moment this prefix's data were last known lost (0: never)
+with the server's run_id and eviction count. ``begin`` checks it when the broker starts:
+missing, it is written as 0 if the entity store had no record that this prefix was ever used
+(a new deployment), else as the start's own moment. ``spend``'s script finds it gone, or
+written by another server run, or evictions since, writes the present moment (plus a margin),
+and refuses as ``UNKNOWN`` every value that could have been accepted before the recorded
+loss. One round trip, as before.
 """
 
 from __future__ import annotations
@@ -35,22 +37,45 @@ return n
 """
 
 
-# KEYS: the lost-at key, the value's key. ARGV: time to live (ms), since, now (seconds),
-# whether a missing lost-at key means a loss (1: ``begin`` ran) or a new prefix (0).
+# The lost-at key holds "MOMENT RUN_ID EVICTED": the moment this prefix's data were last known
+# lost (0: never), and the Redis server's run_id and evicted_keys count when it was written.
+# Data can go without the key going with them: a restart from an older snapshot or AOF, or a
+# replica taking over (the key survives, the latest spends do not) — a new run_id; evictions
+# (spent keys expire, so they go first) — a larger evicted_keys. Either counts as a loss now.
+#
+# KEYS: the lost-at key, and the value's key (absent: ``begin`` only). ARGV: the value's time
+# to live (ms), since, the broker's now (seconds), whether a missing lost-at key is a loss (1)
+# or a new prefix (0), the margin added to a loss's moment (nodes' clocks, a command in
+# flight across the loss). Answers 1 (spent now), 0 (spent before), -1 (unknown); ``begin``:
+# the moment.
 _SPEND = """
-local lost = redis.call('GET', KEYS[1])
-if not lost then
-  lost = (ARGV[4] == '1') and ARGV[3] or '0'
-  redis.call('SET', KEYS[1], lost, 'NX')
-  lost = redis.call('GET', KEYS[1])
+local t = redis.call('TIME')
+local now = math.max(tonumber(ARGV[3]), tonumber(t[1]) + tonumber(t[2]) / 1000000)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '-'
+local evicted = string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)') or '-'
+local record = redis.call('GET', KEYS[1])
+local lost, seen_run, seen_evicted
+if record then
+  lost, seen_run, seen_evicted = string.match(record, '^(%S+) (%S+) (%S+)$')
 end
+if lost then lost = tonumber(lost) end
+if not lost then
+  if ARGV[4] == '1' then lost = now + tonumber(ARGV[5]) else lost = 0 end
+elseif seen_run ~= run or seen_evicted ~= evicted then
+  lost = math.max(lost, now + tonumber(ARGV[5]))
+end
+redis.call('SET', KEYS[1], string.format('%.17g', lost) .. ' ' .. run .. ' ' .. evicted)
+if #KEYS < 2 then return string.format('%.17g', lost) end
 if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then
-  if tonumber(ARGV[2]) <= tonumber(lost) then return -1 end
+  if tonumber(ARGV[2]) <= lost then return -1 end
   return 1
 end
 return 0
 """
 LOST_AT = "lost-at"
+# Added to the moment a loss is noticed: a value accepted on another node just before the loss
+# by a clock a little ahead (NTP keeps them within milliseconds) is still counted as before.
+LOSS_MARGIN_SECONDS = 2.0
 # A node that finds the entity store's record of this prefix just made by another node (the
 # deployment's nodes starting together) waits this long for that node's lost-at key.
 _FIRST_WAITS = 20  # of 0.1 s
@@ -79,30 +104,36 @@ class RedisEphemeralStore:
         return self._prefix
 
     async def begin(self, history: Callable[[], Awaitable[bool]]) -> None:
-        """Write the lost-at key unless it is there. ``history()``: whether this prefix was
-        used before (the entity store's record, made by the first call ever): if it was and
-        the key is gone, its data were lost. Retried by ``spend`` if the stores are away."""
+        """Check the lost-at key, writing it if it is missing. ``history()``: whether this
+        prefix was used before, asked at every start (the entity store's record, made by the
+        first call ever, and again if a restored database lacks it): if it was and the key
+        is gone, its data were lost. Retried by ``spend`` if the stores are away now."""
         self._history = history
+        used_before = await history()
         lost = self._k(LOST_AT)
-        if await self._call(self._client.get(lost), "get") is None:
-            used_before = await history()
-            if used_before:
-                # The record may be another node's of this very start: its key comes at once.
-                for _ in range(_FIRST_WAITS):
-                    await asyncio.sleep(0.1)
-                    if await self._call(self._client.get(lost), "get") is not None:
-                        break
-            moment = repr(self._clock.now().timestamp()) if used_before else "0"
-            await self._call(self._client.set(lost, moment, nx=True), "set")
+        if used_before and await self._call(self._client.get(lost), "get") is None:
+            # The record may be another node's of this very start: its key comes at once.
+            for _ in range(_FIRST_WAITS):
+                await asyncio.sleep(0.1)
+                if await self._call(self._client.get(lost), "get") is not None:
+                    break
+        await self._lost_at(lost, used_before)
         self._begun = True
+
+    async def _lost_at(self, lost: str, missing_is_loss: bool) -> float:
+        return float(await self._call(self._spend(
+            keys=[lost], args=[0, 0, repr(self._clock.now().timestamp()),
+                               "1" if missing_is_loss else "0", LOSS_MARGIN_SECONDS]), "spend"))
 
     async def spend(self, key: str, ttl: float, since: float) -> Spent:
         if not self._begun and self._history is not None:
             await self.begin(self._history)
+        # Without ``begin`` (no runtime: a tool, a test) a missing lost-at key is a loss too:
+        # nothing tells a new prefix from an emptied one.
         found = int(await self._call(self._spend(
             keys=[self._k(LOST_AT), self._k(key)],
-            args=[_ms(ttl), repr(since), repr(self._clock.now().timestamp()),
-                  "1" if self._begun else "0"]), "spend"))
+            args=[_ms(ttl), repr(since), repr(self._clock.now().timestamp()), "1",
+                  LOSS_MARGIN_SECONDS]), "spend"))
         return {1: Spent.NOW, 0: Spent.BEFORE}.get(found, Spent.UNKNOWN)
 
     def _k(self, key: str) -> str:

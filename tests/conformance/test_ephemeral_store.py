@@ -13,7 +13,7 @@ from broker.clock import SystemClock
 from broker.errors import StoreUnavailable
 from broker.store.base import EphemeralStore, Spent
 from broker.store.memory import MemoryEphemeralStore
-from broker.store.redis import RedisEphemeralStore
+from broker.store.redis import LOSS_MARGIN_SECONDS, RedisEphemeralStore
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[EphemeralStore]
         backend = MemoryEphemeralStore(SystemClock())
     else:
         url = request.getfixturevalue("redis_url")
-        backend = RedisEphemeralStore(url, prefix=f"broker-test:{uuid.uuid4().hex}:")
+        redis_backend = RedisEphemeralStore(url, prefix=f"broker-test:{uuid.uuid4().hex}:")
+        await redis_backend.begin(await _prefix_used(False))  # as the runtime does at start
+        backend = redis_backend
     yield backend
     await backend.close()
 
@@ -153,8 +155,9 @@ async def test_values_from_before_a_loss_while_running_are_unknown(
     # refused as such again on a second try.
     assert await redis_store.spend("assertion", 60, before) is Spent.UNKNOWN
     assert await redis_store.spend("assertion", 60, before) is Spent.BEFORE
-    # The control: a value that came into being after the loss is spendable, once.
-    after = time.time() + 0.01
+    # The control: a value that came into being after the loss (and its margin) is
+    # spendable, once.
+    after = time.time() + LOSS_MARGIN_SECONDS + 1
     assert await redis_store.spend("new", 60, after) is Spent.NOW
     assert await redis_store.spend("new", 60, after) is Spent.BEFORE
 
@@ -166,4 +169,14 @@ async def test_a_start_after_a_loss_refuses_what_came_before(
     before = time.time() - 1
     await redis_store.begin(await _prefix_used(True))
     assert await redis_store.spend("old", 60, before) is Spent.UNKNOWN
-    assert await redis_store.spend("new", 60, time.time() + 0.01) is Spent.NOW
+    assert await redis_store.spend("new", 60, time.time() + LOSS_MARGIN_SECONDS + 1) is \
+        Spent.NOW
+
+
+async def test_without_begin_a_missing_lost_at_key_is_a_loss(
+        redis_store: RedisEphemeralStore) -> None:
+    """A store no runtime began (a tool, a test) cannot tell a new prefix from an emptied one:
+    it takes the missing key for a loss rather than write "never lost" for every node."""
+    assert await redis_store.spend("old", 60, time.time() - 1) is Spent.UNKNOWN
+    assert await redis_store.spend("new", 60, time.time() + LOSS_MARGIN_SECONDS + 1) is \
+        Spent.NOW

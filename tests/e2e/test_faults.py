@@ -23,6 +23,7 @@ import botocore.exceptions
 import httpx
 import pytest
 
+from broker.store.redis import LOSS_MARGIN_SECONDS
 from tests.cluster import Cluster, OwnPostgres, OwnRedis
 from tests.load.run import Load, Verdict, judge, missing_users, prepare
 
@@ -304,7 +305,9 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
     # The precondition, a Redis whose data were never lost: an earlier test of this module
     # restarted it empty, and for the SAML skew after that (noticed at the first single-use
     # value) assertions and codes from before are refused, these ones included.
-    redis.Redis(port=redis_server.port).set("broker:lost-at", "0")
+    client = redis.Redis(port=redis_server.port)
+    run_id, evicted = client.info("server")["run_id"], client.info("stats")["evicted_keys"]
+    client.set("broker:lost-at", f"0 {run_id} {evicted}")
     iam = cluster.client("iam")
     idp = TestIdp(f"https://idp-{uuid.uuid4().hex[:6]}.faults.example.test/metadata")
     provider = iam.create_saml_provider(Name=f"corp-{uuid.uuid4().hex[:6]}",
@@ -357,8 +360,9 @@ def test_what_was_spent_stays_spent_when_redis_comes_back_empty(
     # the skew (saml.clock_skew_seconds, 60 s), so those issued within the skew after the loss
     # are refused too; the control is one issued after that, as an identity provider issues
     # a minute later: here an identity provider whose clock is almost the skew ahead (its
-    # IssueInstant whole seconds), a few seconds after the loss, rather than the test waiting.
-    time.sleep(2.5)
+    # IssueInstant whole seconds), a few seconds after the loss (and its margin), rather than
+    # the test waiting a minute.
+    time.sleep(LOSS_MARGIN_SECONDS + 2.5)
     fresh = [saml(assertion(ahead=SAML_SKEW_SECONDS - 0.5), url) for url in cluster.node_urls]
     too_soon = saml(assertion(), cluster.node_urls[0])
     saml_replays = [r[0] for r, _ in replays.values()]
