@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from broker.audit import AuditEvent, AuditSink
@@ -391,22 +391,48 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         try:
             await store.create(claim)
         except AlreadyExists:
-            raise refused from None
+            await _take_over_claim(store, iam, claim, clock, refused, settings.keyring_path)
         keyring = Keyring.generate(clock, path=settings.keyring_path)
         try:
             keyring.save()
             account, key = await IamService(store, keyring, clock).create_account(
                 account_id, root_email=root_email, root_password=root_password)
-            await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
         except BaseException:
             settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
             with contextlib.suppress(Exception):
                 await store.delete(claim.ref)  # another try may initialise
             raise
+        # The account is made: its keyring stays whatever happens next (a start makes the
+        # SAML SP key if this does not).
+        await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
     finally:
         await store.close()
     audit_issued_locally(settings, clock, key, "init")
     return account, key
+
+
+# A claim this old, with no account made, was left by an init that stopped midway (killed,
+# its database connection lost): the next init takes it over.
+STALE_CLAIM = timedelta(seconds=60)
+
+
+async def _take_over_claim(store: EntityStore, iam: IamService, claim: Record, clock: Clock,
+                           refused: ConfigError, keyring_path: Path) -> None:
+    if await iam.list_accounts():
+        raise refused from None
+
+    def take_over(found: Record) -> dict[str, str]:
+        try:
+            started = datetime.fromisoformat(str(found.data.get("initialised")))
+        except ValueError:
+            started = clock.now() - STALE_CLAIM
+        if clock.now() - started < STALE_CLAIM:
+            raise ConfigError(
+                "another 'broker init' is initialising this database now: wait for it, then "
+                f"copy that broker's keyring to {keyring_path} instead")
+        return dict(claim.data)
+
+    await store.update(claim.ref, take_over)
 
 
 def audit_issued_locally(settings: Settings, clock: Clock, key: NewAccessKey,

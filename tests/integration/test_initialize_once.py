@@ -5,17 +5,20 @@ database holds one account under one keyring."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from broker.clock import SystemClock
-from broker.errors import ConfigError
+from broker.errors import ConfigError, NotFound
 from broker.iam.service import IamService
 from broker.keyring import Keyring
-from broker.runtime import initialize, open_entity_store
+from broker.runtime import INSTALLATION_KIND, initialize, open_entity_store
 from broker.settings import Settings, load
+from broker.store.base import GLOBAL, Record, Ref
 
 
 def _settings(data_dir: Path, database_url: str) -> Settings:
@@ -47,10 +50,41 @@ def test_several_inits_at_once_make_one_account(
     made = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, ConfigError)]
     assert len(made) == 1 and len(refused) == len(dirs) - 1, outcomes
-    assert all("already holds accounts" in str(r) for r in refused)
+    # Refused as the database already holding an account, or as another init being at it.
+    assert all("already holds accounts" in str(r) or "initialising this database now" in str(r)
+               for r in refused), refused
     keyrings = [d for d in dirs if (d / "keyring.json").exists()]
     assert len(keyrings) == 1  # the refused left no keyring behind
     assert asyncio.run(_accounts(url, dirs[0])) == 1
     # And afterwards, as before: a later init on that database is refused too.
     with pytest.raises(ConfigError, match="already holds accounts"):
         asyncio.run(initialize(_settings(tmp_path / "late" / "data", url)))
+
+
+def test_a_claim_left_by_an_init_that_stopped_midway_is_taken_over(
+        postgres_databases: Callable[[], str], tmp_path: Path) -> None:
+    """An init killed between its claim and its account left the claim: a fresh one (another
+    init at work) refuses, one older than a minute is taken over and the database
+    initialised — the control of each other."""
+    url = postgres_databases()
+
+    async def claim(age: timedelta) -> None:
+        store = open_entity_store(_settings(tmp_path / "claimer" / "data", url))
+        try:
+            await store.migrate()
+            with contextlib.suppress(NotFound):
+                await store.delete(Ref(INSTALLATION_KIND, GLOBAL, "first"))
+            await store.create(Record(kind=INSTALLATION_KIND, account=GLOBAL, key="first",
+                                      data={"initialised": (datetime.now(UTC) - age)
+                                            .isoformat()}))
+        finally:
+            await store.close()
+
+    asyncio.run(claim(timedelta(seconds=5)))
+    with pytest.raises(ConfigError, match="initialising this database now"):
+        asyncio.run(initialize(_settings(tmp_path / "a" / "data", url)))
+    assert not (tmp_path / "a" / "data" / "keyring.json").exists()
+    asyncio.run(claim(timedelta(minutes=5)))
+    account, _ = asyncio.run(initialize(_settings(tmp_path / "b" / "data", url)))
+    assert (tmp_path / "b" / "data" / "keyring.json").exists()
+    assert asyncio.run(_accounts(url, tmp_path / "b" / "data")) == 1 and account.id
