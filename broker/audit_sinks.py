@@ -13,10 +13,13 @@
   or ``udp://HOST:PORT`` / ``tcp://HOST:PORT`` — from a writer thread behind a bounded queue,
   so that a slow receiver does not hold up the event loop; ``close`` sends what is queued, for
   a bounded time. Over TCP a connection the receiver closed (a restarted rsyslog) is opened
-  again before the next line.
+  again before the next line. Over TCP and a local socket a line whose send failed is kept
+  and sent again (after 0.2 s, doubling to 5 s) until it goes or the sink closes; meanwhile
+  the sink is *failing* and refuses every new line. Over UDP a lost line cannot be known.
 
-A line that cannot be written (the file's directory gone, a full disk) or queued (a receiver
-that stopped reading, the queue full) is ``AuditUnavailable``: the request is refused with
+A line that cannot be written (the file's directory gone, a full disk, a closed stream, a log
+shipper gone from the pipe) or queued (a receiver that stopped reading, the queue full, a
+receiver that refuses connections) is ``AuditUnavailable``: the request is refused with
 ServiceUnavailable as when a store is down, never answered without its line. The file sink
 tries its path again on every later line, so lines land again once it is writable.
 """
@@ -24,6 +27,7 @@ tries its path again on every later line, so lines land again once it is writabl
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import logging.handlers
 import os
@@ -53,6 +57,29 @@ class AuditUnavailable(StoreUnavailable):
     refuses a request whose store is down with ServiceUnavailable, in its own format."""
 
 
+class SinkClosed(AuditUnavailable, ValueError):
+    """A line given to a sink after ``close``: refused as any line that cannot be written, and
+    a ValueError, as a write to a closed file is."""
+
+
+def emit_done(sink: AuditSink, event: AuditEvent) -> None:
+    """The line of something done (credentials issued, a change made), written once more when
+    it could not be: a passing fault (a file reopened, a receiver back) costs no answer. Raises
+    the second StoreUnavailable; the caller then answers ServiceUnavailable and writes no other
+    line, since a refusal's line would record as refused what was done."""
+    try:
+        sink.emit(event)
+    except StoreUnavailable as exc:
+        log.error("request %s: %s; its %s line is written once more", event.request_id, exc,
+                  event.event)
+        try:
+            sink.emit(event)
+        except StoreUnavailable as again:
+            log.error("request %s: %s; answered ServiceUnavailable: what its %s did is not on "
+                      "record", event.request_id, again, event.event)
+            raise
+
+
 def request_reopen() -> None:
     """Ask every file sink of this process to open its path again before its next line (the
     SIGHUP handler of ``broker serve`` calls it: logrotate's ``postrotate``)."""
@@ -67,11 +94,17 @@ class StreamSink:
     def emit(self, event: AuditEvent) -> None:
         line = event.line() + "\n"
         with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                # A log shipper gone from the pipe (EPIPE), a full disk under a redirection, a
+                # stream closed: the line is not on record, so the request is not answered.
+                log.error("audit line not written to standard output: %s", exc)
+                raise AuditUnavailable(f"the audit stream cannot be written: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError, ValueError):  # nothing left to refuse
             self._stream.flush()
 
 
@@ -117,7 +150,7 @@ class FileSink:
         data = (event.line() + "\n").encode()
         with self._lock:
             if self._closed:
-                raise ValueError("the audit file is closed")
+                raise SinkClosed("the audit file is closed")
             try:
                 if self._fd is None or self._moved():
                     self._reopen()
@@ -151,10 +184,10 @@ _Socket = socket.socket
 
 
 class _SyslogHandler(logging.handlers.SysLogHandler):
-    """SysLogHandler with RFC 3164's TIMESTAMP (and HOSTNAME over the network), one logged
-    complaint per failure instead of logging's traceback on standard error, and, over TCP, a
-    connection opened again when the receiver closed it (the standard handler keeps writing to
-    the dead socket, and every later line fails)."""
+    """SysLogHandler with RFC 3164's TIMESTAMP (and HOSTNAME over the network), a ``send`` that
+    raises when a line could not be sent over TCP or a local socket (the writer keeps the line
+    and tries again), and a connection opened again when the receiver closed it (the standard
+    handler keeps writing to a dead TCP socket, and every later line fails)."""
 
     def __init__(self, address: str | tuple[str, int], socktype: socket.SocketKind | None,
                  facility: int, network: bool) -> None:
@@ -164,40 +197,78 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
         self.append_nul = False
         self._host = (socket.gethostname().split(".")[0] or "-") + " " if network else ""
         self._tag = f"broker[{os.getpid()}]: "
-        self._stream = self.socktype == socket.SOCK_STREAM
-        self._tcp = self._stream and not self.unixsocket
+        self._udp = not self.unixsocket and self.socktype == socket.SOCK_DGRAM
         self.stopped = False  # set when the sink gave up on its writer: nothing more is sent
+        if self.unixsocket:
+            # The base class ignores a local socket it cannot connect to; a sink without its
+            # receiver stops the start instead, naming the setting (raises OSError).
+            self._reconnect()
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime(record.created))
         text = f"{stamp[:4]}{int(stamp[4:6]):>2}{stamp[6:]} {self._host}{self._tag}{record.msg}"
-        return text + "\n" if self._stream else text  # RFC 6587's framing over TCP
+        # RFC 6587's framing on a stream (TCP, or a local socket that is one).
+        return text + "\n" if self.socktype == socket.SOCK_STREAM else text
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if not self._tcp:
-            super().emit(record)  # datagrams; a local stream socket is reconnected by it
-            return
+    def send(self, line: str) -> None:
+        """Send one line: on the connection as it is (or reopened when the receiver closed
+        it), then once more on a new one. Raises OSError when both failed. Over UDP a failed
+        send is logged and the line dropped: a datagram that never arrived is not known
+        either, so keeping the ones that fail at once would promise what UDP cannot keep."""
+        record = logging.LogRecord("broker.audit", logging.INFO, "", 0, line, None, None)
         priority = self.encodePriority(self.facility, self.mapPriority(record.levelname))
-        data = f"<{priority}>{self.format(record)}".encode()
-        for attempt in (1, 2):  # the connection as it is (or reopened), then once reopened
+        if self._udp:
+            try:
+                if self.socket is None:
+                    self.createSocket()
+                cast(_Socket, self.socket).sendto(f"<{priority}>{self.format(record)}".encode(),
+                                                  self.address)
+            except OSError:
+                self.handleError(record)
+            return
+        for attempt in (1, 2):
             if self.stopped:
                 return
             try:
                 sock = self.socket
-                if sock is None or attempt == 2 or _closed_by_peer(sock):
+                if sock is None or attempt == 2 or (self.socktype == socket.SOCK_STREAM
+                                                    and _closed_by_peer(sock)):
                     sock = self._reconnect()
-                sock.sendall(data)
+                # Formatted once connected: a local socket's type (its framing) is known then.
+                sock.sendall(f"<{priority}>{self.format(record)}".encode())
                 return
-            except OSError:
-                if attempt == 2:
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # a datagram too long: no retry can send it
                     self.handleError(record)
+                    return
+                if attempt == 2:
+                    raise
 
     def _reconnect(self) -> _Socket:
         old, self.socket = self.socket, None
         if old is not None:
             old.close()
+        if self.unixsocket:
+            return self._connect_local()
         self.createSocket()  # raises when the receiver cannot be reached: the line fails
         return cast(_Socket, self.socket)  # set by createSocket
+
+    def _connect_local(self) -> _Socket:
+        """The local socket, a datagram one or else a stream (as the base class tries them,
+        which ignores the failure: here it raises, and the line fails)."""
+        kinds = [self.socktype] if self.socktype else [socket.SOCK_DGRAM, socket.SOCK_STREAM]
+        for kind in kinds:
+            sock = socket.socket(socket.AF_UNIX, kind)
+            try:
+                sock.connect(cast(str, self.address))
+            except OSError:
+                sock.close()
+                if kind == kinds[-1]:
+                    raise
+                continue
+            self.socket, self.socktype = sock, kind
+            break
+        return cast(_Socket, self.socket)
 
     def handleError(self, record: logging.LogRecord) -> None:
         log.error("audit line not sent to syslog %s: %s", self.address, sys.exc_info()[1])
@@ -220,7 +291,8 @@ class SyslogSink:
     _STOP = None
 
     def __init__(self, address: str, facility: str, *, queue_size: int = 10_000,
-                 put_seconds: float = 5.0, close_seconds: float = 10.0) -> None:
+                 put_seconds: float = 5.0, close_seconds: float = 10.0,
+                 retry_seconds: float = 0.2, retry_max_seconds: float = 5.0) -> None:
         target, socktype, network = parse_syslog_address(address)
         try:
             self._handler = _SyslogHandler(
@@ -232,6 +304,10 @@ class SyslogSink:
         self._address = address
         self._put_seconds = put_seconds
         self._close_seconds = close_seconds
+        self._retry_seconds = retry_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._wake = threading.Event()  # ends a wait between two sends when close gives up
+        self.failing = False  # a line's send failed and is tried again: new lines are refused
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
         self._stalled = False  # a line timed out waiting for room; the queue is still full
         self._abandoned = False  # close gave up on the writer: it sends nothing more
@@ -241,7 +317,9 @@ class SyslogSink:
 
     def emit(self, event: AuditEvent) -> None:
         if self._closed:
-            raise ValueError("the audit sink is closed")
+            raise SinkClosed("the audit sink is closed")
+        if self.failing:
+            raise AuditUnavailable(f"the audit lines cannot be sent to syslog {self._address}")
         line = event.line()
         # A full queue (a receiver that stopped reading) waits a few seconds for room rather
         # than drop the line, then refuses the request. It runs on the event loop: once one
@@ -261,12 +339,33 @@ class SyslogSink:
         self._stalled = False
 
     def _write(self) -> None:
-        while (line := self._queue.get()) is not None and not self._abandoned:
+        while (line := self._queue.get()) is not None and self._send(line):
+            pass
+
+    def _send(self, line: str) -> bool:
+        """Send one line, again and again (0.2 s apart, doubling to 5 s) until it goes: its
+        request was answered, so it is kept, and new lines are refused meanwhile (``failing``)
+        rather than answered with nothing to show for them. False once close gave up."""
+        delay = self._retry_seconds
+        while not self._abandoned:
             try:
-                self._handler.emit(logging.LogRecord("broker.audit", logging.INFO, "", 0, line,
-                                                     None, None))
-            except Exception:  # the writer lives on: a dead one would fill the queue
+                self._handler.send(line)
+            except OSError as exc:
+                if not self.failing:
+                    self.failing = True  # first: a line is refused once this is logged
+                    log.error("audit line not sent to syslog %s: %s; it is kept and sent again, "
+                              "and requests are refused until it is", self._address, exc)
+                self._wake.wait(delay)
+                delay = min(delay * 2, self._retry_max_seconds)
+                continue
+            except Exception:  # a line no send can take (a bug): the writer lives on
                 log.exception("audit line not sent to syslog %s", self._address)
+            if self.failing:
+                log.warning("audit lines sent to syslog %s again; requests are accepted",
+                            self._address)
+                self.failing = False
+            return True
+        return False
 
     def close(self) -> None:
         """Send every queued line, for at most ``close_seconds``; then close the socket."""
@@ -282,6 +381,7 @@ class SyslogSink:
         self._writer.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._writer.is_alive():
             self._abandoned = self._handler.stopped = True
+            self._wake.set()
             # The queued lines, and the one the writer is stuck sending.
             unsent = self._queue.qsize() - stop_queued + 1
             log.error("audit: %d lines not sent to syslog %s before stopping (the receiver "
@@ -290,6 +390,7 @@ class SyslogSink:
             if sock is not None:  # wakes a writer blocked in sendall
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+            self._writer.join(timeout=1.0)  # woken: it sends nothing more, and returns
         self._handler.close()
 
 

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from broker import jsontext
 from broker.audit import AuditEvent, AuditSink
+from broker.audit_sinks import emit_done
 from broker.authn import Authenticator
 from broker.aws import ids, shapes
 from broker.aws.errors import AwsError
@@ -190,12 +191,13 @@ class JsonProtocol:
         else:
             try:
                 self._audited(op, caller, params, request_id, source_ip, req, None, service)
-            except StoreUnavailable as exc:  # the audit line: no answer is given without it
-                log.error("request %s: %s", request_id, exc)
-                error = _Unavailable("The service is unavailable. Please try again later.")
-            else:
-                body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
-                return JsonResponse(200, body, request_id, _headers(request_id))
+            except StoreUnavailable:  # the audit line: no answer is given without it
+                # Answered 503 with no other line: a refusal's line would record as refused
+                # a change that was made (it may well be written when this one was not).
+                return _error(_Unavailable("The service is unavailable. Please try again "
+                                           "later."), service, request_id)
+            body = json.dumps(_wire(result or {}), separators=(",", ":")).encode()
+            return JsonResponse(200, body, request_id, _headers(request_id))
         try:
             self._audited(op, caller, params, request_id, source_ip, req, error, service)
         except StoreUnavailable as exc:  # the refusal's audit line could not be written
@@ -209,18 +211,22 @@ class JsonProtocol:
                  service: JsonService | None) -> None:
         """The audit line of a change (every action but Describe*, List* and Get*) a signed
         caller made or was refused, as CloudTrail records Organizations', sso-admin's and
-        identitystore's writes."""
+        identitystore's writes. A change made is written once more when it could not be."""
         if (self._audit is None or self._clock is None or op is None or caller is None
                 or op.name.startswith(_READS)):
             return
-        self._audit.emit(AuditEvent(
+        event = AuditEvent(
             time=self._clock.now(), event=op.name,
             outcome="refused" if error is not None else "succeeded", request_id=request_id,
             source_ip=source_ip, user_agent=req.header("user-agent"), principal=caller.arn,
             account=caller.account_id, caller_access_key_id=caller.access_key_id,
             error_code=None if error is None else json_code(error, service),
             error_message=None if error is None else error.message,
-            service=op.service.name, caller=caller, parameters=params, shape=op.input))
+            service=op.service.name, caller=caller, parameters=params, shape=op.input)
+        if error is None:
+            emit_done(self._audit, event)
+        else:
+            self._audit.emit(event)
 
 
 _READS = ("Describe", "List", "Get")

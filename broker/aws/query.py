@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from broker.audit import AuditEvent, AuditSink, identity_of_federation
+from broker.audit_sinks import emit_done
 from broker.authn import Authenticator
 from broker.aws import ids, shapes, sigv4, xml
 from broker.aws.errors import (
@@ -167,11 +168,12 @@ class QueryProtocol:
                                user_agent)
         try:
             self._issued(op, call, result)
-        except StoreUnavailable as exc:  # the audit line: no answer is given without it
-            log.error("request %s: %s", request_id, exc)
+        except StoreUnavailable:  # the audit line: no answer is given without it
+            # Answered 503 with no other line: a refusal's line would record as refused what
+            # was issued or changed (it may well be written when this one was not).
             error = ServiceUnavailable("The service is unavailable. Please try again later.")
-            return self._error(error, op, caller, call, namespace, request_id, source_ip,
-                               user_agent)
+            return QueryResponse(error.status, xml.error_document(error, namespace, request_id),
+                                 request_id, op.name, error.code)
         body = xml.result_document(op.name, namespace, result, request_id)
         return QueryResponse(200, body, request_id, op.name)
 
@@ -197,14 +199,18 @@ class QueryProtocol:
         return result
 
     def _issued(self, op: Operation, call: Call, result: Result) -> None:
-        """The audit line of an operation that issued credentials or changed IAM."""
+        """The audit line of an operation that issued credentials or changed IAM (written once
+        more when it could not be; StoreUnavailable when it could not be written twice)."""
         if not op.audited:
             return
+        emit_done(self._audit, self._issued_event(op, call, result))
+
+    def _issued_event(self, op: Operation, call: Call, result: Result) -> AuditEvent:
         key_id = subject = None
         if op.issued is not None and result is not None:
             key_id, subject = op.issued(result)
         caller = call.caller
-        self._audit.emit(AuditEvent(
+        return AuditEvent(
             time=self._clock.now(), event=op.name,
             outcome="issued" if op.issued is not None else "succeeded",
             request_id=call.request_id, source_ip=call.source_ip, user_agent=call.user_agent,
@@ -215,7 +221,7 @@ class QueryProtocol:
             identity=None if op.signed else identity_of_federation(op.name, result),
             parameters=call.params, shape=op.input,
             response=result if op.issued is not None else None,
-        ))
+        )
 
     def _operation(self, params: Mapping[str, str]) -> Operation:
         action = params.get("Action")

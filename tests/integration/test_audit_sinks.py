@@ -9,6 +9,7 @@ fault has its control beside it, built the same way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,8 @@ import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,14 @@ import httpx
 import pytest
 
 from broker.audit import AuditEvent
-from broker.audit_sinks import AuditUnavailable, FileSink, SyslogSink, request_reopen
+from broker.audit_sinks import (
+    AuditUnavailable,
+    FileSink,
+    StreamSink,
+    SyslogSink,
+    request_reopen,
+)
+from broker.errors import ConfigError
 from broker.runtime import initialize, open_runtime
 from broker.settings import load
 from tests.helpers import Broker, free_port, start_broker
@@ -89,30 +98,146 @@ def seen() -> Iterator[_Seen]:
         logger.removeHandler(handler)
 
 
-def test_a_tcp_syslog_receiver_that_restarts_gets_lines_again(seen: _Seen) -> None:
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """Waits, for a bounded time, for what another thread or a socket will do (no duration is
+    asserted: a slow machine only waits longer)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _refused(sink: SyslogSink, i: int) -> bool:
+    try:
+        sink.emit(_event(i))
+    except AuditUnavailable:
+        return True
+    return False
+
+
+def test_a_tcp_syslog_receiver_away_refuses_lines_and_gets_the_held_one_when_back(
+        seen: _Seen) -> None:
     port = free_port()
     server = _listener(port)
-    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth")
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth", retry_max_seconds=0.5)
     try:
         conn, _ = server.accept()
         for i in range(3):
             sink.emit(_event(i))
         assert _ids(conn, 3) == ["0", "1", "2"]  # the control: lines before the restart
-        conn.close()  # rsyslog stops...
+        conn.close()  # rsyslog stops: its port refuses connections...
         server.close()
-        sink.emit(_event(3))  # ...so this line finds nobody: logged, not sent
+        sink.emit(_event(3))  # ...so this line, queued (its request answered), finds nobody
         assert seen.event.wait(10)
-        assert "not sent to syslog" in seen.messages[-1]
+        assert "kept and sent again" in seen.messages[-1]
+        for i in (100, 101):  # while it is kept, new lines are refused (their requests 503)
+            with pytest.raises(AuditUnavailable, match="cannot be sent to syslog"):
+                sink.emit(_event(i))
         server = _listener(port)  # ...and starts again on the same port
-        sink.emit(_event(4))
-        again, _ = server.accept()  # the sink opened a new connection for the next line
-        assert _ids(again, 1) == ["4"]
-        sink.emit(_event(5))  # and keeps using it
-        assert _ids(again, 1) == ["5"]
+        again, _ = server.accept()  # the sink opened a new connection for the kept line
+        assert _ids(again, 1) == ["3"]
+        _until(lambda: not _refused(sink, 102), "lines are accepted again")  # the control
+        sink.emit(_event(5))  # and it keeps using the connection
+        received = _ids(again, 2)
+        assert received == ["102", "5"]  # what was refused never arrives, later lines do
+        assert "again; requests are accepted" in seen.messages[-1]
         again.close()
     finally:
         sink.close()
         server.close()
+
+
+def test_a_local_syslog_socket_away_refuses_lines_and_gets_the_held_one_when_back(
+        tmp_path: Path) -> None:
+    """journald or rsyslog restarting: /dev/log (here a datagram socket of the test's own)
+    is gone for a while. The kept line is sent to the new socket at the same path."""
+    path = str(tmp_path / "log")
+
+    def receiver() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        return sock
+
+    def request_id(sock: socket.socket) -> str:
+        doc = json.loads(sock.recv(65536).decode().partition(": ")[2])
+        return str(doc["requestID"])
+
+    server = receiver()
+    sink = SyslogSink(path, "auth", retry_max_seconds=0.5)
+    try:
+        sink.emit(_event(1))
+        assert request_id(server) == "1"  # the control
+        server.close()
+        os.unlink(path)
+        sink.emit(_event(2))  # queued: its send fails, and it is kept
+        _until(lambda: sink.failing, "the send failed")
+        with pytest.raises(AuditUnavailable, match="cannot be sent to syslog"):
+            sink.emit(_event(100))  # refused while the socket is gone
+        server = receiver()
+        assert request_id(server) == "2"
+        _until(lambda: not _refused(sink, 3), "lines are accepted again")
+        assert request_id(server) == "3"
+    finally:
+        sink.close()
+        server.close()
+
+
+def test_a_local_syslog_socket_missing_at_start_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"audit\.syslog_address"):
+        SyslogSink(str(tmp_path / "no-such-socket"), "auth")
+
+
+def test_closing_a_sink_whose_receiver_is_away_is_bounded(seen: _Seen) -> None:
+    port = free_port()
+    server = _listener(port)
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth", close_seconds=1)
+    conn, _ = server.accept()
+    conn.close()
+    server.close()
+    sink.emit(_event(1))  # kept, sent again and again while nobody listens
+    _until(lambda: sink.failing, "the send failed")
+    sink.close()  # gives up on the kept line after close_seconds
+    assert any("1 lines not sent to syslog" in m and "before stopping" in m
+               for m in seen.messages), seen.messages
+    with pytest.raises(AuditUnavailable, match="closed"):
+        sink.emit(_event(2))
+
+
+@pytest.mark.parametrize("fault", ["open", "reader gone", "closed"])
+def test_a_stream_that_cannot_be_written_refuses_the_line(fault: str) -> None:
+    """Standard output piped to a log shipper that died (EPIPE), or a stream closed: the line
+    is refused as an unwritable file's is, so the request is 503, not 500."""
+    read, write = os.pipe()
+    stream = os.fdopen(write, "w")
+    reader = os.fdopen(read, "r")
+    try:
+        if fault == "reader gone":
+            reader.close()
+        elif fault == "closed":
+            stream.close()
+        sink = StreamSink(stream)
+        if fault == "open":  # the control: the same pipe, read
+            sink.emit(_event(1))
+            assert json.loads(reader.readline())["requestID"] == "1"
+        else:
+            with pytest.raises(AuditUnavailable, match="cannot be written"):
+                sink.emit(_event(1))
+        sink.close()  # whatever became of the stream
+    finally:
+        for end in (stream, reader):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+def test_a_closed_file_sink_refuses_the_line(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.log")
+    sink.emit(_event(1))  # the control
+    sink.close()
+    with pytest.raises(AuditUnavailable, match="closed"):
+        sink.emit(_event(2))
+    assert [json.loads(x)["requestID"] for x in
+            (tmp_path / "audit.log").read_text().splitlines()] == ["1"]
 
 
 def test_a_restart_between_two_lines_loses_neither() -> None:
@@ -191,7 +316,7 @@ def test_a_receiver_that_stops_reading_refuses_lines_and_does_not_hang_close(
         assert refused > 0
         assert any("lines not sent to syslog" in m and "before stopping" in m
                    for m in seen.messages), seen.messages
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(AuditUnavailable, match="closed"):
         sink.emit(_event(0))
 
 
@@ -328,7 +453,7 @@ def test_a_store_that_fails_to_close_still_lets_the_audit_lines_out(tmp_path: Pa
                 await runtime.close()
         else:
             await runtime.close()  # the control: a clean close
-        with pytest.raises(ValueError, match="closed"):
+        with pytest.raises(AuditUnavailable, match="closed"):
             runtime.audit.emit(_event(0))  # closed all the same
 
     try:
@@ -370,3 +495,139 @@ def test_the_access_portal_api_refuses_credentials_without_their_line(tmp_path: 
                 if d["eventName"] == "GetRoleCredentials"] == [issued["accessKeyId"]]
     finally:
         broker.stop()
+
+
+class _Receiver:
+    """A TCP syslog receiver on ``port`` that takes every line on every connection, in
+    threads, until ``stop``: then its port refuses connections, as a stopped rsyslog's does."""
+
+    def __init__(self, port: int) -> None:
+        self.server = _listener(port)
+        self.server.settimeout(0.05)  # accept() looks at ``stopped`` between waits
+        self.lines: list[str] = []
+        self.conns: list[socket.socket] = []
+        self.stopped = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            self.conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+        self.server.close()
+
+    def _read(self, conn: socket.socket) -> None:
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := conn.recv(65536):
+                data += chunk
+                *whole, data = data.split(b"\n")
+                self.lines += [x.decode() for x in whole]
+
+    def ids(self) -> list[str]:
+        return [json.loads(x.partition(": ")[2])["requestID"] for x in self.lines]
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.thread.join(timeout=10)
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+def test_a_broker_whose_tcp_syslog_receiver_is_away_refuses_requests_until_it_is_back(
+        tmp_path: Path) -> None:
+    port = free_port()
+    receiver = _Receiver(port)
+    broker = start_broker(tmp_path / "d", env={
+        "BROKER_AUDIT_SINK": "syslog", "BROKER_AUDIT_SYSLOG_ADDRESS": f"tcp://127.0.0.1:{port}"})
+    sts = broker.client("sts")
+    answered: list[str] = []
+    refused = 0
+
+    def ask() -> bool:
+        """One request: True when answered (its id noted), False when refused with 503."""
+        nonlocal refused
+        try:
+            answered.append(sts.get_session_token()["ResponseMetadata"]["RequestId"])
+        except botocore.exceptions.ClientError as exc:
+            response: dict[str, Any] = exc.response  # type: ignore[assignment]
+            assert (response["Error"]["Code"],
+                    response["ResponseMetadata"]["HTTPStatusCode"]) == ("ServiceUnavailable", 503)
+            refused += 1
+            return False
+        return True
+
+    try:
+        assert ask()  # the control: answered, and its line arrives
+        _until(lambda: answered[0] in receiver.ids(), "the line arrived")
+        receiver.stop()  # rsyslog stops: its port refuses connections
+        _until(lambda: not ask(), "requests are refused while the receiver is away")
+        assert not ask()  # and stay refused
+        receiver = _Receiver(port)  # started again on the same port
+        _until(ask, "requests are answered again")
+        assert ask()
+        # Every request answered has its line on record, those answered just before the
+        # outage was found included (they were kept, and sent once the receiver was back).
+        _until(lambda: set(answered[1:]) <= set(receiver.ids()),
+               "every answered request's line arrived")
+        assert refused >= 2
+    finally:
+        broker.stop()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("interface", ["query", "json"])
+@pytest.mark.parametrize("failures", [0, 1, 2], ids=["writable", "fails-once", "fails-twice"])
+def test_the_line_of_a_change_made_is_written_once_more_and_never_as_refused(
+        broker: Broker, interface: str, failures: int) -> None:
+    """The line of credentials issued or a change made fails ``failures`` times (the real
+    file sink behind it). Once is written again: the request is answered, its line on record
+    once. Twice is 503, and no line is written for it: not a refusal's, which would record as
+    refused what was done (refusals' lines are let through here, to show there are none)."""
+    sink = broker.runtime.audit
+    write = sink.emit
+    left = [failures]
+
+    def flaky(event: AuditEvent) -> None:
+        if event.error_code is None and event.event in ("GetSessionToken",
+                                                        "CreateOrganization") and left[0]:
+            left[0] -= 1
+            raise AuditUnavailable("the audit file cannot be written: injected")
+        write(event)
+
+    sink.emit = flaky  # type: ignore[method-assign]
+    service, ask, want = (("sts", "get_session_token", "ServiceUnavailable")
+                          if interface == "query" else
+                          ("organizations", "create_organization", "ServiceUnavailableException"))
+    client = boto3.client(  # asks once: botocore's one retry of a 503 would be a new request
+        service, endpoint_url=broker.url, region_name="us-east-1",
+        aws_access_key_id=broker.root.access_key_id,
+        aws_secret_access_key=broker.root.secret_access_key,
+        config=botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+    request_id = None
+    try:
+        answer = getattr(client, ask)()
+        request_id = answer["ResponseMetadata"]["RequestId"]
+    except botocore.exceptions.ClientError as exc:
+        response: dict[str, Any] = exc.response  # type: ignore[assignment]
+        assert failures == 2
+        assert (response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]) \
+            == (want, 503)
+        request_id = response["ResponseMetadata"]["RequestId"]
+    assert request_id
+    docs = [json.loads(x) for x in Path(broker.settings.audit.path).read_text().splitlines()]
+    mine = [d for d in docs if d["requestID"] == request_id]
+    if failures < 2:
+        assert len(mine) == 1 and "errorCode" not in mine[0], mine
+    else:
+        assert mine == []
+        if interface == "json":  # made before its 503: a retry sees it made
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                client.create_organization(FeatureSet="ALL")
+            assert _code(caught)[0] == "AlreadyInOrganizationException"
