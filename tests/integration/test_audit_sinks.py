@@ -1,6 +1,9 @@
-"""The audit sinks under faults, with real sockets, files and a real broker: a TCP syslog
-receiver that restarts gets lines again; one that stops reading makes the broker refuse
-requests (it never answers without the line) and does not hang its shutdown; an audit file
+"""The audit sinks under faults, with real sockets, files and a real broker: a TCP or local
+syslog receiver that goes away makes the broker refuse requests until it is back, and then
+gets the line kept meanwhile; one that stops reading makes the broker refuse requests (it
+never answers without the line) and does not hang its shutdown; a pipe whose reader is gone
+refuses the line (503, not 500); the line of a change made is written once more, and never
+as a refusal; an audit file
 whose directory is gone makes every interface (Query, JSON, the browser's pages, the access
 portal's API) answer 503 in its own format, and lines land again once the path is writable;
 a store that fails to close still lets the audit lines out; the file is created 0640. Each
