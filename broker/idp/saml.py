@@ -70,8 +70,11 @@ LIMITS = xmlsafe.Limits(max_bytes=75_000, max_depth=24, max_elements=2_000)
 # A signed element's canonical form, parsed again to read what the signature covers, is part
 # of a document LIMITS accepted: never deeper, never more elements, but longer (exclusive
 # canonicalization copies the namespace declarations each element uses into it, and writes
-# empty elements out in full). Its bytes are bounded by the element count: an honest response
-# of 370 roles grows from 62 KB to 82 KB. The input's limit, not this, is AWS's.
+# empty elements out in full). Its bytes are bounded by the elements and attributes times the
+# longest namespace URI LIMITS accepts (512 characters; before that limit, 72 KB of one long
+# URI used by 1,990 elements came out as 119 MB, and now at most about 4 MB can, which this
+# refuses). The 8x is what honest responses need, as observed: one of 370 roles grows from
+# 62 KB to 82 KB. The input's limit, not this, is AWS's.
 CANONICAL_LIMITS = xmlsafe.Limits(max_bytes=8 * LIMITS.max_bytes, max_depth=LIMITS.max_depth,
                                   max_elements=LIMITS.max_elements)
 MAX_ENCODED = 100_000
