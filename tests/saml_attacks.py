@@ -10,7 +10,7 @@
   ``inject_comment`` (CVE-2017-11427 and its family: a comment that splits a signed text node),
   ``with_doctype`` (internal, external and parameter entities, billion laughs),
   ``with_transform`` (an XSLT or XPath transform in a signature that is otherwise valid),
-  ``deeply_nested``, ``many_elements`` and ``oversized``.
+  ``deeply_nested``, ``many_elements``, ``namespace_bomb`` and ``oversized``.
 
 The responses they start from come from ``tests/saml_idp.py``. Nothing here imports from
 ``broker``.
@@ -516,6 +516,28 @@ def many_elements(xml: bytes, count: int) -> bytes:
     for _ in range(count):
         etree.SubElement(holder, _q(_FILLER_NS, "e"))
     return serialize(root)
+
+
+def namespace_bomb(xml: bytes, uri_length: int, uses: int, *, declarations: int = 1) -> bytes:
+    """The Response declaring ``declarations`` namespaces at its root, each URI ``uri_length``
+    characters long, and a ``samlp:Extensions`` holding ``uses`` empty elements in the first.
+
+    Canonicalization multiplies them: the exclusive kind writes a used declaration out again on
+    every element (the review's 72 KB came out as 119 MB), the inclusive kind compares each
+    element's namespaces in scope with its parent's (3,000 declarations took 30 s). Like
+    ``many_elements``, it leaves an assertion signature valid; a Response signature still
+    verifies over its SignedInfo and breaks only at the digest, after canonicalization.
+    """
+    root = _parse(xml)
+    extra = {f"n{i}": f"urn:{i}:".ljust(uri_length, "u") for i in range(declarations)}
+    # An element's declarations are fixed when it is made: a new root, the old one's children.
+    bomb = etree.Element(root.tag, attrib=dict(root.attrib), nsmap={**root.nsmap, **extra})
+    bomb.text = root.text
+    bomb.extend(list(root))
+    holder = etree.SubElement(_extensions(bomb), _q(_FILLER_NS, "many"), nsmap={"f": _FILLER_NS})
+    for _ in range(uses):
+        etree.SubElement(holder, _q(extra["n0"], "e"))
+    return serialize(bomb)
 
 
 def oversized(xml: bytes, n_bytes: int) -> bytes:

@@ -324,6 +324,41 @@ def test_a_document_of_too_many_elements_is_refused(world: SamlWorld) -> None:
         "Invalid SAML response: the document has more than 2000 elements.", 400)
 
 
+LONG_NAMESPACE = ("InvalidIdentityToken", "Invalid SAML response: the document declares a "
+                  "namespace longer than 512 characters.", 400)
+
+
+def test_a_namespace_uri_beyond_the_limit_is_refused(world: SamlWorld) -> None:
+    assert_honest(world.assume(attacks.namespace_bomb(world.response(), 512, 1_000)), world)
+    assert world.refused(attacks.namespace_bomb(world.response(), 513, 1_000)) == \
+        LONG_NAMESPACE
+
+
+def test_a_canonicalization_bomb_under_a_valid_signed_info_is_refused(world: SamlWorld) -> None:
+    """The reviewed attack: any signed response of a trusted provider, padded with one long
+    namespace URI that 1,800 elements use. Its SignedInfo still verifies, so the broker would
+    canonicalize the Response (to over 100 MB) before finding its digest wrong: it is refused
+    while parsing, before any signature is looked at."""
+    assert_honest(world.assume(world.response(sign="response")), world)
+    # At the limit, the padding reaches the signature check, which canonicalizes it.
+    at_limit = attacks.namespace_bomb(world.response(sign="response"), 512, 1_800)
+    assert world.refused(at_limit) == SIGNATURE_INVALID
+    bomb = attacks.namespace_bomb(world.response(sign="response"), 55_000, 1_800)
+    assert len(encode(bomb)) <= 100_000  # within AssumeRoleWithSAML's limit, and LIMITS'
+    assert world.refused(bomb) == LONG_NAMESPACE
+
+
+def test_more_namespaces_in_scope_than_the_limit_are_refused(world: SamlWorld) -> None:
+    # Thousands of declarations at the root make inclusive canonicalization take seconds.
+    assert_honest(world.assume(attacks.namespace_bomb(world.response(), 12, 1,
+                                                      declarations=50)), world)
+    wide = attacks.namespace_bomb(world.response(sign="response"), 12, 1, declarations=2_000)
+    assert len(encode(wide)) <= 100_000
+    assert world.refused(wide) == (
+        "InvalidIdentityToken", "Invalid SAML response: the document has more than 64 "
+        "namespaces in scope at one element.", 400)
+
+
 def test_a_response_beyond_the_parameter_limit_is_refused(world: SamlWorld) -> None:
     # 75,000 bytes are exactly 100,000 base64 characters, AssumeRoleWithSAML's limit: read.
     at_limit = attacks.oversized(world.response(), 75_000)
