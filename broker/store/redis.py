@@ -19,14 +19,15 @@ loss. One round trip, as before.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from broker.clock import Clock, SystemClock
-from broker.errors import StoreUnavailable
+from broker.errors import ConfigError, StoreUnavailable
 from broker.metrics import EphemeralCounter
 from broker.store.base import Spent
 
@@ -51,8 +52,11 @@ return n
 _SPEND = """
 local t = redis.call('TIME')
 local now = math.max(tonumber(ARGV[3]), tonumber(t[1]) + tonumber(t[2]) / 1000000)
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '-'
-local evicted = string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)') or '-'
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local evicted = string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')
+if not run or not evicted then
+  return redis.error_reply('INFO without run_id or evicted_keys: a loss cannot be told')
+end
 local record = redis.call('GET', KEYS[1])
 local lost, seen_run, seen_evicted
 if record then
@@ -64,7 +68,8 @@ if not lost then
 elseif seen_run ~= run or seen_evicted ~= evicted then
   lost = math.max(lost, now + tonumber(ARGV[5]))
 end
-redis.call('SET', KEYS[1], string.format('%.17g', lost) .. ' ' .. run .. ' ' .. evicted)
+local written = string.format('%.17g', lost) .. ' ' .. run .. ' ' .. evicted
+if written ~= record then redis.call('SET', KEYS[1], written) end
 if #KEYS < 2 then return string.format('%.17g', lost) end
 if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then
   if tonumber(ARGV[2]) <= lost then return -1 end
@@ -73,6 +78,7 @@ end
 return 0
 """
 LOST_AT = "lost-at"
+log = logging.getLogger("broker.store")
 # Added to the moment a loss is noticed: a value accepted on another node just before the loss
 # by a clock a little ahead (NTP keeps them within milliseconds) is still counted as before.
 LOSS_MARGIN_SECONDS = 2.0
@@ -109,6 +115,7 @@ class RedisEphemeralStore:
         first call ever, and again if a restored database lacks it): if it was and the key
         is gone, its data were lost. Retried by ``spend`` if the stores are away now."""
         self._history = history
+        await self._check_info()
         used_before = await history()
         lost = self._k(LOST_AT)
         if used_before and await self._call(self._client.get(lost), "get") is None:
@@ -120,6 +127,27 @@ class RedisEphemeralStore:
         await self._lost_at(lost, used_before)
         self._begun = True
 
+    async def _check_info(self) -> None:
+        """The server must tell its run and its evictions (INFO), or a loss goes unseen: a
+        Redis-compatible server without them, or a user the ACL denies INFO, stops the
+        start with the reason rather than every SAML and MFA request failing later."""
+        try:
+            server = await self._client.info("server")
+            stats = await self._client.info("stats")
+        except NoPermissionError:
+            raise ConfigError(
+                "setting store.ephemeral_url: the broker's Redis user may not run INFO (grant "
+                "it +info): without it the broker cannot tell when Redis lost data") from None
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        missing = [name for name, found in (("run_id", server), ("evicted_keys", stats))
+                   if name not in found]
+        if missing:
+            raise ConfigError(
+                f"setting store.ephemeral_url: the Redis server's INFO has no "
+                f"{' or '.join(missing)}: without it the broker cannot tell when Redis lost "
+                "data (a restart, a failover, evictions)")
+
     async def _lost_at(self, lost: str, missing_is_loss: bool) -> float:
         return float(await self._call(self._spend(
             keys=[lost], args=[0, 0, repr(self._clock.now().timestamp()),
@@ -127,7 +155,11 @@ class RedisEphemeralStore:
 
     async def spend(self, key: str, ttl: float, since: float) -> Spent:
         if not self._begun and self._history is not None:
-            await self.begin(self._history)
+            try:
+                await self.begin(self._history)
+            except ConfigError as exc:  # found only now: the start could not ask Redis
+                log.error("%s", exc)
+                raise StoreUnavailable(f"redis: {exc}") from None
         # Without ``begin`` (no runtime: a tool, a test) a missing lost-at key is a loss too:
         # nothing tells a new prefix from an emptied one.
         found = int(await self._call(self._spend(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from broker.errors import ConfigError
 from broker.store.base import Spent
 from broker.store.redis import LOSS_MARGIN_SECONDS, RedisEphemeralStore
 from tests.cluster import OwnRedis
@@ -110,3 +111,27 @@ def test_evictions_are_a_loss(evicting: OwnRedis) -> None:
     assert before is Spent.BEFORE
     assert replay is Spent.UNKNOWN
     assert fresh is Spent.NOW
+
+
+def test_a_redis_user_denied_info_stops_the_start(tmp_path: Path) -> None:
+    """Without INFO the broker cannot tell a loss: a user the ACL denies it is refused at
+    start with the reason, beside the same server's default user, which begins."""
+    server = OwnRedis(tmp_path / "acl")
+    try:
+        redis.Redis(port=server.port).acl_setuser(
+            "limited", enabled=True, passwords=["+secret"], keys=["*"],
+            commands=["+@all", "-info"])
+        limited = RedisEphemeralStore(f"redis://limited:secret@127.0.0.1:{server.port}/0",
+                                      prefix="acl-test:")
+
+        async def begin(store: RedisEphemeralStore) -> None:
+            try:
+                await store.begin(_first_use)
+            finally:
+                await store.close()
+
+        with pytest.raises(ConfigError, match=r"may not run INFO \(grant it \+info\)"):
+            asyncio.run(begin(limited))
+        asyncio.run(begin(_store(server)))  # the control
+    finally:
+        server.stop()

@@ -69,6 +69,10 @@ def test_compose_file() -> None:
     result = CliRunner().invoke(main, [*broker["command"], "--help"])
     assert result.exit_code == 0, result.output
     assert set(broker["depends_on"]) == {"postgres", "redis"}
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in \
+        redis_command
+    assert services["redis"]["volumes"] == ["redis-data:/data"] and "redis-data" in doc["volumes"]
 
 
 def test_the_license_is_an_spdx_expression_with_its_file() -> None:
