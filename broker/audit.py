@@ -156,6 +156,12 @@ class AuditEvent:
 
 
 class AuditSink(Protocol):
+    def ready(self) -> None:
+        """Raises AuditUnavailable when the sink is known not to take a line now (its receiver
+        failing, its queue stalled, its last write failed, closed): called before a request
+        that writes a line acts, so that it is refused before anything is done rather than
+        done and then answered 503 with nothing on record."""
+
     def emit(self, event: AuditEvent) -> None: ...
 
     def close(self) -> None: ...

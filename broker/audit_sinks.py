@@ -1,7 +1,8 @@
 """Where audit lines go: standard output, a file, or syslog (``audit.sink``).
 
-- ``stdout``: one line per event, flushed (standard error from the command line, so that what
-  a command prints stays exactly what it documents).
+- ``stdout``: one line per event, written to the descriptor with write(2) as the file sink
+  writes (standard error from the command line, so that what a command prints stays exactly
+  what it documents): nothing of a failed line stays buffered to land with a later one.
 - ``file``: each line is one write(2) to ``audit.path`` opened for appending, without the text
   and buffer layers of a Python file object: whole lines, in order, even when several worker
   processes append to the same file, written before the answer is sent. The file is opened
@@ -22,6 +23,11 @@ shipper gone from the pipe) or queued (a receiver that stopped reading, the queu
 receiver that refuses connections) is ``AuditUnavailable``: the request is refused with
 ServiceUnavailable as when a store is down, never answered without its line. The file sink
 tries its path again on every later line, so lines land again once it is writable.
+
+A sink known to be down (syslog failing or its queue stalled, the last line to a file or a
+stream failed, closed) says so in ``ready``, which the Query and JSON protocols call before a
+request that writes a line acts: the request is refused before anything is done, rather than
+done and then answered 503 (which botocore retries, making the change again).
 """
 
 from __future__ import annotations
@@ -90,23 +96,48 @@ class StreamSink:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._failed = False  # the last line could not be written
+
+    def ready(self) -> None:
+        # A line that failed leaves the sink refusing until one is written again: the line of
+        # the request refused here (a refusal's) is the one that tries.
+        if self._failed or getattr(self._stream, "closed", False):
+            raise AuditUnavailable("the audit stream cannot be written: its last line failed")
 
     def emit(self, event: AuditEvent) -> None:
         line = event.line() + "\n"
         with self._lock:
             try:
-                self._stream.write(line)
-                self._stream.flush()
+                self._write(line)
             except (OSError, ValueError) as exc:
                 # A log shipper gone from the pipe (EPIPE), a full disk under a redirection, a
                 # stream closed: the line is not on record, so the request is not answered.
+                self._failed = True
                 log.error("audit line not written to standard output: %s", exc)
                 raise AuditUnavailable(f"the audit stream cannot be written: {exc}") from exc
+            self._failed = False
+
+    def _write(self, line: str) -> None:
+        # Straight to the descriptor, as the file sink writes: a buffered stream keeps the
+        # bytes of a failed flush and writes them with the next line, so a refused request's
+        # line would land after all, and a line could land twice. A stream with no descriptor
+        # (a test's capture) is written through its own layers.
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            fd = -1
+        if fd < 0:
+            self._stream.write(line)
+            self._stream.flush()
+            return
+        data = line.encode()
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (a pipe nearly full): the rest
+            written += os.write(fd, data[written:])
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(OSError, ValueError):  # nothing left to refuse
             self._stream.flush()
-
 
 class FileSink:
     def __init__(self, path: Path, *, check_seconds: float = 1.0) -> None:
@@ -116,6 +147,7 @@ class FileSink:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._closed = False
+        self._failed = False  # the last line could not be written
         try:
             self._open()
         except OSError as exc:
@@ -146,6 +178,21 @@ class FileSink:
             return True
         return (found.st_dev, found.st_ino) != self._identity
 
+    def ready(self) -> None:
+        """Refuses when closed, or when the last line failed and the path still cannot be
+        opened (its directory gone, no permission). A disk that filled up is found only by
+        the next write."""
+        with self._lock:
+            if self._closed:
+                raise SinkClosed("the audit file is closed")
+            if not self._failed:
+                return
+            try:
+                self._reopen()
+            except OSError as exc:
+                raise AuditUnavailable(f"the audit file {self._path} cannot be written: "
+                                       f"{exc.strerror or exc}") from exc
+
     def emit(self, event: AuditEvent) -> None:
         data = (event.line() + "\n").encode()
         with self._lock:
@@ -161,9 +208,11 @@ class FileSink:
             except OSError as exc:
                 # No descriptor is kept when the path cannot be opened: the next line tries
                 # the path again, so lines land again once it is writable.
+                self._failed = True
                 log.error("audit line not written to %s: %s", self._path, exc.strerror or exc)
                 raise AuditUnavailable(f"the audit file {self._path} cannot be written: "
                                        f"{exc.strerror or exc}") from exc
+            self._failed = False
 
     def _reopen(self) -> None:
         fd, self._fd = self._fd, None
@@ -190,7 +239,8 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
     handler keeps writing to a dead TCP socket, and every later line fails)."""
 
     def __init__(self, address: str | tuple[str, int], socktype: socket.SocketKind | None,
-                 facility: int, network: bool) -> None:
+                 facility: int, network: bool, connect_seconds: float = 5.0) -> None:
+        self._connect_seconds = connect_seconds  # before the base class connects
         super().__init__(address, facility, socktype)
         # The base class's connection: None while there is none (it opens one when needed).
         self.socket: _Socket | None = getattr(self, "socket", None)
@@ -227,8 +277,8 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
                 self.handleError(record)
             return
         for attempt in (1, 2):
-            if self.stopped:
-                return
+            if self.stopped:  # not sent: the writer must not count it as sent
+                raise OSError(errno.ESHUTDOWN, "the audit sink stopped sending")
             try:
                 sock = self.socket
                 if sock is None or attempt == 2 or (self.socktype == socket.SOCK_STREAM
@@ -243,6 +293,34 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
                     return
                 if attempt == 2:
                     raise
+
+    def createSocket(self) -> None:
+        """The network connection, as the base class opens it but with a bounded connect: a
+        receiver that drops the handshake (a firewall, a host gone) makes the line fail, and
+        the sink *failing*, within ``connect_seconds`` rather than the kernel's minutes."""
+        if isinstance(self.address, str) or self.socktype != socket.SOCK_STREAM:
+            super().createSocket()  # a local socket, or UDP (which connects nothing)
+            return
+        self.unixsocket = False
+        host, port = self.address
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        if not infos:
+            raise OSError("getaddrinfo returns an empty list")
+        fault: OSError | None = None
+        for family, kind, proto, _, where in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(self._connect_seconds)
+            try:
+                sock.connect(where)
+            except OSError as exc:
+                sock.close()
+                fault = exc
+                continue
+            sock.settimeout(None)  # sends block, as before: close() wakes a stuck one
+            self.socket = sock
+            return
+        assert fault is not None
+        raise fault
 
     def _reconnect(self) -> _Socket:
         old, self.socket = self.socket, None
@@ -292,12 +370,13 @@ class SyslogSink:
 
     def __init__(self, address: str, facility: str, *, queue_size: int = 10_000,
                  put_seconds: float = 5.0, close_seconds: float = 10.0,
-                 retry_seconds: float = 0.2, retry_max_seconds: float = 5.0) -> None:
+                 retry_seconds: float = 0.2, retry_max_seconds: float = 5.0,
+                 connect_seconds: float = 5.0) -> None:
         target, socktype, network = parse_syslog_address(address)
         try:
             self._handler = _SyslogHandler(
                 target, socktype, logging.handlers.SysLogHandler.facility_names[facility],
-                network)
+                network, connect_seconds)
         except OSError as exc:
             raise ConfigError(f"setting audit.syslog_address: cannot reach {address}: "
                               f"{exc.strerror or exc}") from None
@@ -314,6 +393,14 @@ class SyslogSink:
         self._writer = threading.Thread(target=self._write, name="audit-syslog", daemon=True)
         self._writer.start()
         self._closed = False
+
+    def ready(self) -> None:
+        if self._closed:
+            raise SinkClosed("the audit sink is closed")
+        if self.failing:
+            raise AuditUnavailable(f"the audit lines cannot be sent to syslog {self._address}")
+        if self._stalled and self._queue.full():
+            raise AuditUnavailable(f"the audit queue to syslog {self._address} is full")
 
     def emit(self, event: AuditEvent) -> None:
         if self._closed:

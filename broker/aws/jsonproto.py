@@ -177,6 +177,8 @@ class JsonProtocol:
                 query = parse_query(req.query) if req.query else []
                 caller = await self._authn.authenticate(req, query, op.service.name)
             params = _input(op, req.body)
+            if self._audit is not None and self._writes_line(op, caller):
+                self._audit.ready()  # a sink known to be down: refused before it acts
             result = await op.handler(Call(
                 action=op.name, params=params, caller=caller, request_id=request_id,
                 source_ip=source_ip, user_agent=req.header("user-agent"), secure=secure))
@@ -213,7 +215,7 @@ class JsonProtocol:
         caller made or was refused, as CloudTrail records Organizations', sso-admin's and
         identitystore's writes. A change made is written once more when it could not be."""
         if (self._audit is None or self._clock is None or op is None or caller is None
-                or op.name.startswith(_READS)):
+                or not self._writes_line(op, caller)):
             return
         event = AuditEvent(
             time=self._clock.now(), event=op.name,
@@ -227,6 +229,10 @@ class JsonProtocol:
             emit_done(self._audit, event)
         else:
             self._audit.emit(event)
+
+    def _writes_line(self, op: JsonOperation, caller: Principal | None) -> bool:
+        return (self._audit is not None and self._clock is not None and caller is not None
+                and not op.name.startswith(_READS))
 
 
 _READS = ("Describe", "List", "Get")

@@ -151,6 +151,8 @@ class QueryProtocol:
                 user_agent=user_agent,
                 secure=secure,
             )
+            if op.audited:  # a sink known to be down refuses it before it acts
+                self._audit.ready()
             result = await op.handler(call)
         except AwsError as exc:
             return self._error(exc, op, caller, call, namespace, request_id, source_ip,
@@ -191,6 +193,8 @@ class QueryProtocol:
             call = Call(action=op.name, params=shapes.parse(op.input, params), caller=caller,
                         request_id=request_id, source_ip=source_ip, user_agent=user_agent,
                         secure=secure)
+            if op.audited:  # refused before it acts when its line cannot be written
+                self._audit.ready()
             result = await op.handler(call)
         except AwsError as exc:
             self._refused(exc, op, caller, call, request_id, source_ip, user_agent)

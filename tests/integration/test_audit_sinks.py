@@ -420,9 +420,9 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     path.parent.mkdir()  # writable again: lines land again, with no signal
     after = sts.get_session_token()
     assert signin_token().status_code == 200
-    with pytest.raises(botocore.exceptions.ClientError) as caught:
-        orgs.create_organization(FeatureSet="ALL")  # made before its 503; now refused
-    assert _code(caught)[0] == "AlreadyInOrganizationException"
+    # Refused before it acted (the sink's last line had failed, its path could not be
+    # opened): nothing was made then, so it is made now, once.
+    assert orgs.create_organization(FeatureSet="ALL")["Organization"]["Id"]
     assert _sign_in(broker).status_code == 403  # refused, as it should be: not an outage
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     assert after["ResponseMetadata"]["RequestId"] in {d["requestID"] for d in docs}
@@ -634,3 +634,127 @@ def test_the_line_of_a_change_made_is_written_once_more_and_never_as_refused(
             with pytest.raises(botocore.exceptions.ClientError) as caught:
                 client.create_organization(FeatureSet="ALL")
             assert _code(caught)[0] == "AlreadyInOrganizationException"
+
+
+@pytest.mark.parametrize("away", [False, True], ids=["receiver-up", "receiver-away"])
+def test_a_change_asked_while_the_syslog_receiver_is_away_is_refused_before_it_acts(
+        tmp_path: Path, away: bool) -> None:
+    """A sink known to be failing refuses a change before its handler runs: CreateUser is
+    answered 503 and the user is not made (botocore's retries of the 503 would otherwise make
+    the change again and again with no line). The control, the receiver up: the same request
+    makes the user."""
+    port = free_port()
+    receiver = _Receiver(port)
+    broker = start_broker(tmp_path / "d", env={
+        "BROKER_AUDIT_SINK": "syslog", "BROKER_AUDIT_SYSLOG_ADDRESS": f"tcp://127.0.0.1:{port}"})
+    sink = broker.runtime.audit
+    assert isinstance(sink, SyslogSink)
+    iam, sts = broker.client("iam"), broker.client("sts")
+    name = f"u-{os.getpid()}"
+    try:
+        if away:
+            receiver.stop()
+            sts.get_session_token()  # answered: its line is kept, and its send fails
+            _until(lambda: sink.failing, "the sink found the receiver away")
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                iam.create_user(UserName=name)
+            assert _code(caught) == ("ServiceUnavailable", 503)
+            receiver = _Receiver(port)  # back: the kept line goes, requests are accepted
+            _until(lambda: not sink.failing, "the sink sent the kept line")
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                iam.get_user(UserName=name)
+            assert _code(caught) == ("NoSuchEntity", 404)
+        else:
+            iam.create_user(UserName=name)
+            assert iam.get_user(UserName=name)["User"]["UserName"] == name
+    finally:
+        broker.stop()
+        receiver.stop()
+
+
+def test_a_stream_that_failed_writes_no_line_twice_nor_the_refused_one_later(
+        tmp_path: Path) -> None:
+    """Standard output that fails (here /dev/full behind its descriptor) and then recovers
+    (the pipe put back with dup2): the refused line never lands later, and no line lands
+    twice — a buffered stream would keep the failed bytes and write them with the next line.
+    The control is the first and last lines, written while the pipe is there."""
+    read, write = os.pipe()
+    stream = os.fdopen(os.dup(write), "w")
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        sink = StreamSink(stream)
+        sink.ready()
+        sink.emit(_event(1))
+        os.dup2(full, stream.fileno())  # the disk is full
+        with pytest.raises(AuditUnavailable, match="cannot be written"):
+            sink.emit(_event(2))
+        with pytest.raises(AuditUnavailable):
+            sink.ready()  # known to be failing: a change is refused before it acts
+        os.dup2(write, stream.fileno())  # writable again
+        sink.emit(_event(3))  # a refusal's line: it lands, and the sink is ready again
+        sink.ready()
+        sink.emit(_event(4))
+        sink.close()
+        stream.close()
+        os.close(write)
+        with os.fdopen(read) as reader:
+            assert [json.loads(x)["requestID"] for x in reader.read().splitlines()] \
+                == ["1", "3", "4"]
+    finally:
+        os.close(full)
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
+def test_a_stopped_syslog_writer_does_not_count_a_line_as_sent(seen: _Seen) -> None:
+    """Once close gave up on the writer, a send reports failure rather than success: the
+    writer logs no "sent again" for a line that never went."""
+    port = free_port()
+    server = _listener(port)
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth", close_seconds=0.5)
+    try:
+        sink._handler.stopped = True
+        with pytest.raises(OSError, match="stopped sending"):
+            sink._handler.send("a line")
+        sink._handler.stopped = False  # the control: the same handler sends
+        sink._handler.send("a line")
+    finally:
+        sink.close()
+        server.close()
+    assert not any("again" in m for m in seen.messages), seen.messages
+
+
+def test_a_receiver_that_drops_the_handshake_makes_the_sink_fail(tmp_path: Path) -> None:
+    """A receiver that answers no SYN (a full accept queue drops them, as a firewall or a
+    vanished host does): the connect gives up after connect_seconds, so the sink is failing
+    and refuses requests, where the kernel's own retries would take minutes. The control: a
+    receiver that takes the connection, and the line arrives."""
+    port = free_port()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(0)
+    server.settimeout(10)
+    fillers: list[socket.socket] = []
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", "auth", connect_seconds=0.5,
+                      close_seconds=0.5)
+    try:
+        conn, _ = server.accept()
+        sink.emit(_event(1))
+        assert _ids(conn, 1) == ["1"]  # the control
+        conn.close()  # the receiver closes it: the next line opens a new connection
+        for _ in range(4):  # fill the accept queue: later handshakes are not answered
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        sink.emit(_event(2))
+        _until(lambda: sink.failing, "the connect gave up")  # bounded, not timed
+        with pytest.raises(AuditUnavailable):
+            sink.ready()
+    finally:
+        sink.close()
+        for filler in fillers:
+            filler.close()
+        server.close()
