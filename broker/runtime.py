@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -172,117 +174,132 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     keyring = Keyring.load(settings.keyring_path,
                            check_interval=settings.keyring.check_interval_seconds)
     raw_store = open_entity_store(settings)
-    if migrate:
-        await raw_store.migrate()
-    watched = WatchedStore(raw_store)
-    ephemeral = open_ephemeral_store(settings, clock)
-    await begin_ephemeral(ephemeral, raw_store, clock)
-    # Every write of an Identity Center record, whoever makes it, gives its account a new
-    # generation (identitycenter/reads.py).
-    generations = Generations(ephemeral)
-    store: EntityStore = BumpingStore(watched, generations)
-    audit = open_sink(settings.audit)
-    iam = IamService(store, keyring, clock,
-                     allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
-    permissions = Permissions(iam.entities, iam.policies,
-                              cache_seconds=settings.iam.policy_cache_seconds,
-                              writes=lambda: watched.writes)
-    authz = Authorizer(permissions, keyring, clock)
-    organizations = OrganizationsService(iam, clock)
-    authz.guard = OrgGuard(organizations, permissions)
-    sts = StsService(iam, permissions, keyring, clock)
-    last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
-    authenticator = Authenticator(iam, permissions, keyring, clock, last_used,
-                                  skew=settings.sigv4.clock_skew_seconds,
-                                  regions=settings.sigv4.regions)
-    sp_credentials = await sp.load(settings, store, keyring, clock)
-    federation = SamlFederation(
-        iam.saml_providers, permissions, sts, ephemeral,
-        ServiceProvider(settings.acs_url, settings.saml_audiences,
-                        timedelta(seconds=settings.saml.clock_skew_seconds)),
-        sp_credentials, clock)
-    web_identity = WebIdentityFederation(
-        iam.oidc_providers, permissions, sts, KeySource(settings.oidc), clock,
-        skew_seconds=settings.oidc.clock_skew_seconds)
-    federation.organizations = web_identity.organizations = authz.guard
-    console_sessions = ConsoleSessions(ephemeral, keyring, clock)
-    destinations = Destinations(settings.public_url, (
-        *settings.signin.destinations, *(a.url for a in settings.gateway.applications)))
-    saml_signin = SamlSignIn(
-        federation, console_sessions, iam, ephemeral, destinations, clock,
-        sp_entity_id=settings.sp_entity_id, idp_initiated=settings.saml.idp_initiated)
-    protocol = QueryProtocol(
-        [*sts_api.operations(sts, authz, federation, web_identity),
-         *iam_api.operations(iam, authz, last_used)],
-        authenticator, audit, clock,
-    )
-    security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
-                                 public_url=settings.public_url)
-    async def manages_organization(account: str) -> bool:
-        org = await organizations.org_of(account)
-        return org is not None and org.management == account
+    opened: list[EphemeralStore | AuditSink] = []
+    try:
+        if migrate:
+            await raw_store.migrate()
+        watched = WatchedStore(raw_store)
+        ephemeral = open_ephemeral_store(settings, clock)
+        opened.append(ephemeral)
+        await begin_ephemeral(ephemeral, raw_store, clock)
+        # Every write of an Identity Center record, whoever makes it, gives its account a new
+        # generation (identitycenter/reads.py).
+        generations = Generations(ephemeral)
+        store: EntityStore = BumpingStore(watched, generations)
+        audit = open_sink(settings.audit)
+        opened.append(audit)
+        iam = IamService(store, keyring, clock,
+                         allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
+        permissions = Permissions(iam.entities, iam.policies,
+                                  cache_seconds=settings.iam.policy_cache_seconds,
+                                  writes=lambda: watched.writes)
+        authz = Authorizer(permissions, keyring, clock)
+        organizations = OrganizationsService(iam, clock)
+        authz.guard = OrgGuard(organizations, permissions)
+        sts = StsService(iam, permissions, keyring, clock)
+        last_used = LastUsedRecorder(iam, interval=settings.iam.last_used_flush_seconds)
+        authenticator = Authenticator(iam, permissions, keyring, clock, last_used,
+                                      skew=settings.sigv4.clock_skew_seconds,
+                                      regions=settings.sigv4.regions)
+        sp_credentials = await sp.load(settings, store, keyring, clock)
+        federation = SamlFederation(
+            iam.saml_providers, permissions, sts, ephemeral,
+            ServiceProvider(settings.acs_url, settings.saml_audiences,
+                            timedelta(seconds=settings.saml.clock_skew_seconds)),
+            sp_credentials, clock)
+        web_identity = WebIdentityFederation(
+            iam.oidc_providers, permissions, sts, KeySource(settings.oidc), clock,
+            skew_seconds=settings.oidc.clock_skew_seconds)
+        federation.organizations = web_identity.organizations = authz.guard
+        console_sessions = ConsoleSessions(ephemeral, keyring, clock)
+        destinations = Destinations(settings.public_url, (
+            *settings.signin.destinations, *(a.url for a in settings.gateway.applications)))
+        saml_signin = SamlSignIn(
+            federation, console_sessions, iam, ephemeral, destinations, clock,
+            sp_entity_id=settings.sp_entity_id, idp_initiated=settings.saml.idp_initiated)
+        protocol = QueryProtocol(
+            [*sts_api.operations(sts, authz, federation, web_identity),
+             *iam_api.operations(iam, authz, last_used)],
+            authenticator, audit, clock,
+        )
+        security_keys = SecurityKeys(iam.mfa, authz, ephemeral, clock,
+                                     public_url=settings.public_url)
+        async def manages_organization(account: str) -> bool:
+            org = await organizations.org_of(account)
+            return org is not None and org.management == account
 
-    federation_endpoint = Federation(ephemeral, keyring, sts, authz, clock)
-    identity_center = _identity_center(settings, store, clock, iam, sts, permissions, authz,
-                                       organizations, sp_credentials, federation_endpoint,
-                                       generations)
-    json_protocol = JsonProtocol(
-        [*org_api.operations(organizations, authz),
-         *sso_api.operations(identity_center.instances, authz, manages_organization,
-                             identity_center.permission_sets, identity_center.assignments,
-                             AccessControl(identity_center.store)),
-         *store_api.operations(identity_center.directory, authz)],
-        authenticator, audit=audit, clock=clock)
-    oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,
-                  identity_center.cached_directory, public_url=settings.public_url,
-                  session_seconds=settings.sso.session_hours * 3600)
-    sources = IdentitySources(
-        identity_center.store, ephemeral, keyring, clock,
-        identity_center.directory, web_identity.keys,
-        public_url=settings.public_url,
-        sp_credentials=sp_credentials,
-        oidc_settings=settings.oidc,
-        saml_skew=timedelta(
-            seconds=settings.saml.clock_skew_seconds),
-        idp_initiated=settings.saml.idp_initiated,
-        access_control=AccessControl(identity_center.store),
-        reads=identity_center.reads)
-    return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
-                   authenticator, protocol, authz, sp_credentials, federation,
-                   console_sessions, saml_signin, web_identity, destinations,
-                   federation_endpoint,
-                   Console(sts, authz, keyring, clock, settings.gateway.applications),
-                   PasswordSignIn(iam, sts, authz, console_sessions, ephemeral, clock,
-                                  security_keys,
-                                  root_mfa_required=settings.signin.root_mfa_required,
-                                  max_failures=settings.signin.max_failures,
-                                  lock_seconds=settings.signin.lock_seconds),
-                   OwnCredentials(protocol, iam, sts, authz), security_keys,
-                   organizations, json_protocol,
-                   identity_center=identity_center,
-                   oauth=oauth, rest_protocol=RestProtocol([
-                       *oidc_api.operations(oauth),
-                       *portal_api.operations(oauth, identity_center.cached_instances,
-                                              identity_center.cached_directory,
-                                              identity_center.access, audit, clock,
-                                              sources=sources)]),
-                   portal=Portal(identity_center.store, ephemeral, keyring, clock,
-                                 identity_center.directory, identity_center.instances, Throttle(
-                                     ephemeral, max_failures=settings.signin.max_failures,
-                                     lock_seconds=settings.signin.lock_seconds),
-                                 account_ids=lambda: _account_ids(iam),
-                                 relying_party=security_keys.rp,
-                                 session_seconds=settings.sso.session_hours * 3600,
-                                 mailer=Mailer(settings.sso.smtp_url, settings.sso.smtp_from)
-                                 if settings.sso.smtp_url else None,
-                                 public_url=settings.public_url,
-                                 sources=sources),
-                   signin_links=[("Sign in with a user name and password", "/signin")],
-                   scim=ScimServer(identity_center.cached_instances, identity_center.directory,
-                                   ScimTokens(identity_center.store, clock),
-                                   clock, public_url=settings.public_url))
+        federation_endpoint = Federation(ephemeral, keyring, sts, authz, clock)
+        identity_center = _identity_center(settings, store, clock, iam, sts, permissions, authz,
+                                           organizations, sp_credentials, federation_endpoint,
+                                           generations)
+        json_protocol = JsonProtocol(
+            [*org_api.operations(organizations, authz),
+             *sso_api.operations(identity_center.instances, authz, manages_organization,
+                                 identity_center.permission_sets, identity_center.assignments,
+                                 AccessControl(identity_center.store)),
+             *store_api.operations(identity_center.directory, authz)],
+            authenticator, audit=audit, clock=clock)
+        oauth = OAuth(ephemeral, keyring, clock, identity_center.cached_instances,
+                      identity_center.cached_directory, public_url=settings.public_url,
+                      session_seconds=settings.sso.session_hours * 3600)
+        sources = IdentitySources(
+            identity_center.store, ephemeral, keyring, clock,
+            identity_center.directory, web_identity.keys,
+            public_url=settings.public_url,
+            sp_credentials=sp_credentials,
+            oidc_settings=settings.oidc,
+            saml_skew=timedelta(
+                seconds=settings.saml.clock_skew_seconds),
+            idp_initiated=settings.saml.idp_initiated,
+            access_control=AccessControl(identity_center.store),
+            reads=identity_center.reads)
+        return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
+                       authenticator, protocol, authz, sp_credentials, federation,
+                       console_sessions, saml_signin, web_identity, destinations,
+                       federation_endpoint,
+                       Console(sts, authz, keyring, clock, settings.gateway.applications),
+                       PasswordSignIn(iam, sts, authz, console_sessions, ephemeral, clock,
+                                      security_keys,
+                                      root_mfa_required=settings.signin.root_mfa_required,
+                                      max_failures=settings.signin.max_failures,
+                                      lock_seconds=settings.signin.lock_seconds),
+                       OwnCredentials(protocol, iam, sts, authz), security_keys,
+                       organizations, json_protocol,
+                       identity_center=identity_center,
+                       oauth=oauth, rest_protocol=RestProtocol([
+                           *oidc_api.operations(oauth),
+                           *portal_api.operations(oauth, identity_center.cached_instances,
+                                                  identity_center.cached_directory,
+                                                  identity_center.access, audit, clock,
+                                                  sources=sources)]),
+                       portal=Portal(identity_center.store, ephemeral, keyring, clock,
+                                     identity_center.directory, identity_center.instances, Throttle(
+                                         ephemeral, max_failures=settings.signin.max_failures,
+                                         lock_seconds=settings.signin.lock_seconds),
+                                     account_ids=lambda: _account_ids(iam),
+                                     relying_party=security_keys.rp,
+                                     session_seconds=settings.sso.session_hours * 3600,
+                                     mailer=Mailer(settings.sso.smtp_url, settings.sso.smtp_from)
+                                     if settings.sso.smtp_url else None,
+                                     public_url=settings.public_url,
+                                     sources=sources),
+                       signin_links=[("Sign in with a user name and password", "/signin")],
+                       scim=ScimServer(identity_center.cached_instances, identity_center.directory,
+                                       ScimTokens(identity_center.store, clock),
+                                       clock, public_url=settings.public_url))
 
 
+    except BaseException:
+        # A start that fails part way (a setting found wrong, a store away) leaves nothing
+        # open behind it.
+        for resource in reversed(opened):
+            with contextlib.suppress(Exception):
+                closed = resource.close()
+                if closed is not None:
+                    await closed
+        with contextlib.suppress(Exception):
+            await raw_store.close()
+        raise
 @dataclass
 class IdentityCenter:
     """IAM Identity Center's parts: instances, permission sets, assignments, and what a
@@ -373,6 +390,25 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
     if not data_dir.exists():
         data_dir.mkdir(parents=True)
         _private(data_dir)  # only a directory we made: never someone else's (/tmp, $HOME)
+    # Opened before anything is made: an audit sink that cannot open stops init at once,
+    # not after the root key exists.
+    sink = open_sink(settings.audit, command_line=True)
+    try:
+        account, key = await _initialize(settings, clock, account_id, root_email,
+                                         root_password)
+        try:
+            _audit_issued(sink, clock, key, "init")
+        except Exception as exc:  # the account is made: its credentials are still shown
+            log.error("the audit line of the root access key %s was not written: %s",
+                      key.key.access_key_id, exc)
+    finally:
+        sink.close()
+    return account, key
+
+
+async def _initialize(settings: Settings, clock: Clock, account_id: str | None,
+                      root_email: str | None, root_password: str | None
+                      ) -> tuple[Account, NewAccessKey]:
     store = open_entity_store(settings)
     try:
         await store.migrate()
@@ -385,9 +421,10 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         # One initialisation per database, even of several at once (nodes started together
         # with empty data directories): the first to make this record makes the account and
         # the keyring; each other one is refused, rather than a second account under a
-        # second keyring.
+        # second keyring. The owner tells this init's claim from one that took it over.
+        owner = secrets.token_hex(16)
         claim = Record(kind=INSTALLATION_KIND, account=GLOBAL, key="first",
-                       data={"initialised": clock.now().isoformat()})
+                       data={"initialised": clock.now().isoformat(), "owner": owner})
         try:
             await store.create(claim)
         except AlreadyExists:
@@ -395,20 +432,43 @@ async def initialize(settings: Settings, *, account_id: str | None = None,
         keyring = Keyring.generate(clock, path=settings.keyring_path)
         try:
             keyring.save()
+            await store.update(claim.ref, _still_ours(owner, clock))  # not taken over since
             account, key = await IamService(store, keyring, clock).create_account(
                 account_id, root_email=root_email, root_password=root_password)
         except BaseException:
-            settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
-            with contextlib.suppress(Exception):
-                await store.delete(claim.ref)  # another try may initialise
+            # Undone only if no account was made: one made (even in part) needs this keyring,
+            # or the database could never be used (nor initialised) again.
+            try:
+                made = bool(await iam.list_accounts())
+            except Exception:
+                made = True
+            if not made:
+                settings.keyring_path.unlink(missing_ok=True)  # no half-initialised directory
+                with contextlib.suppress(Exception):
+                    await store.delete(claim.ref, check=_ours(owner))  # another may begin
             raise
-        # The account is made: its keyring stays whatever happens next (a start makes the
-        # SAML SP key if this does not).
-        await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
+        try:
+            await sp.load(settings, store, keyring, clock)  # the SAML SP key, made once
+        except Exception as exc:  # the account is made: shown; a start makes the key
+            log.warning("the SAML service provider key was not made now (%s): 'broker serve' "
+                        "makes it when it starts", exc)
     finally:
         await store.close()
-    audit_issued_locally(settings, clock, key, "init")
     return account, key
+
+
+def _ours(owner: str) -> Callable[[Record], None]:
+    def check(found: Record) -> None:
+        if found.data.get("owner") != owner:
+            raise ConfigError("the installation claim is another init's")
+    return check
+
+
+def _still_ours(owner: str, clock: Clock) -> Callable[[Record], dict[str, str]]:
+    def confirm(found: Record) -> dict[str, str]:
+        _ours(owner)(found)
+        return {"initialised": clock.now().isoformat(), "owner": owner}
+    return confirm
 
 
 # A claim this old, with no account made, was left by an init that stopped midway (killed,
@@ -430,7 +490,7 @@ async def _take_over_claim(store: EntityStore, iam: IamService, claim: Record, c
             raise ConfigError(
                 "another 'broker init' is initialising this database now: wait for it, then "
                 f"copy that broker's keyring to {keyring_path} instead")
-        return dict(claim.data)
+        return dict(claim.data)  # this init's time and owner
 
     await store.update(claim.ref, take_over)
 
@@ -440,14 +500,18 @@ def audit_issued_locally(settings: Settings, clock: Clock, key: NewAccessKey,
     """The audit line of a root access key the command line issued (init, accounts create)."""
     sink = open_sink(settings.audit, command_line=True)
     try:
-        sink.emit(AuditEvent(
-            time=clock.now(), event="CreateAccessKey", outcome="issued",
-            request_id=new_request_id(), source_ip=None, user_agent=f"broker {command}",
-            account=key.key.account_id, access_key_id=key.key.access_key_id,
-            subject=arn.root(key.key.account_id),
-        ))
+        _audit_issued(sink, clock, key, command)
     finally:
         sink.close()
+
+
+def _audit_issued(sink: AuditSink, clock: Clock, key: NewAccessKey, command: str) -> None:
+    sink.emit(AuditEvent(
+        time=clock.now(), event="CreateAccessKey", outcome="issued",
+        request_id=new_request_id(), source_ip=None, user_agent=f"broker {command}",
+        account=key.key.account_id, access_key_id=key.key.access_key_id,
+        subject=arn.root(key.key.account_id),
+    ))
 
 
 def _private(path: Path) -> None:

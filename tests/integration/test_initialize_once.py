@@ -88,3 +88,25 @@ def test_a_claim_left_by_an_init_that_stopped_midway_is_taken_over(
     account, _ = asyncio.run(initialize(_settings(tmp_path / "b" / "data", url)))
     assert (tmp_path / "b" / "data" / "keyring.json").exists()
     assert asyncio.run(_accounts(url, tmp_path / "b" / "data")) == 1 and account.id
+
+
+def test_an_sp_key_that_cannot_be_read_does_not_lose_the_root_credentials(
+        tmp_path: Path) -> None:
+    """The SAML SP key is made after the account: a key file that cannot be read leaves the
+    account, its keyring and its root credentials (shown as always, with a warning; a start
+    reports the setting), where it used to raise with the credentials made and never shown."""
+    data_dir = tmp_path / "data"
+    settings = load(None, environ={
+        "BROKER_SERVER_DATA_DIR": str(data_dir), "BROKER_AUDIT_SINK": "file",
+        "BROKER_AUDIT_PATH": str(tmp_path / "audit.log"),
+        "BROKER_SAML_SP_KEY_FILE": str(tmp_path / "missing.pem"),
+        "BROKER_SAML_SP_CERTIFICATE_FILE": str(tmp_path / "missing.crt")})
+    account, key = asyncio.run(initialize(settings))
+    assert key.secret_access_key and (data_dir / "keyring.json").exists()
+    assert key.key.access_key_id in (tmp_path / "audit.log").read_text()  # on record
+    # The control: the same broker's start refuses the setting that init passed over.
+    from broker.runtime import open_runtime
+
+    with pytest.raises(ConfigError, match=r"saml\.sp_key_file"):
+        asyncio.run(open_runtime(settings))
+    assert account.id
