@@ -71,11 +71,12 @@ end
 local written = string.format('%.17g', lost) .. ' ' .. run .. ' ' .. evicted
 if written ~= record then redis.call('SET', KEYS[1], written) end
 if #KEYS < 2 then return string.format('%.17g', lost) end
-if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then
-  if tonumber(ARGV[2]) <= lost then return -1 end
-  return 1
-end
-return 0
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+-- Unknown is not recorded: every presentation of such a value is unknown alike (refused, and
+-- not a guess), never "spent before".
+if tonumber(ARGV[2]) <= lost then return -1 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
 """
 LOST_AT = "lost-at"
 log = logging.getLogger("broker.store")
