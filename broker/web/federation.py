@@ -99,6 +99,7 @@ async def signin_token(request: Request) -> Response:
         if raw is not None and not _SECONDS.fullmatch(raw):
             raise InvalidParameterValue("SessionDuration must be a number of seconds.")
         verified, session_token = federation.verify(session)
+        request.app.state.runtime.audit.ready()  # refused before a token is made
         who = (verified.arn, verified.account_id, verified.access_key_id)
         token = await federation.signin_token(verified, session_token,
                                               int(raw) if raw is not None else None,
@@ -145,6 +146,9 @@ async def login(request: Request) -> Response:
         raise InvalidParameterValue(
             "The Issuer is not an allowed destination: the broker links back to it, so it "
             "must be a URL the administrator configured.")
+    # An audit sink known to be down refuses before the token is spent (the line of this
+    # sign-in could not be written; the token still signs in once the sink is back).
+    request.app.state.runtime.audit.ready()
     issued = await _federation(request).redeem(signin_token)
     request_id = new_request_id()
     if issued is None:

@@ -250,6 +250,10 @@ def guarded(handler: Callable[[Request], Awaitable[Response]]
     async def run(request: Request) -> Response:
         error_id = new_request_id()
         try:
+            if request.method == "POST":
+                # A form acts (a sign-in spends a code, an assertion, a pending step) and
+                # writes its line: with the audit sink known to be down it is refused first.
+                request.app.state.runtime.audit.ready()
             return await handler(request)
         except AwsError as exc:
             log.info("%s %s refused (%s): %s [%s]", request.method, request.url.path, exc.code,

@@ -398,6 +398,11 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
                          params={"Action": "getSigninToken", "Session": session})
 
     assert signin_token().status_code == 200  # the control, before
+    kept = signin_token().json()["SigninToken"]  # to sign in with during the outage
+
+    def login(token: str) -> httpx.Response:
+        return httpx.get(f"{broker.url}/federation", params={
+            "Action": "login", "SigninToken": token, "Destination": f"{broker.url}/console"})
 
     shutil.rmtree(path.parent)
     path.parent.write_text("a file where the directory was")
@@ -415,6 +420,7 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     page = _sign_in(broker)  # a refused sign-in's line cannot be written either
     assert page.status_code == 503
     assert "text/html" in page.headers["content-type"] and "ServiceUnavailable" in page.text
+    assert login(kept).status_code == 503  # refused before the token is spent
 
     path.parent.unlink()
     path.parent.mkdir()  # writable again: lines land again, with no signal
@@ -424,10 +430,12 @@ def test_an_audit_file_that_cannot_be_written_refuses_requests_in_each_format(
     # opened): nothing was made then, so it is made now, once.
     assert orgs.create_organization(FeatureSet="ALL")["Organization"]["Id"]
     assert _sign_in(broker).status_code == 403  # refused, as it should be: not an outage
+    assert login(kept).status_code == 303  # the token was not spent by the refused login
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     assert after["ResponseMetadata"]["RequestId"] in {d["requestID"] for d in docs}
     assert [d["eventName"] for d in docs] == ["GetSessionToken", "GetSigninToken",
-                                              "CreateOrganization", "ConsoleLogin"]
+                                              "CreateOrganization", "ConsoleLogin",
+                                              "ConsoleLogin"]
 
 
 def test_a_store_that_fails_to_close_still_lets_the_audit_lines_out(tmp_path: Path) -> None:
