@@ -8,9 +8,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -232,3 +233,24 @@ def allow_policy(actions: str | list[str], resource: str, **extra: Any) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": actions, "Resource": resource, **extra}]})
 
+
+
+def serve_json(answer: Callable[[BaseHTTPRequestHandler], object]) -> ThreadingHTTPServer:
+    """A real HTTP server on 127.0.0.1 (a spare port), in a background thread, answering every
+    GET with 200 and ``answer(request)`` as JSON; it logs nothing."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer(self)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

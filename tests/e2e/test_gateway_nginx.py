@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,7 @@ import botocore.config
 import httpx
 import pytest
 
-from tests.helpers import Broker, Creds, creds_of, free_port, start_broker
+from tests.helpers import Broker, Creds, creds_of, free_port, serve_json, start_broker
 from tests.nginx import Nginx, certificate, nginx_binary, render
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "broker-gateway.conf"
@@ -50,27 +49,15 @@ class App:
     server: ThreadingHTTPServer | None = None
 
     def start(self) -> App:
-        app = self
+        def answer(request: BaseHTTPRequestHandler) -> dict[str, Any]:
+            hit = Hit(request.path,
+                      {name: request.headers.get_all(name) or [] for name in
+                       (*BROKER_HEADERS, "X_Broker_Principal_Arn")},
+                      request.headers.get_all("Cookie") or [])
+            self.hits.append(hit)
+            return {"path": hit.path, "headers": hit.headers}
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hit = Hit(self.path,
-                          {name: self.headers.get_all(name) or [] for name in
-                           (*BROKER_HEADERS, "X_Broker_Principal_Arn")},
-                          self.headers.get_all("Cookie") or [])
-                app.hits.append(hit)
-                body = json.dumps({"path": hit.path, "headers": hit.headers}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_json(answer)
         return self
 
     @property

@@ -248,26 +248,11 @@ class _Upstream:
     with 200 and, as JSON, the X-Forwarded-* headers nginx sent it."""
 
     def __init__(self) -> None:
-        import http.server
-        import json
-        import threading
+        from tests.helpers import serve_json
 
-        class Echo(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = json.dumps({name: self.headers.get(name) for name in (
-                    "X-Forwarded-Proto", "X-Forwarded-For")}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        self.server = serve_json(lambda request: {name: request.headers.get(name) for name in (
+            "X-Forwarded-Proto", "X-Forwarded-For")})
         self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
