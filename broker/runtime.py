@@ -174,20 +174,22 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
     keyring = Keyring.load(settings.keyring_path,
                            check_interval=settings.keyring.check_interval_seconds)
     raw_store = open_entity_store(settings)
-    opened: list[EphemeralStore | AuditSink] = []
-    try:
+    # A start that fails part way (a setting found wrong, a store away) leaves nothing open
+    # behind it: what is opened is closed again unless the runtime is made.
+    async with contextlib.AsyncExitStack() as undo:
+        undo.push_async_callback(raw_store.close)
         if migrate:
             await raw_store.migrate()
         watched = WatchedStore(raw_store)
         ephemeral = open_ephemeral_store(settings, clock)
-        opened.append(ephemeral)
+        undo.push_async_callback(ephemeral.close)
         await begin_ephemeral(ephemeral, raw_store, clock)
         # Every write of an Identity Center record, whoever makes it, gives its account a new
         # generation (identitycenter/reads.py).
         generations = Generations(ephemeral)
         store: EntityStore = BumpingStore(watched, generations)
         audit = open_sink(settings.audit)
-        opened.append(audit)
+        undo.callback(audit.close)
         iam = IamService(store, keyring, clock,
                          allow_http_loopback=settings.oidc.allow_http_loopback, ephemeral=ephemeral)
         permissions = Permissions(iam.entities, iam.policies,
@@ -253,7 +255,7 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
             idp_initiated=settings.saml.idp_initiated,
             access_control=AccessControl(identity_center.store),
             reads=identity_center.reads)
-        return Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
+        runtime = Runtime(settings, clock, keyring, store, ephemeral, audit, iam, sts, last_used,
                        authenticator, protocol, authz, sp_credentials, federation,
                        console_sessions, saml_signin, web_identity, destinations,
                        federation_endpoint,
@@ -287,19 +289,10 @@ async def open_runtime(settings: Settings, *, clock: Clock | None = None,
                        scim=ScimServer(identity_center.cached_instances, identity_center.directory,
                                        ScimTokens(identity_center.store, clock),
                                        clock, public_url=settings.public_url))
+        undo.pop_all()
+        return runtime
 
 
-    except BaseException:
-        # A start that fails part way (a setting found wrong, a store away) leaves nothing
-        # open behind it.
-        for resource in reversed(opened):
-            with contextlib.suppress(Exception):
-                closed = resource.close()
-                if closed is not None:
-                    await closed
-        with contextlib.suppress(Exception):
-            await raw_store.close()
-        raise
 @dataclass
 class IdentityCenter:
     """IAM Identity Center's parts: instances, permission sets, assignments, and what a
