@@ -251,3 +251,46 @@ def test_public_metrics_only_to_their_networks(tmp_path: Path) -> None:
         assert reply.status_code == 404 and "broker_requests_total" not in reply.text
     finally:
         refused.stop()
+
+
+_HOSTILE_METRICS = [
+    ("GET", "/metrics?x=%ff%zz&%00=1", {}, b""),
+    ("HEAD", "/metrics", {}, b""),
+    ("POST", "/metrics", {"Content-Type": "application/x-www-form-urlencoded"},
+     b"\xff\xfe=\xc0\xaf"),
+    ("PUT", "/metrics", {}, b"x" * 70_000),
+    ("DELETE", "/metrics/", {}, b""),
+    ("GET", "/metrics%00", {}, b""),
+    ("GET", "/metrics/../metrics", {}, b""),
+    ("GET", "/metrics", {"X-Forwarded-For": "10.0.0.1", "User-Agent": b"\xff\xc3\x28"}, b""),
+]
+
+
+def _hostile_answers(base: str) -> list[int]:
+    statuses = []
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for method, path, headers, body in _HOSTILE_METRICS:
+            statuses.append(client.request(method, path, headers=headers,
+                                           content=body).status_code)
+    return statuses
+
+
+def test_hostile_requests_to_metrics_get_no_5xx(served: Served, tmp_path: Path) -> None:
+    """The /metrics of the metrics listener and of the public port (metrics.public) under
+    odd methods, paths, bodies and header bytes: never 5xx, never an ERROR line; the honest
+    scrape beside them answers (the control)."""
+    listener = _hostile_answers(f"http://127.0.0.1:{served.metrics_port}")
+    assert all(s < 500 for s in listener), listener
+    assert served.scrape()  # the control, after them
+    public = start_broker(tmp_path / "public", env={
+        "BROKER_METRICS_ENABLED": "true", "BROKER_METRICS_PUBLIC": "true"})
+    try:
+        answers = _hostile_answers(public.server.url)
+        assert all(s < 500 for s in answers), answers
+        assert httpx.get(public.server.url + "/metrics", timeout=10).status_code == 200
+    finally:
+        public.stop()
+    logged = [json.loads(line) for line in served.log_lines()]
+    assert logged and all("level" in d for d in logged)  # the lines this looks through
+    assert [d for d in logged if d["level"] in ("error", "critical") or "exception" in d
+            or "Traceback" in str(d.get("message"))] == []
